@@ -1,0 +1,213 @@
+"""From the apparatus to the model: every rate, the atom number, the couplings and the noise floor.
+
+`ApparatusParameters` is what a physicist sets (temperature, field, probe, cell, detector);
+`derive` turns it into the `SpinModel` of PHYSICS.md §3 and the observation of §4. The simulator
+is driven by it and the analysis reports fits against it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+
+from analysis import constants as k
+from analysis import optics, vapour
+from analysis.checks import ParameterError, check_positive, check_range, check_vector
+from analysis.spin_model import SpinModel
+
+
+@dataclass(frozen=True)
+class ApparatusParameters:
+    """The physical settings of the vapour cell, field, probe and detector, in SI units."""
+
+    temperature_K: float = 450.0
+    field_T: tuple[float, float, float] = (500e-9, 0.0, 0.0)
+    probe_power_W: float = 1.0e-3  # into the cell
+    probe_detuning_Hz: float = 60e9  # from the D1 line of F = 2; positive is blue
+    beam_area_m2: float = 3.1e-6  # effective area of the probe beam
+    cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)  # z is along the probe
+    n2_fill_pressure_Torr: float = 100.0
+    n2_fill_temperature_K: float = 293.15
+    responsivity_A_per_W: float = 0.52  # PDB450A (Si) at 795 nm
+    nep_W_per_rtHz: float = 5e-12  # detector noise-equivalent power in the difference signal
+    optics_transmission: float = 0.95  # exit window, half-wave plate and PBS losses
+
+    def __post_init__(self) -> None:
+        check_range("temperature_K", self.temperature_K, 250.0, 700.0, "K")
+        object.__setattr__(
+            self, "field_T", tuple(check_vector("field_T", self.field_T, 3, "T").tolist())
+        )
+        if max(abs(b) for b in self.field_T) > 1e-3:
+            raise ParameterError(
+                f"field_T = {list(self.field_T)} exceeds the model's range: each component must "
+                "lie in [-1e-03, 1e-03] T (the linear Zeeman regime)"
+            )
+        check_range("probe_power_W", self.probe_power_W, 0.0, 1.0, "W")
+        check_range("probe_detuning_Hz", self.probe_detuning_Hz, -1e12, 1e12, "Hz")
+        check_positive("beam_area_m2", self.beam_area_m2, "m^2")
+        dims = check_vector("cell_dimensions_m", self.cell_dimensions_m, 3, "m")
+        if np.any(dims <= 0):
+            raise ParameterError(f"cell_dimensions_m = {dims.tolist()} must all lie in (0, inf) m")
+        object.__setattr__(self, "cell_dimensions_m", tuple(dims.tolist()))
+        check_range(
+            "n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0.0, 3000.0, "Torr", low_open=True
+        )
+        check_positive("n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
+        check_positive("responsivity_A_per_W", self.responsivity_A_per_W, "A/W")
+        check_range("nep_W_per_rtHz", self.nep_W_per_rtHz, 0.0, 1e-6, "W/√Hz")
+        check_range("optics_transmission", self.optics_transmission, 0.0, 1.0, low_open=True)
+
+    def with_changes(self, **changes: object) -> ApparatusParameters:
+        """Return a copy with some parameters changed (validated again)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Return the parameter names."""
+        return [f.name for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class DerivedQuantities:
+    """Everything the model needs and the truth a simulated record is made from."""
+
+    parameters: ApparatusParameters
+    number_density_m3: float
+    n2_density_m3: float
+    spin_exchange_rate: float
+    collisional_spin_destruction_rate: float
+    probe_pumping_rate: float
+    diffusion_rate: float
+    atom_number: float
+    optical_fwhm_D1_Hz: float
+    cross_section_m2: float
+    cell_transmission: float
+    detected_power_W: float
+    probe_frequency_Hz: float
+    coupling_upper_rad: float
+    coupling_lower_rad: float
+    shot_noise_psd_rad2_per_Hz: float
+    electronic_noise_psd_rad2_per_Hz: float
+    model: SpinModel = field(repr=False)
+
+    @property
+    def spin_destruction_rate(self) -> float:
+        """Return R_SD′ = R_SD + R_pr in s⁻¹."""
+        return self.collisional_spin_destruction_rate + self.probe_pumping_rate
+
+    @property
+    def white_noise_psd_rad2_per_Hz(self) -> float:
+        """Return the flat floor of the angle PSD: photon shot noise plus detector noise."""
+        return self.shot_noise_psd_rad2_per_Hz + self.electronic_noise_psd_rad2_per_Hz
+
+    @property
+    def field_magnitude_T(self) -> float:
+        """Return |B| in T."""
+        return float(np.linalg.norm(self.parameters.field_T))
+
+    def atomic_psd(self, frequency_Hz: np.ndarray) -> np.ndarray:
+        """Return the atomic part of the one-sided angle PSD in rad²/Hz."""
+        return self.model.psd(frequency_Hz, self.coupling_upper_rad, self.coupling_lower_rad)
+
+    def total_psd(self, frequency_Hz: np.ndarray) -> np.ndarray:
+        """Return the one-sided angle PSD, atoms plus white noise, in rad²/Hz."""
+        return self.atomic_psd(frequency_Hz) + self.white_noise_psd_rad2_per_Hz
+
+    def angle_variance_rad2(self) -> float:
+        """Return the variance of the atomic rotation angle in rad²."""
+        return self.model.variance(self.coupling_upper_rad, self.coupling_lower_rad)
+
+    def truth_attributes(self) -> dict[str, float | list[float]]:
+        """Return every parameter and derived value, with its unit in its name, for a data file."""
+        p = self.parameters
+        attributes: dict[str, float | list[float]] = {}
+        for key, value in asdict(p).items():
+            attributes[key] = list(value) if isinstance(value, tuple) else value
+        attributes["field_nT"] = [1e9 * b for b in p.field_T]
+        serf = (k.GAMMA_UPPER_rad_per_sT * 5 + k.GAMMA_LOWER_rad_per_sT) / 6
+        attributes.update(
+            number_density_m3=self.number_density_m3,
+            number_density_cm3=self.number_density_m3 * 1e-6,
+            n2_density_m3=self.n2_density_m3,
+            spin_exchange_rate_per_s=self.spin_exchange_rate,
+            collisional_spin_destruction_rate_per_s=self.collisional_spin_destruction_rate,
+            probe_pumping_rate_per_s=self.probe_pumping_rate,
+            spin_destruction_rate_per_s=self.spin_destruction_rate,
+            diffusion_rate_per_s=self.diffusion_rate,
+            atom_number=self.atom_number,
+            optical_fwhm_D1_Hz=self.optical_fwhm_D1_Hz,
+            cross_section_m2=self.cross_section_m2,
+            cell_transmission=self.cell_transmission,
+            detected_power_W=self.detected_power_W,
+            probe_frequency_Hz=self.probe_frequency_Hz,
+            coupling_upper_rad=self.coupling_upper_rad,
+            coupling_lower_rad=self.coupling_lower_rad,
+            shot_noise_psd_rad2_per_Hz=self.shot_noise_psd_rad2_per_Hz,
+            electronic_noise_psd_rad2_per_Hz=self.electronic_noise_psd_rad2_per_Hz,
+            white_noise_psd_rad2_per_Hz=self.white_noise_psd_rad2_per_Hz,
+            angle_variance_rad2=self.angle_variance_rad2(),
+            serf_larmor_frequency_Hz=serf * self.field_magnitude_T / (2 * math.pi),
+        )
+        return attributes
+
+
+def derive(parameters: ApparatusParameters) -> DerivedQuantities:
+    """Return the rates, atom number, couplings, noise floor and spin model of an apparatus."""
+    p = parameters
+    T = p.temperature_K
+    n = vapour.rb_number_density_m3(T)
+    n2 = vapour.n2_number_density_m3(p.n2_fill_pressure_Torr, p.n2_fill_temperature_K)
+    broadening = vapour.n2_broadening_fwhm_Hz(T, n2)
+    fwhm_d1, _ = optics.optical_fwhm_Hz(broadening)
+    sigma = optics.absorption_cross_section_m2(p.probe_detuning_Hz, broadening)
+    length = p.cell_dimensions_m[2]
+    cell_transmission = optics.transmission(n, sigma, length)
+    nu = optics.probe_frequency_Hz(p.probe_detuning_Hz)
+    # The probe is attenuated along the cell; the mean power the atoms see sets R_pr.
+    optical_depth = n * sigma * length
+    mean_fraction = 1.0 if optical_depth < 1e-12 else (1 - cell_transmission) / optical_depth
+    r_pr = optics.probe_pumping_rate(p.probe_power_W * mean_fraction, nu, sigma, p.beam_area_m2)
+    r_sd = vapour.spin_destruction_rate(T, n2)
+    r_se = vapour.spin_exchange_rate(T)
+    r_d = vapour.diffusion_rate(T, n2, p.cell_dimensions_m)
+    atom_number = n * p.beam_area_m2 * length
+    c_a, c_b = optics.faraday_couplings_rad(p.probe_detuning_Hz, broadening, p.beam_area_m2)
+    detected = p.probe_power_W * cell_transmission * p.optics_transmission
+    model = SpinModel(
+        field_T=np.array(p.field_T),
+        spin_exchange_rate=r_se,
+        spin_destruction_rate=r_sd + r_pr,
+        diffusion_rate=r_d,
+        atom_number=atom_number,
+    )
+    return DerivedQuantities(
+        parameters=p,
+        number_density_m3=n,
+        n2_density_m3=n2,
+        spin_exchange_rate=r_se,
+        collisional_spin_destruction_rate=r_sd,
+        probe_pumping_rate=r_pr,
+        diffusion_rate=r_d,
+        atom_number=atom_number,
+        optical_fwhm_D1_Hz=fwhm_d1,
+        cross_section_m2=sigma,
+        cell_transmission=cell_transmission,
+        detected_power_W=detected,
+        probe_frequency_Hz=nu,
+        coupling_upper_rad=c_a,
+        coupling_lower_rad=c_b,
+        # Without light the angle is not measured at all: its noise floor is infinite.
+        shot_noise_psd_rad2_per_Hz=(
+            optics.shot_noise_psd_rad2_per_Hz(detected, p.responsivity_A_per_W)
+            if detected > 0
+            else math.inf
+        ),
+        electronic_noise_psd_rad2_per_Hz=(
+            optics.electronic_noise_psd_rad2_per_Hz(p.nep_W_per_rtHz, detected)
+            if detected > 0
+            else math.inf
+        ),
+        model=model,
+    )

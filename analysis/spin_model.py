@@ -1,0 +1,226 @@
+"""The two-manifold Bloch–Langevin model of the collective ⁸⁷Rb spin (PHYSICS.md §3).
+
+State x = (F⁽ᵃ⁾, F⁽ᵇ⁾) ∈ ℝ⁶, ordered (F⁽ᵃ⁾ₓ, F⁽ᵃ⁾ᵧ, F⁽ᵃ⁾_z, F⁽ᵇ⁾ₓ, F⁽ᵇ⁾ᵧ, F⁽ᵇ⁾_z), summed over
+the N atoms in the beam; dx/dt = A x + ξ with A = R ⊗ 1₃ + diag(γ_a, γ_b) ⊗ [B×] and the
+isotropic 2×2 relaxation matrix R = R_SE M_SE + R_SD′ M_SD − R_D.
+
+Because R and Σ are isotropic, A splits in the frame of B into three 2×2 blocks: the component
+along B relaxes with R, the two circular components transverse to B evolve with R ± i|B|Γ
+(Γ = diag(γ_a, γ_b)). A probe along ẑ at an angle α to B sees the first with weight cos²α and
+each of the others with sin²α/2. Spectra are evaluated block by block in closed form, which is
+exact, fast (a fit evaluates it thousands of times) and well conditioned at the exceptional
+point where the two transverse modes merge on the way into SERF.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.linalg import expm
+
+from analysis import constants as k
+from analysis.checks import check_positive, check_range, check_vector
+
+M_SE = np.array([[-1.0, 5.0], [1.0, -5.0]]) / 8.0
+M_SD = np.array([[-7.0, 15.0], [3.0, -11.0]]) / 16.0
+# Thermal variance per atom and per axis of F⁽ᵃ⁾ and F⁽ᵇ⁾: 5/8·2 and 3/8·2/3.
+THERMAL_VARIANCE_PER_ATOM = np.array([5.0 / 4.0, 1.0 / 4.0])
+PROBE_AXIS = np.array([0.0, 0.0, 1.0])
+
+
+def cross_matrix(vector: np.ndarray) -> np.ndarray:
+    """Return the matrix [v×] with [v×] u = v × u."""
+    x, y, z = vector
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One eigenmode of the spin dynamics as seen by an observable."""
+
+    frequency_Hz: float  # precession frequency (≥ 0)
+    decay_rate: float  # amplitude decay rate Γ in s⁻¹; the line's HWHM is Γ/2π in Hz
+    variance: float  # contribution to the observable's variance (may carry a dispersive part)
+    fraction: float  # variance / total variance of the observable
+
+    @property
+    def hwhm_Hz(self) -> float:
+        """Return the half width at half maximum of the mode's Lorentzian in Hz."""
+        return self.decay_rate / (2 * math.pi)
+
+
+@dataclass(frozen=True)
+class SpinModel:
+    """Linear spin dynamics of a thermal ⁸⁷Rb ensemble: field, rates and atom number."""
+
+    field_T: np.ndarray
+    spin_exchange_rate: float  # R_SE, s⁻¹
+    spin_destruction_rate: float  # R_SD′ = R_SD + R_pr, s⁻¹
+    diffusion_rate: float = 0.0  # R_D, s⁻¹
+    atom_number: float = 1.0  # N in the beam
+    gamma_upper: float = field(default=k.GAMMA_UPPER_rad_per_sT)
+    gamma_lower: float = field(default=k.GAMMA_LOWER_rad_per_sT)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field_T", check_vector("field_T", self.field_T, 3, "T"))
+        for name in ("spin_exchange_rate", "spin_destruction_rate", "diffusion_rate"):
+            check_range(name, getattr(self, name), 0.0, math.inf, "s^-1", high_open=True)
+        check_positive("atom_number", self.atom_number)
+        if self.spin_destruction_rate + self.diffusion_rate <= 0.0:
+            raise ValueError(
+                "spin_destruction_rate + diffusion_rate must be > 0: without relaxation the "
+                "spin-temperature mode never decays and the thermal state is not stationary"
+            )
+
+    # --- the matrices of PHYSICS.md §3 ------------------------------------------------------
+    @property
+    def gyromagnetic_ratios(self) -> np.ndarray:
+        """Return diag(γ_a, γ_b) in rad s⁻¹ T⁻¹."""
+        return np.diag([self.gamma_upper, self.gamma_lower])
+
+    def relaxation_matrix(self) -> np.ndarray:
+        """Return the 2×2 relaxation matrix R = R_SE M_SE + R_SD′ M_SD − R_D 1 in s⁻¹."""
+        return (
+            self.spin_exchange_rate * M_SE
+            + self.spin_destruction_rate * M_SD
+            - self.diffusion_rate * np.eye(2)
+        )
+
+    def drift_matrix(self) -> np.ndarray:
+        """Return the 6×6 drift matrix A of dx/dt = A x + ξ in s⁻¹."""
+        precession = np.kron(self.gyromagnetic_ratios, cross_matrix(self.field_T))
+        return np.kron(self.relaxation_matrix(), np.eye(3)) + precession
+
+    def stationary_covariance(self) -> np.ndarray:
+        """Return the thermal covariance Σ: Var F⁽ᵃ⁾ₖ = 5N/4, Var F⁽ᵇ⁾ₖ = N/4, no cross terms."""
+        return np.kron(np.diag(THERMAL_VARIANCE_PER_ATOM * self.atom_number), np.eye(3))
+
+    def noise_covariance(self) -> np.ndarray:
+        """Return Q = −(AΣ + ΣAᵀ), the Langevin noise that keeps Σ stationary."""
+        A, S = self.drift_matrix(), self.stationary_covariance()
+        return -(A @ S + S @ A.T)
+
+    def observation_vector(
+        self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS
+    ) -> np.ndarray:
+        """Return C with θ = C x = c_a F⁽ᵃ⁾·n − c_b F⁽ᵇ⁾·n for a probe along the unit vector n."""
+        n = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+        return np.concatenate([coupling_upper * n, -coupling_lower * n])
+
+    def discrete_transition(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Return (Φ, W) of the exact update x_{k+1} = Φ x_k + w_k, w_k ~ N(0, W), over dt."""
+        check_positive("dt_s", dt_s, "s")
+        Phi = expm(self.drift_matrix() * dt_s)
+        S = self.stationary_covariance()
+        W = S - Phi @ S @ Phi.T
+        return Phi, 0.5 * (W + W.T)
+
+    # --- the block structure ------------------------------------------------------------------
+    def blocks(self, axis: np.ndarray = PROBE_AXIS) -> list[tuple[float, np.ndarray]]:
+        """Return [(weight, X)]: the 2×2 generators along B and of the two circular components.
+
+        The weights cos²α, sin²α/2, sin²α/2 are how much of each block a probe along ``axis`` sees.
+        """
+        R = self.relaxation_matrix().astype(complex)
+        b = float(np.linalg.norm(self.field_T))
+        n = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+        cos2 = 1.0 if b == 0.0 else float(np.dot(self.field_T / b, n)) ** 2
+        rotation = 1j * b * self.gyromagnetic_ratios
+        return [(cos2, R), ((1 - cos2) / 2, R + rotation), ((1 - cos2) / 2, R - rotation)]
+
+    def _coupling_pair(self, coupling_upper: float, coupling_lower: float) -> np.ndarray:
+        """Return κ = (c_a, −c_b), the per-axis weights of F⁽ᵃ⁾ and F⁽ᵇ⁾ in θ."""
+        return np.array([coupling_upper, -coupling_lower])
+
+    def variance(self, coupling_upper: float, coupling_lower: float) -> float:
+        """Return the variance of θ = C x in the thermal state, in rad²."""
+        kappa = self._coupling_pair(coupling_upper, coupling_lower)
+        return float(kappa @ (THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa))
+
+    def psd(
+        self,
+        frequency_Hz: np.ndarray,
+        coupling_upper: float,
+        coupling_lower: float,
+        axis: np.ndarray = PROBE_AXIS,
+    ) -> np.ndarray:
+        """Return the one-sided PSD of θ = C x in rad²/Hz: 4 Re[C (iω − A)⁻¹ Σ Cᵀ]."""
+        omega = 2 * math.pi * np.asarray(frequency_Hz, dtype=float)
+        kappa = self._coupling_pair(coupling_upper, coupling_lower)
+        s = THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa
+        total = np.zeros(omega.shape, dtype=complex)
+        for weight, X in self.blocks(axis):
+            if weight == 0.0:
+                continue
+            m11, m22 = 1j * omega - X[0, 0], 1j * omega - X[1, 1]
+            m12, m21 = -X[0, 1], -X[1, 0]
+            det = m11 * m22 - m12 * m21
+            u1 = (m22 * s[0] - m12 * s[1]) / det
+            u2 = (m11 * s[1] - m21 * s[0]) / det
+            total += weight * (kappa[0] * u1 + kappa[1] * u2)
+        return 4.0 * total.real
+
+    def sampled_psd(
+        self,
+        frequency_Hz: np.ndarray,
+        sample_rate_Hz: float,
+        coupling_upper: float,
+        coupling_lower: float,
+        axis: np.ndarray = PROBE_AXIS,
+    ) -> np.ndarray:
+        """Return the one-sided PSD of θ sampled instantaneously at ``sample_rate_Hz``, in rad²/Hz.
+
+        This is the aliased spectrum a digitiser without anti-alias filter records:
+        (2/f_s)·[R₀ + 2 Re Σ_{k≥1} R_k e^{−iωk/f_s}], with R_k = C Φᵏ Σ Cᵀ.
+        """
+        fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+        z = np.exp(2j * math.pi * np.asarray(frequency_Hz, dtype=float) / fs)
+        kappa = self._coupling_pair(coupling_upper, coupling_lower)
+        s = THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa
+        lagged = np.zeros(z.shape, dtype=complex)
+        for weight, X in self.blocks(axis):
+            if weight == 0.0:
+                continue
+            Phi = expm(X / fs)
+            t = Phi @ s  # Φ Σ κᵀ
+            m11, m22 = z - Phi[0, 0], z - Phi[1, 1]
+            m12, m21 = -Phi[0, 1], -Phi[1, 0]
+            det = m11 * m22 - m12 * m21
+            u1 = (m22 * t[0] - m12 * t[1]) / det
+            u2 = (m11 * t[1] - m21 * t[0]) / det
+            lagged += weight * (kappa[0] * u1 + kappa[1] * u2)
+        variance = float(kappa @ s)
+        return (2.0 / fs) * (variance + 2.0 * lagged.real)
+
+    def eigenmodes(
+        self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS
+    ) -> list[Mode]:
+        """Return the eigenmodes seen by θ = C x, at frequencies ≥ 0, narrowest first."""
+        kappa = self._coupling_pair(coupling_upper, coupling_lower)
+        s = THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa
+        total = float(kappa @ s)
+        modes = []
+        for weight, X in self.blocks(axis):
+            if weight == 0.0:
+                continue
+            eigenvalues, V = np.linalg.eig(X)
+            W = np.linalg.inv(V)
+            for j, lam in enumerate(eigenvalues):
+                if lam.imag < 0 or (lam.imag == 0 and X.imag.any()):
+                    # Negative frequencies are the conjugate block's; a transverse mode at zero
+                    # frequency (B = 0 with weight 0) never reaches here.
+                    continue
+                amplitude = weight * (kappa @ V[:, j]) * (W[j] @ s)
+                # A mode at ω > 0 from one circular block has its mirror in the other block.
+                variance = 2.0 * amplitude.real if lam.imag > 0 else amplitude.real
+                modes.append(
+                    Mode(
+                        frequency_Hz=float(lam.imag / (2 * math.pi)),
+                        decay_rate=float(-lam.real),
+                        variance=float(variance),
+                        fraction=float(variance / total),
+                    )
+                )
+        return sorted(modes, key=lambda m: m.decay_rate)

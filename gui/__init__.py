@@ -1,0 +1,1 @@
+"""The live monitor and procedure runner (PyQt5 + pyqtgraph)."""

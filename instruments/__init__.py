@@ -1,0 +1,1 @@
+"""Instrument drivers (pymeasure) and the virtual instruments built on them."""

@@ -1,0 +1,184 @@
+"""The run file: one HDF5 file per run in the layout of DESIGN.md, written as the run goes.
+
+Root attributes `hotspin_version`, `procedure`, `started`, `status`; group `parameters`; station
+snapshots `snapshot/start` and `snapshot/end`; `spectra/frequency` (Hz) and `spectra/psd`
+(rad²/Hz, one row per step); `results/<name>` columns, one entry per step, each with `units`;
+optional `traces/<name>` and `truth`. Every step is flushed to disk, so a crash keeps it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from procedures import __version__
+
+STATUSES = ("running", "completed", "aborted", "failed")
+
+
+def _attribute_value(value: Any) -> Any:
+    """Return ``value`` in a form HDF5 attributes accept (None becomes the string 'None')."""
+    if value is None:
+        return "None"
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        return np.array(value, dtype=h5py.string_dtype())
+    return value
+
+
+def write_attributes(group: h5py.Group, values: Mapping[str, Any]) -> None:
+    """Write a (nested) mapping as attributes; nested mappings become subgroups."""
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            write_attributes(group.require_group(str(key)), value)
+        else:
+            group.attrs[str(key)] = _attribute_value(value)
+
+
+def now_iso() -> str:
+    """Return the present local time as an ISO 8601 string with its UTC offset."""
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class RunFile:
+    """An HDF5 run file, open for writing while the run lasts."""
+
+    def __init__(self, path: str | Path, procedure: str, parameters: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path} exists; a run never overwrites another run's data")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.path, "w", libver="latest")
+        attrs = self.file.attrs
+        attrs["hotspin_version"] = __version__
+        attrs["procedure"] = procedure
+        attrs["started"] = now_iso()
+        attrs["status"] = "running"
+        write_attributes(self.file.create_group("parameters"), parameters)
+        self._steps = 0
+        self.flush()
+
+    # --- context manager: a run that raises is marked, never left 'running' -------------------
+    def __enter__(self) -> RunFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.file.id.valid:
+            return
+        if exc_type is None:
+            status = "completed"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "aborted"
+        else:
+            status = "failed"
+            self.file.attrs["error"] = f"{exc_type.__name__}: {exc}"
+        self.close(status)
+
+    @property
+    def status(self) -> str:
+        """Return the run's status attribute."""
+        return str(self.file.attrs["status"])
+
+    def flush(self) -> None:
+        """Push everything written so far to disk."""
+        self.file.flush()
+
+    def close(self, status: str) -> None:
+        """Set the final status, stamp the end time and close the file."""
+        if status not in STATUSES:
+            raise ValueError(f"status = {status!r} is not one of {STATUSES}")
+        self.file.attrs["status"] = status
+        self.file.attrs["finished"] = now_iso()
+        self.file.close()
+
+    # --- content ---------------------------------------------------------------------------------
+    def write_snapshot(self, which: str, snapshot: Mapping[str, Any]) -> None:
+        """Store the station snapshot taken at the 'start' or 'end' of the run."""
+        if which not in ("start", "end"):
+            raise ValueError(f"snapshot must be 'start' or 'end', got {which!r}")
+        write_attributes(self.file.require_group(f"snapshot/{which}"), snapshot)
+        self.flush()
+
+    def write_truth(self, attributes: Mapping[str, Any]) -> None:
+        """Store the simulation truth (parameters and derived values) in group `truth`."""
+        write_attributes(self.file.require_group("truth"), attributes)
+        self.flush()
+
+    def write_dataset(self, path: str, data: np.ndarray, units: str, **attrs: Any) -> None:
+        """Store a whole dataset with its units."""
+        dataset = self.file.create_dataset(path, data=data)
+        dataset.attrs["units"] = units
+        write_attributes(dataset, attrs)
+        self.flush()
+
+    def create_trace(
+        self, name: str, length: int, dtype: np.dtype | type, units: str, sample_rate_Hz: float
+    ) -> h5py.Dataset:
+        """Create `traces/<name>` of a known length, to be filled block by block."""
+        chunk = int(min(length, 1 << 18))
+        dataset = self.file.create_dataset(
+            f"traces/{name}", shape=(length,), dtype=dtype, chunks=(max(chunk, 1),)
+        )
+        dataset.attrs["units"] = units
+        dataset.attrs["sample_rate_Hz"] = sample_rate_Hz
+        return dataset
+
+    def append_spectrum(self, frequency_Hz: np.ndarray, psd_rad2_per_Hz: np.ndarray) -> None:
+        """Append one row to `spectra/psd` (the frequency axis is written with the first row)."""
+        frequency_Hz = np.asarray(frequency_Hz, dtype=float)
+        psd = np.asarray(psd_rad2_per_Hz, dtype=float)
+        if frequency_Hz.shape != psd.shape:
+            raise ValueError(
+                f"spectrum has {psd.size} PSD bins for {frequency_Hz.size} frequencies"
+            )
+        spectra = self.file.require_group("spectra")
+        if "psd" not in spectra:
+            spectra.create_dataset("frequency", data=frequency_Hz).attrs["units"] = "Hz"
+            rows = spectra.create_dataset(
+                "psd",
+                shape=(0, psd.size),
+                maxshape=(None, psd.size),
+                dtype=float,
+                chunks=(1, psd.size),
+            )
+            rows.attrs["units"] = "rad^2/Hz"
+        rows = spectra["psd"]
+        if not np.array_equal(spectra["frequency"][...], frequency_Hz):
+            raise ValueError("every spectrum of a run must share one frequency axis")
+        rows.resize(rows.shape[0] + 1, axis=0)
+        rows[-1] = psd
+        self.flush()
+
+    def append_results(self, row: Mapping[str, tuple[float, str]]) -> None:
+        """Append one step's scalar results, {name: (value, units)}, to the `results` table."""
+        table = self.file.require_group("results")
+        for name, (value, units) in row.items():
+            if name not in table:
+                column = table.create_dataset(
+                    name,
+                    shape=(self._steps,),
+                    maxshape=(None,),
+                    dtype=float,
+                    chunks=(64,),
+                    fillvalue=math.nan,
+                )
+                column.attrs["units"] = units
+            column = table[name]
+            column.resize(self._steps + 1, axis=0)
+            column[self._steps] = value
+        for name in table:
+            if table[name].shape[0] < self._steps + 1:
+                table[name].resize(self._steps + 1, axis=0)
+        self._steps += 1
+        self.flush()

@@ -1,0 +1,250 @@
+"""`hotspin simulate`: a synthetic polarimeter record with its full truth, for testing analyses.
+
+The record is what a balanced polarimeter at balance and an ideal digitiser would give:
+`traces/v_diff` and `traces/v_sum` in volts, `traces/theta` the rotation angle the light carries
+(atoms plus photon shot and detector noise) in rad. Group `truth` holds every parameter used and
+every derived quantity, units in the names, and the exact spectrum the record is drawn from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from analysis.checks import check_range
+from analysis.experiment import ApparatusParameters, derive
+from procedures.recorder import RunFile
+from procedures.settings import Setting
+from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from simulators.spin_noise import FastAngleNoise
+
+_defaults = ApparatusParameters()
+_detector = PolarimeterConfig()
+
+SIMULATE_SETTINGS: tuple[Setting, ...] = (
+    Setting("temperature_K", "K", 250, 700, _defaults.temperature_K, "cell temperature"),
+    Setting(
+        "field_nT",
+        "nT",
+        -1e6,
+        1e6,
+        tuple(1e9 * b for b in _defaults.field_T),
+        "field vector Bx,By,Bz (the probe runs along z)",
+        components=3,
+    ),
+    Setting(
+        "probe_power_W",
+        "W",
+        0,
+        1,
+        _defaults.probe_power_W,
+        "probe power into the cell",
+        low_open=True,
+    ),
+    Setting(
+        "probe_detuning_GHz",
+        "GHz",
+        -1000,
+        1000,
+        _defaults.probe_detuning_Hz / 1e9,
+        "probe detuning from the D1 F=2 line (positive: blue)",
+    ),
+    Setting(
+        "beam_area_m2", "m^2", 0, 1e-3, _defaults.beam_area_m2, "probe beam area", low_open=True
+    ),
+    Setting(
+        "cell_dimensions_m",
+        "m",
+        0,
+        1,
+        _defaults.cell_dimensions_m,
+        "cell inner size Lx,Ly,Lz (Lz along the probe)",
+        components=3,
+        low_open=True,
+    ),
+    Setting(
+        "n2_fill_pressure_Torr",
+        "Torr",
+        0,
+        3000,
+        _defaults.n2_fill_pressure_Torr,
+        "N2 fill pressure at the fill temperature",
+        low_open=True,
+    ),
+    Setting(
+        "n2_fill_temperature_K",
+        "K",
+        200,
+        400,
+        _defaults.n2_fill_temperature_K,
+        "N2 fill temperature",
+    ),
+    Setting(
+        "responsivity_A_per_W",
+        "A/W",
+        0,
+        1,
+        _detector.responsivity_A_per_W,
+        "detector responsivity",
+        low_open=True,
+    ),
+    Setting(
+        "nep_W_per_rtHz",
+        "W/rtHz",
+        0,
+        1e-6,
+        _detector.nep_W_per_rtHz,
+        "detector noise-equivalent power",
+    ),
+    Setting(
+        "gain_diff_V_per_A",
+        "V/A",
+        1e3,
+        1e7,
+        _detector.gain_diff_V_per_A,
+        "PDB450A difference (RF) gain",
+    ),
+    Setting(
+        "gain_sum_V_per_A",
+        "V/A",
+        1e2,
+        1e7,
+        _detector.gain_sum_V_per_A,
+        "PDB450A monitor (sum) gain",
+    ),
+    Setting(
+        "optics_transmission",
+        "",
+        0,
+        1,
+        _detector.optics_transmission,
+        "transmission from cell to detector",
+        low_open=True,
+    ),
+    Setting("seed", "", 0, 2**63 - 1, None, "random seed (none: fresh entropy)", integer=True),
+)
+
+MAX_DURATION_S = 1e5
+MAX_SAMPLE_RATE_HZ = 1e9
+BLOCK_SAMPLES = 1 << 20
+TRUTH_SPECTRUM_BINS = 4097
+
+
+def apparatus_from_settings(values: dict[str, Any]) -> ApparatusParameters:
+    """Return the apparatus described by simulate's settings (SI units)."""
+    return ApparatusParameters(
+        temperature_K=values["temperature_K"],
+        field_T=tuple(1e-9 * b for b in values["field_nT"]),
+        probe_power_W=values["probe_power_W"],
+        probe_detuning_Hz=values["probe_detuning_GHz"] * 1e9,
+        beam_area_m2=values["beam_area_m2"],
+        cell_dimensions_m=values["cell_dimensions_m"],
+        n2_fill_pressure_Torr=values["n2_fill_pressure_Torr"],
+        n2_fill_temperature_K=values["n2_fill_temperature_K"],
+        responsivity_A_per_W=values["responsivity_A_per_W"],
+        nep_W_per_rtHz=values["nep_W_per_rtHz"],
+        optics_transmission=values["optics_transmission"],
+    )
+
+
+def simulate_record(
+    out: str | Path,
+    duration_s: float,
+    sample_rate_Hz: float,
+    values: dict[str, Any],
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write a synthetic record of the given length and sample rate to ``out``; return its path."""
+    check_range("duration_s", duration_s, 0, MAX_DURATION_S, "s", low_open=True)
+    check_range("sample_rate_Hz", sample_rate_Hz, 0, MAX_SAMPLE_RATE_HZ, "Hz", low_open=True)
+    total = round(duration_s * sample_rate_Hz)
+    if total < 1:
+        raise ValueError(
+            f"duration_s = {duration_s:g} at sample_rate_Hz = {sample_rate_Hz:g} gives no sample"
+        )
+    apparatus = apparatus_from_settings(values)
+    derived = derive(apparatus)
+    rng = np.random.default_rng(values["seed"])
+    angle = FastAngleNoise(
+        derived.model,
+        derived.coupling_upper_rad,
+        derived.coupling_lower_rad,
+        derived.white_noise_psd_rad2_per_Hz,
+        sample_rate_Hz,
+        seed=rng,
+    )
+    detector = BalancedPolarimeter(
+        PolarimeterConfig(
+            responsivity_A_per_W=values["responsivity_A_per_W"],
+            gain_diff_V_per_A=values["gain_diff_V_per_A"],
+            gain_sum_V_per_A=values["gain_sum_V_per_A"],
+            nep_W_per_rtHz=values["nep_W_per_rtHz"],
+            optics_transmission=values["optics_transmission"],
+        )
+    )
+    parameters = dict(values, duration_s=duration_s, sample_rate_Hz=sample_rate_Hz, samples=total)
+    with RunFile(out, "simulate", parameters) as run:
+        truth = derived.truth_attributes()
+        truth.update(
+            sample_rate_Hz=sample_rate_Hz,
+            gain_diff_V_per_A=values["gain_diff_V_per_A"],
+            gain_sum_V_per_A=values["gain_sum_V_per_A"],
+            seed=values["seed"],
+        )
+        run.write_truth(truth)
+        frequency = np.linspace(0.0, sample_rate_Hz / 2, TRUTH_SPECTRUM_BINS)
+        psd = (
+            derived.model.sampled_psd(
+                frequency, sample_rate_Hz, derived.coupling_upper_rad, derived.coupling_lower_rad
+            )
+            + derived.white_noise_psd_rad2_per_Hz
+        )
+        run.write_dataset("truth/frequency", frequency, "Hz")
+        run.write_dataset(
+            "truth/psd",
+            psd,
+            "rad^2/Hz",
+            description="one-sided PSD of traces/theta as sampled (aliasing included)",
+        )
+        v_diff = run.create_trace("v_diff", total, np.float32, "V", sample_rate_Hz)
+        v_sum = run.create_trace("v_sum", total, np.float32, "V", sample_rate_Hz)
+        theta = run.create_trace("theta", total, np.float32, "rad", sample_rate_Hz)
+        done = 0
+        while done < total:
+            n = min(BLOCK_SAMPLES, total - done)
+            observed = angle.block(n)
+            diff, summed = detector.balanced_voltages(
+                observed, derived.detected_power_W, sample_rate_Hz, rng
+            )
+            v_diff[done : done + n] = diff
+            v_sum[done : done + n] = summed
+            theta[done : done + n] = observed
+            done += n
+            run.flush()
+            if progress is not None:
+                progress(done, total)
+    return Path(out)
+
+
+def describe_truth(path: str | Path) -> str:
+    """Return a short human-readable summary of a simulated record's truth."""
+    with h5py.File(path, "r") as f:
+        t = f["truth"].attrs
+        n = f["parameters"].attrs["samples"]
+        lines = [
+            f"wrote {path}: {n} samples at {t['sample_rate_Hz']:g} Hz",
+            f"  n = {t['number_density_cm3']:.3g} cm^-3, N = {t['atom_number']:.3g} atoms",
+            f"  R_SE = {t['spin_exchange_rate_per_s']:.4g} /s, "
+            f"R_SD' = {t['spin_destruction_rate_per_s']:.4g} /s, "
+            f"R_D = {t['diffusion_rate_per_s']:.3g} /s",
+            f"  |B| = {math.sqrt(sum(b * b for b in t['field_nT'])):.4g} nT, "
+            f"SERF Larmor frequency {t['serf_larmor_frequency_Hz']:.5g} Hz",
+            f"  shot-noise floor {t['shot_noise_psd_rad2_per_Hz']:.3g} rad^2/Hz, "
+            f"atomic angle variance {t['angle_variance_rad2']:.3g} rad^2",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The simulated world (one `SimulatedLab`) and the simulated instruments that share it."""

@@ -1,0 +1,195 @@
+"""`SimulatedLab`: the one world that every simulated instrument shares.
+
+It holds the cell and its oven, the atoms, the coils in the shield, the probe laser, the
+polarimeter optics and a clock. Instruments change its settings (heater power, coil currents,
+laser current, plate angle) and read what the apparatus produces: the cell temperature and the
+polarimeter's difference and sum voltages, computed from the spin model of `analysis`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analysis.checks import ParameterError, check_positive, check_range, check_vector
+from analysis.experiment import ApparatusParameters, DerivedQuantities, derive
+from simulators.cell_oven import CellOven, OvenConfig
+from simulators.clock import SimClock
+from simulators.coils import CoilConfig, Coils
+from simulators.laser_diode import LaserDiode, LaserDiodeConfig
+from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from simulators.spin_noise import ExactSpinNoise
+
+# The Lake Shore 336 updates its control loop about ten times a second.
+CONTROL_INTERVAL_S = 0.1
+
+HeaterControl = Callable[[float, float, float], float]
+"""(time_s, temperature_K, interval_s) → heater power in W for the next interval."""
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """The simulated apparatus: cell, beam, oven, laser, coils, polarimeter and random seed."""
+
+    cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)
+    n2_fill_pressure_Torr: float = 100.0
+    n2_fill_temperature_K: float = 293.15
+    beam_area_m2: float = 3.1e-6
+    oven: OvenConfig = field(default_factory=OvenConfig)
+    laser: LaserDiodeConfig = field(default_factory=LaserDiodeConfig)
+    coils: CoilConfig = field(default_factory=CoilConfig)
+    polarimeter: PolarimeterConfig = field(default_factory=PolarimeterConfig)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_vector("cell_dimensions_m", self.cell_dimensions_m, 3, "m")
+        check_range(
+            "n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0.0, 3000.0, "Torr", low_open=True
+        )
+        check_positive("n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
+        check_positive("beam_area_m2", self.beam_area_m2, "m^2")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> LabConfig:
+        """Build a config from a (TOML) mapping; unknown names are an error naming them."""
+        return _dataclass_from_mapping(cls, mapping, "lab")
+
+
+def _dataclass_from_mapping(cls: type, mapping: Mapping[str, Any], where: str) -> Any:
+    """Build the dataclass ``cls`` from ``mapping``, recursing into nested config tables."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ParameterError(
+            f"unknown setting(s) {', '.join(where + '.' + u for u in unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in mapping.items():
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
+            values[name] = _dataclass_from_mapping(hints[name], value, f"{where}.{name}")
+        elif isinstance(value, list):
+            values[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ParameterError(f"{where}: {error}") from None
+
+
+@dataclass
+class LabRecord:
+    """What the polarimeter put out during one digitiser record."""
+
+    start_s: float
+    sample_rate_Hz: float
+    v_diff: np.ndarray  # V, RF (difference) output
+    v_sum: np.ndarray  # V, monitor (sum) output
+    atomic_angle_rad: np.ndarray  # the truth: rotation by the atoms, before light noise
+
+
+class SimulatedLab:
+    """The simulated apparatus, shared by all simulated instruments; thread-safe."""
+
+    def __init__(self, config: LabConfig | None = None, clock: SimClock | None = None) -> None:
+        self.config = config or LabConfig()
+        self.clock = clock or SimClock()
+        self.lock = threading.RLock()
+        self.rng = np.random.default_rng(self.config.seed)
+        self.oven = CellOven(self.config.oven)
+        self.laser = LaserDiode(self.config.laser)
+        self.coils = Coils(self.config.coils)
+        self.polarimeter = BalancedPolarimeter(self.config.polarimeter)
+        self.hwp_angle_deg = 0.0
+        self.heater_control: HeaterControl | None = None
+        self._thermal_time_s = self.clock.now()
+        self._spin_time_s = self.clock.now()
+        self._spins: ExactSpinNoise | None = None
+
+    # --- the apparatus now ----------------------------------------------------------------------
+    def update(self) -> None:
+        """Bring the oven up to the clock, running the heater control every control interval."""
+        with self.lock:
+            now = self.clock.now()
+            while self._thermal_time_s < now:
+                interval = min(CONTROL_INTERVAL_S, now - self._thermal_time_s)
+                power = 0.0
+                if self.heater_control is not None:
+                    power = self.heater_control(
+                        self._thermal_time_s, self.oven.temperature_K, interval
+                    )
+                self.oven.step(power, interval)
+                self._thermal_time_s += interval
+
+    @property
+    def cell_temperature_K(self) -> float:
+        """Return the cell temperature now, in K."""
+        with self.lock:
+            self.update()
+            return self.oven.temperature_K
+
+    def apparatus(self, field_T: np.ndarray | None = None) -> ApparatusParameters:
+        """Return the physical parameters the atoms see now (the simulation's truth)."""
+        c, pol = self.config, self.config.polarimeter
+        with self.lock:
+            self.update()
+            return ApparatusParameters(
+                temperature_K=self.oven.temperature_K,
+                field_T=tuple(self.coils.field_T() if field_T is None else field_T),
+                probe_power_W=self.laser.power_at_cell_W,
+                probe_detuning_Hz=self.laser.detuning_Hz,
+                beam_area_m2=c.beam_area_m2,
+                cell_dimensions_m=c.cell_dimensions_m,
+                n2_fill_pressure_Torr=c.n2_fill_pressure_Torr,
+                n2_fill_temperature_K=c.n2_fill_temperature_K,
+                responsivity_A_per_W=pol.responsivity_A_per_W,
+                nep_W_per_rtHz=pol.nep_W_per_rtHz,
+                optics_transmission=pol.optics_transmission,
+            )
+
+    def truth(self) -> DerivedQuantities:
+        """Return every derived rate, the atom number and the couplings at this moment."""
+        return derive(self.apparatus())
+
+    # --- the digitiser's view -------------------------------------------------------------------
+    def record(self, n: int, sample_rate_Hz: float, start_s: float | None = None) -> LabRecord:
+        """Return ``n`` samples of the polarimeter outputs at ``sample_rate_Hz`` from ``start_s``.
+
+        The spins evolve exactly through any gap since the last record. A record cannot start
+        before the previous one ended (the atoms have no rewind): such a start is moved up.
+        """
+        fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+        with self.lock:
+            start = self.clock.now() if start_s is None else float(start_s)
+            start = max(start, self._spin_time_s)
+            # Current noise of the sources: one draw per record, slower than the record.
+            derived = derive(self.apparatus(self.coils.field_T(self.rng)))
+            spins = self._spins_for(derived, fs)
+            spins.advance(start - self._spin_time_s)
+            block = spins.block(n)
+            self._spin_time_s = start + n / fs
+            v_diff, v_sum = self.polarimeter.voltages(
+                block.atomic_angle_rad,
+                derived.detected_power_W,
+                self.hwp_angle_deg,
+                fs,
+                self.rng,
+            )
+            return LabRecord(start, fs, v_diff, v_sum, block.atomic_angle_rad)
+
+    def _spins_for(self, derived: DerivedQuantities, sample_rate_Hz: float) -> ExactSpinNoise:
+        """Return the spin generator set to the present model (the state carries over)."""
+        args = (derived.model, derived.coupling_upper_rad, derived.coupling_lower_rad, 0.0)
+        if self._spins is None:
+            self._spins = ExactSpinNoise(*args, sample_rate_Hz, seed=self.rng)
+        else:
+            self._spins.set_model(*args, sample_rate_Hz=sample_rate_Hz)
+        return self._spins
