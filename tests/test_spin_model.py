@@ -7,7 +7,7 @@ import pytest
 from scipy import integrate
 
 from analysis import constants as k
-from analysis.spin_model import M_SD, M_SE, SpinModel
+from analysis.spin_model import M_SE, SpinModel
 
 PER_NT_HZ = 1e-9 / (2 * math.pi)  # rad s⁻¹ T⁻¹ → Hz/nT
 SERF_HZ_PER_NT = (5 * k.GAMMA_UPPER_rad_per_sT + k.GAMMA_LOWER_rad_per_sT) / 6 * PER_NT_HZ

@@ -1,0 +1,135 @@
+"""Serve simulated instruments over TCP on the loopback interface, as raw-socket VISA resources.
+
+Each instrument listens on its own port, like the real one on its own address; every client gets
+its own session (framing, greeting) and a thread. The real drivers connect through pyvisa-py with
+`TCPIP::127.0.0.1::<port>::SOCKET` and cannot tell the difference from the hardware.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import socketserver
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+
+from simulators.instrument_base import SimulatedInstrument
+
+_RECEIVE_CHUNK = 65536
+
+
+class _ConnectionHandler(socketserver.BaseRequestHandler):
+    server: _InstrumentServer
+
+    def setup(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.request, add=True)
+
+    def handle(self) -> None:
+        session = self.server.instrument.open_session()
+        connection: socket.socket = self.request
+        try:
+            greeting = session.greeting()
+            if greeting:
+                connection.sendall(greeting)
+            while True:
+                data = connection.recv(_RECEIVE_CHUNK)
+                if not data:
+                    return
+                reply = session.feed(data)
+                if reply:
+                    connection.sendall(reply)
+        except OSError:
+            return  # the client went away, or the server is shutting down
+
+    def finish(self) -> None:
+        self.server.track(self.request, add=False)
+
+
+class _InstrumentServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], instrument: SimulatedInstrument) -> None:
+        self.instrument = instrument
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _ConnectionHandler)
+
+    def track(self, connection: socket.socket, add: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if add else self._connections.discard)(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            for connection in list(self._connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+
+class SimServer:
+    """Every simulated instrument of a lab, each on its own loopback port."""
+
+    def __init__(
+        self, instruments: Mapping[str, tuple[SimulatedInstrument, int]], host: str = "127.0.0.1"
+    ) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"host = {host!r}: simulated instruments serve on loopback only")
+        self.host = host
+        self._planned = dict(instruments)
+        self._servers: dict[str, _InstrumentServer] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> SimServer:
+        """Bind every port (0 picks a free one) and start answering."""
+        try:
+            for name, (instrument, port) in self._planned.items():
+                server = _InstrumentServer((self.host, port), instrument)
+                self._servers[name] = server
+                thread = threading.Thread(
+                    target=server.serve_forever, name=f"sim-{name}", kwargs={"poll_interval": 0.05}
+                )
+                thread.daemon = True
+                thread.start()
+                self._threads.append(thread)
+        except OSError:
+            self.stop()
+            raise
+        return self
+
+    def port(self, name: str) -> int:
+        """Return the port an instrument listens on."""
+        return self._servers[name].server_address[1]
+
+    def resource(self, name: str) -> str:
+        """Return the VISA resource name of an instrument."""
+        return f"TCPIP::{self.host}::{self.port(name)}::SOCKET"
+
+    def resources(self) -> dict[str, str]:
+        """Return the VISA resource of every instrument, by name."""
+        return {name: self.resource(name) for name in self._servers}
+
+    def stop(self) -> None:
+        """Stop listening, close every connection and wait for the threads to end."""
+        for server in self._servers.values():
+            server.shutdown()
+            server.close_connections()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers.clear()
+        self._threads.clear()
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
