@@ -54,7 +54,9 @@ class RunFile:
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists; a run never overwrites another run's data")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = h5py.File(self.path, "w", libver="latest")
+        # The default (oldest) file format on purpose: the newest superblock marks a file as
+        # "open for writing" and a crash leaves that mark, so nobody could read the steps it kept.
+        self.file = h5py.File(self.path, "w")
         attrs = self.file.attrs
         attrs["hotspin_version"] = __version__
         attrs["procedure"] = procedure

@@ -218,11 +218,9 @@ def simulate_record(
         while done < total:
             n = min(BLOCK_SAMPLES, total - done)
             observed = angle.block(n)
-            diff, summed = detector.balanced_voltages(
-                observed, derived.detected_power_W, sample_rate_Hz, rng
-            )
-            v_diff[done : done + n] = diff
-            v_sum[done : done + n] = summed
+            power = derived.detected_power_W
+            v_diff[done : done + n] = detector.difference_voltage_at_balance(observed, power)
+            v_sum[done : done + n] = detector.sum_voltage(n, power, sample_rate_Hz, rng)
             theta[done : done + n] = observed
             done += n
             run.flush()

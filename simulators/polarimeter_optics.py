@@ -81,29 +81,33 @@ class BalancedPolarimeter:
         np.clip(v_sum, -DETECTOR_SATURATION_V, DETECTOR_SATURATION_V, out=v_sum)
         return v_diff, v_sum
 
-    def balanced_voltages(
-        self,
-        observed_angle_rad: np.ndarray,
-        power_W: float,
-        sample_rate_Hz: float,
-        rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Return float32 (V_diff, V_sum) at balance from an angle that holds the light noise.
+    def difference_voltage_at_balance(
+        self, observed_angle_rad: np.ndarray, power_W: float
+    ) -> np.ndarray:
+        """Return float32 V_diff = G ℛ P sin(2θ) at balance, from an angle holding the light noise.
 
         At balance the shot and detector noise of the difference current is exactly an angle
         noise of the same spectrum (S_θ = S_I/(2ℛP)²), so a generator of the observed angle
-        (`FastAngleNoise`) feeds the detector without a second noise draw for V_diff.
+        (`FastAngleNoise`) feeds the detector without a second noise draw.
         """
         c = self.config
         current = c.responsivity_A_per_W * check_range("power_W", power_W, 0.0, 10.0, "W")
-        fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
         v_diff = np.multiply(observed_angle_rad, 2.0, dtype=np.float32)
         np.sin(v_diff, out=v_diff)
         v_diff *= np.float32(c.gain_diff_V_per_A * current)
+        np.clip(v_diff, -DETECTOR_SATURATION_V, DETECTOR_SATURATION_V, out=v_diff)
+        return v_diff
+
+    def sum_voltage(
+        self, n: int, power_W: float, sample_rate_Hz: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Return float32 V_sum = G_sum ℛ P plus its own shot and detector noise, n samples."""
+        c = self.config
+        current = c.responsivity_A_per_W * check_range("power_W", power_W, 0.0, 10.0, "W")
+        fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
         sigma_current = self.current_noise_density_A_per_rtHz(power_W) * math.sqrt(fs / 2)
-        v_sum = rng.standard_normal(observed_angle_rad.shape[0], dtype=np.float32)
+        v_sum = rng.standard_normal(n, dtype=np.float32)
         v_sum *= np.float32(c.gain_sum_V_per_A * sigma_current)
         v_sum += np.float32(c.gain_sum_V_per_A * current)
-        np.clip(v_diff, -DETECTOR_SATURATION_V, DETECTOR_SATURATION_V, out=v_diff)
         np.clip(v_sum, -DETECTOR_SATURATION_V, DETECTOR_SATURATION_V, out=v_sum)
-        return v_diff, v_sum
+        return v_sum
