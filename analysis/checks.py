@@ -1,7 +1,10 @@
 """Input checks that name the parameter, its value and the allowed range."""
 
+import dataclasses
 import math
-from collections.abc import Iterable
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -62,3 +65,30 @@ def check_vector(name: str, value: Iterable[float], length: int = 3, unit: str =
             f"(-inf, inf){suffix}"
         )
     return array
+
+
+def dataclass_from_mapping(cls: type, mapping: Mapping[str, Any], where: str) -> Any:
+    """Build the dataclass ``cls`` from a (TOML) mapping; unknown names raise ParameterError.
+
+    Nested mappings fill nested dataclass fields; lists become tuples (frozen dataclasses).
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ParameterError(
+            f"unknown setting(s) {', '.join(where + '.' + u for u in unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in mapping.items():
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
+            values[name] = dataclass_from_mapping(hints[name], value, f"{where}.{name}")
+        elif isinstance(value, list):
+            values[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ParameterError(f"{where}: {error}") from None

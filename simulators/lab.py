@@ -8,16 +8,14 @@ polarimeter's difference and sum voltages, computed from the spin model of `anal
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from analysis.checks import ParameterError, check_positive, check_range, check_vector
+from analysis.checks import check_positive, check_range, check_vector, dataclass_from_mapping
 from analysis.experiment import ApparatusParameters, DerivedQuantities, derive
 from simulators.cell_oven import CellOven, OvenConfig
 from simulators.clock import SimClock
@@ -58,31 +56,7 @@ class LabConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> LabConfig:
         """Build a config from a (TOML) mapping; unknown names are an error naming them."""
-        return _dataclass_from_mapping(cls, mapping, "lab")
-
-
-def _dataclass_from_mapping(cls: type, mapping: Mapping[str, Any], where: str) -> Any:
-    """Build the dataclass ``cls`` from ``mapping``, recursing into nested config tables."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-        raise ParameterError(
-            f"unknown setting(s) {', '.join(where + '.' + u for u in unknown)}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-    values: dict[str, Any] = {}
-    for name, value in mapping.items():
-        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
-            values[name] = _dataclass_from_mapping(hints[name], value, f"{where}.{name}")
-        elif isinstance(value, list):
-            values[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        else:
-            values[name] = value
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise ParameterError(f"{where}: {error}") from None
+        return dataclass_from_mapping(cls, mapping, "lab")
 
 
 @dataclass
