@@ -1,5 +1,11 @@
 """The exceptions every driver raises: one family, so procedures can act on what went wrong."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyvisa.constants import StatusCode
+from pyvisa.errors import VisaIOError
+
 
 class InstrumentError(Exception):
     """Something went wrong talking to, or inside, an instrument."""
@@ -31,3 +37,18 @@ class GarbledReplyError(InstrumentError):
 
 class InterlockError(InstrumentError):
     """A station limit or interlock refused an action before anything was sent."""
+
+
+@contextmanager
+def translated_io_errors(instrument: str) -> Iterator[None]:
+    """Re-raise pyvisa and socket failures inside the block as this module's exceptions."""
+    try:
+        yield
+    except VisaIOError as error:
+        if error.error_code == StatusCode.error_timeout:
+            raise InstrumentTimeoutError(instrument, "no answer before the timeout") from error
+        if error.error_code == StatusCode.error_connection_lost:
+            raise LinkLostError(instrument, str(error)) from error
+        raise
+    except ConnectionError as error:
+        raise LinkLostError(instrument, str(error)) from error
