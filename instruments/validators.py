@@ -30,6 +30,12 @@ def named_choice(name: str) -> Validator:
     def validator(value: Any, values: Collection[Any]) -> Any:
         if value in values:
             return value
-        raise ParameterError(f"{name} = {value!r} is not one of {sorted(values, key=str)}")
+        raise ParameterError(f"{name} = {value!r} is not one of {sorted(values, key=_order)}")
 
     return validator
+
+
+def _order(choice: Any) -> tuple[bool, float, str]:
+    """Sort key: numbers in numeric order (1, 2, 4, … 1024), then everything else as text."""
+    is_number = isinstance(choice, int | float) and not isinstance(choice, bool)
+    return (not is_number, choice if is_number else 0.0, str(choice))

@@ -1,0 +1,397 @@
+"""Red Pitaya STEMlab 125-14: the driver's exchanges, and the driver against the simulated board.
+
+Sources of the exchanges:
+[ACQ] redpitaya.readthedocs.io, SCPI command list "Acquisition" (``commands-acq``): the examples
+      ``ACQ:DEC 4``, ``ACQ:DEC?`` > ``1``, ``ACQ:SOUR1:GAIN?`` > ``HV``, ``ACQ:DATA:Units RAW``,
+      ``ACQ:DATA:FORMAT ASCII``, ``ACQ:TRig CH1_PE``, ``ACQ:TRig:STAT?`` > ``WAIT``,
+      ``ACQ:TRig:FILL?`` > ``1``, ``ACQ:TRig:DLY 2314``, ``ACQ:TRig:LEV 0.125 V`` (the unit is
+      optional in SCPI), ``ACQ:TRig:LEV?`` > ``0.123``, ``ACQ:BUF:SIZE?`` > ``16384``,
+      ``ACQ:SOUR2:DATA:Old:N? 3``, ``ACQ:SOUR1:DATA:STArt:N? 10,3``.
+[EX]  RedPitaya-Examples ``python/acquire_trigger_posedge_bin_raw.py``: ``ACQ:DATA:FORMAT BIN``,
+      ``ACQ:DATA:UNITS RAW``, ``ACQ:START``, ``ACQ:TRIG NOW``, poll ``ACQ:TRIG:STAT?`` for ``TD``
+      and ``ACQ:TRIG:FILL?`` for ``1``, read the block and unpack each sample as ``!h``.
+[LIB] RedPitaya-Examples ``python/lib/redpitaya_scpi_core.py`` ``check_error``: ``*STB?``, and
+      if bit 0x4 is set ``SYST:ERR:NEXT?`` until the reply starts with ``0,``.
+[SRV] RedPitaya/RedPitaya ``scpi-server/src``: ``writeBinHeader`` (``#``, digit count, byte
+      count, payload, then CR LF), ``RP_AcqDecimation`` (an invalid factor queues
+      9000 − 109 = 8891 "*ACQ:DEC Parameter decimation is invalid."), the scpi-parser's
+      ``-113,"Undefined header;<command>"`` and its silence after a query it cannot run.
+"""
+
+import numpy as np
+import pytest
+from pymeasure.test import expected_protocol
+
+from analysis.checks import ParameterError
+from instruments.errors import InstrumentCommandError, InstrumentTimeoutError
+from instruments.redpitaya import BUFFER_SIZE, RedPitaya
+from simulators.clock import SimClock
+from simulators.inprocess import InProcessAdapter
+from simulators.lab import LabConfig, SimulatedLab
+from simulators.redpitaya import SimulatedRedPitaya
+from simulators.server import SimServer
+
+LV_STEP_V = 1.0 / 8192  # full scale 1 V over 2¹³ codes (rp_hw-profiles, STEMlab 125-14)
+HV_STEP_V = 20.0 / 8192
+NO_ERRORS = ("*STB?", "0")  # [LIB]: the error check that follows a setting
+
+
+def no_wait(seconds):
+    """A sleep for exchanges without an instrument: the replies say when the buffer is full."""
+
+
+# --- exchanges from the manual -------------------------------------------------------------------
+def test_decimation_and_sample_rate():  # [ACQ] ACQ:DEC 4; ACQ:DEC? > 1
+    with expected_protocol(
+        RedPitaya, [("ACQ:DEC 4", None), NO_ERRORS, ("ACQ:DEC?", "1"), ("ACQ:DEC?", "1")]
+    ) as pitaya:
+        pitaya.decimation = 4
+        assert pitaya.decimation == 1
+        assert pitaya.sample_rate_Hz == 125e6
+    with expected_protocol(RedPitaya, [("ACQ:DEC 64", None), NO_ERRORS]) as pitaya:
+        pitaya.sample_rate_Hz = 125e6 / 64
+
+
+def test_input_gain():  # [ACQ] ACQ:SOUR1:GAIN LV; ACQ:SOUR1:GAIN? > HV
+    with expected_protocol(
+        RedPitaya, [("ACQ:SOUR1:GAIN LV", None), NO_ERRORS, ("ACQ:SOUR2:GAIN?", "HV")]
+    ) as pitaya:
+        pitaya.ain1.gain = "LV"
+        assert pitaya.ain2.gain == "HV"
+        with pytest.raises(ParameterError, match=r"gain = 'MV' is not one of \['HV', 'LV'\]"):
+            pitaya.ain1.gain = "MV"
+
+
+def test_data_units_format_and_buffer_size():  # [ACQ]
+    with expected_protocol(
+        RedPitaya,
+        [
+            ("ACQ:DATA:Units RAW", None),
+            NO_ERRORS,
+            ("ACQ:DATA:Units?", "RAW"),
+            ("ACQ:DATA:FORMAT ASCII", None),
+            NO_ERRORS,
+            ("ACQ:DATA:FORMAT?", "ASCII"),
+            ("ACQ:BUF:SIZE?", "16384"),
+        ],
+    ) as pitaya:
+        pitaya.acq_units = "RAW"
+        assert pitaya.acq_units == "RAW"
+        pitaya.acq_format = "ASCII"
+        assert pitaya.acq_format == "ASCII"
+        assert pitaya.buffer_length == BUFFER_SIZE
+
+
+def test_trigger_source_status_fill_delay_and_level():  # [ACQ]
+    with expected_protocol(
+        RedPitaya,
+        [
+            ("ACQ:TRig CH1_PE", None),
+            ("ACQ:TRig:STAT?", "WAIT"),
+            ("ACQ:TRig:STAT?", "TD"),
+            ("ACQ:TRig:FILL?", "1"),
+            ("ACQ:TRig:DLY 2314", None),
+            NO_ERRORS,
+            ("ACQ:TRig:DLY?", "2314"),
+            ("ACQ:TRig:LEV 0.125", None),
+            NO_ERRORS,
+            ("ACQ:TRig:LEV?", "0.123"),
+        ],
+    ) as pitaya:
+        pitaya.acq_trigger_source = "CH1_PE"
+        assert pitaya.acq_trigger_status is False
+        assert pitaya.acq_trigger_status is True
+        assert pitaya.acq_buffer_filled is True
+        pitaya.acq_trigger_delay_samples = 2314
+        assert pitaya.acq_trigger_delay_samples == 2314
+        pitaya.acq_trigger_level = 0.125
+        assert pitaya.acq_trigger_level == pytest.approx(0.123)
+
+
+def test_binary_block_read_of_raw_codes():  # [ACQ] Old:N? 3, [EX] '!h', [SRV] '#16…' + CR LF
+    codes = np.array([2570, -8192, 13], dtype=np.int16)  # 0x0A0A, 0xE000, 0x000D
+    block = b"#16" + codes.astype(">i2").tobytes() + b"\r\n"
+    with expected_protocol(
+        RedPitaya,
+        [("ACQ:DATA:FORMAT BIN;:ACQ:DATA:Units RAW;:ACQ:SOUR2:DATA:Old:N? 3", block)],
+    ) as pitaya:
+        np.testing.assert_array_equal(pitaya.ain2.read_codes(3), codes)
+
+
+def test_binary_block_read_of_volts_from_a_position():  # [ACQ] STArt:N? 10,3, [SRV] '!f'
+    volts = np.array([0.5, -1.0, 0.0001220703125], dtype=np.float32)
+    block = b"#212" + volts.astype(">f4").tobytes() + b"\r\n"
+    with expected_protocol(
+        RedPitaya,
+        [("ACQ:DATA:FORMAT BIN;:ACQ:DATA:Units VOLTS;:ACQ:SOUR1:DATA:STArt:N? 10,3", block)],
+    ) as pitaya:
+        np.testing.assert_array_equal(pitaya.ain1.read_voltages(3, start=10), volts)
+
+
+def test_acquire_arms_triggers_waits_and_reads():  # [EX] sequence, [ACQ] DLY, [LIB] check
+    codes = {1: np.array([-8192, 10, 8191, 0]), 2: np.array([5180, 5181, 2570, 3338])}
+    blocks = {ch: b"#18" + c.astype(">i2").tobytes() + b"\r\n" for ch, c in codes.items()}
+    with expected_protocol(
+        RedPitaya,
+        [
+            ("ACQ:DEC?", "8"),
+            ("ACQ:SOUR1:GAIN?", "LV"),
+            ("ACQ:SOUR2:GAIN?", "HV"),
+            ("ACQ:TRig:DLY 8192", None),
+            NO_ERRORS,
+            ("ACQ:START", None),
+            ("ACQ:TRig NOW", None),
+            NO_ERRORS,
+            ("ACQ:TRig:STAT?", "WAIT"),
+            ("ACQ:TRig:STAT?", "TD"),
+            ("ACQ:TRig:FILL?", "0"),
+            ("ACQ:TRig:FILL?", "1"),
+            ("ACQ:DATA:FORMAT BIN;:ACQ:DATA:Units RAW;:ACQ:SOUR1:DATA:Old:N? 4", blocks[1]),
+            ("ACQ:DATA:FORMAT BIN;:ACQ:DATA:Units RAW;:ACQ:SOUR2:DATA:Old:N? 4", blocks[2]),
+        ],
+        sleep=no_wait,
+    ) as pitaya:
+        record = pitaya.acquire((1, 2), n=4)
+    assert record.sample_rate_Hz == 125e6 / 8
+    np.testing.assert_array_equal(record.voltages_V[1], codes[1] * LV_STEP_V)
+    np.testing.assert_array_equal(record.voltages_V[2], codes[2] * HV_STEP_V)
+
+
+def test_error_queue_raises_with_the_first_code():  # [LIB], [SRV]
+    with (
+        expected_protocol(
+            RedPitaya,
+            [
+                ("*STB?", "4"),
+                ("SYST:ERR:NEXT?", '8891,"*ACQ:DEC Parameter decimation is invalid."'),
+                ("SYST:ERR:NEXT?", '-113,"Undefined header;ACQ:FOO"'),
+                ("SYST:ERR:NEXT?", '0,"No error"'),
+            ],
+        ) as pitaya,
+        pytest.raises(InstrumentCommandError, match="decimation is invalid") as error,
+    ):
+        pitaya.check_errors()
+    assert error.value.code == 8891
+    assert "Undefined header" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("decimation", 3, r"decimation = 3 is not one of \[1, 2, 4, 8, 16, "),
+        ("sample_rate_Hz", 1e6, r"sample_rate_Hz = 1e\+06 is not one of \[1.25e\+08"),
+        ("acq_trigger_delay_samples", 9000, r"acq_trigger_delay_samples = 9000 .*8192"),
+        ("acq_trigger_level", 25.0, r"acq_trigger_level = 25 .*\[-20, 20\] V"),
+        ("acq_trigger_source", "CH3_PE", r"acq_trigger_source = 'CH3_PE' is not one of"),
+    ],
+)
+def test_out_of_range_settings_are_refused_before_sending(setting, value, message):
+    with expected_protocol(RedPitaya, []) as pitaya, pytest.raises(ParameterError, match=message):
+        setattr(pitaya, setting, value)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p: p.acquire((1, 3)), r"channels = \(1, 3\)"),
+        (lambda p: p.acquire(n=0), r"n = 0 is outside"),
+        (lambda p: p.acquire(n=100.5), r"n = 100.5 is not a whole number"),
+        (lambda p: p.ain1.read_codes(start=5), "n is required"),
+        (lambda p: p.ain1.read_codes(20000), r"n = 20000 is outside"),
+    ],
+)
+def test_bad_acquisition_requests_are_refused_before_sending(call, message):
+    with expected_protocol(RedPitaya, []) as pitaya, pytest.raises(ParameterError, match=message):
+        call(pitaya)
+
+
+# --- the driver against the simulated board ------------------------------------------------------
+@pytest.fixture
+def lab():
+    lab = SimulatedLab(LabConfig(seed=11), SimClock(manual=True))
+    lab.laser.emission_enabled = True
+    lab.hwp_angle_deg = lab.config.polarimeter.hwp_zero_deg  # balanced: IN1 is noise around 0
+    return lab
+
+
+@pytest.fixture(params=["in-process", "tcp"])
+def board(request, lab):
+    """(simulated board, driver) connected in-process or through pyvisa-py over TCP."""
+    simulated = SimulatedRedPitaya(lab)
+    if request.param == "in-process":
+        yield simulated, RedPitaya(InProcessAdapter(simulated), sleep=lab.clock.sleep)
+        return
+    with SimServer({"redpitaya": (simulated, 0)}) as server:
+        pitaya = RedPitaya(server.resource("redpitaya"), sleep=lab.clock.sleep, timeout=300)
+        yield simulated, pitaya
+        pitaya.adapter.close()
+
+
+def test_identity_and_buffer_size(board):
+    _, pitaya = board
+    assert pitaya.id.startswith("REDPITAYA,INSTR,")
+    assert pitaya.buffer_length == BUFFER_SIZE
+
+
+def test_acquisition_gives_full_buffers_and_the_sum_voltage(board, lab):
+    _, pitaya = board
+    pitaya.decimation = 8
+    record = pitaya.acquire()
+    assert record.sample_rate_Hz == 125e6 / 8
+    assert set(record.voltages_V) == {1, 2}
+    assert all(v.shape == (BUFFER_SIZE,) for v in record.voltages_V.values())
+    pol = lab.config.polarimeter
+    expected_sum_V = pol.gain_sum_V_per_A * pol.responsivity_A_per_W * lab.truth().detected_power_W
+    assert record.voltages_V[2].mean() == pytest.approx(expected_sum_V, abs=LV_STEP_V)
+    assert abs(record.voltages_V[1].mean()) < 0.01  # balanced
+    assert record.voltages_V[1].std() > 10 * LV_STEP_V  # shot noise, many codes wide
+
+
+def test_quantisation_step_is_one_code_of_the_range(board, lab):
+    simulated, pitaya = board
+    pitaya.decimation = 64
+    v_diff = pitaya.acquire((1,)).voltages_V[1]
+    codes = v_diff / LV_STEP_V
+    np.testing.assert_array_equal(codes, np.round(codes))
+    assert np.min(np.diff(np.unique(v_diff))) == pytest.approx(LV_STEP_V, rel=1e-12)
+    simulated.jumpers[0] = "HV"  # move the jumper, and tell the server
+    pitaya.ain1.gain = "HV"
+    v_diff = pitaya.acquire((1,)).voltages_V[1]
+    assert np.min(np.diff(np.unique(v_diff))) == pytest.approx(HV_STEP_V, rel=1e-12)
+
+
+def test_difference_signal_clips_at_the_input_range(board, lab):
+    simulated, pitaya = board
+    lab.hwp_angle_deg = lab.config.polarimeter.hwp_zero_deg - 10.0  # detector saturates at −10 V
+    low_range = pitaya.acquire((1,)).voltages_V[1]
+    np.testing.assert_array_equal(low_range, -1.0)  # code −8192: the bottom of ±1 V
+    simulated.jumpers[0] = "HV"
+    pitaya.ain1.gain = "HV"
+    high_range = pitaya.acquire((1,)).voltages_V[1]
+    assert high_range.mean() == pytest.approx(-10.0, abs=HV_STEP_V)
+
+
+def test_gain_setting_that_disagrees_with_the_jumper_scales_wrongly(board, lab):
+    _, pitaya = board
+    right = pitaya.acquire((2,)).voltages_V[2]
+    pitaya.ain2.gain = "HV"  # the jumper stays on LV: the codes are LV codes
+    wrong = pitaya.ain2.read_voltages()
+    np.testing.assert_allclose(wrong, 20.0 * right, rtol=1e-6)
+
+
+def test_every_query_reads_the_same_buffer_in_raw_or_volts(board, lab):
+    _, pitaya = board
+    pitaya.decimation = 16
+    record = pitaya.acquire()
+    lab.clock.advance(1.0)
+    codes = pitaya.ain1.read_codes()
+    np.testing.assert_array_equal(codes * LV_STEP_V, record.voltages_V[1])
+    np.testing.assert_array_equal(pitaya.ain1.read_codes(), codes)
+    volts = pitaya.ain1.read_voltages()
+    assert volts.dtype == np.float32
+    np.testing.assert_array_equal(volts, (codes * np.float32(LV_STEP_V)).astype(np.float32))
+    assert b"\n" in codes.astype(">i2").tobytes()  # the block held LF bytes and survived them
+
+
+def test_partial_reads_index_the_circular_buffer(board):
+    _, pitaya = board
+    pitaya.acquire()
+    whole = pitaya.ain2.read_codes()
+    np.testing.assert_array_equal(pitaya.ain2.read_codes(100), whole[:100])
+    oldest = int(pitaya.ask("ACQ:WPOS?")) + 1
+    start = (oldest + 500) % BUFFER_SIZE
+    np.testing.assert_array_equal(pitaya.ain2.read_codes(50, start=start), whole[500:550])
+    pitaya.write("ACQ:DATA:FORMAT BIN;:ACQ:DATA:Units RAW;:ACQ:SOUR2:DATA:LATest:N? 7")
+    np.testing.assert_array_equal(np.frombuffer(pitaya.read_block(), ">i2"), whole[-7:])
+    pitaya.write(f"ACQ:SOUR2:DATA:STA:END? {start},{(start + 2) % BUFFER_SIZE}")
+    np.testing.assert_array_equal(np.frombuffer(pitaya.read_block(), ">i2"), whole[500:503])
+
+
+def test_ascii_data_and_the_pymeasure_get_data(board):
+    _, pitaya = board
+    pitaya.acquire((2,))
+    codes = pitaya.ain2.read_codes(5)
+    pitaya.acq_units = "RAW"
+    pitaya.acq_format = "ASCII"
+    assert pitaya.ask("ACQ:SOUR2:DATA:Old:N? 5") == "{" + ",".join(map(str, codes)) + "}"
+    np.testing.assert_array_equal(pitaya.ain2.get_data(5), codes)
+    np.testing.assert_array_equal(pitaya.ain2.get_data(5, format="BIN"), codes)
+
+
+def test_fill_follows_simulated_time_and_the_pre_trigger_half_is_stale(board, lab):
+    _, pitaya = board
+    pitaya.decimation = 1024  # 8.2 µs per sample: 134 ms per buffer
+    pitaya.acq_trigger_delay_samples = 0  # trigger in the middle
+    lab.clock.advance(1.0)  # the lab's signal starts at t = 0: leave room for the pre-trigger half
+    pitaya.acquisition_start()
+    pitaya.acq_trigger_source = "NOW"
+    assert pitaya.acq_trigger_status is True
+    assert pitaya.acq_buffer_filled is False
+    lab.clock.advance(BUFFER_SIZE // 2 * 1024 / 125e6)
+    assert pitaya.acq_buffer_filled is True
+    codes = pitaya.ain2.read_codes()
+    # Armed just before the trigger: the samples before it were never written (still zero).
+    np.testing.assert_array_equal(codes[: BUFFER_SIZE // 2], 0)
+    assert np.all(codes[BUFFER_SIZE // 2 :] > 4000)
+
+
+def test_an_edge_trigger_that_never_comes_times_out(board):
+    _, pitaya = board
+    pitaya.acq_trigger_source = "CH1_PE"
+    pitaya.acquisition_start()
+    assert pitaya.acq_trigger_status is False  # WAIT
+    with pytest.raises(InstrumentTimeoutError, match="no trigger"):
+        pitaya.wait_for_buffer(timeout_s=0.1)
+
+
+def test_acquire_gives_up_when_the_buffer_never_fills(lab):
+    stopped_clock = SimulatedRedPitaya(lab)
+    pitaya = RedPitaya(InProcessAdapter(stopped_clock), sleep=no_wait)  # time never passes
+    with pytest.raises(InstrumentTimeoutError, match=r"buffer not filled after 0\.5 s"):
+        pitaya.acquire(timeout_s=0.5)
+
+
+# --- the simulated board's SCPI: forms, errors ---------------------------------------------------
+def test_short_and_long_forms_in_any_case(board):
+    _, pitaya = board
+    pitaya.write("acq:dec 16")
+    assert pitaya.ask("ACQ:DEC?") == "16"
+    pitaya.write("ACQ:TR:DLY 100")
+    assert pitaya.ask("acq:trig:dly?") == "100"
+    assert pitaya.ask("ACQ:DATA:U?") == "VOLTS"
+    assert pitaya.ask("SYSTEM:ERROR:NEXT?") == '0,"No error"'
+    assert pitaya.ask("syst:err?") == '0,"No error"'
+    assert pitaya.ask("ACQ:DEC 4;DEC?") == "4"  # compound header: DEC? is under ACQ:
+    assert pitaya.ask("*IDN?;ACQ:BUF:SIZE?").endswith(";16384")
+
+
+def test_invalid_command_gets_the_real_error_answer(board):
+    _, pitaya = board
+    pitaya.write("ACQUIRE:START")  # ACQ has no long form
+    assert pitaya.ask("*STB?") == "4"
+    assert pitaya.ask("SYST:ERR:NEXT?") == '-113,"Undefined header;ACQUIRE:START"'
+    assert pitaya.ask("SYST:ERR:NEXT?") == '0,"No error"'
+    assert pitaya.ask("*STB?") == "0"
+    with pytest.raises(InstrumentCommandError, match="Undefined header;ACQ:FOO") as error:
+        pitaya.ask("ACQ:FOO?")  # no reply at all: the driver looks in the error queue
+    assert error.value.code == -113
+
+
+def test_bad_values_get_the_servers_error_codes(board):
+    _, pitaya = board
+    pitaya.write("ACQ:DEC 3")
+    with pytest.raises(InstrumentCommandError, match=r"\*ACQ:DEC Parameter decimation") as error:
+        pitaya.check_errors()
+    assert error.value.code == 8891
+    pitaya.write("ACQ:TRig SOMETIMES")
+    with pytest.raises(InstrumentCommandError, match="Illegal parameter value") as error:
+        pitaya.check_errors()
+    assert error.value.code == 8891  # the board's "Missing first parameter." comes first
+    pitaya.write("ACQ:SOUR3:GAIN HV")
+    with pytest.raises(InstrumentCommandError, match="Invalid channel number") as error:
+        pitaya.check_errors()
+    assert error.value.code == 9500
+    pitaya.write("ACQ:START 5")
+    with pytest.raises(InstrumentCommandError, match="Parameter not allowed"):
+        pitaya.check_errors()
+    assert pitaya.ask("ACQ:DEC?") == "1"  # nothing bad was applied
