@@ -38,6 +38,8 @@ class StationInfo:
 
     name: str = "hotspin station"
     simulated: bool = True
+    # The VISA implementation: "@py" is pyvisa-py; "" lets pyvisa look for a vendor library.
+    visa_library: str = "@py"
 
 
 @dataclass(frozen=True)

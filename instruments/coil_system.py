@@ -1,0 +1,139 @@
+"""`CoilSystem`: three current sources and the coil matrix, seen as one field vector.
+
+B = B_residual + K·I. Field zeroing finds the currents I₀ that cancel the residual field, so the
+field at the cell is K·(I − I₀); asking for a field B sets I = I₀ + K⁻¹B. Currents are ramped at the
+station's maximum rate (the coils are inductive) and never exceed its limit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from instruments.errors import InterlockError
+from instruments.keithley6221 import Keithley6221
+from instruments.station_config import CoilsConfig
+
+AXES = ("x", "y", "z")
+# Time between ramp steps; the ramp rate sets the size of each step.
+RAMP_STEP_S = 0.05
+
+
+class CoilSystem:
+    """The field vector from three Keithley 6221 sources through the coil matrix."""
+
+    def __init__(
+        self,
+        sources: Sequence[Keithley6221],
+        config: CoilsConfig,
+        sleep: Callable[[float], None],
+    ) -> None:
+        if len(sources) != 3:
+            raise ValueError(f"a coil system needs 3 sources (x, y, z), got {len(sources)}")
+        self.sources = list(sources)
+        self.config = config
+        self.matrix = np.asarray(config.coil_matrix_T_per_A, dtype=float)
+        self.zero_field_currents_A = np.asarray(config.zero_field_currents_A, dtype=float)
+        self.lock = threading.RLock()
+        self._sleep = sleep
+
+    def configure(self) -> None:
+        """Set compliance and a fixed range, start at 0 A and switch the outputs on."""
+        with self.lock:
+            for source in self.sources:
+                source.source_compliance = self.config.compliance_V
+                source.source_range = self.config.max_current_A
+                source.source_current = 0.0
+                source.source_enabled = True
+
+    @property
+    def currents_A(self) -> np.ndarray:
+        """Get the three source currents in A (x, y, z)."""
+        with self.lock:
+            return np.array([float(s.source_current) for s in self.sources])
+
+    def check_currents(self, currents_A: Sequence[float]) -> np.ndarray:
+        """Return the currents if each is within the station's limit, else raise InterlockError."""
+        currents = np.asarray(currents_A, dtype=float)
+        limit = self.config.max_current_A
+        if currents.shape != (3,) or not np.all(np.isfinite(currents)):
+            raise InterlockError("coils", f"currents_A = {currents_A!r} must be 3 finite values")
+        for axis, current in zip(AXES, currents, strict=True):
+            if abs(current) > limit:
+                raise InterlockError(
+                    "coils",
+                    f"{axis} current = {current:g} A is outside the allowed range "
+                    f"[{-limit:g}, {limit:g}] A (coils.max_current_A)",
+                )
+        return currents
+
+    def set_currents(self, currents_A: Sequence[float]) -> None:
+        """Ramp the three currents to ``currents_A`` at the station's maximum rate."""
+        target = self.check_currents(currents_A)
+        with self.lock:
+            present = self.currents_A
+            largest = float(np.max(np.abs(target - present)))
+            step_A = self.config.max_ramp_rate_A_per_s * RAMP_STEP_S
+            steps = max(1, math.ceil(largest / step_A))
+            for k in range(1, steps + 1):
+                if k > 1:
+                    self._sleep(RAMP_STEP_S)
+                level = present + (target - present) * k / steps
+                for source, current in zip(self.sources, level, strict=True):
+                    source.source_current = float(current)
+
+    @property
+    def field_T(self) -> np.ndarray:
+        """Get the field at the cell in T, K·(I − I₀), as far as the zeroing knows it."""
+        return self.matrix @ (self.currents_A - self.zero_field_currents_A)
+
+    def currents_for_field(self, field_T: Sequence[float]) -> np.ndarray:
+        """Return the currents that give ``field_T`` at the cell: I₀ + K⁻¹B."""
+        field = np.asarray(field_T, dtype=float)
+        if field.shape != (3,) or not np.all(np.isfinite(field)):
+            raise InterlockError("coils", f"field_T = {field_T!r} must be 3 finite values")
+        return self.zero_field_currents_A + np.linalg.solve(self.matrix, field)
+
+    def set_field(self, field_T: Sequence[float]) -> None:
+        """Ramp to the field ``field_T`` (T); refused before anything moves if over the limit."""
+        currents = self.currents_for_field(field_T)
+        try:
+            self.check_currents(currents)
+        except InterlockError as error:
+            field = ", ".join(f"{b:g}" for b in field_T)
+            detail = str(error).removeprefix("coils: ")
+            raise InterlockError("coils", f"field_T = [{field}] T needs {detail}") from None
+        self.set_currents(currents)
+
+    def safe_state(self) -> None:
+        """Ramp every current to zero, then switch the outputs off."""
+        with self.lock:
+            self.set_currents(np.zeros(3))
+            for source in self.sources:
+                source.source_enabled = False
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return every readable setting of the three sources and the field they make."""
+        with self.lock:
+            sources = {}
+            for axis, source in zip(AXES, self.sources, strict=True):
+                sources[axis] = {
+                    "idn": source.id,
+                    "source_current_A": float(source.source_current),
+                    "source_compliance_V": float(source.source_compliance),
+                    "source_range_A": float(source.source_range),
+                    "source_enabled": bool(source.source_enabled),
+                    "in_compliance": bool(source.in_compliance),
+                }
+            return {
+                "sources": sources,
+                "coil_matrix_T_per_A": self.matrix.tolist(),
+                "zero_field_currents_A": self.zero_field_currents_A.tolist(),
+                "field_T": self.field_T.tolist(),
+                "max_current_A": self.config.max_current_A,
+                "max_ramp_rate_A_per_s": self.config.max_ramp_rate_A_per_s,
+            }

@@ -1,0 +1,143 @@
+"""`Polarimeter`: the balanced detector, its digitiser channels and the half-wave-plate mount.
+
+The PDB450A has no remote interface: its gains and responsivity come from the station file. The
+Red Pitaya records its difference (RF) and sum (monitor) outputs; the ELL14 turns the half-wave
+plate in front of the polarising beam splitter. Together they read the rotation angle θ.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from analysis.spectra import angle_from_difference_and_sum
+from instruments.redpitaya import BUFFER_SIZE, RedPitaya
+from instruments.station_config import DigitiserConfig, PolarimeterConfig
+from instruments.thorlabs_ell14 import ELL14
+
+
+@dataclass(frozen=True)
+class PolarimeterRecord:
+    """One digitiser record of the detector's outputs."""
+
+    sample_rate_Hz: float
+    v_diff: np.ndarray  # V, RF (difference) output
+    v_sum: np.ndarray  # V, monitor (sum) output
+    full_scale_V: tuple[float, float]  # the digitiser's input range for (V_diff, V_sum)
+
+    @property
+    def clipped(self) -> bool:
+        """Return True if either output reached the digitiser's full scale (the data lie)."""
+        # The last code below full scale: 14-bit codes reach full scale × 8191/8192 at most.
+        return bool(
+            np.any(np.abs(self.v_diff) >= self.full_scale_V[0] * (1 - 2 / 8192))
+            or np.any(np.abs(self.v_sum) >= self.full_scale_V[1] * (1 - 2 / 8192))
+        )
+
+
+class Polarimeter:
+    """Rotation angle from V_diff and V_sum, and the plate that balances the polarimeter."""
+
+    def __init__(
+        self,
+        digitiser: RedPitaya,
+        mount: ELL14,
+        config: PolarimeterConfig,
+        digitiser_config: DigitiserConfig,
+    ) -> None:
+        self.digitiser = digitiser
+        self.mount = mount
+        self.config = config
+        self.digitiser_config = digitiser_config
+        self.lock = threading.RLock()
+
+    def configure(self) -> None:
+        """Set the digitiser's decimation and input ranges for the detector's two outputs."""
+        c, d = self.config, self.digitiser_config
+        with self.lock:
+            self.digitiser.decimation = d.decimation
+            self.digitiser.analog_in[c.diff_channel].gain = d.diff_gain
+            self.digitiser.analog_in[c.sum_channel].gain = d.sum_gain
+
+    @property
+    def sample_rate_Hz(self) -> float:
+        """Get the digitiser's sample rate in Hz."""
+        with self.lock:
+            return float(self.digitiser.sample_rate_Hz)
+
+    def acquire(self, n: int = BUFFER_SIZE) -> PolarimeterRecord:
+        """Record ``n`` samples of V_diff and V_sum now."""
+        c = self.config
+        with self.lock:
+            record = self.digitiser.acquire((c.diff_channel, c.sum_channel), n)
+            ranges = (
+                self.digitiser.analog_in[c.diff_channel].full_scale_V,
+                self.digitiser.analog_in[c.sum_channel].full_scale_V,
+            )
+        return PolarimeterRecord(
+            record.sample_rate_Hz,
+            record.voltages_V[c.diff_channel].astype(float),
+            record.voltages_V[c.sum_channel].astype(float),
+            ranges,
+        )
+
+    def rotation_angle_rad(self, record: PolarimeterRecord) -> np.ndarray:
+        """Return θ(t) in rad from a record: ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)]."""
+        c = self.config
+        return angle_from_difference_and_sum(
+            record.v_diff, record.v_sum, c.gain_diff_V_per_A, c.gain_sum_V_per_A
+        )
+
+    def imbalance(self, record: PolarimeterRecord) -> float:
+        """Return the mean (V_diff/G_diff)/(V_sum/G_sum) = sin(2θ + 4(ϑ − ϑ₀)) of a record."""
+        c = self.config
+        ratio = c.gain_sum_V_per_A / c.gain_diff_V_per_A
+        return float(np.mean(record.v_diff) * ratio / np.mean(record.v_sum))
+
+    @property
+    def plate_angle_deg(self) -> float:
+        """Measure the half-wave plate's angle in degrees."""
+        with self.lock:
+            return float(self.mount.position_deg)
+
+    @plate_angle_deg.setter
+    def plate_angle_deg(self, value: float) -> None:
+        """Turn the half-wave plate to ``value`` degrees (taken modulo 360) and wait."""
+        with self.lock:
+            self.mount.move_to(float(value) % 360.0, wait=True)
+
+    def detected_power_W(self, record: PolarimeterRecord) -> float:
+        """Return the light power on the detector from the sum channel, in W."""
+        c = self.config
+        return float(np.mean(record.v_sum) / (c.gain_sum_V_per_A * c.responsivity_A_per_W))
+
+    def safe_state(self) -> None:
+        """Stop the digitiser's acquisition."""
+        with self.lock:
+            self.digitiser.acquisition_stop()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the detector calibration and every readable digitiser and mount setting."""
+        c = self.config
+        with self.lock:
+            return {
+                "detector": c.detector,
+                "gain_diff_V_per_A": c.gain_diff_V_per_A,
+                "gain_sum_V_per_A": c.gain_sum_V_per_A,
+                "responsivity_A_per_W": c.responsivity_A_per_W,
+                "nep_W_per_rtHz": c.nep_W_per_rtHz,
+                "plate_angle_deg": self.plate_angle_deg,
+                "mount": {"info": str(self.mount.info), "address": c.mount_address},
+                "digitiser": {
+                    "idn": self.digitiser.id,
+                    "decimation": int(self.digitiser.decimation),
+                    "sample_rate_Hz": self.sample_rate_Hz,
+                    "diff_channel": c.diff_channel,
+                    "sum_channel": c.sum_channel,
+                    "diff_gain": self.digitiser.analog_in[c.diff_channel].gain,
+                    "sum_gain": self.digitiser.analog_in[c.sum_channel].gain,
+                },
+            }

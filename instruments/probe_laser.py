@@ -1,0 +1,105 @@
+"""`ProbeLaser`: the DLC pro seen as a probe: current within the station's limit, and detuning."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from analysis.checks import check_range
+from instruments.errors import InterlockError
+from instruments.station_config import LaserConfig
+from instruments.toptica_dlcpro import DLCpro
+
+
+class ProbeLaser:
+    """Probe laser current, emission and safety state, and its detuning from the D1 F=2 line.
+
+    Without a wavemeter the detuning comes from the station's calibration: linear in current and
+    piezo voltage around the reference settings, valid inside the mode-hop-free range.
+    """
+
+    def __init__(self, laser: DLCpro, config: LaserConfig) -> None:
+        self.laser = laser
+        self.config = config
+        self.lock = threading.RLock()
+
+    @property
+    def current_A(self) -> float:
+        """Get the diode current setpoint in A."""
+        with self.lock:
+            return float(self.laser.current_setpoint_A)
+
+    @current_A.setter
+    def current_A(self, value: float) -> None:
+        """Set the diode current in A; above the station's limit it is refused before sending."""
+        try:
+            check_range("current_A", value, 0.0, self.config.max_current_A, "A")
+        except ValueError as error:
+            raise InterlockError(self.laser.name, f"{error} (laser.max_current_A)") from None
+        with self.lock:
+            self.laser.current_setpoint_A = value
+
+    @property
+    def emission_enabled(self) -> bool:
+        """Get whether the current driver is on."""
+        with self.lock:
+            return bool(self.laser.emission_enabled)
+
+    @emission_enabled.setter
+    def emission_enabled(self, value: bool) -> None:
+        """Switch the current driver on or off."""
+        with self.lock:
+            self.laser.emission_enabled = bool(value)
+
+    @property
+    def emitting(self) -> bool:
+        """Get whether light comes out (driver on, interlock closed, key unlocked)."""
+        with self.lock:
+            return bool(self.laser.emission)
+
+    @property
+    def interlock_open(self) -> bool:
+        """Get whether the interlock loop is open."""
+        with self.lock:
+            return bool(self.laser.interlock_open)
+
+    @property
+    def detuning_Hz(self) -> float:
+        """Get the detuning from the D1 F=2 line in Hz, from the station's calibration."""
+        c = self.config
+        with self.lock:
+            current = self.laser.current_setpoint_A
+            piezo = self.laser.piezo_voltage_V
+        return (
+            c.reference_detuning_Hz
+            + c.current_tuning_Hz_per_A * (current - c.reference_current_A)
+            + c.piezo_tuning_Hz_per_V * piezo
+        )
+
+    def safe_state(self) -> None:
+        """Leave the laser as the station says: hold, or switch emission off."""
+        if self.config.safe_state == "off":
+            with self.lock:
+                self.laser.emission_enabled = False
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return every readable setting of the laser."""
+        with self.lock:
+            return {
+                "system_type": self.laser.system_type,
+                "serial_number": self.laser.serial_number,
+                "firmware_version": self.laser.firmware_version,
+                "current_setpoint_A": self.current_A,
+                "current_A": float(self.laser.current_A),
+                "current_clip_A": float(self.laser.current_clip_A),
+                "emission_enabled": self.emission_enabled,
+                "emission": self.emitting,
+                "interlock_open": self.interlock_open,
+                "frontkey_locked": bool(self.laser.frontkey_locked),
+                "temperature_setpoint_C": float(self.laser.temperature_setpoint_C),
+                "temperature_C": float(self.laser.temperature_C),
+                "piezo_voltage_V": float(self.laser.piezo_voltage_V),
+                "detuning_Hz": self.detuning_Hz,
+                "max_current_A": self.config.max_current_A,
+                "safe_state": self.config.safe_state,
+            }

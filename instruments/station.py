@@ -1,0 +1,290 @@
+"""`Station`: every role of the experiment, built from a station file, real or simulated.
+
+A simulated station starts the simulated lab (one `SimulatedLab` shared by a simulated instrument
+per role) and connects the *real* drivers to it, in-process or through pyvisa-py over loopback
+TCP; a real station connects the same drivers to the resources in the file. Procedures and the
+monitor see only the virtual instruments: `heater`, `laser`, `polarimeter`, `coils`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from analysis.experiment import ApparatusParameters
+from instruments.cell_heater import CellHeater
+from instruments.coil_system import CoilSystem
+from instruments.keithley6221 import Keithley6221
+from instruments.lakeshore336 import LakeShore336
+from instruments.polarimeter import Polarimeter
+from instruments.probe_laser import ProbeLaser
+from instruments.redpitaya import RedPitaya
+from instruments.station_config import StationConfig
+from instruments.thorlabs_ell14 import ELL14
+from instruments.toptica_dlcpro import DLCpro
+
+if TYPE_CHECKING:
+    from simulators.lab import LabConfig, SimulatedLab
+
+log = logging.getLogger(__name__)
+
+#: The instruments of a station, by the name the simulated lab serves them under.
+INSTRUMENT_NAMES = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
+
+
+class WallClock:
+    """Real time, for a real station: `now` in seconds and `sleep`."""
+
+    speed = 1.0
+
+    def now(self) -> float:
+        """Return monotonic wall-clock time in s."""
+        return time.monotonic()
+
+    def sleep(self, duration_s: float) -> None:
+        """Wait ``duration_s`` seconds."""
+        time.sleep(duration_s)
+
+
+def lab_config_for(config: StationConfig) -> LabConfig:
+    """Return the simulated lab's `LabConfig`: the station's cell and calibrations as its truth.
+
+    The station's calibrations (coil matrix, detector gains, laser tuning, heater) are taken as the
+    simulated world's physics unless `simulation.lab` says otherwise, which is how a miscalibrated
+    instrument is simulated.
+    """
+    from simulators.lab import LabConfig
+
+    mapping = copy.deepcopy(config.simulation.lab)
+    cell, coils, pol, laser = config.cell, config.coils, config.polarimeter, config.laser
+    mapping.setdefault("cell_dimensions_m", list(cell.cell_dimensions_m))
+    mapping.setdefault("n2_fill_pressure_Torr", cell.n2_fill_pressure_Torr)
+    mapping.setdefault("n2_fill_temperature_K", cell.n2_fill_temperature_K)
+    mapping.setdefault("beam_area_m2", cell.beam_area_m2)
+    mapping.setdefault("seed", config.simulation.seed)
+    mapping.setdefault("coils", {}).setdefault(
+        "coil_matrix_T_per_A", [list(row) for row in coils.coil_matrix_T_per_A]
+    )
+    detector = mapping.setdefault("polarimeter", {})
+    detector.setdefault("responsivity_A_per_W", pol.responsivity_A_per_W)
+    detector.setdefault("gain_diff_V_per_A", pol.gain_diff_V_per_A)
+    detector.setdefault("gain_sum_V_per_A", pol.gain_sum_V_per_A)
+    detector.setdefault("nep_W_per_rtHz", pol.nep_W_per_rtHz)
+    detector.setdefault("optics_transmission", cell.optics_transmission)
+    diode = mapping.setdefault("laser", {})
+    diode.setdefault("nominal_current_A", laser.reference_current_A)
+    diode.setdefault("detuning_at_nominal_Hz", laser.reference_detuning_Hz)
+    diode.setdefault("cavity_current_tuning_Hz_per_A", laser.current_tuning_Hz_per_A)
+    diode.setdefault("cavity_piezo_tuning_Hz_per_V", laser.piezo_tuning_Hz_per_V)
+    mapping.setdefault("oven", {}).setdefault(
+        "heater_resistance_ohm", config.heater.heater_resistance_ohm
+    )
+    return LabConfig.from_mapping(mapping)
+
+
+def simulated_instruments(config: StationConfig, lab: SimulatedLab) -> dict[str, Any]:
+    """Return one simulated instrument per station instrument, all attached to ``lab``."""
+    from simulators.keithley6221 import SimulatedKeithley6221
+    from simulators.lakeshore336 import SimulatedLakeShore336
+    from simulators.redpitaya import SimulatedRedPitaya
+    from simulators.thorlabs_ell14 import SimulatedELL14
+    from simulators.toptica_dlcpro import SimulatedDLCpro
+
+    jumpers = (config.digitiser.diff_gain, config.digitiser.sum_gain)
+    if config.polarimeter.diff_channel == 2:
+        jumpers = jumpers[::-1]
+    instruments = {
+        "heater": SimulatedLakeShore336(lab, "heater"),
+        "laser": SimulatedDLCpro(lab, "laser"),
+        "mount": SimulatedELL14(lab, "mount"),
+        "digitiser": SimulatedRedPitaya(lab, "digitiser", jumpers=jumpers),
+    }
+    for axis, name in enumerate(("coil_x", "coil_y", "coil_z")):
+        instruments[name] = SimulatedKeithley6221(
+            lab, name, axis, coil_resistance_ohm=config.coils.coil_resistance_ohm[axis]
+        )
+    return instruments
+
+
+class Station:
+    """The experiment's instruments, by role; a context manager that leaves them safe."""
+
+    def __init__(self, config: StationConfig, transport: str | None = None) -> None:
+        self.config = config
+        self.lab: Any = None
+        self.server: Any = None
+        self.simulated_instruments: dict[str, Any] = {}
+        self._adapters: list[Any] = []
+        if config.simulated:
+            self._start_simulation(transport or config.simulation.transport)
+        else:
+            self.clock: Any = WallClock()
+            c = config
+            connections = {
+                "heater": c.heater.resource,
+                "laser": c.laser.resource,
+                "mount": c.polarimeter.mount_resource,
+                "digitiser": c.digitiser.resource,
+                "coil_x": c.coils.resources[0],
+                "coil_y": c.coils.resources[1],
+                "coil_z": c.coils.resources[2],
+            }
+            self._connect(connections)
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, transport: str | None = None) -> Station:
+        """Build the station of a station file (none: the embedded simulated lab)."""
+        return cls(StationConfig.load(path), transport)
+
+    # --- construction --------------------------------------------------------------------------
+    def _start_simulation(self, transport: str) -> None:
+        from simulators.clock import SimClock
+        from simulators.inprocess import InProcessAdapter
+        from simulators.lab import SimulatedLab
+        from simulators.server import SimServer
+
+        self.clock = SimClock(speed=self.config.simulation.clock_speed)
+        self.lab = SimulatedLab(lab_config_for(self.config), self.clock)
+        self.simulated_instruments = simulated_instruments(self.config, self.lab)
+        if transport == "inprocess":
+            connections = {n: InProcessAdapter(s) for n, s in self.simulated_instruments.items()}
+        elif transport == "tcp":
+            self.server = SimServer({n: (s, 0) for n, s in self.simulated_instruments.items()})
+            self.server.start()
+            connections = self.server.resources()
+        else:
+            raise ValueError(f"transport = {transport!r} is not one of ['inprocess', 'tcp']")
+        self._connect(connections)
+
+    def _connect(self, connections: dict[str, Any]) -> None:
+        """Open every driver on its connection and wrap them in the virtual instruments."""
+        c = self.config
+        # Resource names open through pyvisa with the station's VISA library; adapters as given.
+        visa = {"visa_library": c.station.visa_library}
+
+        def options(name: str) -> dict[str, Any]:
+            return visa if isinstance(connections[name], str) else {}
+
+        try:
+            heater = LakeShore336(connections["heater"], **options("heater"))
+            self._adapters.append(heater.adapter)
+            laser = DLCpro(
+                connections["laser"], current_limit_A=c.laser.max_current_A, **options("laser")
+            )
+            self._adapters.append(laser.adapter)
+            mount = ELL14(
+                connections["mount"], address=c.polarimeter.mount_address, **options("mount")
+            )
+            self._adapters.append(mount.adapter)
+            digitiser = RedPitaya(
+                connections["digitiser"], sleep=self.clock.sleep, **options("digitiser")
+            )
+            self._adapters.append(digitiser.adapter)
+            sources = []
+            for name in ("coil_x", "coil_y", "coil_z"):
+                sources.append(Keithley6221(connections[name], **options(name)))
+                self._adapters.append(sources[-1].adapter)
+        except Exception:
+            self.close()
+            raise
+        self.heater = CellHeater(heater, c.heater)
+        self.laser = ProbeLaser(laser, c.laser)
+        self.polarimeter = Polarimeter(digitiser, mount, c.polarimeter, c.digitiser)
+        self.coils = CoilSystem(sources, c.coils, self.clock.sleep)
+
+    # --- use -----------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Program every instrument's limits and settings from the station file."""
+        self.heater.configure()
+        self.polarimeter.configure()
+        self.coils.configure()
+
+    def apparatus(self, field_T: tuple[float, float, float] | None = None) -> ApparatusParameters:
+        """Return the apparatus as the station knows it, for the analysis (no probe power)."""
+        cell, pol = self.config.cell, self.config.polarimeter
+        field = tuple(self.coils.field_T) if field_T is None else field_T
+        return ApparatusParameters(
+            temperature_K=self.heater.temperature_K,
+            field_T=field,
+            probe_power_W=0.0,  # unknown to the station; the fits take the shot noise as it is
+            probe_detuning_Hz=self.laser.detuning_Hz,
+            beam_area_m2=cell.beam_area_m2,
+            cell_dimensions_m=cell.cell_dimensions_m,
+            n2_fill_pressure_Torr=cell.n2_fill_pressure_Torr,
+            n2_fill_temperature_K=cell.n2_fill_temperature_K,
+            responsivity_A_per_W=pol.responsivity_A_per_W,
+            nep_W_per_rtHz=pol.nep_W_per_rtHz,
+            optics_transmission=cell.optics_transmission,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return every readable setting of every instrument (and the simulation's truth)."""
+        snapshot: dict[str, Any] = {
+            "station": {"name": self.config.station.name, "simulated": self.config.simulated},
+            "cell": {
+                "cell_dimensions_m": list(self.config.cell.cell_dimensions_m),
+                "n2_fill_pressure_Torr": self.config.cell.n2_fill_pressure_Torr,
+                "n2_fill_temperature_K": self.config.cell.n2_fill_temperature_K,
+                "beam_area_m2": self.config.cell.beam_area_m2,
+                "optics_transmission": self.config.cell.optics_transmission,
+            },
+        }
+        for role in ("heater", "laser", "polarimeter", "coils"):
+            try:
+                snapshot[role] = getattr(self, role).snapshot()
+            except Exception as error:  # a snapshot records what it can; a dead link is a fact
+                log.warning("snapshot of %s failed: %s", role, error)
+                snapshot[role] = {"error": f"{type(error).__name__}: {error}"}
+        if self.lab is not None:
+            snapshot["simulation_truth"] = self.lab.truth().truth_attributes()
+            snapshot["simulation_truth"]["time_s"] = self.clock.now()
+        return snapshot
+
+    def safe_state(self) -> list[str]:
+        """Bring every instrument to its safe state; return the failures (never raises)."""
+        failures = []
+        for role in ("coils", "polarimeter", "heater", "laser"):
+            try:
+                getattr(self, role).safe_state()
+            except Exception as error:
+                log.error("safe state of %s failed: %s", role, error)
+                failures.append(f"{role}: {type(error).__name__}: {error}")
+        return failures
+
+    def close(self) -> None:
+        """Close every connection and stop a simulated lab's server."""
+        for adapter in self._adapters:
+            with contextlib.suppress(Exception):
+                adapter.close()
+        self._adapters.clear()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> Station:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def open_station(path: str | Path | None = None, transport: str | None = None) -> Iterator[Station]:
+    """Open and configure a station; close it afterwards."""
+    station = Station.from_file(path, transport)
+    try:
+        station.configure()
+        yield station
+    finally:
+        station.close()
