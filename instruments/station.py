@@ -88,6 +88,20 @@ def lab_config_for(config: StationConfig) -> LabConfig:
     return LabConfig.from_mapping(mapping)
 
 
+def station_resources(config: StationConfig) -> dict[str, str]:
+    """Return the VISA resource of every instrument of a station file, by instrument name."""
+    c = config
+    return {
+        "heater": c.heater.resource,
+        "laser": c.laser.resource,
+        "mount": c.polarimeter.mount_resource,
+        "digitiser": c.digitiser.resource,
+        "coil_x": c.coils.resources[0],
+        "coil_y": c.coils.resources[1],
+        "coil_z": c.coils.resources[2],
+    }
+
+
 def simulated_instruments(config: StationConfig, lab: SimulatedLab) -> dict[str, Any]:
     """Return one simulated instrument per station instrument, all attached to ``lab``."""
     from simulators.keithley6221 import SimulatedKeithley6221
@@ -125,17 +139,7 @@ class Station:
             self._start_simulation(transport or config.simulation.transport)
         else:
             self.clock: Any = WallClock()
-            c = config
-            connections = {
-                "heater": c.heater.resource,
-                "laser": c.laser.resource,
-                "mount": c.polarimeter.mount_resource,
-                "digitiser": c.digitiser.resource,
-                "coil_x": c.coils.resources[0],
-                "coil_y": c.coils.resources[1],
-                "coil_z": c.coils.resources[2],
-            }
-            self._connect(connections)
+            self._connect(station_resources(config))
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, transport: str | None = None) -> Station:

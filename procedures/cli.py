@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from analysis.checks import ParameterError
 from procedures import __version__
 from procedures.progress import ProgressBar
+from procedures.serve import serve
 from procedures.settings import format_settings_table, parse_assignments
 from procedures.simulate import SIMULATE_SETTINGS, describe_truth, simulate_record
 
@@ -40,6 +41,15 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="change a setting (see 'hotspin list'); repeat for several",
     )
+    sim = commands.add_parser("sim", help="the simulated lab")
+    sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
+    serve = sim_commands.add_parser(
+        "serve",
+        help="serve every simulated instrument on 127.0.0.1 and print its VISA resource",
+        description="Serve each simulated instrument of a (simulated) station file on its "
+        "loopback port, answering its real command set, until Ctrl-C.",
+    )
+    serve.add_argument("--station", help="station file (default: the embedded simulated lab)")
     return parser
 
 
@@ -61,14 +71,22 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim(args: argparse.Namespace) -> int:
+    serve(args.station, announce=lambda line: print(line, flush=True))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `hotspin` command line; return the process exit status."""
     args = _build_parser().parse_args(argv)
+    handlers = {
+        "list": lambda: _list(),
+        "simulate": lambda: _simulate(args),
+        "sim": lambda: _sim(args),
+    }
     try:
-        if args.command == "list":
-            return _list()
-        return _simulate(args)
-    except (ParameterError, ValueError, FileExistsError) as error:
+        return handlers[args.command]()
+    except (ParameterError, ValueError, FileExistsError, OSError) as error:
         print(f"hotspin {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,141 @@
+"""`hotspin sim serve`: the simulated lab on loopback, used by the real drivers as real hardware."""
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from analysis.checks import ParameterError
+from instruments.station import Station
+from procedures.serve import loopback_port
+
+NAMES = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def station_text(ports, simulated):
+    r = {name: f"TCPIP::127.0.0.1::{port}::SOCKET" for name, port in zip(NAMES, ports, strict=True)}
+    return textwrap.dedent(
+        f"""
+        [station]
+        simulated = {str(simulated).lower()}
+        [simulation]
+        clock_speed = 50.0
+        [heater]
+        resource = "{r["heater"]}"
+        [laser]
+        resource = "{r["laser"]}"
+        [polarimeter]
+        mount_resource = "{r["mount"]}"
+        [digitiser]
+        resource = "{r["digitiser"]}"
+        [coils]
+        resources = ["{r["coil_x"]}", "{r["coil_y"]}", "{r["coil_z"]}"]
+        """
+    )
+
+
+@pytest.fixture
+def served(tmp_path):
+    ports = free_ports(len(NAMES))
+    served_file = tmp_path / "served.toml"
+    served_file.write_text(station_text(ports, simulated=True))
+    client_file = tmp_path / "client.toml"
+    client_file.write_text(station_text(ports, simulated=False))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(served_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = [process.stdout.readline() for _ in range(1 + len(NAMES))]
+    yield process, lines, ports, client_file
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_serve_prints_every_resource_and_the_real_drivers_use_them(served):
+    process, lines, ports, client_file = served
+    for name, port in zip(NAMES, ports, strict=True):
+        assert any(
+            line.split()[:2] == [name, f"TCPIP::127.0.0.1::{port}::SOCKET"] for line in lines
+        ), lines
+    with Station.from_file(client_file) as station:
+        station.configure()
+        station.laser.emission_enabled = True
+        record = station.polarimeter.acquire(2048)
+        assert record.v_sum.mean() > 0.1  # light on the detector
+        snapshot = station.snapshot()
+        assert snapshot["heater"]["idn"].startswith("LSCI,MODEL336")
+        assert "simulation_truth" not in snapshot  # a real station does not see the truth
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=10) == 0
+    for port in ports:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_several_clients_at_once(served):
+    *_, client_file = served
+    first = Station.from_file(client_file)
+    second = Station.from_file(client_file)
+    try:
+        for _ in range(5):
+            assert first.heater.temperature_K == pytest.approx(second.heater.temperature_K, abs=1)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_serving_a_real_station_is_refused(tmp_path):
+    path = tmp_path / "real.toml"
+    path.write_text(station_text(free_ports(len(NAMES)), simulated=False))
+    result = subprocess.run(
+        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "needs a simulated station" in result.stderr
+
+
+def test_only_loopback_resources_can_be_served():
+    assert loopback_port("TCPIP::127.0.0.1::7777::SOCKET", "heater") == 7777
+    with pytest.raises(ParameterError, match="loopback only"):
+        loopback_port("TCPIP::192.168.1.20::7777::SOCKET", "heater")
+    with pytest.raises(ParameterError, match="needs TCPIP"):
+        loopback_port("ASRL/dev/ttyUSB0::INSTR", "mount")
+
+
+def test_a_busy_port_is_reported(tmp_path):
+    ports = free_ports(len(NAMES))
+    path = tmp_path / "served.toml"
+    path.write_text(station_text(ports, simulated=True))
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", ports[0]))
+    blocker.listen()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        blocker.close()
+    assert result.returncode == 2
+    assert "Address already in use" in result.stderr
