@@ -28,6 +28,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spin_noise.py
+	$(BIN)/python benchmarks/bench_redpitaya_tcp.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -24,6 +24,7 @@ from analysis.checks import (
 )
 
 SAFE_STATES = ("hold", "off")
+DECIMATIONS = tuple(2**k for k in range(17))  # the Red Pitaya's: 1, 2, 4, …, 65536
 TRANSPORTS = ("inprocess", "tcp")
 
 
@@ -162,7 +163,10 @@ class DigitiserConfig:
     def __post_init__(self) -> None:
         _check_choice("digitiser.diff_gain", self.diff_gain, ("LV", "HV"))
         _check_choice("digitiser.sum_gain", self.sum_gain, ("LV", "HV"))
-        check_range("digitiser.decimation", self.decimation, 1, 65536)
+        if self.decimation not in DECIMATIONS:
+            raise ParameterError(
+                f"digitiser.decimation = {self.decimation!r} is not one of {list(DECIMATIONS)}"
+            )
 
 
 def _identity_matrix() -> tuple[tuple[float, ...], ...]:

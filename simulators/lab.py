@@ -84,6 +84,9 @@ class SimulatedLab:
         self.polarimeter = BalancedPolarimeter(self.config.polarimeter)
         self.hwp_angle_deg = 0.0
         self.heater_control: HeaterControl | None = None
+        #: Called under `lock` before every record, so moving parts (the plate) are up to date
+        #: even when no client has asked their instrument lately.
+        self.motion_updates: list[Callable[[], None]] = []
         self._thermal_time_s = self.clock.now()
         self._spin_time_s = self.clock.now()
         self._spins: ExactSpinNoise | None = None
@@ -144,6 +147,8 @@ class SimulatedLab:
         with self.lock:
             start = self.clock.now() if start_s is None else float(start_s)
             start = max(start, self._spin_time_s)
+            for update in self.motion_updates:
+                update()
             # Current noise of the sources: one draw per record, slower than the record.
             derived = derive(self.apparatus(self.coils.field_T(self.rng)))
             spins = self._spins_for(derived, fs)

@@ -8,7 +8,7 @@ Moves take time: the mount turns at `ROTATION_SPEED_DEG_PER_S` (Thorlabs' ELL14 
 up to 430 °/s) on the simulated clock. While it turns, ``gs`` answers busy (``GS09``) and further
 moves are refused busy; the move is answered ``PO`` when it has ended, which on this byte stream
 is in front of the reply to the next command. The plate angle `SimulatedLab.hwp_angle_deg`
-follows the mount each time it is addressed (the driver polls while it waits for a move).
+follows the mount whenever it is addressed and before every record the lab makes.
 
 Modelling choices the manual leaves open: an absolute move goes straight to its target (no
 wrap-around), a relative move may cross zero and the position is then taken modulo one turn,
@@ -79,6 +79,7 @@ class SimulatedELL14(SimulatedInstrument):
             self._pulses = lab.hwp_angle_deg % 360.0 * PULSES_PER_REVOLUTION / 360.0
         self._move: _Move | None = None
         self._move_answer_due = False
+        lab.motion_updates.append(self._follow_move)  # the plate turns whether asked or not
 
     def split(self, buffer: bytes) -> tuple[list[bytes], bytes]:
         """Cut ``buffer`` into commands by their known lengths; keep an incomplete one."""

@@ -45,6 +45,7 @@ def test_embedded_and_example_station_files_load():
         ("[coils]\nmax_current_A = 0.5\n", "coils.max_current_A = 0.5 is outside the allowed"),
         ("[laser]\nsafe_state = 'explode'\n", "laser.safe_state = 'explode' is not one of"),
         ("[cell]\nbeam_area_m2 = -1\n", "cell.beam_area_m2 = -1"),
+        ("[digitiser]\ndecimation = 3\n", "digitiser.decimation = 3 is not one of [1, 2, 4"),
         ("[simulation]\ntransport = 'carrier pigeon'\n", "simulation.transport"),
         ("[heater\n", "is not valid TOML"),
     ],

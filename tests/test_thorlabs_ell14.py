@@ -225,3 +225,11 @@ def test_commands_are_framed_by_their_lengths(lab):
     lab.clock.advance(1.0)
     assert session.feed(b"0gs\r\n") == b"0PO00008C00\r\n0GS00\r\n"  # CR LF between: skipped
     assert session.feed(b"0ma00023000") == b"0GS04\r\n"  # 360° is outside one turn
+
+
+def test_the_plate_turns_during_a_record_even_when_nobody_asks_the_mount(lab):
+    mount = ELL14(InProcessAdapter(SimulatedELL14(lab)))
+    mount.move_to(90.0, wait=False)
+    lab.clock.advance(0.5 * 90.0 / ROTATION_SPEED_DEG_PER_S)
+    lab.record(16, 1e6)  # the digitiser's view of the apparatus
+    assert lab.hwp_angle_deg == pytest.approx(45.0, abs=PULSE_DEG)
