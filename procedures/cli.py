@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 from analysis.checks import ParameterError
 from procedures import __version__
+from procedures.analyze import analyze_file, format_report
+from procedures.parameters import assign, parameters_table
 from procedures.progress import ProgressBar
 from procedures.serve import serve
-from procedures.settings import format_settings_table, parse_assignments
-from procedures.simulate import SIMULATE_SETTINGS, describe_truth, simulate_record
+from procedures.simulate import SIMULATE_PARAMETERS, describe_truth, simulate_record
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "loopback port, answering its real command set, until Ctrl-C.",
     )
     serve.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    analyze = commands.add_parser(
+        "analyze",
+        help="re-run the spin-noise analysis of a run file and write the results into it",
+        description="Fit every spectrum of a saved run (or of a 'hotspin simulate' record), "
+        "print the results with uncertainties and store them in the file's group 'analysis'.",
+    )
+    analyze.add_argument("file", help="HDF5 run file or simulated record")
     return parser
 
 
@@ -58,12 +66,12 @@ def _list() -> int:
         "simulate: synthetic record (hotspin simulate --duration-s T --sample-rate-Hz F "
         "--out FILE --set NAME=VALUE ...)"
     )
-    print(format_settings_table(SIMULATE_SETTINGS))
+    print(parameters_table(SIMULATE_PARAMETERS))
     return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    values = parse_assignments(args.set, SIMULATE_SETTINGS)
+    values = assign(SIMULATE_PARAMETERS, args.set)
     path = simulate_record(
         args.out, args.duration_s, args.sample_rate_Hz, values, progress=ProgressBar("simulate")
     )
@@ -76,6 +84,11 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    print(format_report(analyze_file(args.file)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `hotspin` command line; return the process exit status."""
     args = _build_parser().parse_args(argv)
@@ -83,9 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": lambda: _list(),
         "simulate": lambda: _simulate(args),
         "sim": lambda: _sim(args),
+        "analyze": lambda: _analyze(args),
     }
     try:
         return handlers[args.command]()
+    except BrokenPipeError:  # the output went to `head` or a closed pager: nothing to report
+        sys.stderr.close()
+        return 0
     except (ParameterError, ValueError, FileExistsError, OSError) as error:
         print(f"hotspin {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -15,119 +15,77 @@ from typing import Any
 
 import h5py
 import numpy as np
+from pymeasure.experiment import FloatParameter, IntegerParameter, Parameter
 
 from analysis.checks import check_range
 from analysis.experiment import ApparatusParameters, derive
+from procedures.parameters import BoundedVectorParameter
 from procedures.recorder import RunFile
-from procedures.settings import Setting
 from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
 from simulators.spin_noise import FastAngleNoise
 
 _defaults = ApparatusParameters()
 _detector = PolarimeterConfig()
 
-SIMULATE_SETTINGS: tuple[Setting, ...] = (
-    Setting("temperature_K", "K", 250, 700, _defaults.temperature_K, "cell temperature"),
-    Setting(
-        "field_nT",
-        "nT",
-        -1e6,
-        1e6,
-        tuple(1e9 * b for b in _defaults.field_T),
+SIMULATE_PARAMETERS: dict[str, Parameter] = {
+    "temperature_K": FloatParameter(
+        "cell temperature", units="K", minimum=250, maximum=700, default=_defaults.temperature_K
+    ),
+    "field_nT": BoundedVectorParameter(
         "field vector Bx,By,Bz (the probe runs along z)",
-        components=3,
+        units="nT",
+        minimum=-1e6,
+        maximum=1e6,
+        default=[1e9 * b for b in _defaults.field_T],
     ),
-    Setting(
-        "probe_power_W",
-        "W",
-        0,
-        1,
-        _defaults.probe_power_W,
-        "probe power into the cell",
-        low_open=True,
+    "probe_power_W": FloatParameter(
+        "probe power into the cell", units="W", minimum=1e-9, maximum=1,
+        default=_defaults.probe_power_W,
     ),
-    Setting(
-        "probe_detuning_GHz",
-        "GHz",
-        -1000,
-        1000,
-        _defaults.probe_detuning_Hz / 1e9,
-        "probe detuning from the D1 F=2 line (positive: blue)",
+    "probe_detuning_GHz": FloatParameter(
+        "probe detuning from the D1 F=2 line (positive = blue)", units="GHz", minimum=-1000,
+        maximum=1000, default=_defaults.probe_detuning_Hz / 1e9,
     ),
-    Setting(
-        "beam_area_m2", "m^2", 0, 1e-3, _defaults.beam_area_m2, "probe beam area", low_open=True
+    "beam_area_m2": FloatParameter(
+        "probe beam area", units="m^2", minimum=1e-9, maximum=1e-3,
+        default=_defaults.beam_area_m2,
     ),
-    Setting(
-        "cell_dimensions_m",
-        "m",
-        0,
-        1,
-        _defaults.cell_dimensions_m,
-        "cell inner size Lx,Ly,Lz (Lz along the probe)",
-        components=3,
-        low_open=True,
+    "cell_dimensions_m": BoundedVectorParameter(
+        "cell inner size Lx,Ly,Lz (Lz along the probe)", units="m", minimum=1e-4, maximum=1,
+        default=list(_defaults.cell_dimensions_m),
     ),
-    Setting(
-        "n2_fill_pressure_Torr",
-        "Torr",
-        0,
-        3000,
-        _defaults.n2_fill_pressure_Torr,
-        "N2 fill pressure at the fill temperature",
-        low_open=True,
+    "n2_fill_pressure_Torr": FloatParameter(
+        "N2 fill pressure at the fill temperature", units="Torr", minimum=1e-3, maximum=3000,
+        default=_defaults.n2_fill_pressure_Torr,
     ),
-    Setting(
-        "n2_fill_temperature_K",
-        "K",
-        200,
-        400,
-        _defaults.n2_fill_temperature_K,
-        "N2 fill temperature",
+    "n2_fill_temperature_K": FloatParameter(
+        "N2 fill temperature", units="K", minimum=200, maximum=400,
+        default=_defaults.n2_fill_temperature_K,
     ),
-    Setting(
-        "responsivity_A_per_W",
-        "A/W",
-        0,
-        1,
-        _detector.responsivity_A_per_W,
-        "detector responsivity",
-        low_open=True,
+    "responsivity_A_per_W": FloatParameter(
+        "detector responsivity", units="A/W", minimum=1e-3, maximum=1,
+        default=_detector.responsivity_A_per_W,
     ),
-    Setting(
-        "nep_W_per_rtHz",
-        "W/rtHz",
-        0,
-        1e-6,
-        _detector.nep_W_per_rtHz,
-        "detector noise-equivalent power",
+    "nep_W_per_rtHz": FloatParameter(
+        "detector noise-equivalent power", units="W/rtHz", minimum=0, maximum=1e-6,
+        default=_detector.nep_W_per_rtHz,
     ),
-    Setting(
-        "gain_diff_V_per_A",
-        "V/A",
-        1e3,
-        1e7,
-        _detector.gain_diff_V_per_A,
-        "PDB450A difference (RF) gain",
+    "gain_diff_V_per_A": FloatParameter(
+        "PDB450A difference (RF) gain", units="V/A", minimum=1e3, maximum=1e7,
+        default=_detector.gain_diff_V_per_A,
     ),
-    Setting(
-        "gain_sum_V_per_A",
-        "V/A",
-        1e2,
-        1e7,
-        _detector.gain_sum_V_per_A,
-        "PDB450A monitor (sum) gain",
+    "gain_sum_V_per_A": FloatParameter(
+        "PDB450A monitor (sum) gain", units="V/A", minimum=1e2, maximum=1e7,
+        default=_detector.gain_sum_V_per_A,
     ),
-    Setting(
-        "optics_transmission",
-        "",
-        0,
-        1,
-        _detector.optics_transmission,
-        "transmission from cell to detector",
-        low_open=True,
+    "optics_transmission": FloatParameter(
+        "transmission from cell to detector", minimum=1e-3, maximum=1,
+        default=_detector.optics_transmission,
     ),
-    Setting("seed", "", 0, 2**63 - 1, None, "random seed (none: fresh entropy)", integer=True),
-)
+    "seed": IntegerParameter(
+        "random seed (none = fresh entropy)", minimum=0, maximum=2**63 - 1, default=None
+    ),
+}  # fmt: skip
 
 MAX_DURATION_S = 1e5
 MAX_SAMPLE_RATE_HZ = 1e9

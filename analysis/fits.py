@@ -1,0 +1,742 @@
+"""Fits of spin-noise spectra: the two-manifold model of PHYSICS.md §3, and one Lorentzian.
+
+The spin-noise model: S(f) = N·S₁(f; |B|, R_SE, R_SD′) + S_w + A/f, where S₁ is the atomic PSD of
+one atom (`SpinModel` with the couplings c_a, c_b, the field direction and the probe axis fixed by
+the apparatus), S_w the white floor (photon shot noise plus detector noise) and A/f an optional
+electronic flicker term. The diffusion rate R_D is held at its value from the cell geometry and
+the buffer gas: it adds to every relaxation rate like R_SD′ does (in SERF the narrow line decays
+at R_SD′/6 + R_D + (5/3)ω²/R_SE), so a spectrum cannot tell the two apart; R_SD′ absorbs any error
+in R_D as 6·δR_D in SERF.
+
+How the model meets the data: for a Welch spectrum whose window is known, the model is the exact
+mean of the estimate (`Spectrum.expectation`: window leakage and aliasing included) from the
+sampled autocovariance R(τ) = Re Σ_blocks w κ Φᵏ s; for a sampled record without the window,
+`SpinModel.sampled_psd`; otherwise the continuous `SpinModel.psd`.
+
+Likelihood: an averaged periodogram bin is Gamma distributed with mean M_k and variance
+M_k²/K_eff. Least squares weighted by σ_k taken from the data is biased low (bins that fluctuate
+low get small σ and pull the fit down); σ_k = M_k/√K_eff from the model is not, when the fit
+maximises the Gamma (Whittle) likelihood Σ_k [P_k/M_k + ln M_k]. That is done as least squares
+on deviance residuals sign(P−M)·√(2(P/M − 1 − ln(P/M))), whose minimum is the maximum-likelihood
+point. Uncertainties: Cov = s²·H⁻¹ G H⁻¹ with J̃ = ∂M/∂θ / M, H = J̃ᵀJ̃ and G = J̃ᵀ C̃ J̃, C̃ the
+correlation of neighbouring bins (window leakage and segment overlap, see analysis.spectra) and
+s² = 1/K_eff pooled from the per-bin standard errors: Σ_k (σ̂_k/M_k)²/n. So the standard errors
+set the scale of the weights, the model their shape. Without standard errors s² = 1/K_eff of the
+spectrum; without either, s² comes from the residuals and the result says that no χ² test was
+possible. χ² = Σ (P−M)²/(s M)², with a p-value from a χ² scaled to the mean and variance it has
+for correlated Gamma bins (Satterthwaite). Over 50 seeded records the pulls of every parameter
+have unit width (tests/test_fits.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize, stats
+
+from analysis.checks import check_positive, check_range, check_vector
+from analysis.experiment import DerivedQuantities
+from analysis.spectra import Spectrum
+from analysis.spin_model import PROBE_AXIS, THERMAL_VARIANCE_PER_ATOM, SpinModel
+
+# Relative step of the forward differences of the model in its nonlinear log-parameters.
+_DIFFERENCE_STEP = 1e-6
+# Condition number of the Fisher matrix beyond which parameters are called degenerate.
+_MAX_CONDITION = 1e13
+# The fit searches each positive parameter within this factor (in ln) of its starting value.
+_LOG_RANGE = math.log(1e4)
+# A mode must carry this much of the observed variance to be called the Larmor line.
+_LARMOR_LINE_MIN_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A measured value with its one-standard-deviation uncertainty and unit."""
+
+    value: float
+    uncertainty: float
+    unit: str = ""
+
+    def __str__(self) -> str:
+        """Return 'value ± uncertainty unit' with two significant digits of the uncertainty."""
+        unit = f" {self.unit}" if self.unit else ""
+        u = self.uncertainty
+        if not (math.isfinite(u) and u > 0 and math.isfinite(self.value)):
+            return f"{self.value:.6g} ± {u:.2g}{unit}"
+        exponent = math.floor(math.log10(u)) - 1  # of the last digit shown
+        magnitude = math.floor(math.log10(abs(self.value))) if self.value else exponent
+        if -3 <= magnitude < 5:
+            decimals = max(0, -exponent)
+            return f"{self.value:.{decimals}f} ± {u:.{decimals}f}{unit}"
+        return f"{self.value:.{max(0, magnitude - exponent)}e} ± {u:.1e}{unit}"
+
+
+def _sqrt(variance: float) -> float:
+    """Return √variance, 0 for a rounding-negative variance, NaN for an undefined one."""
+    return math.sqrt(max(variance, 0.0)) if math.isfinite(variance) else math.nan
+
+
+# --- what the apparatus fixes ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProbeGeometry:
+    """The known inputs of the fit: couplings, field direction, probe axis and R_D."""
+
+    coupling_upper_rad: float
+    coupling_lower_rad: float
+    field_direction: np.ndarray
+    diffusion_rate: float
+    probe_axis: np.ndarray = field(default_factory=lambda: PROBE_AXIS.copy())
+
+    def __post_init__(self) -> None:
+        for name in ("coupling_upper_rad", "coupling_lower_rad"):
+            value = check_range(name, getattr(self, name), -1.0, 1.0, "rad")
+            if value == 0.0:
+                raise ValueError(f"{name} = 0: the probe does not see that manifold")
+        for name in ("field_direction", "probe_axis"):
+            vector = check_vector(name, getattr(self, name))
+            norm = float(np.linalg.norm(vector))
+            if norm == 0.0:
+                raise ValueError(f"{name} must be a nonzero vector")
+            object.__setattr__(self, name, vector / norm)
+        check_range("diffusion_rate", self.diffusion_rate, 0.0, math.inf, "s^-1", high_open=True)
+
+    @classmethod
+    def from_apparatus(cls, derived: DerivedQuantities) -> ProbeGeometry:
+        """Return the geometry of an apparatus (a zero field is taken along x, across the probe)."""
+        field_T = np.asarray(derived.parameters.field_T, dtype=float)
+        direction = field_T if np.any(field_T) else np.array([1.0, 0.0, 0.0])
+        return cls(
+            coupling_upper_rad=derived.coupling_upper_rad,
+            coupling_lower_rad=derived.coupling_lower_rad,
+            field_direction=direction,
+            diffusion_rate=derived.diffusion_rate,
+        )
+
+    @property
+    def variance_per_atom_rad2(self) -> float:
+        """Return the thermal variance of θ per atom, c_a²·5/4 + c_b²·1/4, in rad²."""
+        kappa = np.array([self.coupling_upper_rad, self.coupling_lower_rad])
+        return float(kappa**2 @ THERMAL_VARIANCE_PER_ATOM)
+
+    def model(
+        self,
+        field_magnitude_T: float,
+        spin_exchange_rate: float,
+        spin_destruction_rate: float,
+        atom_number: float = 1.0,
+    ) -> SpinModel:
+        """Return the spin model with the field along the known direction."""
+        return SpinModel(
+            field_T=field_magnitude_T * self.field_direction,
+            spin_exchange_rate=spin_exchange_rate,
+            spin_destruction_rate=spin_destruction_rate,
+            diffusion_rate=self.diffusion_rate,
+            atom_number=atom_number,
+        )
+
+
+def exp2x2(matrix: np.ndarray) -> np.ndarray:
+    """Return exp(M) of a 2×2 matrix in closed form, exact also where M has no eigenbasis.
+
+    exp(M) = [(e^{λ₊} + e^{λ₋})/2] 1 + [(e^{λ₊} − e^{λ₋})/(λ₊ − λ₋)] (M − t 1), λ± = t ± d,
+    t = tr M/2, d² = t² − det M. The divided difference becomes e^t (1 + d²/6 + d⁴/120) for
+    small d. (scipy.linalg.expm costs 10⁴ times more per 2×2 call on a busy multi-core machine,
+    where its BLAS threads wait for a time slice.)
+    """
+    t = 0.5 * (matrix[0, 0] + matrix[1, 1])
+    d = np.sqrt(complex(t * t - (matrix[0, 0] * matrix[1, 1] - matrix[0, 1] * matrix[1, 0])))
+    upper, lower = np.exp(t + d), np.exp(t - d)
+    if abs(d) < 1e-3:
+        divided = np.exp(t) * (1.0 + d * d / 6.0 + d**4 / 120.0)
+    else:
+        divided = (upper - lower) / (2.0 * d)
+    return 0.5 * (upper + lower) * np.eye(2) + divided * (matrix - t * np.eye(2))
+
+
+def angle_autocovariance(
+    model: SpinModel,
+    coupling_upper: float,
+    coupling_lower: float,
+    lags: int,
+    sample_rate_Hz: float,
+    axis: np.ndarray = PROBE_AXIS,
+) -> np.ndarray:
+    """Return R(k) = ⟨θ(t) θ(t + k/f_s)⟩ of θ = C x for k = 0 … lags−1, in rad².
+
+    Per block of the field frame, R(k) = Re w κ Φᵏ s with Φ = exp(X/f_s); the powers Φᵏ s are
+    built by doubling (log₂ lags matrix products), which stays exact at the exceptional point
+    where the block has no eigenbasis.
+    """
+    fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+    kappa = np.array([coupling_upper, -coupling_lower])
+    s = THERMAL_VARIANCE_PER_ATOM * model.atom_number * kappa
+    total = np.zeros(lags)
+    for weight, X in model.blocks(axis):
+        if weight == 0.0:
+            continue
+        step = exp2x2(X / fs)
+        # Rows of Φᵏ s; written out because BLAS calls on 2×n arrays stall on a busy machine.
+        first, second = np.array([s[0]], dtype=complex), np.array([s[1]], dtype=complex)
+        while first.size < lags:
+            first, second = (
+                np.concatenate([first, step[0, 0] * first + step[0, 1] * second]),
+                np.concatenate([second, step[1, 0] * first + step[1, 1] * second]),
+            )
+            step = step @ step
+        total += weight * (kappa[0] * first[:lags] + kappa[1] * second[:lags]).real
+    return total
+
+
+# --- the generic Gamma-likelihood fit -------------------------------------------------------------
+@dataclass(frozen=True)
+class _Outcome:
+    """What the likelihood fit returns, in the optimiser's parameters x."""
+
+    x: np.ndarray
+    covariance: np.ndarray
+    predicted: np.ndarray
+    chi2: float
+    dof: int
+    p_value: float
+    flags: tuple[str, ...]
+
+
+def _deviance(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the Gamma deviance residuals and their derivative with respect to the model."""
+    delta = observed / predicted - 1.0
+    half_deviance = np.clip(delta - np.log1p(delta), 0.0, None)
+    residual = np.sign(delta) * np.sqrt(2.0 * half_deviance)
+    # dr/dM = −g/M with g = |δ|/√(2D) → 1 + δ/3 as δ → 0 (where the ratio loses precision).
+    small = np.abs(delta) < 1e-4
+    ratio = np.divide(
+        np.abs(delta), np.sqrt(2.0 * half_deviance), out=np.ones_like(delta), where=~small
+    )
+    ratio[small] = 1.0 + delta[small] / 3.0
+    return residual, -ratio / predicted
+
+
+def _variance_scale(
+    spectrum: Spectrum, mask: np.ndarray, predicted: np.ndarray
+) -> tuple[float, str | None]:
+    """Return s² = 1/K_eff and where it came from (None: from the data's own errors)."""
+    if spectrum.standard_error is not None:
+        se = spectrum.standard_error[mask]
+        if np.all(se > 0):
+            return float(np.mean((se / predicted) ** 2)), None
+    if spectrum.effective_averages is not None:
+        return 1.0 / spectrum.effective_averages, None
+    return math.nan, "no standard errors or averages: scale from the residuals, no χ² test"
+
+
+def _correlated_gram(columns: np.ndarray, correlation: np.ndarray) -> np.ndarray:
+    """Return J̃ᵀ C̃ J̃ for the banded Toeplitz correlation C̃ of neighbouring bins."""
+    gram = columns.T @ columns
+    for j in range(1, min(correlation.size, columns.shape[0])):
+        cross = columns[:-j].T @ columns[j:]
+        gram += correlation[j] * (cross + cross.T)
+    return gram
+
+
+def _whittle_fit(
+    spectrum: Spectrum,
+    mask: np.ndarray,
+    predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> _Outcome:
+    """Maximise the Gamma likelihood of the masked bins; ``predict`` gives (M, ∂M/∂x)."""
+    observed = spectrum.psd[mask]
+    if np.any(observed <= 0):
+        raise ValueError("the spectrum has bins with zero power in the fit range")
+    cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def evaluate(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = x.tobytes()
+        if key not in cache:
+            cache.clear()
+            cache[key] = predict(x)
+        return cache[key]
+
+    # Every model here is positive by construction (positive parameters, positive spectra).
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return _deviance(observed, evaluate(x)[0])[0]
+
+    def jacobian(x: np.ndarray) -> np.ndarray:
+        predicted, derivative = evaluate(x)
+        return _deviance(observed, predicted)[1][:, None] * derivative
+
+    solution = optimize.least_squares(
+        residuals,
+        x0,
+        jac=jacobian,
+        bounds=(lower, upper),
+        method="trf",
+        xtol=1e-10,
+        ftol=1e-10,
+        gtol=1e-10,
+        max_nfev=200,
+    )
+    flags = []
+    if not solution.success:
+        flags.append(f"optimiser did not converge: {solution.message}")
+    # The trust-region solver stays strictly inside the bounds: "at" means within 1e-6.
+    at_bound = (np.isfinite(lower) & (solution.x <= lower + 1e-6)) | (
+        np.isfinite(upper) & (solution.x >= upper - 1e-6)
+    )
+    predicted, derivative = evaluate(solution.x)
+    relative = derivative / predicted[:, None]
+    fisher = relative.T @ relative
+    free = ~at_bound
+    covariance = np.full((x0.size, x0.size), math.nan)
+    if np.any(at_bound):
+        flags.append("parameter(s) at a bound: their uncertainty is not defined")
+    sub = fisher[np.ix_(free, free)]
+    if np.linalg.cond(sub) > _MAX_CONDITION:
+        flags.append("degenerate parameters: the spectrum does not determine them all")
+    inverse = np.linalg.pinv(sub)
+    gram = _correlated_gram(relative[:, free], spectrum.bin_correlation)
+    scale, scale_flag = _variance_scale(spectrum, mask, predicted)
+    residual = observed / predicted - 1.0
+    dof = observed.size - int(np.count_nonzero(free))
+    if scale_flag is not None:
+        flags.append(scale_flag)
+        scale = float(residual @ residual) / dof
+    covariance[np.ix_(free, free)] = scale * inverse @ gram @ inverse
+    chi2 = float(residual @ residual) / scale
+    if scale_flag is None:
+        # Correlated, Gamma-shaped bins: Var(χ²) ≈ dof·(2 + 6 s²)·(1 + 2 Σ_j c_j²).
+        correlation = spectrum.bin_correlation[1:]
+        variance = dof * (2.0 + 6.0 * scale) * (1.0 + 2.0 * float(correlation @ correlation))
+        factor = variance / (2.0 * dof)
+        p_value = float(stats.chi2.sf(chi2 / factor, 2.0 * dof**2 / variance))
+    else:
+        p_value = math.nan
+    return _Outcome(
+        x=solution.x,
+        covariance=covariance,
+        predicted=predicted,
+        chi2=chi2,
+        dof=dof,
+        p_value=p_value,
+        flags=tuple(flags),
+    )
+
+
+def _fit_mask(
+    spectrum: Spectrum, fmin_Hz: float | None, fmax_Hz: float | None, parameters: int
+) -> tuple[np.ndarray, list[str]]:
+    """Return the bins to fit (by default no DC, mean-removal or Nyquist bin) and data flags."""
+    f = spectrum.frequency_Hz
+    mask = np.ones(f.size, dtype=bool)
+    mask[: spectrum.mean_removed_bins] = False
+    if spectrum.sample_rate_Hz is not None and math.isclose(f[-1], spectrum.sample_rate_Hz / 2):
+        mask[-1] = False
+    if fmin_Hz is not None:
+        mask &= f >= fmin_Hz
+    if fmax_Hz is not None:
+        mask &= f <= fmax_Hz
+    flags = []
+    if spectrum.clipped_samples:
+        flags.append(
+            f"record clipped: {spectrum.clipped_samples} of {spectrum.samples} samples at the "
+            "limits; the spectrum is distorted"
+        )
+    bins = int(np.count_nonzero(mask))
+    if bins == 0:
+        raise ValueError("no bins in the fit range")
+    # The starting values smooth over five bins; the fit needs more bins than parameters.
+    if bins < max(parameters + 1, 8):
+        raise ValueError(f"only {bins} bins in the fit range for {parameters} parameters")
+    return mask, flags
+
+
+def _propagate(
+    function: Callable[[np.ndarray], np.ndarray], x: np.ndarray, covariance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return f(x) and its standard deviations from the covariance of x (central differences)."""
+    value = np.asarray(function(x), dtype=float)
+    sigma = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    gradient = np.zeros((value.size, x.size))
+    for i in range(x.size):
+        if not (math.isfinite(sigma[i]) and sigma[i] > 0):
+            continue
+        h = 1e-3 * sigma[i]
+        up, down = x.copy(), x.copy()
+        up[i] += h
+        down[i] -= h
+        gradient[:, i] = (np.asarray(function(up)) - np.asarray(function(down))) / (2 * h)
+    finite = np.all(np.isfinite(covariance), axis=0) | (sigma == 0)
+    if not np.all(finite | np.all(gradient == 0, axis=0)):
+        return value, np.full(value.size, math.nan)
+    g = gradient[:, finite]
+    c = covariance[np.ix_(finite, finite)]
+    return value, np.sqrt(np.clip(np.einsum("ij,jk,ik->i", g, c, g), 0.0, None))
+
+
+# --- the spin-noise model -------------------------------------------------------------------------
+SPIN_NOISE_PARAMETERS: dict[str, str] = {
+    "field_T": "T",  # |B|, along the apparatus's field direction
+    "spin_exchange_rate": "s^-1",  # R_SE
+    "spin_destruction_rate": "s^-1",  # R_SD′ = R_SD + R_pr
+    "atom_number": "",  # N in the beam
+    "white_noise_psd": "rad^2/Hz",  # shot noise + detector noise, one-sided
+    "flicker_coefficient": "rad^2",  # A of the electronic A/f term
+}
+
+
+@dataclass(frozen=True)
+class ModeEstimate:
+    """An eigenmode of the fitted model as the probe sees it, with propagated uncertainties."""
+
+    frequency_Hz: Estimate
+    hwhm_Hz: Estimate
+    decay_rate: Estimate
+    fraction: float  # share of the atomic variance of θ
+
+
+@dataclass(frozen=True)
+class SpinNoiseFit:
+    """The spin-noise model fitted to a spectrum."""
+
+    parameters: dict[str, Estimate]
+    covariance: np.ndarray  # of the fitted parameters, in their SI units, order of `names`
+    names: tuple[str, ...]
+    modes: tuple[ModeEstimate, ...]
+    larmor_frequency_Hz: Estimate
+    linewidth_hwhm_Hz: Estimate
+    chi2: float
+    dof: int
+    p_value: float
+    flags: tuple[str, ...]
+    frequency_Hz: np.ndarray = field(repr=False)  # the fitted bins
+    predicted: np.ndarray = field(repr=False)  # the fitted model on them (to plot)
+    geometry: ProbeGeometry = field(repr=False)
+
+    @property
+    def reduced_chi2(self) -> float:
+        """Return χ²/dof."""
+        return self.chi2 / self.dof
+
+    def value(self, name: str) -> float:
+        """Return the fitted value of one parameter."""
+        return self.parameters[name].value
+
+    def propagate(
+        self, function: Callable[[dict[str, float]], np.ndarray | float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return a function of the fitted parameters and its propagated uncertainty."""
+        x = np.array([self.value(n) for n in self.names])
+
+        def of_vector(vector: np.ndarray) -> np.ndarray:
+            values = {n: self.value(n) for n in self.parameters}
+            values.update(zip(self.names, vector, strict=True))
+            return np.atleast_1d(np.asarray(function(values), dtype=float))
+
+        return _propagate(of_vector, x, self.covariance)
+
+
+class _SpinNoiseSpectrum:
+    """The model spectrum on the fitted bins, per atom, for given (|B|, R_SE, R_SD′)."""
+
+    def __init__(self, spectrum: Spectrum, geometry: ProbeGeometry, mask: np.ndarray) -> None:
+        self.spectrum, self.geometry, self.mask = spectrum, geometry, mask
+        self.frequency_Hz = spectrum.frequency_Hz[mask]
+
+    def per_atom(self, field_T: float, spin_exchange: float, spin_destruction: float) -> np.ndarray:
+        """Return the atomic PSD of one atom on the fitted bins, in rad²/Hz."""
+        g, s = self.geometry, self.spectrum
+        model = g.model(field_T, spin_exchange, spin_destruction)
+        c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
+        if s.window is not None:
+            assert s.sample_rate_Hz is not None
+            R = angle_autocovariance(model, c_a, c_b, s.window.size, s.sample_rate_Hz, g.probe_axis)
+            return s.expectation(R)[self.mask]
+        if s.sample_rate_Hz is not None:
+            return model.sampled_psd(self.frequency_Hz, s.sample_rate_Hz, c_a, c_b, g.probe_axis)
+        return model.psd(self.frequency_Hz, c_a, c_b, g.probe_axis)
+
+
+def fit_spin_noise(
+    spectrum: Spectrum,
+    geometry: ProbeGeometry,
+    initial: Mapping[str, float],
+    *,
+    fmin_Hz: float | None = None,
+    fmax_Hz: float | None = None,
+    flicker: bool = False,
+) -> SpinNoiseFit:
+    """Fit |B|, R_SE, R_SD′, N, the white floor (and A/f) to a spin-noise spectrum.
+
+    ``initial`` holds starting values for field_T, spin_exchange_rate, spin_destruction_rate,
+    atom_number and white_noise_psd (e.g. from `initial_values`); the field, N and the floor are
+    first matched to the data's peak. ``fmin_Hz``/``fmax_Hz`` limit the fitted band (default:
+    every bin but DC, those biased by mean removal and Nyquist); ``flicker`` adds A/f, A ≥ 0.
+    """
+    names = [n for n in SPIN_NOISE_PARAMETERS if flicker or n != "flicker_coefficient"]
+    mask, flags = _fit_mask(spectrum, fmin_Hz, fmax_Hz, len(names))
+    for name in names[:5]:
+        check_positive(f"initial {name}", initial[name], SPIN_NOISE_PARAMETERS[name])
+    grid = _SpinNoiseSpectrum(spectrum, geometry, mask)
+    f = grid.frequency_Hz
+    floor0 = float(initial["white_noise_psd"])
+    flicker_unit = floor0 * f[0]  # A in units of the floor at the lowest fitted frequency
+
+    def physical(x: np.ndarray) -> dict[str, float]:
+        values = {n: math.exp(x[i]) for i, n in enumerate(names[:5])}
+        if flicker:
+            values["flicker_coefficient"] = x[5] * flicker_unit
+        return values
+
+    def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = physical(x)
+        nonlinear = x[:3]
+        per_atom = grid.per_atom(*np.exp(nonlinear))
+        atomic = v["atom_number"] * per_atom
+        predicted = atomic + v["white_noise_psd"]
+        columns = [np.empty(0)] * len(names)
+        for i in range(3):
+            shifted = nonlinear.copy()
+            shifted[i] += _DIFFERENCE_STEP
+            columns[i] = v["atom_number"] * (grid.per_atom(*np.exp(shifted)) - per_atom)
+            columns[i] /= _DIFFERENCE_STEP
+        columns[3] = atomic
+        columns[4] = np.full(f.size, v["white_noise_psd"])
+        if flicker:
+            predicted = predicted + v["flicker_coefficient"] / f
+            columns[5] = flicker_unit / f
+        return predicted, np.column_stack(columns)
+
+    start = _starting_values(grid, initial)
+    x0 = np.array([math.log(start[n]) for n in names[:5]] + ([0.0] if flicker else []))
+    lower = np.concatenate([x0[:5] - _LOG_RANGE, [0.0] if flicker else []])
+    upper = np.concatenate([x0[:5] + _LOG_RANGE, [math.inf] if flicker else []])
+    outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper)
+    values = physical(outcome.x)
+    # Jacobian of the SI parameters with respect to x: diagonal.
+    scale = np.array([values[n] for n in names[:5]] + ([flicker_unit] if flicker else []))
+    covariance = outcome.covariance * np.outer(scale, scale)
+    parameters = {
+        n: Estimate(values[n], _sqrt(covariance[i, i]), SPIN_NOISE_PARAMETERS[n])
+        for i, n in enumerate(names)
+    }
+    modes, larmor = _mode_estimates(geometry, outcome.x, outcome.covariance)
+    return SpinNoiseFit(
+        parameters=parameters,
+        covariance=covariance,
+        names=tuple(names),
+        modes=modes,
+        larmor_frequency_Hz=larmor.frequency_Hz if larmor else Estimate(math.nan, math.nan, "Hz"),
+        linewidth_hwhm_Hz=larmor.hwhm_Hz if larmor else Estimate(math.nan, math.nan, "Hz"),
+        chi2=outcome.chi2,
+        dof=outcome.dof,
+        p_value=outcome.p_value,
+        flags=tuple(flags) + outcome.flags,
+        frequency_Hz=f,
+        predicted=outcome.predicted,
+        geometry=geometry,
+    )
+
+
+def _starting_values(grid: _SpinNoiseSpectrum, initial: Mapping[str, float]) -> dict[str, float]:
+    """Return starting values with |B| moved to the data's peak and N, S_w matched to it.
+
+    The apparatus's field is often not the field the atoms see (residual field, coil
+    calibration); a line tens of linewidths away gives the optimiser no gradient to follow.
+    """
+    start = {name: float(initial[name]) for name in SPIN_NOISE_PARAMETERS if name in initial}
+    observed = np.convolve(grid.spectrum.psd[grid.mask], np.ones(5) / 5, mode="same")
+    floor = float(np.percentile(observed, 10))
+    peak = int(np.argmax(observed[2:-2])) + 2
+    field_T = start["field_T"]
+    rates = (start["spin_exchange_rate"], start["spin_destruction_rate"])
+    for _ in range(3):
+        model_peak = int(np.argmax(grid.per_atom(field_T, *rates)))
+        if grid.frequency_Hz[model_peak] <= 0 or model_peak == peak:
+            break
+        field_T *= grid.frequency_Hz[peak] / grid.frequency_Hz[model_peak]
+    per_atom = grid.per_atom(field_T, *rates)
+    excess = observed[peak] - floor
+    if excess > 0 and per_atom[peak] > 0:
+        start["atom_number"] = excess / per_atom[peak]
+    start["field_T"] = field_T
+    start["white_noise_psd"] = floor
+    return start
+
+
+def _mode_estimates(
+    geometry: ProbeGeometry, x: np.ndarray, covariance: np.ndarray
+) -> tuple[tuple[ModeEstimate, ...], ModeEstimate | None]:
+    """Return the eigenmodes (narrowest first) with uncertainties, and the Larmor line."""
+
+    def modes_of(vector: np.ndarray) -> list:
+        field_T, r_se, r_sd = np.exp(vector[:3])
+        model = geometry.model(field_T, r_se, r_sd, math.exp(vector[3]))
+        return model.eigenmodes(
+            geometry.coupling_upper_rad, geometry.coupling_lower_rad, geometry.probe_axis
+        )
+
+    reference = modes_of(x)
+
+    def flattened(vector: np.ndarray) -> np.ndarray:
+        modes = modes_of(vector)
+        if len(modes) != len(reference):
+            return np.full(2 * len(reference), math.nan)
+        return np.array([v for m in modes for v in (m.frequency_Hz, m.decay_rate)])
+
+    values, sigmas = _propagate(flattened, x[:4], covariance[:4, :4])
+    estimates = []
+    for i, mode in enumerate(reference):
+        frequency, decay = values[2 * i], values[2 * i + 1]
+        sigma_f, sigma_d = sigmas[2 * i], sigmas[2 * i + 1]
+        estimates.append(
+            ModeEstimate(
+                frequency_Hz=Estimate(frequency, sigma_f, "Hz"),
+                hwhm_Hz=Estimate(decay / (2 * math.pi), sigma_d / (2 * math.pi), "Hz"),
+                decay_rate=Estimate(decay, sigma_d, "s^-1"),
+                fraction=mode.fraction,
+            )
+        )
+    precessing = [
+        e for e in estimates if e.frequency_Hz.value > 0 and e.fraction >= _LARMOR_LINE_MIN_FRACTION
+    ]
+    return tuple(estimates), (precessing[0] if precessing else None)
+
+
+def initial_values(derived: DerivedQuantities) -> dict[str, float]:
+    """Return starting values of the spin-noise fit from an apparatus's derived quantities."""
+    return {
+        "field_T": max(derived.field_magnitude_T, 1e-12),
+        "spin_exchange_rate": derived.spin_exchange_rate,
+        "spin_destruction_rate": derived.spin_destruction_rate,
+        "atom_number": derived.atom_number,
+        "white_noise_psd": derived.white_noise_psd_rad2_per_Hz,
+    }
+
+
+# --- one Lorentzian on a flat floor ---------------------------------------------------------------
+LORENTZIAN_PARAMETERS: dict[str, str] = {
+    "area": "rad^2",
+    "center_frequency_Hz": "Hz",
+    "hwhm_Hz": "Hz",
+    "white_noise_psd": "rad^2/Hz",
+}
+
+
+@dataclass(frozen=True)
+class LorentzianFit:
+    """One damped-oscillator line on a flat floor, and the atom number its area implies."""
+
+    parameters: dict[str, Estimate]
+    implied_atom_number: Estimate  # area / (thermal variance of θ per atom)
+    chi2: float
+    dof: int
+    p_value: float
+    flags: tuple[str, ...]
+    predicted: np.ndarray = field(repr=False)
+
+    @property
+    def reduced_chi2(self) -> float:
+        """Return χ²/dof."""
+        return self.chi2 / self.dof
+
+
+def _lorentzian_autocovariance(
+    area: float, center_Hz: float, hwhm_Hz: float, lags: int, sample_rate_Hz: float
+) -> np.ndarray:
+    """Return A e^{−γk/f_s} cos(ω₀k/f_s), the autocovariance of one damped line, sampled."""
+    k = np.arange(lags) / sample_rate_Hz
+    return area * np.exp(-2 * math.pi * hwhm_Hz * k) * np.cos(2 * math.pi * center_Hz * k)
+
+
+def _lorentzian_psd(
+    frequency_Hz: np.ndarray,
+    area: float,
+    center_Hz: float,
+    hwhm_Hz: float,
+    sample_rate_Hz: float | None,
+) -> np.ndarray:
+    """Return the one-sided PSD of one damped line: continuous, or sampled (aliased)."""
+    if sample_rate_Hz is None:
+        f = frequency_Hz
+        return (area / math.pi) * (
+            hwhm_Hz / ((f - center_Hz) ** 2 + hwhm_Hz**2)
+            + hwhm_Hz / ((f + center_Hz) ** 2 + hwhm_Hz**2)
+        )
+    total = np.ones(frequency_Hz.size)
+    for sign in (1.0, -1.0):
+        z = np.exp(2j * math.pi * (sign * center_Hz - frequency_Hz + 1j * hwhm_Hz) / sample_rate_Hz)
+        total += (z / (1.0 - z)).real
+    return 2.0 * area / sample_rate_Hz * total
+
+
+def fit_lorentzian(
+    spectrum: Spectrum,
+    geometry: ProbeGeometry,
+    *,
+    fmin_Hz: float | None = None,
+    fmax_Hz: float | None = None,
+) -> LorentzianFit:
+    """Fit one Lorentzian line plus a flat floor; report the atom number its area implies."""
+    mask, flags = _fit_mask(spectrum, fmin_Hz, fmax_Hz, len(LORENTZIAN_PARAMETERS))
+    f = spectrum.frequency_Hz[mask]
+    observed = spectrum.psd[mask]
+    # Start from the data: floor from the low bins, line at the smoothed maximum above it.
+    floor0 = float(np.percentile(observed, 20))
+    excess = np.convolve(observed - floor0, np.ones(5) / 5, mode="same")
+    peak = int(np.argmax(excess))
+    bin_width = float(f[-1] - f[0]) / (f.size - 1)
+    area0 = max(float(np.sum(np.clip(excess, 0, None))) * bin_width, 1e-30)
+    hwhm0 = max(area0 / (math.pi * max(excess[peak], 1e-300)), bin_width)
+
+    def line(x: np.ndarray) -> np.ndarray:
+        area, center, hwhm = math.exp(x[0]), x[1] * bin_width, math.exp(x[2])
+        if spectrum.window is not None:
+            assert spectrum.sample_rate_Hz is not None
+            R = _lorentzian_autocovariance(
+                area, center, hwhm, spectrum.window.size, spectrum.sample_rate_Hz
+            )
+            return spectrum.expectation(R)[mask]
+        return _lorentzian_psd(f, area, center, hwhm, spectrum.sample_rate_Hz)
+
+    def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        base = line(x)
+        columns = []
+        for i in range(3):
+            shifted = x.copy()
+            shifted[i] += _DIFFERENCE_STEP
+            columns.append((line(shifted) - base) / _DIFFERENCE_STEP)
+        floor = math.exp(x[3])
+        columns.append(np.full(f.size, floor))
+        return base + floor, np.column_stack(columns)
+
+    # ln area, centre in bins, ln HWHM, ln floor; the centre stays in the band.
+    x0 = np.array(
+        [math.log(area0), f[peak] / bin_width, math.log(hwhm0), math.log(max(floor0, 1e-300))]
+    )
+    lower = x0 - _LOG_RANGE
+    upper = x0 + _LOG_RANGE
+    lower[1], upper[1] = 0.0, f[-1] / bin_width
+    outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper)
+    x = outcome.x
+    values = [math.exp(x[0]), x[1] * bin_width, math.exp(x[2]), math.exp(x[3])]
+    scale = np.array([values[0], bin_width, values[2], values[3]])
+    covariance = outcome.covariance * np.outer(scale, scale)
+    parameters = {
+        n: Estimate(values[i], _sqrt(covariance[i, i]), unit)
+        for i, (n, unit) in enumerate(LORENTZIAN_PARAMETERS.items())
+    }
+    per_atom = geometry.variance_per_atom_rad2
+    area = parameters["area"]
+    return LorentzianFit(
+        parameters=parameters,
+        implied_atom_number=Estimate(area.value / per_atom, area.uncertainty / per_atom),
+        chi2=outcome.chi2,
+        dof=outcome.dof,
+        p_value=outcome.p_value,
+        flags=tuple(flags) + outcome.flags,
+        predicted=outcome.predicted,
+    )

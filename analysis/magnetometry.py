@@ -1,0 +1,211 @@
+"""Quantities derived from fitted spectra: γ and q, R_SE, density, SNR, magnetic sensitivity.
+
+* Larmor frequency against applied field: f = (γ/2π)|B| + f₀, weighted straight line. The
+  slowing-down factor is quoted against the free electron of the Rb ground state,
+  q = γ_e/γ with γ_e = g_J μ_B/ħ (28.025 Hz/nT): q ≈ 4.006 (≈ 2I+1) for the F = 2 line in slow
+  exchange, ≈ 6.015 in SERF (the textbook 6 leaves out the nuclear moment, PHYSICS.md §3).
+* SERF quadratic broadening (PHYSICS.md §3, I = 3/2, low polarisation): the narrow line decays
+  at Γ = Γ₀ + (5/3) ω²/R_SE with Γ₀ = R_SD′/6 + R_D, so R_SE = (5/3)/slope of Γ against ω².
+* Density: from the temperature by the vapour-pressure curve (analysis.vapour), or from a
+  fitted R_SE by n = R_SE/(σ_SE v̄).
+* Spin-noise-to-shot-noise ratio: the atomic PSD at the Larmor line over the white floor.
+* Magnetic sensitivity: δB = √S_θ(f)/|∂θ/∂B(f)|, the angle noise over the measured response
+  to a calibration field, in fT/√Hz; and the field resolution of spin-noise (Larmor-frequency)
+  magnetometry, σ_|B|·√T for a spectrum from a record of duration T.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from analysis import constants as k
+from analysis import vapour
+from analysis.checks import check_positive, check_range
+from analysis.fits import Estimate, SpinNoiseFit
+
+# SERF quadratic broadening coefficient for I = 3/2 at low polarisation (PHYSICS.md §3).
+SERF_BROADENING_COEFFICIENT = 5.0 / 3.0
+FEMTOTESLA = 1e-15
+
+
+def _finite_vector(name: str, values: np.ndarray) -> np.ndarray:
+    """Return a one-dimensional finite float array, else raise ValueError naming it."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty one-dimensional array")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return array
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """A weighted straight line y = slope·x + intercept with absolute uncertainties."""
+
+    slope: Estimate
+    intercept: Estimate
+    chi2: float
+    dof: int
+    p_value: float
+
+
+def weighted_line(x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> LineFit:
+    """Fit y = a x + b by least squares weighted with the standard deviations of y."""
+    xs, ys, ss = _finite_vector("x", x), _finite_vector("y", y), _finite_vector("sigma", sigma)
+    if not xs.size == ys.size == ss.size:
+        raise ValueError(f"x, y and sigma have {xs.size}, {ys.size} and {ss.size} entries")
+    if xs.size < 2 or np.ptp(xs) == 0:
+        raise ValueError("a straight line needs at least two distinct x values")
+    if np.any(ss <= 0):
+        raise ValueError("every sigma must be > 0")
+    design = np.column_stack([xs, np.ones_like(xs)]) / ss[:, None]
+    coefficients, *_ = np.linalg.lstsq(design, ys / ss, rcond=None)
+    covariance = np.linalg.inv(design.T @ design)
+    residual = (ys - xs * coefficients[0] - coefficients[1]) / ss
+    dof = xs.size - 2
+    chi2 = float(residual @ residual)
+    return LineFit(
+        slope=Estimate(float(coefficients[0]), math.sqrt(covariance[0, 0])),
+        intercept=Estimate(float(coefficients[1]), math.sqrt(covariance[1, 1])),
+        chi2=chi2,
+        dof=dof,
+        p_value=float(stats.chi2.sf(chi2, dof)) if dof > 0 else math.nan,
+    )
+
+
+@dataclass(frozen=True)
+class LarmorCalibration:
+    """The gyromagnetic ratio and slowing-down factor from Larmor frequency against field."""
+
+    gyromagnetic_ratio: Estimate  # rad s⁻¹ T⁻¹
+    slowing_down_factor: Estimate  # q = γ_e/γ
+    offset_Hz: Estimate  # intercept (a residual field along the sweep shows here)
+    line: LineFit
+
+
+def larmor_calibration(
+    field_T: np.ndarray, larmor_frequency_Hz: np.ndarray, larmor_sigma_Hz: np.ndarray
+) -> LarmorCalibration:
+    """Return γ and q from Larmor frequencies measured at several field magnitudes."""
+    line = weighted_line(field_T, larmor_frequency_Hz, larmor_sigma_Hz)
+    gamma = Estimate(
+        2 * math.pi * line.slope.value, 2 * math.pi * line.slope.uncertainty, "rad/(s T)"
+    )
+    q = k.GAMMA_ELECTRON_rad_per_sT / gamma.value
+    return LarmorCalibration(
+        gyromagnetic_ratio=gamma,
+        slowing_down_factor=Estimate(q, q * gamma.uncertainty / abs(gamma.value)),
+        offset_Hz=Estimate(line.intercept.value, line.intercept.uncertainty, "Hz"),
+        line=line,
+    )
+
+
+@dataclass(frozen=True)
+class BroadeningFit:
+    """R_SE and the zero-field decay rate from the SERF line's quadratic broadening."""
+
+    spin_exchange_rate: Estimate  # s⁻¹
+    zero_field_decay_rate: Estimate  # Γ₀ = R_SD′/6 + R_D, s⁻¹
+    line: LineFit
+
+
+def spin_exchange_from_broadening(
+    larmor_frequency_Hz: np.ndarray, decay_rate: np.ndarray, decay_sigma: np.ndarray
+) -> BroadeningFit:
+    """Return R_SE from SERF decay rates Γ (s⁻¹) at several Larmor frequencies (Hz)."""
+    omega = 2 * math.pi * _finite_vector("larmor_frequency_Hz", larmor_frequency_Hz)
+    line = weighted_line(omega**2, decay_rate, decay_sigma)
+    slope = line.slope
+    if slope.value <= 0:
+        raise ValueError(
+            f"the decay rate does not grow with ω² (slope {slope}): no SERF broadening to measure"
+        )
+    rate = SERF_BROADENING_COEFFICIENT / slope.value
+    return BroadeningFit(
+        spin_exchange_rate=Estimate(rate, rate * slope.uncertainty / slope.value, "s^-1"),
+        zero_field_decay_rate=Estimate(line.intercept.value, line.intercept.uncertainty, "s^-1"),
+        line=line,
+    )
+
+
+def density_from_temperature(temperature_K: float, temperature_sigma_K: float = 0.0) -> Estimate:
+    """Return the saturated Rb density (m⁻³) at a temperature, with its propagated uncertainty."""
+    T = check_positive("temperature_K", temperature_K, "K")
+    sigma = check_range("temperature_sigma_K", temperature_sigma_K, 0.0, 100.0, "K")
+    step = 1e-3  # K; the vapour curve is smooth on this scale on either side of the melting point
+    slope = (vapour.rb_number_density_m3(T + step) - vapour.rb_number_density_m3(T - step)) / (
+        2 * step
+    )
+    return Estimate(vapour.rb_number_density_m3(T), abs(slope) * sigma, "m^-3")
+
+
+def density_from_spin_exchange(rate: Estimate, temperature_K: float) -> Estimate:
+    """Return the Rb density n = R_SE/(σ_SE v̄) (m⁻³) that a fitted spin-exchange rate implies."""
+    speed = vapour.mean_relative_speed_m_per_s(temperature_K, k.RB87_MASS_kg, k.RB87_MASS_kg)
+    factor = 1.0 / (k.SIGMA_SE_RbRb_m2 * speed)
+    return Estimate(rate.value * factor, rate.uncertainty * factor, "m^-3")
+
+
+def spin_noise_to_shot_noise(fit: SpinNoiseFit) -> Estimate:
+    """Return the atomic PSD at the Larmor line over the white floor, with its uncertainty."""
+    larmor = fit.larmor_frequency_Hz.value
+    frequency = np.array([larmor if math.isfinite(larmor) else 0.0])
+    g = fit.geometry
+
+    def ratio(values: dict[str, float]) -> float:
+        model = g.model(
+            values["field_T"],
+            values["spin_exchange_rate"],
+            values["spin_destruction_rate"],
+            values["atom_number"],
+        )
+        peak = model.psd(frequency, g.coupling_upper_rad, g.coupling_lower_rad, g.probe_axis)[0]
+        return peak / values["white_noise_psd"]
+
+    value, sigma = fit.propagate(ratio)
+    return Estimate(float(value[0]), float(sigma[0]))
+
+
+def tone_response(
+    record_rad: np.ndarray,
+    sample_rate_Hz: float,
+    tone_frequency_Hz: float,
+    field_amplitude_T: float,
+    noise_psd_rad2_per_Hz: float,
+) -> Estimate:
+    """Return |∂θ/∂B| at a calibration tone (rad/T) by lock-in demodulation of the record.
+
+    The in-phase and quadrature amplitudes (2/n) Σ θ_k (cos, sin)(ωt_k) each carry the noise
+    √(S/T) for a one-sided angle noise S near the tone and a record of duration T.
+    """
+    theta = _finite_vector("record_rad", record_rad)
+    fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+    f = check_range("tone_frequency_Hz", tone_frequency_Hz, 0.0, fs / 2, "Hz", low_open=True)
+    amplitude_T = check_positive("field_amplitude_T", field_amplitude_T, "T")
+    noise = check_positive("noise_psd_rad2_per_Hz", noise_psd_rad2_per_Hz, "rad^2/Hz")
+    phase = np.exp(-2j * math.pi * f * np.arange(theta.size) / fs)
+    amplitude = 2.0 * abs(np.dot(theta - theta.mean(), phase)) / theta.size
+    sigma = math.sqrt(noise * fs / theta.size)
+    return Estimate(amplitude / amplitude_T, sigma / amplitude_T, "rad/T")
+
+
+def magnetic_sensitivity_fT_per_rtHz(
+    noise_psd_rad2_per_Hz: np.ndarray | float, response: Estimate
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return δB = √S_θ/|∂θ/∂B| in fT/√Hz and its uncertainty from that of the response."""
+    psd = np.asarray(noise_psd_rad2_per_Hz, dtype=float)
+    if not np.all(np.isfinite(psd)) or np.any(psd < 0):
+        raise ValueError("the noise PSD must be finite and ≥ 0")
+    gain = check_positive("response", abs(response.value), "rad/T")
+    sensitivity = np.sqrt(psd) / gain / FEMTOTESLA
+    return sensitivity, sensitivity * response.uncertainty / gain
+
+
+def field_resolution_fT_per_rtHz(fit: SpinNoiseFit, duration_s: float) -> float:
+    """Return σ_|B|·√T in fT/√Hz: the field resolution of spin-noise magnetometry."""
+    duration = check_positive("duration_s", duration_s, "s")
+    return fit.parameters["field_T"].uncertainty * math.sqrt(duration) / FEMTOTESLA

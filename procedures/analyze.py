@@ -1,0 +1,503 @@
+"""`hotspin analyze FILE.h5`: re-run the spin-noise analysis of a run file and write it back.
+
+Two kinds of file are understood:
+* a `hotspin simulate` record: the angle is calibrated from `traces/v_diff` and `traces/v_sum`
+  with the detector gains in `parameters` (or read from `traces/theta` when the gains or the sum
+  channel are missing), its Welch spectrum is computed and stored under `spectra/` if the file has
+  none, and fitted;
+* a saved run with `spectra/psd` rows: every row is fitted. The apparatus comes from the run's
+  `parameters`, stored under the names of `ApparatusParameters`; a `results/<name>` column
+  named like a scalar apparatus parameter (e.g. `temperature_K`) overrides it row by row.
+
+Each spectrum gets the spin-noise model fit, the single-Lorentzian fit and the atom number it
+implies, the spin-noise-to-shot-noise ratio, the densities from R_SE and from the temperature,
+and the entanglement witness of a QND readout at that operating point. The results go to group
+`analysis` (one entry per spectrum, `units` on every dataset, `<name>_uncertainty` beside each
+value) and are printed as a table. A run that never finished (status `running`) is reported as
+such and what it saved is analysed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from scipy import signal
+
+from analysis.checks import ParameterError
+from analysis.experiment import ApparatusParameters, DerivedQuantities, derive
+from analysis.fits import (
+    SPIN_NOISE_PARAMETERS,
+    Estimate,
+    LorentzianFit,
+    ProbeGeometry,
+    SpinNoiseFit,
+    fit_lorentzian,
+    fit_spin_noise,
+    initial_values,
+)
+from analysis.magnetometry import (
+    density_from_spin_exchange,
+    density_from_temperature,
+    field_resolution_fT_per_rtHz,
+    spin_noise_to_shot_noise,
+)
+from analysis.qnd import WitnessResult, entanglement_witness
+from analysis.spectra import (
+    Spectrum,
+    StreamingPSD,
+    angle_from_difference_and_sum,
+    segment_length_for,
+)
+from procedures import __version__
+from procedures.recorder import now_iso
+from procedures.simulate import apparatus_from_settings
+from simulators.polarimeter_optics import DETECTOR_SATURATION_V
+
+BLOCK_SAMPLES = 1 << 20
+MAX_SEGMENT_LENGTH = 1 << 14  # 8193 bins: the size the live monitor refits at 10 Hz
+WINDOW = "hann"
+OVERLAP = 0.5
+
+
+@dataclass
+class SpectrumAnalysis:
+    """Everything derived from one spectrum (or why it could not be)."""
+
+    label: str
+    apparatus: ApparatusParameters
+    fit: SpinNoiseFit | None = None
+    lorentzian: LorentzianFit | None = None
+    snr: Estimate | None = None
+    density_from_rate: Estimate | None = None
+    witness: WitnessResult | None = None
+    field_resolution_fT_per_rtHz: float = math.nan
+    error: str | None = None
+
+
+@dataclass
+class FileAnalysis:
+    """The analysis of one run file."""
+
+    path: Path
+    procedure: str
+    status: str
+    source: str
+    notes: list[str] = field(default_factory=list)
+    spectra: list[SpectrumAnalysis] = field(default_factory=list)
+    truth: dict[str, Any] | None = None
+    written: bool = False
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    """Open a run file; say so plainly when a running procedure still holds it."""
+    try:
+        return h5py.File(path, mode)
+    except OSError as error:
+        if "lock" in str(error):
+            raise OSError(
+                f"{path} is open for writing by a running procedure; analyse it when the run "
+                f"has ended ({error})"
+            ) from None
+        raise
+
+
+# --- reading the file -----------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """Return an HDF5 attribute as a Python value (arrays → tuples, 'None' → None)."""
+    if isinstance(value, np.ndarray):
+        return tuple(v.item() if isinstance(v, np.generic) else v for v in value)
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value == "None":
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def apparatus_from_parameters(
+    parameters: dict[str, Any], procedure: str, notes: list[str]
+) -> ApparatusParameters:
+    """Return the apparatus a run describes; name every parameter that had to be defaulted."""
+    if procedure == "simulate":
+        try:
+            return apparatus_from_settings(parameters)
+        except KeyError as error:
+            raise ValueError(f"simulate record without parameter {error}") from None
+    known = {n: parameters[n] for n in ApparatusParameters.names() if n in parameters}
+    defaulted = [n for n in ApparatusParameters.names() if n not in parameters]
+    if defaulted:
+        notes.append(f"apparatus parameters not in the file, defaults used: {', '.join(defaulted)}")
+    return ApparatusParameters(**known)
+
+
+def _written_length(dataset: h5py.Dataset, complete: bool) -> int:
+    """Return how many samples of a trace were written (a crashed run leaves a zero tail)."""
+    n = dataset.shape[0]
+    if complete:
+        return n
+    end = n
+    while end > 0:
+        start = max(0, end - BLOCK_SAMPLES)
+        nonzero = np.flatnonzero(dataset[start:end])
+        if nonzero.size:
+            return start + int(nonzero[-1]) + 1
+        end = start
+    return 0
+
+
+def _count_clipped(block: np.ndarray, limit: float) -> int:
+    """Return how many samples sit at or beyond ±limit."""
+    return int(np.count_nonzero(np.abs(block) >= limit))
+
+
+def _trace_spectrum(
+    f: h5py.File,
+    parameters: dict[str, Any],
+    derived: DerivedQuantities,
+    complete: bool,
+    notes: list[str],
+) -> tuple[Spectrum, str]:
+    """Return the Welch spectrum of the record's rotation angle and where it came from."""
+    traces = f["traces"]
+    gains = (parameters.get("gain_diff_V_per_A"), parameters.get("gain_sum_V_per_A"))
+    calibrated = "v_diff" in traces and "v_sum" in traces and None not in gains
+    if calibrated:
+        source = "traces/v_diff, traces/v_sum (θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)])"
+        primary = traces["v_sum"]  # the light level is never exactly 0 V where it was written
+    elif "theta" in traces:
+        source = "traces/theta"
+        primary = traces["theta"]
+    else:
+        raise ValueError("the record has neither traces/v_diff + traces/v_sum with gains nor theta")
+    fs = float(primary.attrs["sample_rate_Hz"])
+    n = _written_length(primary, complete)
+    if n < primary.shape[0]:
+        notes.append(f"only {n} of {primary.shape[0]} samples were written before the run stopped")
+    if n < 64:
+        raise ValueError(f"the record holds {n} samples: too few for a spectrum")
+    narrowest = derived.model.eigenmodes(derived.coupling_upper_rad, derived.coupling_lower_rad)[0]
+    length = min(MAX_SEGMENT_LENGTH, segment_length_for(n, fs, max(narrowest.hwhm_Hz / 2, 1e-3)))
+    psd = StreamingPSD(length, fs, window=WINDOW, overlap=OVERLAP)
+    clipped = 0
+    for start in range(0, n, BLOCK_SAMPLES):
+        stop = min(n, start + BLOCK_SAMPLES)
+        if calibrated:
+            v_diff = traces["v_diff"][start:stop]
+            v_sum = traces["v_sum"][start:stop]
+            clipped += _count_clipped(v_diff, DETECTOR_SATURATION_V)
+            clipped += _count_clipped(v_sum, DETECTOR_SATURATION_V)
+            psd.add(angle_from_difference_and_sum(v_diff, v_sum, *gains))
+        else:
+            psd.add(traces["theta"][start:stop])
+    return replace(psd.spectrum(), clipped_samples=clipped), source
+
+
+def _row_spectrum(spectra: h5py.Group, row: int) -> Spectrum:
+    """Return row ``row`` of `spectra/psd` with whatever the file says about its estimation."""
+    rows = spectra["psd"]
+    a = rows.attrs
+    errors = spectra["psd_standard_error"][row] if "psd_standard_error" in spectra else None
+    window = None
+    if "window" in a and "segment_length" in a:
+        window = signal.get_window(_plain(a["window"]), int(a["segment_length"]))
+    return Spectrum(
+        frequency_Hz=spectra["frequency"][...],
+        psd=rows[row],
+        standard_error=errors,
+        sample_rate_Hz=float(a["sample_rate_Hz"]) if "sample_rate_Hz" in a else None,
+        window=window,
+        segments=int(a.get("segments", 0)),
+        effective_averages=float(a["effective_averages"]) if "effective_averages" in a else None,
+        bin_correlation=a.get("bin_correlation", np.ones(1)),
+        mean_removed_bins=int(a.get("mean_removed_bins", 1)),
+        clipped_samples=int(a.get("clipped_samples", 0)),
+    )
+
+
+def _row_apparatus(
+    f: h5py.File, base: ApparatusParameters, row: int
+) -> tuple[ApparatusParameters, list[str]]:
+    """Return the apparatus of one row: per-step scalar results override the run's parameters."""
+    if "results" not in f:
+        return base, []
+    changes = {}
+    for name in ApparatusParameters.names():
+        column = f["results"].get(name)
+        if isinstance(column, h5py.Dataset) and column.ndim == 1 and row < column.shape[0]:
+            value = float(column[row])
+            if math.isfinite(value):
+                changes[name] = value
+    return (base.with_changes(**changes) if changes else base), sorted(changes)
+
+
+# --- the analysis of one spectrum -----------------------------------------------------------------
+def analyze_spectrum(
+    spectrum: Spectrum, apparatus: ApparatusParameters, label: str, duration_s: float | None
+) -> SpectrumAnalysis:
+    """Fit one spectrum and derive everything from it; errors are recorded, not raised."""
+    result = SpectrumAnalysis(label=label, apparatus=apparatus)
+    try:
+        derived = derive(apparatus)
+        geometry = ProbeGeometry.from_apparatus(derived)
+        fit = fit_spin_noise(spectrum, geometry, initial_values(derived))
+        result.fit = fit
+        result.lorentzian = fit_lorentzian(spectrum, geometry)
+        result.snr = spin_noise_to_shot_noise(fit)
+        result.density_from_rate = density_from_spin_exchange(
+            fit.parameters["spin_exchange_rate"], apparatus.temperature_K
+        )
+        result.witness = entanglement_witness(fit)
+        if duration_s is not None:
+            result.field_resolution_fT_per_rtHz = field_resolution_fT_per_rtHz(fit, duration_s)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+        result.error = f"{type(error).__name__}: {error}"
+    return result
+
+
+def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
+    """Analyse a run file or simulated record; with ``write``, store the results in it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    computed: Spectrum | None = None
+    with _open(path, "r") as f:
+        attrs = f.attrs
+        procedure = str(_plain(attrs.get("procedure", "unknown")))
+        status = str(_plain(attrs.get("status", "unknown")))
+        notes: list[str] = []
+        if status == "running":
+            notes.append(
+                "status 'running': the run never finished (it crashed or is still being "
+                "written); analysing what it saved"
+            )
+        elif status in ("failed", "aborted"):
+            reason = _plain(attrs.get("error", ""))
+            notes.append(f"status '{status}'" + (f": {reason}" if reason else ""))
+        parameters = (
+            {k: _plain(v) for k, v in f["parameters"].attrs.items()} if ("parameters" in f) else {}
+        )
+        apparatus = apparatus_from_parameters(parameters, procedure, notes)
+        truth = {k: _plain(v) for k, v in f["truth"].attrs.items()} if "truth" in f else None
+        analysis = FileAnalysis(path, procedure, status, "", notes, truth=truth)
+        has_rows = "spectra" in f and "psd" in f["spectra"] and f["spectra/psd"].shape[0] > 0
+        if "traces" in f and (procedure == "simulate" or not has_rows):
+            derived = derive(apparatus)
+            computed, analysis.source = _trace_spectrum(
+                f, parameters, derived, status == "completed", notes
+            )
+            duration = computed.samples / float(computed.sample_rate_Hz or 1.0)
+            analysis.spectra.append(analyze_spectrum(computed, apparatus, "record", duration))
+        elif has_rows:
+            analysis.source = "spectra/psd"
+            for row in range(f["spectra/psd"].shape[0]):
+                label = f"spectra/psd row {row}"
+                row_apparatus, overridden = _row_apparatus(f, apparatus, row)
+                if overridden:
+                    label += f" ({', '.join(overridden)} from results)"
+                try:
+                    spectrum = _row_spectrum(f["spectra"], row)
+                except (ValueError, ParameterError) as error:
+                    analysis.spectra.append(
+                        SpectrumAnalysis(label, row_apparatus, error=f"bad spectrum: {error}")
+                    )
+                    continue
+                analysis.spectra.append(analyze_spectrum(spectrum, row_apparatus, label, None))
+        else:
+            raise ValueError(
+                f"{path} holds neither traces nor spectra/psd rows: nothing to analyse"
+            )
+    if write:
+        try:
+            write_results(path, analysis, computed)
+            analysis.written = True
+        except OSError as error:
+            analysis.notes.append(f"results not written back: {error}")
+    return analysis
+
+
+# --- writing the results --------------------------------------------------------------------------
+def _quantities(result: SpectrumAnalysis) -> dict[str, tuple[Estimate | None, str]]:
+    """Return every scalar result of a spectrum as {name: (estimate, units)}."""
+    fit, lorentzian, witness = result.fit, result.lorentzian, result.witness
+    values: dict[str, tuple[Estimate | None, str]] = {}
+    for name in list(SPIN_NOISE_PARAMETERS)[:5]:  # the flicker term is not fitted here
+        values[name] = (fit.parameters[name] if fit else None, SPIN_NOISE_PARAMETERS[name])
+    values["larmor_frequency"] = (fit.larmor_frequency_Hz if fit else None, "Hz")
+    values["linewidth_hwhm"] = (fit.linewidth_hwhm_Hz if fit else None, "Hz")
+    values["lorentzian_atom_number"] = (
+        lorentzian.implied_atom_number if lorentzian else None,
+        "",
+    )
+    values["spin_noise_to_shot_noise"] = (result.snr, "")
+    values["density_from_spin_exchange"] = (result.density_from_rate, "m^-3")
+    values["density_from_temperature"] = (
+        density_from_temperature(result.apparatus.temperature_K),
+        "m^-3",
+    )
+    values["squeezing_parameter"] = (witness.squeezing_parameter if witness else None, "")
+    values["entangled_atoms"] = (witness.entangled_atoms if witness else None, "")
+    return values
+
+
+def welch_attributes(spectrum: Spectrum, window: str) -> dict[str, Any]:
+    """Return the attributes of `spectra/psd` that let analyze model a Welch spectrum exactly.
+
+    A procedure that stores spectra from `StreamingPSD` should put these on `spectra/psd` (and
+    the standard errors in `spectra/psd_standard_error`); without them a re-analysis must treat
+    the bins as independent samples of the PSD at their centres and take the noise scale from
+    the residuals.
+    """
+    if spectrum.window is None or spectrum.sample_rate_Hz is None:
+        raise ValueError("the spectrum carries no Welch window")
+    return {
+        "window": window,
+        "segment_length": spectrum.window.size,
+        "sample_rate_Hz": spectrum.sample_rate_Hz,
+        "segments": spectrum.segments,
+        "effective_averages": float(spectrum.effective_averages or math.nan),
+        "bin_correlation": spectrum.bin_correlation,
+        "mean_removed_bins": spectrum.mean_removed_bins,
+        "clipped_samples": spectrum.clipped_samples,
+    }
+
+
+def _write_spectrum(f: h5py.File, spectrum: Spectrum, source: str) -> None:
+    """Store a computed spectrum in `spectra/` with how it was estimated."""
+    group = f.create_group("spectra")
+    group.create_dataset("frequency", data=spectrum.frequency_Hz).attrs["units"] = "Hz"
+    rows = group.create_dataset("psd", data=spectrum.psd[None, :])
+    rows.attrs["units"] = "rad^2/Hz"
+    rows.attrs.update(welch_attributes(spectrum, WINDOW), source=source, overlap=OVERLAP)
+    if spectrum.standard_error is not None:
+        errors = group.create_dataset("psd_standard_error", data=spectrum.standard_error[None, :])
+        errors.attrs["units"] = "rad^2/Hz"
+
+
+def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None) -> None:
+    """Replace group `analysis` with this analysis; add the computed spectrum if none is stored."""
+    with _open(path, "r+") as f:
+        if computed is not None and "spectra" not in f:
+            _write_spectrum(f, computed, analysis.source)
+        if "analysis" in f:
+            del f["analysis"]
+        group = f.create_group("analysis")
+        group.attrs.update(
+            analyzed=now_iso(),
+            hotspin_version=__version__,
+            source=analysis.source,
+            run_status=analysis.status,
+        )
+        text = h5py.string_dtype()
+        group.create_dataset("notes", data=np.array(analysis.notes, dtype=object), dtype=text)
+        group.create_dataset(
+            "label", data=np.array([r.label for r in analysis.spectra], dtype=object), dtype=text
+        )
+        group.create_dataset(
+            "flags",
+            data=np.array(
+                ["; ".join(r.fit.flags) if r.fit else "" for r in analysis.spectra], dtype=object
+            ),
+            dtype=text,
+        )
+        group.create_dataset(
+            "error",
+            data=np.array([r.error or "" for r in analysis.spectra], dtype=object),
+            dtype=text,
+        )
+        table = [_quantities(r) for r in analysis.spectra]
+        for name, (_, unit) in table[0].items():
+            estimates = [row[name][0] for row in table]
+            for suffix, pick in (
+                ("", lambda e: e.value),
+                ("_uncertainty", lambda e: e.uncertainty),
+            ):
+                data = np.array([pick(e) if e is not None else math.nan for e in estimates])
+                group.create_dataset(name + suffix, data=data).attrs["units"] = unit
+        for name, pick_float in (
+            ("chi2", lambda r: r.fit.chi2),
+            ("dof", lambda r: r.fit.dof),
+            ("p_value", lambda r: r.fit.p_value),
+            ("lorentzian_reduced_chi2", lambda r: r.lorentzian.reduced_chi2),
+        ):
+            data = np.array(
+                [pick_float(r) if r.fit and r.lorentzian else math.nan for r in analysis.spectra]
+            )
+            group.create_dataset(name, data=data).attrs["units"] = ""
+        resolution = np.array([r.field_resolution_fT_per_rtHz for r in analysis.spectra])
+        group.create_dataset("field_resolution", data=resolution).attrs["units"] = "fT/Hz^0.5"
+
+
+# --- the printed report ---------------------------------------------------------------------------
+_TRUTH_KEYS: dict[str, tuple[str, Callable[[Any], float]]] = {
+    "field_T": ("field_nT", lambda v: 1e-9 * math.sqrt(sum(b * b for b in v))),
+    "spin_exchange_rate": ("spin_exchange_rate_per_s", float),
+    "spin_destruction_rate": ("spin_destruction_rate_per_s", float),
+    "atom_number": ("atom_number", float),
+    "white_noise_psd": ("white_noise_psd_rad2_per_Hz", float),
+    "density_from_spin_exchange": ("number_density_m3", float),
+}
+# Shown in the units people expect: (label, unit shown, factor from SI).
+_SHOWN: dict[str, tuple[str, str, float]] = {
+    "field_T": ("|B|", "nT", 1e9),
+    "spin_exchange_rate": ("R_SE", "1/s", 1.0),
+    "spin_destruction_rate": ("R_SD'", "1/s", 1.0),
+    "atom_number": ("N (model fit)", "", 1.0),
+    "white_noise_psd": ("white floor", "rad^2/Hz", 1.0),
+    "larmor_frequency": ("Larmor frequency", "Hz", 1.0),
+    "linewidth_hwhm": ("linewidth (HWHM)", "Hz", 1.0),
+    "lorentzian_atom_number": ("N (one Lorentzian)", "", 1.0),
+    "spin_noise_to_shot_noise": ("spin/shot noise", "", 1.0),
+    "density_from_spin_exchange": ("n from R_SE", "cm^-3", 1e-6),
+    "density_from_temperature": ("n from T", "cm^-3", 1e-6),
+    "squeezing_parameter": ("xi^2 (QND witness)", "", 1.0),
+    "entangled_atoms": ("entangled atoms", "", 1.0),
+}
+
+
+def format_report(analysis: FileAnalysis) -> str:
+    """Return the results table of an analysis, with uncertainties (and truth when simulated)."""
+    lines = [
+        f"{analysis.path}: procedure {analysis.procedure}, status {analysis.status}",
+        f"  source: {analysis.source}",
+    ]
+    lines += [f"  note: {note}" for note in analysis.notes]
+    for result in analysis.spectra:
+        lines.append(f"{result.label}:")
+        if result.error:
+            lines.append(f"  not analysed: {result.error}")
+            continue
+        assert result.fit is not None and result.lorentzian is not None
+        header = f"  {'quantity':<20} {'value ± uncertainty':<30} {'unit':<9}"
+        lines.append((header + (" truth" if analysis.truth else "")).rstrip())
+        for name, (estimate, _) in _quantities(result).items():
+            label, unit, factor = _SHOWN[name]
+            if estimate is None:
+                shown = "n/a"
+            elif name == "entangled_atoms" and not (result.witness and result.witness.entangled):
+                shown = "none claimed"
+            else:
+                shown = str(Estimate(estimate.value * factor, estimate.uncertainty * factor))
+            row = f"  {label:<20} {shown:<30} {unit:<9}"
+            if analysis.truth and name in _TRUTH_KEYS:
+                key, convert = _TRUTH_KEYS[name]
+                if key in analysis.truth:
+                    row += f" {convert(analysis.truth[key]) * factor:.6g}"
+            lines.append(row.rstrip())
+        fit = result.fit
+        lines.append(f"  {'chi^2/dof':<20} {fit.chi2:.1f}/{fit.dof} (p = {fit.p_value:.3g})")
+        if math.isfinite(result.field_resolution_fT_per_rtHz):
+            lines.append(
+                f"  {'field resolution':<20} {result.field_resolution_fT_per_rtHz:.3g} fT/rtHz "
+                "(spin-noise Larmor tracking)"
+            )
+        if result.witness is not None:
+            lines.append(f"  witness: {result.witness.summary()}")
+        lines += [f"  flag: {flag}" for flag in fit.flags]
+    if analysis.written:
+        lines.append(f"results written to {analysis.path} (group 'analysis')")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Procedure parameters: pymeasure's Parameter types, with errors that name the parameter.
+
+pymeasure's FloatParameter says "value is above the maximum" without naming the parameter or the
+range, and lets NaN through (no comparison with NaN is true). Every value typed on the command
+line or in the GUI goes through `parse_value`, which says which parameter, what value and what is
+allowed, and refuses non-finite numbers; the Parameter objects stay pymeasure's, so Procedures,
+the Worker and the GUI inputs use them unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymeasure.experiment import (
+    BooleanParameter,
+    FloatParameter,
+    IntegerParameter,
+    ListParameter,
+    Parameter,
+    VectorParameter,
+)
+
+from analysis.checks import ParameterError
+
+
+class BoundedVectorParameter(VectorParameter):
+    """A pymeasure VectorParameter whose every component lies in [minimum, maximum]."""
+
+    def __init__(
+        self,
+        name: str,
+        length: int = 3,
+        units: str | None = None,
+        minimum: float = -math.inf,
+        maximum: float = math.inf,
+        **kwargs: Any,
+    ) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        super().__init__(name, length=length, units=units, **kwargs)
+
+    def convert(self, value: Any) -> list[float]:
+        """Return the vector as floats, each finite and inside the bounds."""
+        vector = super().convert(value)
+        for component in vector:
+            if not (math.isfinite(component) and self.minimum <= component <= self.maximum):
+                raise ValueError(
+                    f"component {component:g} outside [{self.minimum:g}, {self.maximum:g}]"
+                )
+        return vector
+
+
+def range_text(parameter: Parameter) -> str:
+    """Return what a parameter accepts, e.g. '[1, 1000]', '[0, 470] K' or 'one of [a, b]'."""
+    units = f" {parameter.units}" if getattr(parameter, "units", None) else ""
+    if isinstance(parameter, ListParameter):
+        return f"one of {list(parameter.choices)}"
+    if isinstance(parameter, BooleanParameter):
+        return "true or false"
+    if isinstance(parameter, VectorParameter):
+        low = getattr(parameter, "minimum", -math.inf)
+        high = getattr(parameter, "maximum", math.inf)
+        return f"{parameter._length} × [{low:g}, {high:g}]{units}"
+    return f"[{parameter.minimum:g}, {parameter.maximum:g}]{units}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float | int) else str(v) for v in value)
+    return str(value)
+
+
+def parse_value(key: str, parameter: Parameter, value: Any) -> Any:
+    """Return ``value`` converted by ``parameter``; raise ParameterError naming key and range."""
+    if isinstance(parameter, VectorParameter) and isinstance(value, str):
+        value = [part.strip() for part in value.strip().strip("[]").split(",")]
+    if isinstance(parameter, FloatParameter | IntegerParameter):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParameterError(
+                f"{key} = {value!r} is not a number; allowed range {range_text(parameter)}"
+            ) from None
+        if not math.isfinite(number):
+            raise ParameterError(
+                f"{key} = {number:g} is outside the allowed range {range_text(parameter)}"
+            )
+        if isinstance(parameter, IntegerParameter) and number != math.floor(number):
+            raise ParameterError(f"{key} = {value} must be an integer in {range_text(parameter)}")
+    try:
+        return parameter.convert(value)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"{key} = {_text(value)} is outside the allowed range {range_text(parameter)}"
+        ) from None
+
+
+def assign(parameters: Mapping[str, Parameter], assignments: Iterable[str]) -> dict[str, Any]:
+    """Return every parameter's value: its default, overridden by NAME=VALUE assignments."""
+    values = {key: p.default for key, p in parameters.items()}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ParameterError(f"--set takes NAME=VALUE, got {assignment!r}")
+        if key not in parameters:
+            raise ParameterError(
+                f"unknown parameter {key!r}; known parameters: {', '.join(sorted(parameters))}"
+            )
+        values[key] = parse_value(key, parameters[key], text.strip())
+    return values
+
+
+def parameters_table(parameters: Mapping[str, Parameter]) -> str:
+    """Return an aligned table: name, unit, allowed range, default, meaning."""
+    rows = [("name", "unit", "allowed", "default", "meaning")]
+    for key, p in parameters.items():
+        default = "none" if p.default is None else _text(p.default)
+        rows.append((key, getattr(p, "units", None) or "-", range_text(p), default, p.name))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    )

@@ -1,0 +1,171 @@
+"""QND readout (PHYSICS.md §6): Riccati covariance, Kalman filter, innovations, witness."""
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis.experiment import ApparatusParameters, derive
+from analysis.fits import ProbeGeometry, fit_spin_noise, initial_values
+from analysis.qnd import (
+    POPULATION_FREE_BOUND,
+    THERMAL_BOUND,
+    ContinuousReadout,
+    KalmanFilter,
+    entanglement_witness,
+    innovations_check,
+    separable_bound,
+    squeezing_parameter,
+    total_spin_variance,
+)
+from analysis.spectra import StreamingPSD
+from simulators.spin_noise import ExactSpinNoise, FastAngleNoise
+
+DIAGONAL = tuple(200e-9 / math.sqrt(3) * np.ones(3))  # |B| = 200 nT along [1,1,1]
+# The entanglement configuration: SERF at 450 K, field along [1,1,1] so the probe sees all
+# three components of F, 2 mW at 60 GHz (measurement rate above the spin-exchange-limited decay).
+ENTANGLING = ApparatusParameters(
+    temperature_K=450.0, field_T=DIAGONAL, probe_power_W=2e-3, probe_detuning_Hz=60e9
+)
+# Shot noise dominates: a weak probe (or a field across the probe, which hides F along B).
+WEAK_PROBE = ENTANGLING.with_changes(probe_power_W=0.05e-3)
+FIELD_ACROSS = ENTANGLING.with_changes(field_T=(200e-9, 0.0, 0.0))
+
+
+def readout(apparatus: ApparatusParameters) -> ContinuousReadout:
+    return ContinuousReadout.from_apparatus(derive(apparatus))
+
+
+def test_conditional_covariance_solves_the_riccati_equation_with_half_the_one_sided_psd():
+    r = readout(ENTANGLING)
+    A, Q, _, C = r.unit_matrices()
+    S = r.unit_conditional_covariance()
+    intensity = r.white_noise_psd / 2.0  # one-sided S_θ ↔ two-sided intensity S_θ/2
+    residual = A @ S + S @ A.T + Q - np.outer(S @ C, C @ S) / intensity
+    assert np.abs(residual).max() < 1e-11 * np.abs(A @ S).max()
+    assert np.all(np.linalg.eigvalsh(S) > 0)
+    # Conditioning only removes variance: Σ − Σ_c is positive semi-definite.
+    _, _, sigma, _ = r.unit_matrices()
+    assert np.linalg.eigvalsh(sigma - S).min() > -1e-12
+
+
+def test_discrete_kalman_covariance_converges_to_the_continuous_riccati_solution():
+    r = readout(ENTANGLING)
+    continuous = r.conditional_covariance()
+    errors = []
+    for rate in (1e5, 1e6, 1e7):
+        filtered = KalmanFilter(r, rate).filtered_covariance
+        errors.append(np.abs(filtered - continuous).max() / np.abs(continuous).max())
+    assert errors[2] < 2e-3
+    # First order in 1/f_s: each decade of sample rate gains a decade of accuracy.
+    assert errors[0] / errors[1] == pytest.approx(10, rel=0.2)
+    assert errors[1] / errors[2] == pytest.approx(10, rel=0.2)
+
+
+def test_filter_estimation_errors_have_the_predicted_covariance_and_white_innovations():
+    d = derive(ENTANGLING)
+    r = ContinuousReadout.from_apparatus(d)
+    rate = 500e3
+    kalman = KalmanFilter(r, rate)
+    spins = ExactSpinNoise(
+        d.model,
+        d.coupling_upper_rad,
+        d.coupling_lower_rad,
+        d.white_noise_psd_rad2_per_Hz,
+        rate,
+        seed=1,
+    )
+    block = spins.block(300_000)
+    record = block.atomic_angle_rad + block.white_noise_rad
+    output = kalman.run(record)
+    settled = slice(kalman.settle_samples, None)
+    errors = (block.state - output.estimates)[settled]
+    empirical = np.cov(errors.T)
+    predicted = kalman.filtered_covariance
+    assert total_spin_variance(empirical) == pytest.approx(total_spin_variance(predicted), rel=0.05)
+    np.testing.assert_allclose(np.diag(empirical), np.diag(predicted), rtol=0.1)
+    check = innovations_check(
+        output.innovations, output.innovation_variance, skip=kalman.settle_samples
+    )
+    assert check.consistent
+    assert check.normalised_variance == pytest.approx(1.0, abs=4 * math.sqrt(2 / check.samples))
+    # A wrong model (twice the readout noise, or another field) fails the same checks.
+    wrong_noise = ContinuousReadout(
+        d.model, d.coupling_upper_rad, d.coupling_lower_rad, 2 * d.white_noise_psd_rad2_per_Hz
+    )
+    wrong_field = readout(ENTANGLING.with_changes(field_T=tuple(1.5 * np.array(DIAGONAL))))
+    for model in (wrong_noise, wrong_field):
+        filtered = KalmanFilter(model, rate).run(record)
+        assert not innovations_check(
+            filtered.innovations, filtered.innovation_variance, skip=kalman.settle_samples
+        ).consistent
+
+
+def test_witness_below_one_only_when_the_measurement_outruns_the_shot_noise():
+    assert squeezing_parameter(readout(ENTANGLING)) < 0.7
+    assert squeezing_parameter(readout(WEAK_PROBE)) > 1.5
+    assert squeezing_parameter(readout(FIELD_ACROSS)) > 1.0
+    # Without light at all the conditional state is the thermal one: 3·(5/4 + 1/4)/b.
+    thermal = readout(ENTANGLING.with_changes(probe_power_W=1e-12))
+    assert squeezing_parameter(thermal) == pytest.approx(4.5 / THERMAL_BOUND, rel=1e-3)
+
+
+def test_separable_bounds():
+    assert THERMAL_BOUND == pytest.approx(6 * 5 / 8 + 2 * 3 / 8 - (2 * 5 / 8 + 3 / 8) ** 2)
+    assert THERMAL_BOUND == pytest.approx(1.859375)
+    # b(p) = 1 + 2p − p² is smallest, 1, with every atom in F = 1: the population-free bound.
+    assert separable_bound(0.0) == POPULATION_FREE_BOUND
+    assert min(separable_bound(p) for p in np.linspace(0, 1, 101)) == POPULATION_FREE_BOUND
+    r = readout(ENTANGLING)
+    assert squeezing_parameter(r, POPULATION_FREE_BOUND) == pytest.approx(
+        squeezing_parameter(r) * THERMAL_BOUND
+    )
+
+
+def fitted(apparatus: ApparatusParameters, seed: int):
+    d = derive(apparatus)
+    rate = 100e3
+    generator = FastAngleNoise(
+        d.model,
+        d.coupling_upper_rad,
+        d.coupling_lower_rad,
+        d.white_noise_psd_rad2_per_Hz,
+        rate,
+        seed=seed,
+    )
+    psd = StreamingPSD(2048, rate)
+    psd.add(generator.block(round(2 * rate)))
+    return fit_spin_noise(psd.spectrum(), ProbeGeometry.from_apparatus(d), initial_values(d))
+
+
+def test_witness_from_a_fitted_spectrum_carries_propagated_uncertainties():
+    truth = squeezing_parameter(readout(ENTANGLING))
+    result = entanglement_witness(fitted(ENTANGLING, seed=2))
+    xi2 = result.squeezing_parameter
+    assert 0 < xi2.uncertainty < 0.1
+    assert abs(xi2.value - truth) < 3 * xi2.uncertainty
+    assert result.entangled
+    n = derive(ENTANGLING).atom_number
+    assert (
+        abs(result.entangled_atoms.value - (1 - truth) * n) < 3 * result.entangled_atoms.uncertainty
+    )
+    assert "atoms entangled" in result.summary()
+
+
+def test_no_entanglement_is_claimed_when_shot_noise_dominates():
+    result = entanglement_witness(fitted(FIELD_ACROSS, seed=3))
+    assert result.squeezing_parameter.value >= 1.0
+    assert not result.entangled
+    assert "no entanglement claimed" in result.summary()
+
+
+def test_bad_records_are_refused():
+    kalman = KalmanFilter(readout(ENTANGLING), 100e3)
+    with pytest.raises(ValueError, match="NaN"):
+        kalman.run(np.array([0.0, np.nan, 0.0]))
+    with pytest.raises(ValueError, match="non-empty"):
+        kalman.run(np.array([]))
+    with pytest.raises(ValueError, match="need more than"):
+        innovations_check(np.zeros(100), 1.0)
+    with pytest.raises(ValueError, match="white_noise_psd"):
+        ContinuousReadout(derive(ENTANGLING).model, 1e-13, 1e-13, math.inf)
