@@ -311,6 +311,14 @@ class StreamingPSD:
         self._carry: np.ndarray | None = None  # samples from the next segment's start on
 
     # --- adding data --------------------------------------------------------------------------
+    def end_record(self) -> None:
+        """Mark a gap in the stream: no segment spans it (the samples held back are dropped).
+
+        Digitiser records taken one after another are not contiguous in time; a segment joining
+        two of them would see a jump that no spectrum has.
+        """
+        self._carry = None
+
     def add(self, block: np.ndarray) -> None:
         """Add the next samples of the stream (raw counts or volts; scaled per segment).
 

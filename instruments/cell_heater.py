@@ -56,6 +56,11 @@ class CellHeater:
         with self.lock:
             self._output.setpoint = value
 
+    def set_ramp_rate(self, rate_K_per_min: float) -> None:
+        """Ramp the setpoint at ``rate_K_per_min`` from now on (0.1–100 K/min)."""
+        with self.lock:
+            self._output.configure_ramp(True, rate_K_per_min)
+
     @property
     def heater_output_percent(self) -> float:
         """Measure the heater output in % of the present range."""

@@ -53,6 +53,8 @@ class Polarimeter:
         self.config = config
         self.digitiser_config = digitiser_config
         self.lock = threading.RLock()
+        #: Where the plate balanced the polarimeter last (the station file's guess until then).
+        self.balanced_angle_deg = config.plate_zero_deg
 
     def configure(self) -> None:
         """Set the digitiser's decimation and input ranges for the detector's two outputs."""
@@ -61,6 +63,11 @@ class Polarimeter:
             self.digitiser.decimation = d.decimation
             self.digitiser.analog_in[c.diff_channel].gain = d.diff_gain
             self.digitiser.analog_in[c.sum_channel].gain = d.sum_gain
+
+    def set_decimation(self, decimation: int) -> None:
+        """Set the digitiser's decimation (its sample rate is 125 MHz / decimation)."""
+        with self.lock:
+            self.digitiser.decimation = decimation
 
     @property
     def sample_rate_Hz(self) -> float:

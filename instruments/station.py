@@ -209,14 +209,20 @@ class Station:
         self.polarimeter.configure()
         self.coils.configure()
 
-    def apparatus(self, field_T: tuple[float, float, float] | None = None) -> ApparatusParameters:
-        """Return the apparatus as the station knows it, for the analysis (no probe power)."""
+    def apparatus(
+        self, field_T: tuple[float, float, float] | None = None, probe_power_W: float = 0.0
+    ) -> ApparatusParameters:
+        """Return the apparatus as the station knows it, for the analysis.
+
+        The probe power into the cell is not measured by any instrument of the station; a
+        procedure passes its estimate from the sum channel (0 when unknown).
+        """
         cell, pol = self.config.cell, self.config.polarimeter
         field = tuple(self.coils.field_T) if field_T is None else field_T
         return ApparatusParameters(
             temperature_K=self.heater.temperature_K,
             field_T=field,
-            probe_power_W=0.0,  # unknown to the station; the fits take the shot noise as it is
+            probe_power_W=probe_power_W,
             probe_detuning_Hz=self.laser.detuning_Hz,
             beam_area_m2=cell.beam_area_m2,
             cell_dimensions_m=cell.cell_dimensions_m,

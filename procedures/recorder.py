@@ -23,6 +23,10 @@ from procedures import __version__
 STATUSES = ("running", "completed", "aborted", "failed")
 
 
+class RunAborted(Exception):  # noqa: N818 (it is not an error: the operator stopped the run)
+    """The operator stopped the run (abort button, stop request)."""
+
+
 def _attribute_value(value: Any) -> Any:
     """Return ``value`` in a form HDF5 attributes accept (None becomes the string 'None')."""
     if value is None:
@@ -80,7 +84,7 @@ class RunFile:
             return
         if exc_type is None:
             status = "completed"
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif issubclass(exc_type, KeyboardInterrupt | RunAborted):
             status = "aborted"
         else:
             status = "failed"
@@ -117,6 +121,15 @@ class RunFile:
         write_attributes(self.file.require_group("truth"), attributes)
         self.flush()
 
+    def write_summary(self, summary: Mapping[str, tuple[float, float, str]]) -> None:
+        """Store the run's outcome in group `summary`: per name its value, uncertainty, units."""
+        group = self.file.require_group("summary")
+        for name, (value, uncertainty, units) in summary.items():
+            group.attrs[name] = value
+            group.attrs[f"{name}_uncertainty"] = uncertainty
+            group.attrs[f"{name}_units"] = units
+        self.flush()
+
     def write_dataset(self, path: str, data: np.ndarray, units: str, **attrs: Any) -> None:
         """Store a whole dataset with its units."""
         dataset = self.file.create_dataset(path, data=data)
@@ -136,8 +149,18 @@ class RunFile:
         dataset.attrs["sample_rate_Hz"] = sample_rate_Hz
         return dataset
 
-    def append_spectrum(self, frequency_Hz: np.ndarray, psd_rad2_per_Hz: np.ndarray) -> None:
-        """Append one row to `spectra/psd` (the frequency axis is written with the first row)."""
+    def append_spectrum(
+        self,
+        frequency_Hz: np.ndarray,
+        psd_rad2_per_Hz: np.ndarray,
+        standard_error: np.ndarray | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one row to `spectra/psd` (and to `spectra/psd_standard_error` if given).
+
+        The frequency axis, and ``attributes`` of the estimate (window, segments, …), are
+        written with the first row; every row of a run shares them.
+        """
         frequency_Hz = np.asarray(frequency_Hz, dtype=float)
         psd = np.asarray(psd_rad2_per_Hz, dtype=float)
         if frequency_Hz.shape != psd.shape:
@@ -145,21 +168,24 @@ class RunFile:
                 f"spectrum has {psd.size} PSD bins for {frequency_Hz.size} frequencies"
             )
         spectra = self.file.require_group("spectra")
+        columns = {"psd": psd}
+        if standard_error is not None:
+            columns["psd_standard_error"] = np.asarray(standard_error, dtype=float)
         if "psd" not in spectra:
             spectra.create_dataset("frequency", data=frequency_Hz).attrs["units"] = "Hz"
-            rows = spectra.create_dataset(
-                "psd",
-                shape=(0, psd.size),
-                maxshape=(None, psd.size),
-                dtype=float,
-                chunks=(1, psd.size),
-            )
-            rows.attrs["units"] = "rad^2/Hz"
-        rows = spectra["psd"]
+            for name in columns:
+                rows = spectra.create_dataset(
+                    name, shape=(0, psd.size), maxshape=(None, psd.size), dtype=float,
+                    chunks=(1, psd.size),
+                )  # fmt: skip
+                rows.attrs["units"] = "rad^2/Hz"
+            write_attributes(spectra["psd"], attributes or {})
         if not np.array_equal(spectra["frequency"][...], frequency_Hz):
             raise ValueError("every spectrum of a run must share one frequency axis")
-        rows.resize(rows.shape[0] + 1, axis=0)
-        rows[-1] = psd
+        for name, values in columns.items():
+            rows = spectra[name]
+            rows.resize(rows.shape[0] + 1, axis=0)
+            rows[-1] = values
         self.flush()
 
     def append_results(self, row: Mapping[str, tuple[float, str]]) -> None:

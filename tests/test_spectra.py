@@ -247,3 +247,24 @@ def test_calibration_refuses_mismatched_or_unusable_traces():
         angle_from_difference_and_sum(np.zeros(2), np.array([1.0, 0.0]), 1e5, 1e3)
     with pytest.raises(ValueError, match="gain_diff_V_per_A"):
         angle_scale_from_gain(-1.0, 0.5, 1e-3)
+
+
+def test_end_record_keeps_segments_inside_each_record():
+    rng = np.random.default_rng(3)
+    first, second = rng.standard_normal(3000), rng.standard_normal(2500)
+    joined = StreamingPSD(1024, 1e3, overlap=0.5)
+    joined.add(first)
+    joined.add(second)
+    separate = StreamingPSD(1024, 1e3, overlap=0.5)
+    separate.add(first)
+    separate.end_record()
+    separate.add(second)
+    # 3000 and 2500 samples hold 4 and 3 half-overlapping segments of 1024; joined, 5500 hold 9.
+    assert separate.segments == 4 + 3
+    assert joined.segments == 9
+    expected = (4 * _welch_mean(first) + 3 * _welch_mean(second)) / 7
+    np.testing.assert_allclose(separate.mean(), expected, rtol=1e-9)
+
+
+def _welch_mean(x):
+    return signal.welch(x, 1e3, nperseg=1024, noverlap=512)[1]

@@ -1,0 +1,193 @@
+"""The frame every hotspin procedure runs in: parameters, station, run file, safe end.
+
+A procedure is a pymeasure `Procedure`: typed parameters with units and limits, `execute`,
+`emit('progress', …)` and `should_stop()`. `run_procedure` runs it on a `Station`:
+
+1. every parameter and every limit check happens before any instrument is touched;
+2. the run file is created, with the parameters, the apparatus and a station snapshot;
+3. `execute` records each step (results row, spectrum) as soon as it is finished, flushed;
+4. whatever happens — completion, an exception, Ctrl-C, an abort — every instrument is brought to
+   its safe state, the end snapshot is written and the status (`completed`, `aborted`,
+   `failed`) is set; the finished steps stay on disk.
+
+pymeasure's `Worker` is not used to run them: it records through `Results` into a CSV file,
+which would be a second, diverging copy of the data next to the HDF5 run file that DESIGN.md
+makes the one data file per run, and it marks a run stopped from inside a helper as failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pymeasure.experiment import Parameter, Procedure
+
+from analysis.checks import ParameterError
+from procedures.parameters import parse_value
+from procedures.recorder import RunAborted, RunFile
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+"""(percent done, message) → None"""
+StepCallback = Callable[[dict[str, float]], None]
+"""{result name: value} → None, once per finished step"""
+
+
+class HotspinProcedure(Procedure):
+    """A measurement on the station, recorded step by step into one HDF5 run file."""
+
+    #: The name used on the command line and in the run file's `procedure` attribute.
+    NAME: ClassVar[str] = ""
+    #: One line saying what the procedure measures.
+    SUMMARY: ClassVar[str] = ""
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.station: Any = None
+        self.run: RunFile | None = None
+        self.on_step: StepCallback | None = None
+        #: Remarks for whoever reads the run later (fit warnings, skipped points); kept in the file.
+        self.notes: list[str] = []
+
+    # --- parameters ----------------------------------------------------------------------------
+    @classmethod
+    def parameter_map(cls) -> dict[str, Parameter]:
+        """Return the procedure's pymeasure parameters by attribute name, in declaration order."""
+        return {
+            key: value
+            for klass in reversed(cls.__mro__)
+            for key, value in vars(klass).items()
+            if isinstance(value, Parameter)
+        }
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> HotspinProcedure:
+        """Return a procedure with ``values`` checked and set (defaults for the rest)."""
+        parameters = cls.parameter_map()
+        unknown = sorted(set(values) - set(parameters))
+        if unknown:
+            raise ParameterError(
+                f"{cls.NAME}: unknown parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(parameters)}"
+            )
+        checked = {}
+        for key, parameter in parameters.items():
+            value = values.get(key, parameter.default)
+            if value is None:
+                raise ParameterError(f"{cls.NAME}: parameter {key} has no value and no default")
+            checked[key] = parse_value(key, parameter, value)
+        return cls(**checked)
+
+    def values(self) -> dict[str, Any]:
+        """Return every parameter's value by attribute name."""
+        return {key: getattr(self, key) for key in self.parameter_map()}
+
+    def check_limits(self, station: Any) -> None:
+        """Refuse values the station's limits forbid (ParameterError), before any instrument moves.
+
+        The default checks nothing; procedures that drive a limited quantity override it.
+        """
+
+    # --- while running -------------------------------------------------------------------------
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how much of the run is done (0–1), with a short message."""
+        self.emit("progress", 100.0 * min(max(fraction, 0.0), 1.0), message)
+
+    def check_stop(self) -> None:
+        """Raise RunAborted if the operator has asked the run to stop."""
+        if self.should_stop():
+            raise RunAborted("stopped by the operator")
+
+    def wait(self, duration_s: float, interval_s: float = 0.5) -> None:
+        """Let ``duration_s`` pass on the station's clock, checking for a stop meanwhile."""
+        clock = self.station.clock
+        end = clock.now() + duration_s
+        while True:
+            self.check_stop()
+            left = end - clock.now()
+            if left <= 0:
+                return
+            clock.sleep(min(interval_s, left))
+
+    def record_step(
+        self,
+        results: Mapping[str, tuple[float, str]],
+        spectrum: tuple[np.ndarray, np.ndarray] | None = None,
+        standard_error: np.ndarray | None = None,
+        spectrum_attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write one finished step: scalar results {name: (value, units)} and maybe a spectrum
+        (frequency, PSD) with its standard errors and how it was estimated."""
+        assert self.run is not None
+        if spectrum is not None:
+            self.run.append_spectrum(*spectrum, standard_error, spectrum_attributes)
+        self.run.append_results(results)
+        row = {name: float(value) for name, (value, _) in results.items()}
+        if self.on_step is not None:
+            self.on_step(row)
+
+    def record_summary(self, summary: Mapping[str, tuple[float, float, str]]) -> None:
+        """Write the run's outcome {name: (value, uncertainty, units)} to group `summary`."""
+        assert self.run is not None
+        self.run.write_summary(summary)
+
+    def execute(self) -> None:
+        """Run the measurement (each procedure implements it)."""
+        raise NotImplementedError
+
+
+def run_procedure(
+    procedure: HotspinProcedure,
+    station: Any,
+    path: str | Path,
+    *,
+    progress: ProgressCallback | None = None,
+    on_step: StepCallback | None = None,
+    stop: threading.Event | None = None,
+) -> Path:
+    """Run ``procedure`` on ``station`` into the run file ``path``; the instruments end safe.
+
+    Raises what the procedure raised (RunAborted for a stop, KeyboardInterrupt for Ctrl-C)
+    after the file has its status; returns the path when the run completed.
+    """
+    procedure.check_limits(station)
+    stop = stop or threading.Event()
+    procedure.station = station
+    procedure.on_step = on_step
+    procedure.should_stop = stop.is_set
+
+    def emit(topic: str, value: Any, message: str = "") -> None:
+        if topic == "progress" and progress is not None:
+            progress(float(value), message)
+
+    procedure.emit = emit
+    parameters = dict(procedure.values())
+    # The apparatus under the names `hotspin analyze` reads (ApparatusParameters fields).
+    parameters.update(dataclasses.asdict(station.apparatus()))
+    parameters["units"] = {
+        key: getattr(p, "units", None) or "" for key, p in procedure.parameter_map().items()
+    }
+    with RunFile(path, procedure.NAME, parameters) as run:
+        procedure.run = run
+        try:
+            run.write_snapshot("start", station.snapshot())
+            procedure.execute()
+            procedure.check_stop()
+        finally:
+            failures = station.safe_state()
+            if failures:
+                run.file.attrs["safe_state_failures"] = "; ".join(failures)
+            if procedure.notes:
+                run.file.attrs["notes"] = "\n".join(procedure.notes)
+            try:
+                run.write_snapshot("end", station.snapshot())
+            except Exception as error:  # the end snapshot is a record, not a reason to fail
+                log.error("end snapshot failed: %s", error)
+            run.flush()
+    return Path(path)

@@ -1,0 +1,125 @@
+"""What every spin-noise procedure does: average digitiser records into a calibrated spectrum,
+fit the two-manifold model to it, and record the spectrum and the fit as one step.
+
+Each digitiser record is turned into the rotation angle θ(t) = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)]
+and added to a streaming Welch estimate; records are not contiguous in time, so no Welch segment
+spans two of them. The fit compares the model with the exact expectation of that estimate
+(window leakage and aliasing included), so the spectrum is recorded with its window and
+standard errors (`spectra/psd`, `spectra/psd_standard_error`) and `hotspin analyze` can redo it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from pymeasure.experiment import IntegerParameter, ListParameter
+
+from analysis.experiment import ApparatusParameters, derive
+from analysis.fits import ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
+from analysis.spectra import Spectrum, StreamingPSD
+from procedures.analyze import welch_attributes
+from procedures.base import HotspinProcedure
+
+WINDOW = "hann"
+OVERLAP = 0.5
+DECIMATIONS = [2**k for k in range(3, 14)]  # 15.6 MS/s … 15.3 kS/s
+SEGMENT_LENGTHS = [2**k for k in range(10, 15)]  # 1024 … 16384 (one digitiser buffer)
+APPARATUS_COLUMNS = {
+    "temperature_K": "K",
+    "probe_power_W": "W",
+    "probe_detuning_Hz": "Hz",
+}
+
+
+@dataclass(frozen=True)
+class SpinNoiseStep:
+    """One averaged spectrum, the apparatus it was taken with, and the model fitted to it."""
+
+    spectrum: Spectrum
+    apparatus: ApparatusParameters
+    fit: SpinNoiseFit
+    detected_power_W: float
+    clipped_records: int
+
+
+class SpectrumProcedure(HotspinProcedure):
+    """A procedure that takes spin-noise spectra: averaging, digitiser rate, Welch segments."""
+
+    averages = IntegerParameter(
+        "digitiser records averaged per spectrum", minimum=1, maximum=100000, default=20
+    )
+    decimation = ListParameter(
+        "digitiser decimation (sample rate 125 MHz / decimation)", choices=DECIMATIONS,
+        default=256,
+    )  # fmt: skip
+    segment_length = ListParameter(
+        "Welch segment length in samples", choices=SEGMENT_LENGTHS, default=8192
+    )
+
+    def measure_spectrum(self, progress: tuple[float, float] = (0.0, 1.0)) -> SpinNoiseStep:
+        """Average the records into a spectrum, fit the model, and return both (not recorded).
+
+        ``progress`` is the fraction of the run done before and after this spectrum.
+        """
+        polarimeter = self.station.polarimeter
+        polarimeter.set_decimation(int(self.decimation))
+        fs = polarimeter.sample_rate_Hz
+        psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
+        powers, clipped = [], 0
+        for k in range(int(self.averages)):
+            self.check_stop()
+            record = polarimeter.acquire()
+            if record.clipped:
+                clipped += 1  # still added: the analysis flags a clipped spectrum
+            psd.add(polarimeter.rotation_angle_rad(record))
+            psd.end_record()
+            powers.append(polarimeter.detected_power_W(record))
+            done = progress[0] + (progress[1] - progress[0]) * (k + 1) / int(self.averages)
+            self.progress(done, f"spectrum: record {k + 1} of {int(self.averages)}")
+        spectrum = replace(psd.spectrum(), clipped_samples=psd.clipped_samples)
+        detected = float(np.mean(powers))
+        apparatus = self.apparatus_for(detected)
+        derived = derive(apparatus)
+        fit = fit_spin_noise(
+            spectrum, ProbeGeometry.from_apparatus(derived), initial_values(derived)
+        )
+        return SpinNoiseStep(spectrum, apparatus, fit, detected, clipped)
+
+    def apparatus_for(self, detected_power_W: float) -> ApparatusParameters:
+        """Return the apparatus now, with the probe power into the cell inferred from the
+        power on the detector (divided by the cell's and the optics' transmission)."""
+        known = self.station.apparatus()
+        transmission = derive(known).cell_transmission * known.optics_transmission
+        return self.station.apparatus(probe_power_W=min(detected_power_W / transmission, 1.0))
+
+    def record_spin_noise(
+        self, step: SpinNoiseStep, extra: dict[str, tuple[float, str]] | None = None
+    ) -> None:
+        """Write the step: its spectrum with standard errors and every fitted quantity."""
+        fit = step.fit
+        results: dict[str, tuple[float, str]] = dict(extra or {})
+        for name, unit in APPARATUS_COLUMNS.items():
+            results[name] = (float(getattr(step.apparatus, name)), unit)
+        for name, estimate in fit.parameters.items():
+            results[name] = (estimate.value, estimate.unit)
+            results[f"{name}_uncertainty"] = (estimate.uncertainty, estimate.unit)
+        for name, estimate in (
+            ("larmor_frequency_Hz", fit.larmor_frequency_Hz),
+            ("linewidth_hwhm_Hz", fit.linewidth_hwhm_Hz),
+        ):
+            results[name] = (estimate.value, "Hz")
+            results[f"{name}_uncertainty"] = (estimate.uncertainty, "Hz")
+        results["reduced_chi2"] = (fit.reduced_chi2, "")
+        results["p_value"] = (fit.p_value, "")
+        results["detected_power_W"] = (step.detected_power_W, "W")
+        results["clipped_records"] = (float(step.clipped_records), "")
+        spectrum = step.spectrum
+        self.record_step(
+            results,
+            spectrum=(spectrum.frequency_Hz, spectrum.psd),
+            standard_error=spectrum.standard_error,
+            spectrum_attributes=dict(welch_attributes(spectrum, WINDOW), overlap=OVERLAP),
+        )
+        if fit.flags:
+            self.notes.extend(f"{self.NAME}: {flag}" for flag in fit.flags)
