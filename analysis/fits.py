@@ -357,24 +357,28 @@ def _fit_mask(
 def _propagate(
     function: Callable[[np.ndarray], np.ndarray], x: np.ndarray, covariance: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return f(x) and its standard deviations from the covariance of x (central differences)."""
+    """Return f(x) and its standard deviations from the covariance of x (central differences).
+
+    A parameter whose variance is undefined (a fit parameter held at a bound) counts as fixed:
+    the result is the uncertainty given its value, as the covariance of the others is.
+    """
     value = np.asarray(function(x), dtype=float)
-    sigma = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    known = np.isfinite(np.diag(covariance))
+    sigma = np.sqrt(np.clip(np.where(known, np.diag(covariance), 0.0), 0.0, None))
     gradient = np.zeros((value.size, x.size))
-    for i in range(x.size):
-        if not (math.isfinite(sigma[i]) and sigma[i] > 0):
-            continue
-        h = 1e-3 * sigma[i]
+    for i in np.flatnonzero(known & (sigma > 0)):
+        # A small step, and never across zero: a rate poorly determined next to zero must not
+        # be evaluated negative.
+        h = 1e-3 * sigma[i] if x[i] == 0 else 1e-3 * min(sigma[i], abs(x[i]))
         up, down = x.copy(), x.copy()
         up[i] += h
         down[i] -= h
         gradient[:, i] = (np.asarray(function(up)) - np.asarray(function(down))) / (2 * h)
-    finite = np.all(np.isfinite(covariance), axis=0) | (sigma == 0)
-    if not np.all(finite | np.all(gradient == 0, axis=0)):
+    block = covariance[np.ix_(known, known)]
+    if not np.all(np.isfinite(block)):
         return value, np.full(value.size, math.nan)
-    g = gradient[:, finite]
-    c = covariance[np.ix_(finite, finite)]
-    return value, np.sqrt(np.clip(np.einsum("ij,jk,ik->i", g, c, g), 0.0, None))
+    g = gradient[:, known]
+    return value, np.sqrt(np.clip(np.einsum("ij,jk,ik->i", g, block, g), 0.0, None))
 
 
 # --- the spin-noise model -------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class CoilSystem:
         """Ramp the three currents to ``currents_A`` at the station's maximum rate."""
         target = self.check_currents(currents_A)
         with self.lock:
+            self._switch_on()
             present = self.currents_A
             largest = float(np.max(np.abs(target - present)))
             step_A = self.config.max_ramp_rate_A_per_s * RAMP_STEP_S
@@ -85,6 +86,13 @@ class CoilSystem:
                 level = present + (target - present) * k / steps
                 for source, current in zip(self.sources, level, strict=True):
                     source.source_current = float(current)
+
+    def _switch_on(self) -> None:
+        """Switch on any output that is off (after a safe state), starting it at 0 A."""
+        for source in self.sources:
+            if not source.source_enabled:
+                source.source_current = 0.0
+                source.source_enabled = True
 
     @property
     def field_T(self) -> np.ndarray:
@@ -97,6 +105,19 @@ class CoilSystem:
         if field.shape != (3,) or not np.all(np.isfinite(field)):
             raise InterlockError("coils", f"field_T = {field_T!r} must be 3 finite values")
         return self.zero_field_currents_A + np.linalg.solve(self.matrix, field)
+
+    def max_field_T(self, direction: Sequence[float]) -> float:
+        """Return the largest field magnitude along ``direction`` within the current limit."""
+        unit = np.asarray(direction, dtype=float)
+        unit = unit / np.linalg.norm(unit)
+        slope = np.linalg.solve(self.matrix, unit)  # A per T along the direction
+        limit = self.config.max_current_A
+        reach = [
+            (limit - math.copysign(1.0, a) * i0) / abs(a)
+            for a, i0 in zip(slope, self.zero_field_currents_A, strict=True)
+            if a != 0.0
+        ]
+        return max(0.0, min(reach))
 
     def set_field(self, field_T: Sequence[float]) -> None:
         """Ramp to the field ``field_T`` (T); refused before anything moves if over the limit."""

@@ -8,7 +8,7 @@ from typing import Any
 from analysis.checks import check_range
 from instruments.errors import InterlockError
 from instruments.station_config import LaserConfig
-from instruments.toptica_dlcpro import DLCpro
+from instruments.toptica_dlcpro import PIEZO_RANGE_V, DLCpro
 
 
 class ProbeLaser:
@@ -38,6 +38,23 @@ class ProbeLaser:
             raise InterlockError(self.laser.name, f"{error} (laser.max_current_A)") from None
         with self.lock:
             self.laser.current_setpoint_A = value
+
+    @property
+    def piezo_voltage_V(self) -> float:
+        """Get the external-cavity piezo voltage in V."""
+        with self.lock:
+            return float(self.laser.piezo_voltage_V)
+
+    @piezo_voltage_V.setter
+    def piezo_voltage_V(self, value: float) -> None:
+        """Set the piezo voltage in V (the driver refuses values outside its range)."""
+        with self.lock:
+            self.laser.piezo_voltage_V = value
+
+    @property
+    def piezo_range_V(self) -> tuple[float, float]:
+        """Get the piezo voltage range in V."""
+        return PIEZO_RANGE_V
 
     @property
     def emission_enabled(self) -> bool:

@@ -16,7 +16,8 @@ import numpy as np
 from pymeasure.experiment import IntegerParameter, ListParameter
 
 from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
+from analysis.fits import Estimate, ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
+from analysis.magnetometry import spin_noise_to_shot_noise
 from analysis.spectra import Spectrum, StreamingPSD
 from procedures.analyze import welch_attributes
 from procedures.base import HotspinProcedure
@@ -41,6 +42,11 @@ class SpinNoiseStep:
     fit: SpinNoiseFit
     detected_power_W: float
     clipped_records: int
+
+    @property
+    def spin_to_shot_noise(self) -> Estimate:
+        """Return the atomic PSD at the Larmor line over the white floor."""
+        return spin_noise_to_shot_noise(self.fit)
 
 
 class SpectrumProcedure(HotspinProcedure):
@@ -71,12 +77,17 @@ class SpectrumProcedure(HotspinProcedure):
             self.check_stop()
             record = polarimeter.acquire()
             if record.clipped:
-                clipped += 1  # still added: the analysis flags a clipped spectrum
+                clipped += 1  # a few are tolerated (and flagged); most of them end the run
             psd.add(polarimeter.rotation_angle_rad(record))
             psd.end_record()
             powers.append(polarimeter.detected_power_W(record))
             done = progress[0] + (progress[1] - progress[0]) * (k + 1) / int(self.averages)
             self.progress(done, f"spectrum: record {k + 1} of {int(self.averages)}")
+        if clipped > int(self.averages) // 2:
+            raise RuntimeError(
+                f"the digitiser clipped {clipped} of {int(self.averages)} records: the "
+                "polarimeter is far from balance (run 'balance') or the PDB450A gain is too high"
+            )
         spectrum = replace(psd.spectrum(), clipped_samples=psd.clipped_samples)
         detected = float(np.mean(powers))
         apparatus = self.apparatus_for(detected)
@@ -110,6 +121,9 @@ class SpectrumProcedure(HotspinProcedure):
         ):
             results[name] = (estimate.value, "Hz")
             results[f"{name}_uncertainty"] = (estimate.uncertainty, "Hz")
+        snr = step.spin_to_shot_noise
+        results["spin_to_shot_noise"] = (snr.value, "")
+        results["spin_to_shot_noise_uncertainty"] = (snr.uncertainty, "")
         results["reduced_chi2"] = (fit.reduced_chi2, "")
         results["p_value"] = (fit.p_value, "")
         results["detected_power_W"] = (step.detected_power_W, "W")

@@ -47,17 +47,52 @@ class WarmUp(HotspinProcedure):
 
     def execute(self) -> None:
         """Ramp, then sample until |T − target| ≤ tolerance for the whole dwell."""
-        heater, clock = self.station.heater, self.station.clock
-        heater.set_ramp_rate(self.ramp_rate_K_per_min)
-        heater.setpoint_K = self.target_temperature_K
-        heater.heater_range = "high"
-        start = clock.now()
-        start_temperature = heater.temperature_K
-        stable_since: float | None = None
-        while True:
-            now = clock.now() - start
-            temperature = heater.temperature_K
-            self.record_step(
+        temperature, elapsed = settle_temperature(
+            self,
+            self.target_temperature_K,
+            self.ramp_rate_K_per_min,
+            self.tolerance_K,
+            self.dwell_s,
+            self.sample_interval_s,
+            self.timeout_s,
+        )
+        self.record_summary(
+            {
+                "final_temperature_K": (temperature, self.tolerance_K, "K"),
+                "time_to_stable_s": (elapsed, self.sample_interval_s, "s"),
+            }
+        )
+
+
+def settle_temperature(
+    procedure: HotspinProcedure,
+    target_K: float,
+    ramp_rate_K_per_min: float,
+    tolerance_K: float,
+    dwell_s: float,
+    sample_interval_s: float,
+    timeout_s: float,
+    progress: tuple[float, float] = (0.0, 1.0),
+    record_readings: bool = True,
+) -> tuple[float, float]:
+    """Ramp the cell to ``target_K`` and wait until it holds within the tolerance for the dwell.
+
+    With ``record_readings`` every reading is a recorded step (time, temperature, setpoint,
+    heater output). Returns the last temperature and the time it took; raises TimeoutError past
+    ``timeout_s``.
+    """
+    heater, clock = procedure.station.heater, procedure.station.clock
+    heater.set_ramp_rate(ramp_rate_K_per_min)
+    heater.setpoint_K = target_K
+    heater.heater_range = "high"
+    start = clock.now()
+    start_temperature = heater.temperature_K
+    stable_since: float | None = None
+    while True:
+        now = clock.now() - start
+        temperature = heater.temperature_K
+        if record_readings:
+            procedure.record_step(
                 {
                     "time_s": (now, "s"),
                     "temperature_K": (temperature, "K"),
@@ -65,29 +100,23 @@ class WarmUp(HotspinProcedure):
                     "heater_output_percent": (heater.heater_output_percent, "%"),
                 }
             )
-            if abs(temperature - self.target_temperature_K) <= self.tolerance_K:
-                stable_since = now if stable_since is None else stable_since
-            else:
-                stable_since = None
-            held = 0.0 if stable_since is None else now - stable_since
-            span = abs(self.target_temperature_K - start_temperature) or 1.0
-            approach = 1.0 - abs(self.target_temperature_K - temperature) / span
-            self.progress(
-                0.8 * max(approach, 0.0) + 0.2 * min(held / max(self.dwell_s, 1e-9), 1.0),
-                f"T = {temperature:.2f} K, stable for {held:.0f} s",
+        if abs(temperature - target_K) <= tolerance_K:
+            stable_since = now if stable_since is None else stable_since
+        else:
+            stable_since = None
+        held = 0.0 if stable_since is None else now - stable_since
+        span = abs(target_K - start_temperature) or 1.0
+        approach = max(1.0 - abs(target_K - temperature) / span, 0.0)
+        fraction = 0.8 * approach + 0.2 * min(held / max(dwell_s, 1e-9), 1.0)
+        procedure.progress(
+            progress[0] + (progress[1] - progress[0]) * fraction,
+            f"T = {temperature:.2f} K, stable for {held:.0f} s",
+        )
+        if stable_since is not None and held >= dwell_s:
+            return temperature, now
+        if now > timeout_s:
+            raise TimeoutError(
+                f"the cell did not hold {target_K:g} K ± {tolerance_K:g} K within "
+                f"timeout_s = {timeout_s:g} s (last reading {temperature:.2f} K)"
             )
-            if stable_since is not None and held >= self.dwell_s:
-                self.record_summary(
-                    {
-                        "final_temperature_K": (temperature, self.tolerance_K, "K"),
-                        "time_to_stable_s": (now, self.sample_interval_s, "s"),
-                    }
-                )
-                return
-            if now > self.timeout_s:
-                raise TimeoutError(
-                    f"the cell did not hold {self.target_temperature_K:g} K ± "
-                    f"{self.tolerance_K:g} K within timeout_s = {self.timeout_s:g} s "
-                    f"(last reading {temperature:.2f} K)"
-                )
-            self.wait(self.sample_interval_s)
+        procedure.wait(sample_interval_s)

@@ -74,14 +74,16 @@ def test_laser_power_and_interlock(lab):
 def test_laser_tunes_linearly_inside_the_mode_hop_free_window_and_hops_outside(lab):
     c = lab.config.laser
     base = lab.laser.detuning_Hz
-    lab.laser.piezo_V = 4.0
-    assert lab.laser.detuning_Hz - base == pytest.approx(4.0 * c.cavity_piezo_tuning_Hz_per_V)
+    lab.laser.piezo_V = 100.0  # 25 GHz: the feed-forward keeps the laser on its mode
+    assert lab.laser.detuning_Hz - base == pytest.approx(100.0 * c.cavity_piezo_tuning_Hz_per_V)
     assert lab.laser.mode_index == 0
     lab.laser.piezo_V = 0.0
-    # The gain peak moves 3 GHz/mA, the cavity 0.3 GHz/mA: 1 mA leaves the 5 GHz window.
-    lab.laser.current_A = c.nominal_current_A + 0.002
+    # The diode modes move 0.05 GHz/mA faster than the cavity: ±50 mA fill the ±2.5 GHz window.
+    lab.laser.current_A = c.nominal_current_A + 0.045
+    assert lab.laser.mode_index == 0
+    lab.laser.current_A = c.nominal_current_A - 0.055
     assert lab.laser.mode_index != 0
-    jump = lab.laser.detuning_Hz - base - 0.002 * c.cavity_current_tuning_Hz_per_A
+    jump = lab.laser.detuning_Hz - base + 0.055 * c.cavity_current_tuning_Hz_per_A
     assert abs(jump) == pytest.approx(abs(lab.laser.mode_index) * c.free_spectral_range_Hz)
 
 
