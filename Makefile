@@ -14,10 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p out
-	rm -f out/demo-simulate.h5
-	$(BIN)/hotspin simulate --duration-s 5 --sample-rate-Hz 500e3 --set seed=1 \
-		--out out/demo-simulate.h5
+	$(BIN)/python -m procedures.demo --out out/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from pymeasure.experiment import FloatParameter, IntegerParameter
 from procedures.base import HotspinProcedure
 
 MAX_BISECTIONS = 30
+MIN_SUM_FRACTION = 0.01  # of the sum channel's full scale
 
 
 class Balance(HotspinProcedure):
@@ -49,6 +50,13 @@ class Balance(HotspinProcedure):
         polarimeter = self.station.polarimeter
         polarimeter.plate_angle_deg = angle_deg
         record = polarimeter.acquire(self.samples)
+        light_V = float(np.mean(record.v_sum))
+        # The sum must stand well above the digitiser's resolution to normalise by it.
+        if light_V < MIN_SUM_FRACTION * record.full_scale_V[1]:
+            raise RuntimeError(
+                f"no light on the detector: V_sum = {light_V:.3g} V (below "
+                f"{MIN_SUM_FRACTION * record.full_scale_V[1]:.2g} V); check the probe path"
+            )
         imbalance = polarimeter.imbalance(record)
         ratio = (
             record.v_diff
@@ -68,6 +76,7 @@ class Balance(HotspinProcedure):
 
     def execute(self) -> None:
         """Coarse scan for a rising zero crossing, bisect into the linear range, fit a line."""
+        self.ensure_probe_light()
         angles = np.arange(
             self.start_deg, self.start_deg + self.span_deg + 1e-9, self.coarse_step_deg
         )

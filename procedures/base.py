@@ -104,6 +104,15 @@ class HotspinProcedure(Procedure):
         if self.should_stop():
             raise RunAborted("stopped by the operator")
 
+    def ensure_probe_light(self) -> None:
+        """Switch the probe laser's emission on if it is off (noted); refuse if it cannot emit."""
+        laser = self.station.laser
+        if not laser.emission_enabled:
+            laser.emission_enabled = True
+            self.notes.append(f"{self.NAME}: switched the probe laser's emission on")
+        if laser.interlock_open:
+            raise RuntimeError("the laser interlock is open: there is no probe light")
+
     def wait(self, duration_s: float, interval_s: float = 0.5) -> None:
         """Let ``duration_s`` pass on the station's clock, checking for a stop meanwhile."""
         clock = self.station.clock
@@ -121,12 +130,13 @@ class HotspinProcedure(Procedure):
         spectrum: tuple[np.ndarray, np.ndarray] | None = None,
         standard_error: np.ndarray | None = None,
         spectrum_attributes: Mapping[str, Any] | None = None,
+        model: np.ndarray | None = None,
     ) -> None:
         """Write one finished step: scalar results {name: (value, units)} and maybe a spectrum
-        (frequency, PSD) with its standard errors and how it was estimated."""
+        (frequency, PSD) with its standard errors, how it was estimated and the fitted model."""
         assert self.run is not None
         if spectrum is not None:
-            self.run.append_spectrum(*spectrum, standard_error, spectrum_attributes)
+            self.run.append_spectrum(*spectrum, standard_error, spectrum_attributes, model=model)
         self.run.append_results(results)
         row = {name: float(value) for name, (value, _) in results.items()}
         if self.on_step is not None:
@@ -184,7 +194,7 @@ def run_procedure(
             if failures:
                 run.file.attrs["safe_state_failures"] = "; ".join(failures)
             if procedure.notes:
-                run.file.attrs["notes"] = "\n".join(procedure.notes)
+                run.file.attrs["notes"] = "\n".join(dict.fromkeys(procedure.notes))
             try:
                 run.write_snapshot("end", station.snapshot())
             except Exception as error:  # the end snapshot is a record, not a reason to fail

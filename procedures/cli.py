@@ -7,10 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from analysis.checks import ParameterError
+from instruments.errors import InstrumentError
 from procedures import __version__
 from procedures.analyze import analyze_file, format_report
 from procedures.parameters import assign, parameters_table
 from procedures.progress import ProgressBar
+from procedures.run import describe_procedures, run_command
 from procedures.serve import serve
 from procedures.simulate import SIMULATE_PARAMETERS, describe_truth, simulate_record
 
@@ -51,6 +53,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "loopback port, answering its real command set, until Ctrl-C.",
     )
     serve.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    run = commands.add_parser(
+        "run",
+        help="run one procedure on a station, with a progress bar and a summary",
+        description="Run a procedure (see 'hotspin list') headless. Every parameter is checked "
+        "before any instrument is touched; Ctrl-C stops it safely (status 'aborted').",
+    )
+    run.add_argument("procedure", help="procedure name")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="change a parameter; repeat for several",
+    )  # fmt: skip
+    run.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    run.add_argument("--out", help="HDF5 file to write (default: data/<date>/<time>_<name>.h5)")
     analyze = commands.add_parser(
         "analyze",
         help="re-run the spin-noise analysis of a run file and write the results into it",
@@ -62,12 +77,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _list() -> int:
+    print(describe_procedures())
     print(
-        "simulate: synthetic record (hotspin simulate --duration-s T --sample-rate-Hz F "
+        "\nsimulate: synthetic record (hotspin simulate --duration-s T --sample-rate-Hz F "
         "--out FILE --set NAME=VALUE ...)"
     )
     print(parameters_table(SIMULATE_PARAMETERS))
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_command(args.procedure, args.set, args.station, args.out)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -97,15 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "simulate": lambda: _simulate(args),
         "sim": lambda: _sim(args),
         "analyze": lambda: _analyze(args),
+        "run": lambda: _run(args),
     }
     try:
         return handlers[args.command]()
     except BrokenPipeError:  # the output went to `head` or a closed pager: nothing to report
         sys.stderr.close()
         return 0
-    except (ParameterError, ValueError, FileExistsError, OSError) as error:
+    except (ParameterError, FileExistsError) as error:
         print(f"hotspin {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except (InstrumentError, RuntimeError, TimeoutError, ValueError, OSError) as error:
+        print(f"hotspin {args.command}: failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1 if args.command == "run" else 2
     except KeyboardInterrupt:
         print(f"hotspin {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -155,8 +155,10 @@ class RunFile:
         psd_rad2_per_Hz: np.ndarray,
         standard_error: np.ndarray | None = None,
         attributes: Mapping[str, Any] | None = None,
+        model: np.ndarray | None = None,
     ) -> None:
-        """Append one row to `spectra/psd` (and to `spectra/psd_standard_error` if given).
+        """Append one row to `spectra/psd` (and to `spectra/psd_standard_error` and
+        `spectra/model`, the fitted model's expectation, NaN outside the fit, if given).
 
         The frequency axis, and ``attributes`` of the estimate (window, segments, …), are
         written with the first row; every row of a run shares them.
@@ -171,6 +173,8 @@ class RunFile:
         columns = {"psd": psd}
         if standard_error is not None:
             columns["psd_standard_error"] = np.asarray(standard_error, dtype=float)
+        if model is not None:
+            columns["model"] = np.asarray(model, dtype=float)
         if "psd" not in spectra:
             spectra.create_dataset("frequency", data=frequency_Hz).attrs["units"] = "Hz"
             for name in columns:

@@ -11,16 +11,19 @@ standard errors (`spectra/psd`, `spectra/psd_standard_error`) and `hotspin analy
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from pymeasure.experiment import IntegerParameter, ListParameter
 
+from analysis.checks import ParameterError
 from analysis.experiment import ApparatusParameters, derive
 from analysis.fits import Estimate, ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
 from analysis.magnetometry import spin_noise_to_shot_noise
 from analysis.spectra import Spectrum, StreamingPSD
 from procedures.analyze import welch_attributes
 from procedures.base import HotspinProcedure
+from procedures.parameters import BoundedVectorParameter
 
 WINDOW = "hann"
 OVERLAP = 0.5
@@ -31,6 +34,17 @@ APPARATUS_COLUMNS = {
     "probe_power_W": "W",
     "probe_detuning_Hz": "Hz",
 }
+
+
+def apparatus_with_probe_power(station: Any, detected_power_W: float) -> ApparatusParameters:
+    """Return the station's apparatus now, with the probe power into the cell inferred from the
+    power on the detector (divided by the cell's and the optics' transmission).
+
+    Shared by the spectrum procedures and the live monitor's fit.
+    """
+    known = station.apparatus()
+    transmission = derive(known).cell_transmission * known.optics_transmission
+    return station.apparatus(probe_power_W=min(detected_power_W / transmission, 1.0))
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class SpectrumProcedure(HotspinProcedure):
         ``progress`` is the fraction of the run done before and after this spectrum.
         """
         polarimeter = self.station.polarimeter
+        self.ensure_probe_light()
         polarimeter.set_decimation(int(self.decimation))
         fs = polarimeter.sample_rate_Hz
         psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
@@ -100,9 +115,7 @@ class SpectrumProcedure(HotspinProcedure):
     def apparatus_for(self, detected_power_W: float) -> ApparatusParameters:
         """Return the apparatus now, with the probe power into the cell inferred from the
         power on the detector (divided by the cell's and the optics' transmission)."""
-        known = self.station.apparatus()
-        transmission = derive(known).cell_transmission * known.optics_transmission
-        return self.station.apparatus(probe_power_W=min(detected_power_W / transmission, 1.0))
+        return apparatus_with_probe_power(self.station, detected_power_W)
 
     def record_spin_noise(
         self, step: SpinNoiseStep, extra: dict[str, tuple[float, str]] | None = None
@@ -129,11 +142,38 @@ class SpectrumProcedure(HotspinProcedure):
         results["detected_power_W"] = (step.detected_power_W, "W")
         results["clipped_records"] = (float(step.clipped_records), "")
         spectrum = step.spectrum
+        model = np.full(spectrum.psd.shape, np.nan)
+        model[np.isin(spectrum.frequency_Hz, fit.frequency_Hz)] = fit.predicted
         self.record_step(
             results,
             spectrum=(spectrum.frequency_Hz, spectrum.psd),
             standard_error=spectrum.standard_error,
             spectrum_attributes=dict(welch_attributes(spectrum, WINDOW), overlap=OVERLAP),
+            model=model,
         )
         if fit.flags:
             self.notes.extend(f"{self.NAME}: {flag}" for flag in fit.flags)
+
+
+class BiasField(HotspinProcedure):
+    """Mixin: a bias field set before the measurement, so the Larmor line is resolved."""
+
+    bias_field_nT = BoundedVectorParameter(
+        "bias field (the probe runs along z)", units="nT", minimum=-1e4, maximum=1e4,
+        default=[300.0, 0.0, 0.0],
+    )  # fmt: skip
+
+    def check_limits(self, station: Any) -> None:
+        """Refuse a bias field the coils cannot reach."""
+        super().check_limits(station)
+        field = 1e-9 * np.asarray(self.bias_field_nT, dtype=float)
+        if np.any(field) and np.linalg.norm(field) > station.coils.max_field_T(field):
+            reach = 1e9 * station.coils.max_field_T(field)
+            raise ParameterError(
+                f"bias_field_nT = {list(self.bias_field_nT)} is outside the coils' reach "
+                f"({reach:.4g} nT along that direction, coils.max_current_A)"
+            )
+
+    def apply_bias_field(self) -> None:
+        """Ramp the coils to the bias field."""
+        self.station.coils.set_field(1e-9 * np.asarray(self.bias_field_nT, dtype=float))

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from procedures.spectroscopy import SpectrumProcedure
+from procedures.spectroscopy import BiasField, SpectrumProcedure
 
 
-class SpinNoise(SpectrumProcedure):
+class SpinNoise(BiasField, SpectrumProcedure):
     """One spin-noise spectrum of the rotation angle, fitted with the two-manifold model."""
 
     NAME = "spin_noise"
     SUMMARY = "one averaged spin-noise spectrum and its model fit (Larmor, widths, R_SE, N)"
 
     def execute(self) -> None:
-        """Measure, fit and record one spectrum."""
+        """Set the bias field, then measure, fit and record one spectrum."""
+        self.apply_bias_field()
         step = self.measure_spectrum()
         self.record_spin_noise(step)
         fit = step.fit

@@ -26,7 +26,7 @@ from analysis.magnetometry import (
     weighted_line,
 )
 from procedures.parameters import BoundedVectorParameter
-from procedures.spectroscopy import SpectrumProcedure, SpinNoiseStep
+from procedures.spectroscopy import BiasField, SpectrumProcedure, SpinNoiseStep
 from procedures.warmup import settle_temperature
 
 # The SERF regime for the summary fits: the Larmor frequency well below the spin-exchange rate.
@@ -84,28 +84,12 @@ def _serf_points(steps: Sequence[SpinNoiseStep]) -> np.ndarray:
     return np.array(mask)
 
 
-class BiasedSweep(Sweep):
+class BiasedSweep(BiasField, Sweep):
     """A sweep taken with a fixed bias field across the probe, so the Larmor line is resolved."""
-
-    bias_field_nT = BoundedVectorParameter(
-        "bias field during the sweep (the probe runs along z)", units="nT", minimum=-1e4,
-        maximum=1e4, default=[300.0, 0.0, 0.0],
-    )  # fmt: skip
-
-    def check_limits(self, station: Any) -> None:
-        """Refuse a bias field the coils cannot reach."""
-        field = 1e-9 * np.asarray(self.bias_field_nT, dtype=float)
-        magnitude = float(np.linalg.norm(field))
-        if magnitude > 0 and magnitude > station.coils.max_field_T(field):
-            reach = 1e9 * station.coils.max_field_T(field)
-            raise ParameterError(
-                f"bias_field_nT = {list(self.bias_field_nT)} is outside the coils' reach "
-                f"({reach:.4g} nT along that direction, coils.max_current_A)"
-            )
 
     def prepare(self) -> None:
         """Ramp the coils to the bias field."""
-        self.station.coils.set_field(1e-9 * np.asarray(self.bias_field_nT, dtype=float))
+        self.apply_bias_field()
 
 
 class FieldSweep(Sweep):

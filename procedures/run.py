@@ -1,0 +1,95 @@
+"""`hotspin run NAME`: one procedure on a station, headless, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+
+from analysis.checks import ParameterError
+from analysis.fits import Estimate
+from instruments.station import Station
+from procedures.base import HotspinProcedure, run_procedure
+from procedures.parameters import assign, parameters_table
+from procedures.progress import ProgressBar
+from procedures.recorder import RunAborted
+from procedures.registry import PROCEDURES
+
+
+def procedure_class(name: str) -> type[HotspinProcedure]:
+    """Return the procedure called ``name``, or raise ParameterError listing the known ones."""
+    if name not in PROCEDURES:
+        raise ParameterError(
+            f"unknown procedure {name!r}; known procedures: {', '.join(PROCEDURES)}"
+        )
+    return PROCEDURES[name]
+
+
+def default_path(name: str, directory: str | Path = "data") -> Path:
+    """Return data/<date>/<time>_<name>.h5 under ``directory``."""
+    now = dt.datetime.now()
+    return Path(directory) / now.strftime("%Y-%m-%d") / f"{now.strftime('%H%M%S')}_{name}.h5"
+
+
+def describe_procedures() -> str:
+    """Return every procedure with its parameters, units, limits and defaults."""
+    blocks = []
+    for name, cls in PROCEDURES.items():
+        blocks.append(f"{name}: {cls.SUMMARY}\n{parameters_table(cls.parameter_map())}")
+    return "\n\n".join(blocks)
+
+
+def summary_table(path: str | Path) -> str:
+    """Return the status, the summary values with uncertainties and the notes of a run file."""
+    with h5py.File(path, "r") as f:
+        lines = [f"{f.attrs['procedure']}: {f.attrs['status']} -> {path}"]
+        if "error" in f.attrs:
+            lines.append(f"  error: {f.attrs['error']}")
+        if "summary" in f:
+            attrs = f["summary"].attrs
+            names = [n for n in attrs if not n.endswith(("_uncertainty", "_units"))]
+            width = max((len(n) for n in names), default=0)
+            for n in names:
+                value = float(attrs[n])
+                sigma = float(attrs.get(f"{n}_uncertainty", math.nan))
+                unit = str(attrs.get(f"{n}_units", ""))
+                text = (
+                    str(Estimate(value, sigma, unit))
+                    if math.isfinite(sigma) and sigma > 0
+                    else f"{value:.6g} {unit}".rstrip()
+                )
+                lines.append(f"  {n.ljust(width)}  {text}")
+        steps = f["results"][next(iter(f["results"]))].shape[0] if "results" in f else 0
+        lines.append(f"  steps recorded: {steps}")
+        for note in str(f.attrs.get("notes", "")).splitlines():
+            lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def run_command(
+    name: str, assignments: Sequence[str], station_path: str | None, out: str | None
+) -> int:
+    """Check the parameters, open the station, run, print the summary; return the exit code."""
+    cls = procedure_class(name)
+    procedure = cls.from_values(assign(cls.parameter_map(), assignments))
+    path = Path(out) if out else default_path(name)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; a run never overwrites another run's data")
+    bar = ProgressBar(name)
+    with Station.from_file(station_path) as station:
+        procedure.check_limits(station)
+        station.configure()
+        try:
+            run_procedure(procedure, station, path, progress=lambda percent, _: bar(percent, 100))
+        except (RunAborted, KeyboardInterrupt):
+            print(f"\n{summary_table(path)}")
+            return 130
+        except Exception:
+            print(f"\n{summary_table(path)}")
+            raise
+    bar(100, 100)
+    print(summary_table(path))
+    return 0
