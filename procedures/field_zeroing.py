@@ -91,12 +91,16 @@ class FieldZeroing(SpectrumProcedure):
     def execute(self) -> None:
         """Scan each axis, fit its hyperbola, move the zero; iterate; report the residual field."""
         coils = self.station.coils
-        offsets = np.linspace(-self.span_nT, self.span_nT, int(self.scan_points))
-        total = int(self.iterations) * 3 * offsets.size
+        points = int(self.scan_points)
+        # Along z the scan turns the field towards the probe, which sees less and less of the
+        # precession: keep the field within 45° of the transverse bias there.
+        spans = (self.span_nT, self.span_nT, min(self.span_nT, self.bias_nT))
+        total = int(self.iterations) * 3 * points
         done = 0
         last: dict[int, tuple[float, float]] = {}
         for iteration in range(int(self.iterations)):
             for axis in range(3):
+                offsets = np.linspace(-spans[axis], spans[axis], points)
                 larmor, sigma, expected = [], [], []
                 for offset in offsets:
                     field = np.zeros(3)
@@ -165,9 +169,10 @@ class FieldZeroing(SpectrumProcedure):
                 f"{AXES[axis]} scan: no hyperbola fits the Larmor frequencies "
                 f"({failure}); check the bias and the coils"
             ) from None
-        if not abs(centre) <= 2 * self.span_nT:
+        span = float(np.max(np.abs(offsets)))
+        if not abs(centre) <= 2 * span:
             raise RuntimeError(
                 f"{AXES[axis]} scan: the field zero {centre:.3g} nT lies outside the scan "
-                f"(±{self.span_nT:g} nT); widen span_nT"
+                f"(±{span:g} nT); widen span_nT"
             )
         return centre, error, chi2

@@ -1,0 +1,275 @@
+"""Every procedure on the simulated lab, in-process: the file it writes, checked against the truth.
+
+One station is warmed, balanced and zeroed once for the module (those runs are tested too); the
+spectrum procedures then run on it with few averages. Quantities are compared with the
+simulation's truth (stored in the run's end snapshot) within the uncertainties the fits report.
+"""
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from analysis import constants as k
+from analysis import vapour
+from analysis.checks import ParameterError
+from instruments.station import Station
+from procedures.base import run_procedure
+from procedures.recorder import RunAborted
+from procedures.registry import PROCEDURES
+
+SERF_HZ_PER_NT = (5 * k.GAMMA_UPPER_rad_per_sT + k.GAMMA_LOWER_rad_per_sT) / 6 / (2 * math.pi)
+
+
+def run(station, tmp_path, name, **values):
+    procedure = PROCEDURES[name].from_values(values)
+    procedure.check_limits(station)
+    path = tmp_path / f"{name}.h5"
+    run_procedure(procedure, station, path)
+    return path
+
+
+def summary(path):
+    with h5py.File(path, "r") as f:
+        a = f["summary"].attrs
+        return {n: (float(a[n]), float(a[f"{n}_uncertainty"])) for n in a if f"{n}_units" in a}
+
+
+def truth(path):
+    with h5py.File(path, "r") as f:
+        return dict(f["snapshot/end/simulation_truth"].attrs)
+
+
+def assert_layout(path, procedure, steps_at_least=1):
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "completed"
+        assert f.attrs["procedure"] == procedure
+        assert {"hotspin_version", "started", "finished"} <= set(f.attrs)
+        assert "snapshot/start/heater" in f and "snapshot/end/coils" in f
+        for name in ("temperature_K", "probe_detuning_Hz", "beam_area_m2"):
+            assert name in f["parameters"].attrs  # the apparatus, for `hotspin analyze`
+        columns = f["results"]
+        lengths = {columns[c].shape[0] for c in columns}
+        assert len(lengths) == 1 and lengths.pop() >= steps_at_least
+        assert all("units" in columns[c].attrs for c in columns)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A station warmed to 450 K, balanced and field-zeroed by the procedures themselves."""
+    directory = tmp_path_factory.mktemp("prepared")
+    station = Station.from_file(None)
+    station.clock.speed = 500.0
+    station.configure()
+    files = {
+        "warmup": run(station, directory, "warmup", target_temperature_K=450.0, dwell_s=10.0),
+        "balance": run(station, directory, "balance"),
+        "field_zeroing": run(
+            station, directory, "field_zeroing", averages=6, scan_points=7, iterations=2
+        ),
+    }
+    yield station, files
+    station.close()
+
+
+def test_warmup_reaches_and_holds_the_target(lab):
+    station, files = lab
+    assert_layout(files["warmup"], "warmup", steps_at_least=10)
+    with h5py.File(files["warmup"], "r") as f:
+        temperatures = f["results/temperature_K"][...]
+        assert f["results/temperature_K"].attrs["units"] == "K"
+        assert temperatures[0] < 300.0
+    assert abs(temperatures[-1] - 450.0) <= 0.2
+    assert station.lab.cell_temperature_K == pytest.approx(450.0, abs=0.3)
+
+
+def test_balance_finds_the_plate_angle_of_the_simulated_polarimeter(lab):
+    station, files = lab
+    assert_layout(files["balance"], "balance", steps_at_least=5)
+    angle, sigma = summary(files["balance"])["balance_angle_deg"]
+    # The simulated plate balances at 12.3°; the mount moves in steps of 360°/143360.
+    assert angle == pytest.approx(station.lab.config.polarimeter.hwp_zero_deg, abs=0.003)
+    assert sigma < 0.003
+    residual, _ = summary(files["balance"])["residual_rotation_rad"]
+    assert abs(residual) < 2e-5  # half a mount step of rotation
+
+
+def test_field_zeroing_leaves_less_than_a_nanotesla(lab):
+    station, files = lab
+    assert_layout(files["field_zeroing"], "field_zeroing", steps_at_least=42)
+    coils = station.coils
+    true_field = station.lab.config.coils.residual_field_T + station.lab.config.coils.matrix @ (
+        coils.zero_field_currents_A
+    )
+    result = summary(files["field_zeroing"])
+    for axis, name in enumerate("xyz"):
+        _, sigma = result[f"residual_field_{name}_nT"]
+        assert abs(1e9 * true_field[axis]) < 4 * max(sigma, 0.3) + 0.5
+    assert np.linalg.norm(true_field) < 1.5e-9
+
+
+def test_spin_noise_fit_agrees_with_the_simulation_truth(lab, tmp_path):
+    station, _ = lab
+    path = run(station, tmp_path, "spin_noise", averages=20, bias_field_nT=[400.0, 0.0, 0.0])
+    assert_layout(path, "spin_noise")
+    with h5py.File(path, "r") as f:
+        spectra = f["spectra"]
+        assert spectra["frequency"].attrs["units"] == "Hz"
+        assert spectra["psd"].attrs["units"] == "rad^2/Hz"
+        assert spectra["psd"].attrs["window"] == "hann"
+        assert spectra["psd"].shape == spectra["psd_standard_error"].shape == spectra["model"].shape
+    values, t = summary(path), truth(path)
+    for name, true in (
+        ("atom_number", t["atom_number"]),
+        ("spin_exchange_rate", t["spin_exchange_rate_per_s"]),
+    ):
+        value, sigma = values[name]
+        assert abs(value - true) < 4 * sigma, name
+    field, sigma = values["field_T"]
+    # The end snapshot is taken after the coils went back to zero: rebuild the field of the run.
+    coils = station.lab.config.coils
+    applied = np.array([400e-9, 0.0, 0.0])
+    true_field = coils.residual_field_T + coils.matrix @ station.coils.currents_for_field(applied)
+    assert abs(field - np.linalg.norm(true_field)) < 4 * sigma
+    larmor, _ = values["larmor_frequency_Hz"]
+    assert larmor == pytest.approx(SERF_HZ_PER_NT * field, rel=0.02)
+
+
+def test_field_sweep_shows_the_serf_slowing_down(lab, tmp_path):
+    station, _ = lab
+    path = run(station, tmp_path, "field_sweep", start_nT=50.0, stop_nT=600.0, points=5,
+               averages=6)  # fmt: skip
+    assert_layout(path, "field_sweep", steps_at_least=5)
+    q, sigma = summary(path)["slowing_down_factor"]
+    # SERF at low field: q = γ_e/γ_SERF = 6.015 for ⁸⁷Rb with the nuclear moment.
+    assert abs(q - 6.015) < 4 * sigma + 0.05
+    with h5py.File(path, "r") as f:
+        np.testing.assert_allclose(f["results/applied_field_nT"][...], np.linspace(50, 600, 5))
+
+
+def test_temperature_sweep_steps_the_cell(lab, tmp_path):
+    station, _ = lab
+    path = run(station, tmp_path, "temperature_sweep", start_K=445.0, stop_K=450.0, points=2,
+               averages=6, dwell_s=5.0)  # fmt: skip
+    assert_layout(path, "temperature_sweep", steps_at_least=2)
+    with h5py.File(path, "r") as f:
+        measured = f["results/temperature_K"][...]
+        np.testing.assert_allclose(measured, [445.0, 450.0], atol=0.3)
+        rates = f["results/spin_exchange_rate"][...]
+        sigmas = f["results/spin_exchange_rate_uncertainty"][...]
+    # Each step's fitted R_SE is the vapour's n σ_SE v̄ at the temperature it was taken at.
+    for temperature, rate, sigma in zip(measured, rates, sigmas, strict=True):
+        assert abs(rate - vapour.spin_exchange_rate(temperature)) < 4 * sigma
+
+
+def test_probe_power_and_detuning_sweeps(lab, tmp_path):
+    station, _ = lab
+    power = run(station, tmp_path, "probe_power_sweep", start_A=0.10, stop_A=0.14, points=2,
+                averages=6)  # fmt: skip
+    assert_layout(power, "probe_power_sweep", steps_at_least=2)
+    with h5py.File(power, "r") as f:
+        np.testing.assert_allclose(f["results/laser_current_A"][...], [0.10, 0.14])
+        into_cell = f["results/probe_power_W"][...]
+    # The power into the cell, inferred from the sum channel through the cell's transmission,
+    # follows the laser above threshold (the detuning moves with the current too).
+    threshold = station.lab.config.laser.threshold_current_A
+    assert into_cell[1] / into_cell[0] == pytest.approx(
+        (0.14 - threshold) / (0.10 - threshold), rel=0.05
+    )
+    station.laser.current_A = 0.12
+    detuning = run(station, tmp_path, "detuning_sweep", start_GHz=62.0, stop_GHz=80.0,
+                   points=2, averages=6)  # fmt: skip
+    assert_layout(detuning, "detuning_sweep", steps_at_least=2)
+    with h5py.File(detuning, "r") as f:
+        np.testing.assert_allclose(f["results/probe_detuning_Hz"][...], [62e9, 80e9], rtol=1e-6)
+    assert station.lab.laser.detuning_Hz == pytest.approx(80e9, rel=1e-6)
+    assert "best_spin_to_shot_noise" in summary(detuning)
+
+
+def test_sensitivity_from_the_calibration_tone(lab, tmp_path):
+    station, _ = lab
+    path = run(station, tmp_path, "sensitivity", periods=3, averages=4)
+    assert_layout(path, "sensitivity", steps_at_least=6)
+    values = summary(path)
+    response, sigma = values["response_Hz_per_nT"]
+    assert abs(response - SERF_HZ_PER_NT * 1e-9) < 4 * sigma + 0.2
+    assert values["sensitivity_fT_per_rtHz"][0] > 0
+
+
+def test_entanglement_run_witnesses_entangled_atoms(lab, tmp_path):
+    station, _ = lab
+    path = run(station, tmp_path, "entanglement", averages=10, filter_records=4)
+    assert_layout(path, "entanglement")
+    values = summary(path)
+    xi2, sigma = values["squeezing_parameter"]
+    assert xi2 + 3 * sigma < 1.0
+    assert values["entanglement_witnessed"][0] == 1.0
+    assert values["innovations_consistent"][0] == 1.0
+    entangled, _ = values["entangled_atoms"]
+    atoms = values["atom_number"][0]
+    assert entangled == pytest.approx((1 - xi2) * atoms, rel=1e-6)
+
+
+def test_abort_keeps_finished_steps_and_leaves_the_lab_safe(lab, tmp_path):
+    station, _ = lab
+    procedure = PROCEDURES["field_sweep"].from_values(
+        {"start_nT": 100.0, "stop_nT": 500.0, "points": 5, "averages": 4}
+    )
+    stop = __import__("threading").Event()
+    path = tmp_path / "aborted.h5"
+    with pytest.raises(RunAborted):
+        run_procedure(procedure, station, path, on_step=lambda row: stop.set(), stop=stop)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "aborted"
+        assert f["results/applied_field_nT"].shape == (1,)
+        assert f["spectra/psd"].shape[0] == 1
+        assert "snapshot/end" in f
+    assert np.all(station.lab.coils.currents_A == 0.0)
+    assert station.heater.heater_range == "high"  # the station says: hold the heater
+
+
+def test_ctrl_c_marks_the_run_aborted(lab, tmp_path):
+    station, _ = lab
+    procedure = PROCEDURES["spin_noise"].from_values({"averages": 2})
+
+    def interrupt(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_procedure(procedure, station, tmp_path / "ctrl_c.h5", on_step=interrupt)
+    with h5py.File(tmp_path / "ctrl_c.h5", "r") as f:
+        assert f.attrs["status"] == "aborted"
+        assert f["spectra/psd"].shape[0] == 1
+
+
+def test_limits_are_checked_before_any_instrument_moves(lab, tmp_path):
+    station, _ = lab
+    setpoint = station.heater.setpoint_K
+    for name, values, message in (
+        ("warmup", {"target_temperature_K": 480.0}, "target_temperature_K = 480"),
+        ("field_sweep", {"stop_nT": 90000.0}, "stop_nT = 90000"),
+        ("entanglement", {"field_nT": 9000.0}, "field_nT = 9000"),
+        ("probe_power_sweep", {"stop_A": 0.2}, "stop_A = 0.2"),
+    ):
+        procedure = PROCEDURES[name].from_values(values)
+        with pytest.raises(ParameterError, match=message):
+            run_procedure(procedure, station, tmp_path / f"{name}.h5")
+        assert not (tmp_path / f"{name}.h5").exists()
+    assert station.heater.setpoint_K == setpoint
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "message"),
+    [
+        ("warmup", {"tolerance_K": -1}, "tolerance_K = -1 is outside the allowed range"),
+        ("spin_noise", {"averages": 0}, "averages = 0 is outside the allowed range [1, 100000]"),
+        ("spin_noise", {"decimation": 3}, "decimation = 3 is outside the allowed range one of"),
+        ("balance", {"fine_points": float("nan")}, "fine_points = nan is outside"),
+        ("warmup", {"colour": 1}, "unknown parameter(s) colour"),
+    ],
+)
+def test_invalid_parameters_name_the_parameter(name, values, message):
+    with pytest.raises(ParameterError) as error:
+        PROCEDURES[name].from_values(values)
+    assert message in str(error.value)

@@ -1,0 +1,132 @@
+"""`hotspin run`: headless runs, exit codes, Ctrl-C and SIGKILL, and runs over TCP via sim serve."""
+
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from sim_stations import NAMES, free_ports, station_text
+
+from procedures.cli import main
+from procedures.run import run_command
+
+
+def test_run_writes_the_file_and_prints_the_summary(tmp_path, capsys):
+    out = tmp_path / "warm.h5"
+    args = ["run", "warmup", "--set", "target_temperature_K=320", "--set", "dwell_s=5",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "warmup: completed" in printed and "final_temperature_K" in printed
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "completed"
+        assert f["results/temperature_K"][-1] == pytest.approx(320.0, abs=0.2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "warmup", "--set", "dwell_s=-1"], "dwell_s = -1 is outside the allowed range"),
+        (["run", "warmup", "--set", "target_temperature_K=480"], "heater.max_temperature_K"),
+        (["run", "teleport"], "unknown procedure 'teleport'"),
+        (["run", "spin_noise", "--set", "averages=many"], "averages = 'many' is not a number"),
+    ],
+)
+def test_bad_input_is_refused_before_the_run(tmp_path, capsys, args, message):
+    out = tmp_path / "never.h5"
+    assert main([*args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_failing_run_exits_1_and_says_why(tmp_path, capsys):
+    # A cold, unbalanced cell: the spectrum's records are clipped and the run fails clearly.
+    out = tmp_path / "fails.h5"
+    assert main(["run", "spin_noise", "--set", "averages=4", "--out", str(out)]) == 1
+    assert "polarimeter is far from balance" in capsys.readouterr().err
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "failed"
+        assert "far from balance" in f.attrs["error"]
+
+
+def start_run(out, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "procedures.cli", "run", "warmup", "--set", "sample_interval_s=2",
+         "--out", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for_progress(process, percent):
+    """Read the progress bar until it shows at least ``percent``."""
+    text = ""
+    while process.poll() is None:
+        text += process.stderr.read(40)
+        shown = [int(p) for p in text.replace("%", " % ").split() if p.isdigit()]
+        if shown and max(shown) >= percent:
+            return
+    raise AssertionError(f"the run ended before {percent} %: {text[-300:]}")
+
+
+def test_ctrl_c_aborts_with_status_aborted_and_keeps_the_steps(tmp_path):
+    out = tmp_path / "interrupted.h5"
+    process = start_run(out)
+    wait_for_progress(process, 10)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "aborted"
+        steps = f["results/temperature_K"].shape[0]
+        assert steps >= 2
+        assert f["results/time_s"].shape[0] == steps
+        assert "snapshot/end" in f
+
+
+def test_sigkill_leaves_a_readable_file_with_every_flushed_step(tmp_path):
+    out = tmp_path / "killed.h5"
+    process = start_run(out)
+    wait_for_progress(process, 10)
+    process.kill()
+    process.wait(timeout=30)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "running"
+        steps = f["results/temperature_K"].shape[0]
+        assert steps >= 2
+        for column in f["results"].values():
+            assert column.shape == (steps,)
+        assert np.all(np.isfinite(f["results/temperature_K"][...]))
+
+
+def test_the_same_procedures_run_through_sim_serve_over_tcp(tmp_path):
+    ports = free_ports(len(NAMES))
+    served = tmp_path / "served.toml"
+    served.write_text(station_text(ports, simulated=True).replace("50.0", "1000.0"))
+    client = tmp_path / "client.toml"
+    client.write_text(station_text(ports, simulated=False))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(served)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(1 + len(NAMES)):
+            server.stdout.readline()
+        runs = [
+            ("warmup", ["target_temperature_K=450", "dwell_s=5"]),
+            ("balance", []),
+            ("spin_noise", ["averages=6"]),
+        ]
+        for name, settings in runs:
+            assert run_command(name, settings, str(client), str(tmp_path / f"{name}.h5")) == 0
+        with h5py.File(tmp_path / "spin_noise.h5", "r") as f:
+            assert f.attrs["status"] == "completed"
+            assert "simulation_truth" not in f["snapshot/start"]
+            atoms = f["summary"].attrs["atom_number"]
+            sigma = f["summary"].attrs["atom_number_uncertainty"]
+            assert f["summary"].attrs["larmor_frequency_Hz"] == pytest.approx(4.659 * 300, rel=0.05)
+        # 450 K, 3 cm, 3.1 mm²: about 3.3e13 atoms in the beam.
+        assert abs(atoms - 3.28e13) < 4 * sigma
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
