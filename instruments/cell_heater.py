@@ -7,41 +7,51 @@ from typing import Any
 
 from analysis.checks import check_range
 from instruments.errors import InterlockError
-from instruments.lakeshore336 import LakeShore336
+from instruments.resilience import ResilientLink
 from instruments.station_config import HeaterConfig
 
 
 class CellHeater:
     """The cell temperature and its closed loop, never set above the station's maximum."""
 
-    def __init__(self, controller: LakeShore336, config: HeaterConfig) -> None:
-        self.controller = controller
+    def __init__(self, link: ResilientLink, config: HeaterConfig) -> None:
+        self.link = link
         self.config = config
         self.lock = threading.RLock()
-        self._input = getattr(controller, f"input_{config.input}")
-        self._output = getattr(controller, f"output_{config.output}")
+
+    def _input(self, controller: Any) -> Any:
+        return getattr(controller, f"input_{self.config.input}")
+
+    def _output(self, controller: Any) -> Any:
+        return getattr(controller, f"output_{self.config.output}")
 
     def configure(self) -> None:
         """Program heater setup, closed-loop mode on the cell sensor, ramp rate and TLIMIT."""
         c = self.config
         with self.lock:
-            self._output.setup_heater(round(c.heater_resistance_ohm), c.max_heater_current_A)
-            self._output.set_output_mode("closed_loop", c.input, powerup_enable=False)
-            self._output.configure_ramp(True, c.ramp_rate_K_per_min)
+            self.link.call(
+                lambda d: self._output(d).setup_heater(
+                    round(c.heater_resistance_ohm), c.max_heater_current_A
+                )
+            )
+            self.link.call(lambda d: self._output(d).set_output_mode("closed_loop", c.input, False))
+            self.link.call(lambda d: self._output(d).configure_ramp(True, c.ramp_rate_K_per_min))
             # The instrument's own trip, in case the software is not running when it matters.
-            self._input.temperature_limit_K = c.max_temperature_K
+            self.link.call(
+                lambda d: setattr(self._input(d), "temperature_limit_K", c.max_temperature_K)
+            )
 
     @property
     def temperature_K(self) -> float:
         """Measure the cell temperature in K."""
         with self.lock:
-            return float(self._input.kelvin)
+            return float(self.link.call(lambda d: self._input(d).kelvin))
 
     @property
     def setpoint_K(self) -> float:
         """Get the loop's setpoint in K."""
         with self.lock:
-            return float(self._output.setpoint)
+            return float(self.link.call(lambda d: self._output(d).setpoint))
 
     @setpoint_K.setter
     def setpoint_K(self, value: float) -> None:
@@ -50,62 +60,62 @@ class CellHeater:
         try:
             check_range("setpoint_K", value, 250.0, limit, "K")
         except ValueError as error:
-            raise InterlockError(self.controller.name, f"{error} (heater.max_temperature_K)") from (
-                None
-            )
+            raise InterlockError(self.link.name, f"{error} (heater.max_temperature_K)") from None
         with self.lock:
-            self._output.setpoint = value
+            self.link.call(lambda d: setattr(self._output(d), "setpoint", value))
 
     def set_ramp_rate(self, rate_K_per_min: float) -> None:
         """Ramp the setpoint at ``rate_K_per_min`` from now on (0.1–100 K/min)."""
         with self.lock:
-            self._output.configure_ramp(True, rate_K_per_min)
+            self.link.call(lambda d: self._output(d).configure_ramp(True, rate_K_per_min))
 
     @property
     def heater_output_percent(self) -> float:
         """Measure the heater output in % of the present range."""
         with self.lock:
-            return float(self._output.output)
+            return float(self.link.call(lambda d: self._output(d).output))
 
     @property
     def heater_range(self) -> str:
         """Get the heater range: off, low, medium or high."""
         with self.lock:
-            return str(self._output.range)
+            return str(self.link.call(lambda d: self._output(d).range))
 
     @heater_range.setter
     def heater_range(self, value: str) -> None:
         """Set the heater range: off, low, medium or high."""
         with self.lock:
-            self._output.range = value
+            self.link.call(lambda d: setattr(self._output(d), "range", value))
 
     @property
     def ramping(self) -> bool:
         """Get whether the setpoint is still ramping."""
         with self.lock:
-            return bool(self._output.ramping)
+            return bool(self.link.call(lambda d: self._output(d).ramping))
 
     def safe_state(self) -> None:
         """Leave the heater as the station says: hold the setpoint, or switch every output off."""
         if self.config.safe_state == "off":
             with self.lock:
-                self.controller.all_heaters_off()
+                self.link.call(lambda d: d.all_heaters_off())
 
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the heater loop."""
         with self.lock:
-            ramp = self._output.ramp
+            ramp = self.link.call(lambda d: self._output(d).ramp)
             return {
-                "idn": self.controller.id,
+                "idn": self.link.call(lambda d: d.id),
                 "temperature_K": self.temperature_K,
-                "reading_status": int(self._input.reading_status),
+                "reading_status": int(self.link.call(lambda d: self._input(d).reading_status)),
                 "setpoint_K": self.setpoint_K,
                 "heater_output_percent": self.heater_output_percent,
                 "heater_range": self.heater_range,
                 "ramp_enabled": bool(int(ramp[0])),
                 "ramp_rate_K_per_min": float(ramp[1]),
-                "pid": [float(v) for v in self._output.pid],
-                "temperature_limit_K": float(self._input.temperature_limit_K),
+                "pid": [float(v) for v in self.link.call(lambda d: self._output(d).pid)],
+                "temperature_limit_K": float(
+                    self.link.call(lambda d: self._input(d).temperature_limit_K)
+                ),
                 "max_temperature_K": self.config.max_temperature_K,
                 "safe_state": self.config.safe_state,
             }

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from instruments.errors import InterlockError
-from instruments.keithley6221 import Keithley6221
+from instruments.resilience import ResilientLink
 from instruments.station_config import CoilsConfig
 
 AXES = ("x", "y", "z")
@@ -28,7 +28,7 @@ class CoilSystem:
 
     def __init__(
         self,
-        sources: Sequence[Keithley6221],
+        sources: Sequence[ResilientLink],
         config: CoilsConfig,
         sleep: Callable[[float], None],
     ) -> None:
@@ -45,16 +45,16 @@ class CoilSystem:
         """Set compliance and a fixed range, start at 0 A and switch the outputs on."""
         with self.lock:
             for source in self.sources:
-                source.source_compliance = self.config.compliance_V
-                source.source_range = self.config.max_current_A
-                source.source_current = 0.0
-                source.source_enabled = True
+                source.call(lambda k: setattr(k, "source_compliance", self.config.compliance_V))
+                source.call(lambda k: setattr(k, "source_range", self.config.max_current_A))
+                source.call(lambda k: setattr(k, "source_current", 0.0))
+                source.call(lambda k: setattr(k, "source_enabled", True))
 
     @property
     def currents_A(self) -> np.ndarray:
         """Get the three source currents in A (x, y, z)."""
         with self.lock:
-            return np.array([float(s.source_current) for s in self.sources])
+            return np.array([float(s.call(lambda k: k.source_current)) for s in self.sources])
 
     def check_currents(self, currents_A: Sequence[float]) -> np.ndarray:
         """Return the currents if each is within the station's limit, else raise InterlockError."""
@@ -85,14 +85,14 @@ class CoilSystem:
                     self._sleep(RAMP_STEP_S)
                 level = present + (target - present) * k / steps
                 for source, current in zip(self.sources, level, strict=True):
-                    source.source_current = float(current)
+                    source.call(lambda k, i=float(current): setattr(k, "source_current", i))
 
     def _switch_on(self) -> None:
         """Switch on any output that is off (after a safe state), starting it at 0 A."""
         for source in self.sources:
-            if not source.source_enabled:
-                source.source_current = 0.0
-                source.source_enabled = True
+            if not source.call(lambda k: k.source_enabled):
+                source.call(lambda k: setattr(k, "source_current", 0.0))
+                source.call(lambda k: setattr(k, "source_enabled", True))
 
     @property
     def field_T(self) -> np.ndarray:
@@ -135,7 +135,7 @@ class CoilSystem:
         with self.lock:
             self.set_currents(np.zeros(3))
             for source in self.sources:
-                source.source_enabled = False
+                source.call(lambda k: setattr(k, "source_enabled", False))
 
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the three sources and the field they make."""
@@ -143,12 +143,12 @@ class CoilSystem:
             sources = {}
             for axis, source in zip(AXES, self.sources, strict=True):
                 sources[axis] = {
-                    "idn": source.id,
-                    "source_current_A": float(source.source_current),
-                    "source_compliance_V": float(source.source_compliance),
-                    "source_range_A": float(source.source_range),
-                    "source_enabled": bool(source.source_enabled),
-                    "in_compliance": bool(source.in_compliance),
+                    "idn": source.call(lambda k: k.id),
+                    "source_current_A": float(source.call(lambda k: k.source_current)),
+                    "source_compliance_V": float(source.call(lambda k: k.source_compliance)),
+                    "source_range_A": float(source.call(lambda k: k.source_range)),
+                    "source_enabled": bool(source.call(lambda k: k.source_enabled)),
+                    "in_compliance": bool(source.call(lambda k: k.in_compliance)),
                 }
             return {
                 "sources": sources,

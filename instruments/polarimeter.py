@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from analysis.spectra import angle_from_difference_and_sum
-from instruments.redpitaya import BUFFER_SIZE, RedPitaya
+from instruments.redpitaya import BUFFER_SIZE
+from instruments.resilience import ResilientLink
 from instruments.station_config import DigitiserConfig, PolarimeterConfig
-from instruments.thorlabs_ell14 import ELL14
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class Polarimeter:
 
     def __init__(
         self,
-        digitiser: RedPitaya,
-        mount: ELL14,
+        digitiser: ResilientLink,
+        mount: ResilientLink,
         config: PolarimeterConfig,
         digitiser_config: DigitiserConfig,
     ) -> None:
@@ -60,29 +60,29 @@ class Polarimeter:
         """Set the digitiser's decimation and input ranges for the detector's two outputs."""
         c, d = self.config, self.digitiser_config
         with self.lock:
-            self.digitiser.decimation = d.decimation
-            self.digitiser.analog_in[c.diff_channel].gain = d.diff_gain
-            self.digitiser.analog_in[c.sum_channel].gain = d.sum_gain
+            self.digitiser.call(lambda r: setattr(r, "decimation", d.decimation))
+            self.digitiser.call(lambda r: setattr(r.analog_in[c.diff_channel], "gain", d.diff_gain))
+            self.digitiser.call(lambda r: setattr(r.analog_in[c.sum_channel], "gain", d.sum_gain))
 
     def set_decimation(self, decimation: int) -> None:
         """Set the digitiser's decimation (its sample rate is 125 MHz / decimation)."""
         with self.lock:
-            self.digitiser.decimation = decimation
+            self.digitiser.call(lambda r: setattr(r, "decimation", decimation))
 
     @property
     def sample_rate_Hz(self) -> float:
         """Get the digitiser's sample rate in Hz."""
         with self.lock:
-            return float(self.digitiser.sample_rate_Hz)
+            return float(self.digitiser.call(lambda r: r.sample_rate_Hz))
 
     def acquire(self, n: int = BUFFER_SIZE) -> PolarimeterRecord:
         """Record ``n`` samples of V_diff and V_sum now."""
         c = self.config
         with self.lock:
-            record = self.digitiser.acquire((c.diff_channel, c.sum_channel), n)
+            record = self.digitiser.call(lambda r: r.acquire((c.diff_channel, c.sum_channel), n))
             ranges = (
-                self.digitiser.analog_in[c.diff_channel].full_scale_V,
-                self.digitiser.analog_in[c.sum_channel].full_scale_V,
+                self.digitiser.call(lambda r: r.analog_in[c.diff_channel].full_scale_V),
+                self.digitiser.call(lambda r: r.analog_in[c.sum_channel].full_scale_V),
             )
         return PolarimeterRecord(
             record.sample_rate_Hz,
@@ -108,13 +108,13 @@ class Polarimeter:
     def plate_angle_deg(self) -> float:
         """Measure the half-wave plate's angle in degrees."""
         with self.lock:
-            return float(self.mount.position_deg)
+            return float(self.mount.call(lambda m: m.position_deg))
 
     @plate_angle_deg.setter
     def plate_angle_deg(self, value: float) -> None:
         """Turn the half-wave plate to ``value`` degrees (taken modulo 360) and wait."""
         with self.lock:
-            self.mount.move_to(float(value) % 360.0, wait=True)
+            self.mount.call(lambda m: m.move_to(float(value) % 360.0, wait=True))
 
     def detected_power_W(self, record: PolarimeterRecord) -> float:
         """Return the light power on the detector from the sum channel, in W."""
@@ -124,7 +124,7 @@ class Polarimeter:
     def safe_state(self) -> None:
         """Stop the digitiser's acquisition."""
         with self.lock:
-            self.digitiser.acquisition_stop()
+            self.digitiser.call(lambda r: r.acquisition_stop())
 
     def snapshot(self) -> dict[str, Any]:
         """Return the detector calibration and every readable digitiser and mount setting."""
@@ -137,14 +137,17 @@ class Polarimeter:
                 "responsivity_A_per_W": c.responsivity_A_per_W,
                 "nep_W_per_rtHz": c.nep_W_per_rtHz,
                 "plate_angle_deg": self.plate_angle_deg,
-                "mount": {"info": str(self.mount.info), "address": c.mount_address},
+                "mount": {
+                    "info": str(self.mount.call(lambda m: m.info)),
+                    "address": c.mount_address,
+                },
                 "digitiser": {
-                    "idn": self.digitiser.id,
-                    "decimation": int(self.digitiser.decimation),
+                    "idn": self.digitiser.call(lambda r: r.id),
+                    "decimation": int(self.digitiser.call(lambda r: r.decimation)),
                     "sample_rate_Hz": self.sample_rate_Hz,
                     "diff_channel": c.diff_channel,
                     "sum_channel": c.sum_channel,
-                    "diff_gain": self.digitiser.analog_in[c.diff_channel].gain,
-                    "sum_gain": self.digitiser.analog_in[c.sum_channel].gain,
+                    "diff_gain": self.digitiser.call(lambda r: r.analog_in[c.diff_channel].gain),
+                    "sum_gain": self.digitiser.call(lambda r: r.analog_in[c.sum_channel].gain),
                 },
             }

@@ -7,8 +7,9 @@ from typing import Any
 
 from analysis.checks import check_range
 from instruments.errors import InterlockError
+from instruments.resilience import ResilientLink
 from instruments.station_config import LaserConfig
-from instruments.toptica_dlcpro import PIEZO_RANGE_V, DLCpro
+from instruments.toptica_dlcpro import PIEZO_RANGE_V
 
 
 class ProbeLaser:
@@ -18,8 +19,8 @@ class ProbeLaser:
     piezo voltage around the reference settings, valid inside the mode-hop-free range.
     """
 
-    def __init__(self, laser: DLCpro, config: LaserConfig) -> None:
-        self.laser = laser
+    def __init__(self, link: ResilientLink, config: LaserConfig) -> None:
+        self.link = link
         self.config = config
         self.lock = threading.RLock()
 
@@ -27,7 +28,7 @@ class ProbeLaser:
     def current_A(self) -> float:
         """Get the diode current setpoint in A."""
         with self.lock:
-            return float(self.laser.current_setpoint_A)
+            return float(self.link.call(lambda d: d.current_setpoint_A))
 
     @current_A.setter
     def current_A(self, value: float) -> None:
@@ -35,21 +36,21 @@ class ProbeLaser:
         try:
             check_range("current_A", value, 0.0, self.config.max_current_A, "A")
         except ValueError as error:
-            raise InterlockError(self.laser.name, f"{error} (laser.max_current_A)") from None
+            raise InterlockError(self.link.name, f"{error} (laser.max_current_A)") from None
         with self.lock:
-            self.laser.current_setpoint_A = value
+            self.link.call(lambda d: setattr(d, "current_setpoint_A", value))
 
     @property
     def piezo_voltage_V(self) -> float:
         """Get the external-cavity piezo voltage in V."""
         with self.lock:
-            return float(self.laser.piezo_voltage_V)
+            return float(self.link.call(lambda d: d.piezo_voltage_V))
 
     @piezo_voltage_V.setter
     def piezo_voltage_V(self, value: float) -> None:
         """Set the piezo voltage in V (the driver refuses values outside its range)."""
         with self.lock:
-            self.laser.piezo_voltage_V = value
+            self.link.call(lambda d: setattr(d, "piezo_voltage_V", value))
 
     @property
     def piezo_range_V(self) -> tuple[float, float]:
@@ -60,33 +61,33 @@ class ProbeLaser:
     def emission_enabled(self) -> bool:
         """Get whether the current driver is on."""
         with self.lock:
-            return bool(self.laser.emission_enabled)
+            return bool(self.link.call(lambda d: d.emission_enabled))
 
     @emission_enabled.setter
     def emission_enabled(self, value: bool) -> None:
         """Switch the current driver on or off."""
         with self.lock:
-            self.laser.emission_enabled = bool(value)
+            self.link.call(lambda d: setattr(d, "emission_enabled", bool(value)))
 
     @property
     def emitting(self) -> bool:
         """Get whether light comes out (driver on, interlock closed, key unlocked)."""
         with self.lock:
-            return bool(self.laser.emission)
+            return bool(self.link.call(lambda d: d.emission))
 
     @property
     def interlock_open(self) -> bool:
         """Get whether the interlock loop is open."""
         with self.lock:
-            return bool(self.laser.interlock_open)
+            return bool(self.link.call(lambda d: d.interlock_open))
 
     @property
     def detuning_Hz(self) -> float:
         """Get the detuning from the D1 F=2 line in Hz, from the station's calibration."""
         c = self.config
         with self.lock:
-            current = self.laser.current_setpoint_A
-            piezo = self.laser.piezo_voltage_V
+            current = self.link.call(lambda d: d.current_setpoint_A)
+            piezo = self.link.call(lambda d: d.piezo_voltage_V)
         return (
             c.reference_detuning_Hz
             + c.current_tuning_Hz_per_A * (current - c.reference_current_A)
@@ -97,25 +98,25 @@ class ProbeLaser:
         """Leave the laser as the station says: hold, or switch emission off."""
         if self.config.safe_state == "off":
             with self.lock:
-                self.laser.emission_enabled = False
+                self.link.call(lambda d: setattr(d, "emission_enabled", False))
 
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the laser."""
         with self.lock:
             return {
-                "system_type": self.laser.system_type,
-                "serial_number": self.laser.serial_number,
-                "firmware_version": self.laser.firmware_version,
+                "system_type": self.link.call(lambda d: d.system_type),
+                "serial_number": self.link.call(lambda d: d.serial_number),
+                "firmware_version": self.link.call(lambda d: d.firmware_version),
                 "current_setpoint_A": self.current_A,
-                "current_A": float(self.laser.current_A),
-                "current_clip_A": float(self.laser.current_clip_A),
+                "current_A": float(self.link.call(lambda d: d.current_A)),
+                "current_clip_A": float(self.link.call(lambda d: d.current_clip_A)),
                 "emission_enabled": self.emission_enabled,
                 "emission": self.emitting,
                 "interlock_open": self.interlock_open,
-                "frontkey_locked": bool(self.laser.frontkey_locked),
-                "temperature_setpoint_C": float(self.laser.temperature_setpoint_C),
-                "temperature_C": float(self.laser.temperature_C),
-                "piezo_voltage_V": float(self.laser.piezo_voltage_V),
+                "frontkey_locked": bool(self.link.call(lambda d: d.frontkey_locked)),
+                "temperature_setpoint_C": float(self.link.call(lambda d: d.temperature_setpoint_C)),
+                "temperature_C": float(self.link.call(lambda d: d.temperature_C)),
+                "piezo_voltage_V": float(self.link.call(lambda d: d.piezo_voltage_V)),
                 "detuning_Hz": self.detuning_Hz,
                 "max_current_A": self.config.max_current_A,
                 "safe_state": self.config.safe_state,

@@ -12,7 +12,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from instruments.lakeshore336 import LakeShore336
 from instruments.polarimeter import Polarimeter
 from instruments.probe_laser import ProbeLaser
 from instruments.redpitaya import RedPitaya
+from instruments.resilience import ResilientLink
 from instruments.station_config import StationConfig
 from instruments.thorlabs_ell14 import ELL14
 from instruments.toptica_dlcpro import DLCpro
@@ -134,7 +135,7 @@ class Station:
         self.lab: Any = None
         self.server: Any = None
         self.simulated_instruments: dict[str, Any] = {}
-        self._adapters: list[Any] = []
+        self.links: dict[str, ResilientLink] = {}
         if config.simulated:
             self._start_simulation(transport or config.simulation.transport)
         else:
@@ -157,7 +158,9 @@ class Station:
         self.lab = SimulatedLab(lab_config_for(self.config), self.clock)
         self.simulated_instruments = simulated_instruments(self.config, self.lab)
         if transport == "inprocess":
-            connections = {n: InProcessAdapter(s) for n, s in self.simulated_instruments.items()}
+            connections = {
+                n: (lambda s=s: InProcessAdapter(s)) for n, s in self.simulated_instruments.items()
+            }
         elif transport == "tcp":
             self.server = SimServer({n: (s, 0) for n, s in self.simulated_instruments.items()})
             self.server.start()
@@ -167,39 +170,50 @@ class Station:
         self._connect(connections)
 
     def _connect(self, connections: dict[str, Any]) -> None:
-        """Open every driver on its connection and wrap them in the virtual instruments."""
+        """Open every driver on its connection, each behind a link that reconnects and retries.
+
+        A connection is a VISA resource name, or a callable returning a fresh in-process adapter
+        (the simulated lab); either way a link can build its driver again after a link fault.
+        """
         c = self.config
-        # Resource names open through pyvisa with the station's VISA library; adapters as given.
+        timeout = {"timeout": c.station.timeout_ms}
         visa = {"visa_library": c.station.visa_library}
 
-        def options(name: str) -> dict[str, Any]:
-            return visa if isinstance(connections[name], str) else {}
+        def opener(name: str) -> Callable[[], Any]:
+            target = connections[name]
+            if isinstance(target, str):
+                return lambda: target
+            return target
 
+        def options(name: str) -> dict[str, Any]:
+            return {**timeout, **(visa if isinstance(connections[name], str) else {})}
+
+        builders = {
+            "heater": lambda: LakeShore336(opener("heater")(), **options("heater")),
+            "laser": lambda: DLCpro(
+                opener("laser")(), current_limit_A=c.laser.max_current_A, **options("laser")
+            ),
+            "mount": lambda: ELL14(
+                opener("mount")(), address=c.polarimeter.mount_address, **options("mount")
+            ),
+            "digitiser": lambda: RedPitaya(
+                opener("digitiser")(), sleep=self.clock.sleep, **options("digitiser")
+            ),
+        }
+        for name in ("coil_x", "coil_y", "coil_z"):
+            builders[name] = lambda name=name: Keithley6221(opener(name)(), **options(name))
         try:
-            heater = LakeShore336(connections["heater"], **options("heater"))
-            self._adapters.append(heater.adapter)
-            laser = DLCpro(
-                connections["laser"], current_limit_A=c.laser.max_current_A, **options("laser")
-            )
-            self._adapters.append(laser.adapter)
-            mount = ELL14(
-                connections["mount"], address=c.polarimeter.mount_address, **options("mount")
-            )
-            self._adapters.append(mount.adapter)
-            digitiser = RedPitaya(
-                connections["digitiser"], sleep=self.clock.sleep, **options("digitiser")
-            )
-            self._adapters.append(digitiser.adapter)
-            sources = []
-            for name in ("coil_x", "coil_y", "coil_z"):
-                sources.append(Keithley6221(connections[name], **options(name)))
-                self._adapters.append(sources[-1].adapter)
+            for name, build in builders.items():
+                self.links[name] = ResilientLink(name, build, retries=c.station.retries)
         except Exception:
             self.close()
             raise
-        self.heater = CellHeater(heater, c.heater)
-        self.laser = ProbeLaser(laser, c.laser)
-        self.polarimeter = Polarimeter(digitiser, mount, c.polarimeter, c.digitiser)
+        links = self.links
+        self.heater = CellHeater(links["heater"], c.heater)
+        self.laser = ProbeLaser(links["laser"], c.laser)
+        self.polarimeter = Polarimeter(links["digitiser"], links["mount"], c.polarimeter,
+                                       c.digitiser)  # fmt: skip
+        sources = [links["coil_x"], links["coil_y"], links["coil_z"]]
         self.coils = CoilSystem(sources, c.coils, self.clock.sleep)
 
     # --- use -----------------------------------------------------------------------------------
@@ -256,23 +270,36 @@ class Station:
             snapshot["simulation_truth"]["time_s"] = self.clock.now()
         return snapshot
 
-    def safe_state(self) -> list[str]:
-        """Bring every instrument to its safe state; return the failures (never raises)."""
-        failures = []
-        for role in ("coils", "polarimeter", "heater", "laser"):
-            try:
-                getattr(self, role).safe_state()
-            except Exception as error:
-                log.error("safe state of %s failed: %s", role, error)
-                failures.append(f"{role}: {type(error).__name__}: {error}")
-        return failures
+    def safe_state(self, attempts: int = 3, pause_s: float = 1.0) -> list[str]:
+        """Bring every instrument to its safe state; return what failed (never raises).
+
+        A role whose safe state fails (a link down, an instrument hung) is tried again after a
+        pause, up to ``attempts`` times, because leaving a coil energised or a heater on is
+        worse than waiting a few seconds for a link to come back.
+        """
+        pending = ["coils", "polarimeter", "heater", "laser"]
+        failures: dict[str, str] = {}
+        for attempt in range(attempts):
+            for role in list(pending):
+                try:
+                    getattr(self, role).safe_state()
+                except Exception as error:
+                    log.error("safe state of %s failed: %s", role, error)
+                    failures[role] = f"{role}: {type(error).__name__}: {error}"
+                else:
+                    pending.remove(role)
+                    failures.pop(role, None)
+            if not pending:
+                break
+            if attempt < attempts - 1:
+                time.sleep(pause_s)
+        return list(failures.values())
 
     def close(self) -> None:
         """Close every connection and stop a simulated lab's server."""
-        for adapter in self._adapters:
-            with contextlib.suppress(Exception):
-                adapter.close()
-        self._adapters.clear()
+        for link in self.links.values():
+            link.close()
+        self.links.clear()
         if self.server is not None:
             self.server.stop()
             self.server = None

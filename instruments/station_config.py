@@ -41,6 +41,14 @@ class StationInfo:
     simulated: bool = True
     # The VISA implementation: "@py" is pyvisa-py; "" lets pyvisa look for a vendor library.
     visa_library: str = "@py"
+    timeout_ms: int = 2000  # per exchange; a stalled instrument costs (retries + 1) of these
+    retries: int = 2  # reconnections and repeats after a link fault, before giving up
+    watchdog_timeout_s: float = 600.0  # a run paused by its watchdog longer than this aborts
+
+    def __post_init__(self) -> None:
+        check_range("station.timeout_ms", self.timeout_ms, 10, 600_000, "ms")
+        check_range("station.retries", self.retries, 0, 10)
+        check_range("station.watchdog_timeout_s", self.watchdog_timeout_s, 1, 86400, "s")
 
 
 @dataclass(frozen=True)
@@ -78,9 +86,11 @@ class HeaterConfig:
     max_heater_current_A: float = 1.0
     ramp_rate_K_per_min: float = 5.0
     safe_state: str = "hold"
+    watchdog_band_K: float = 2.0  # a measurement pauses while |T − setpoint| exceeds this
 
     def __post_init__(self) -> None:
         _check_choice("heater.input", self.input, ("A", "B", "C", "D"))
+        check_range("heater.watchdog_band_K", self.watchdog_band_K, 0.01, 100, "K")
         _check_choice("heater.output", str(self.output), ("1", "2"))
         check_range("heater.max_temperature_K", self.max_temperature_K, 250, 700, "K")
         _check_choice(

@@ -259,12 +259,32 @@ def analyze_spectrum(
     return result
 
 
+def mark_crashed(path: Path) -> bool:
+    """Mark a run file that says `running` but that no process holds as failed; return whether.
+
+    A running procedure holds its file open for writing, so `_open` refuses it; a file that
+    opens for writing and still says `running` belongs to a run that crashed or was killed.
+    """
+    with _open(path, "r+") as f:
+        if str(_plain(f.attrs.get("status", ""))) != "running":
+            return False
+        f.attrs["status"] = "failed"
+        f.attrs["error"] = (
+            "the run ended without closing its file (crash, kill or power loss); "
+            "every step written before is kept"
+        )
+        f.attrs["crash_detected"] = now_iso()
+    return True
+
+
 def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
     """Analyse a run file or simulated record; with ``write``, store the results in it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     computed: Spectrum | None = None
+    if write:
+        mark_crashed(path)
     with _open(path, "r") as f:
         attrs = f.attrs
         procedure = str(_plain(attrs.get("procedure", "unknown")))
@@ -274,6 +294,11 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
             notes.append(
                 "status 'running': the run never finished (it crashed or is still being "
                 "written); analysing what it saved"
+            )
+        elif "crash_detected" in attrs:
+            notes.append(
+                "the run had crashed (its file said 'running'); marked failed, analysing what "
+                "it saved"
             )
         elif status in ("failed", "aborted"):
             reason = _plain(attrs.get("error", ""))

@@ -24,6 +24,7 @@ class Balance(HotspinProcedure):
 
     NAME = "balance"
     SUMMARY = "turn the half-wave plate to null V_diff/V_sum; records the curve and the residual"
+    WATCHES = ("interlock",)
 
     start_deg = FloatParameter(
         "first plate angle of the coarse scan", units="deg", minimum=0.0, maximum=359.0,
@@ -47,6 +48,7 @@ class Balance(HotspinProcedure):
     def _measure(self, angle_deg: float) -> tuple[float, float, bool]:
         """Turn the plate, record, and return (imbalance, its standard error, clipped)."""
         self.check_stop()
+        self.watch()
         polarimeter = self.station.polarimeter
         polarimeter.plate_angle_deg = angle_deg
         record = polarimeter.acquire(self.samples)

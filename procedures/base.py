@@ -28,6 +28,7 @@ import numpy as np
 from pymeasure.experiment import Parameter, Procedure
 
 from analysis.checks import ParameterError
+from instruments.errors import InstrumentError
 from procedures.parameters import parse_value
 from procedures.recorder import RunAborted, RunFile
 
@@ -46,6 +47,9 @@ class HotspinProcedure(Procedure):
     NAME: ClassVar[str] = ""
     #: One line saying what the procedure measures.
     SUMMARY: ClassVar[str] = ""
+    #: What the watchdog guards while this procedure measures: "temperature" (the cell within
+    #: the station's band of the setpoint) and "interlock" (the laser's interlock closed).
+    WATCHES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
@@ -103,6 +107,46 @@ class HotspinProcedure(Procedure):
         """Raise RunAborted if the operator has asked the run to stop."""
         if self.should_stop():
             raise RunAborted("stopped by the operator")
+
+    def event(self, kind: str, message: str) -> None:
+        """Record an event of the run (watchdog pause, resume, abort) with the station time."""
+        assert self.run is not None
+        self.run.append_event(self.station.clock.now(), kind, message)
+        self.notes.append(f"{self.NAME}: {message}")
+
+    def _problems(self) -> list[str]:
+        """Return what is wrong now among the conditions this procedure watches."""
+        problems = []
+        station = self.station
+        if "interlock" in self.WATCHES and station.laser.interlock_open:
+            problems.append("the laser interlock is open")
+        if "temperature" in self.WATCHES:
+            band = station.config.heater.watchdog_band_K
+            temperature, setpoint = station.heater.temperature_K, station.heater.setpoint_K
+            if abs(temperature - setpoint) > band:
+                problems.append(
+                    f"the cell is at {temperature:.2f} K, outside {setpoint:g} ± {band:g} K"
+                )
+        return problems
+
+    def watch(self) -> None:
+        """Pause while a watched condition is wrong, resume when it is right again, and abort
+        after the station's watchdog timeout; every pause, resumption and abort is recorded."""
+        problems = self._problems()
+        if not problems:
+            return
+        clock = self.station.clock
+        timeout = self.station.config.station.watchdog_timeout_s
+        start = clock.now()
+        self.event("paused", "paused: " + "; ".join(problems))
+        while problems:
+            if clock.now() - start > timeout:
+                message = f"aborted after {timeout:g} s paused: " + "; ".join(problems)
+                self.event("aborted", message)
+                raise RunAborted(f"watchdog: {message}")
+            self.wait(min(5.0, timeout / 10))
+            problems = self._problems()
+        self.event("resumed", f"resumed after {clock.now() - start:.1f} s")
 
     def ensure_probe_light(self) -> None:
         """Switch the probe laser's emission on if it is off (noted); refuse if it cannot emit."""
@@ -189,6 +233,10 @@ def run_procedure(
             run.write_snapshot("start", station.snapshot())
             procedure.execute()
             procedure.check_stop()
+        except InstrumentError as error:
+            # An instrument that still fails after its link's reconnections and retries: the
+            # run stops here, safely, with what it has; the reason goes into the file.
+            raise RunAborted(f"{type(error).__name__}: {error}") from error
         finally:
             failures = station.safe_state()
             if failures:

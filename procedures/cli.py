@@ -128,8 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hotspin {args.command}: error: {error}", file=sys.stderr)
         return 2
     except (InstrumentError, RuntimeError, TimeoutError, ValueError, OSError) as error:
-        print(f"hotspin {args.command}: failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1 if args.command == "run" else 2
+        if args.command == "run":  # the run started and failed: its file says so too
+            print(f"hotspin run: failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+        print(f"hotspin {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"hotspin {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -86,6 +86,7 @@ class RunFile:
             status = "completed"
         elif issubclass(exc_type, KeyboardInterrupt | RunAborted):
             status = "aborted"
+            self.file.attrs["abort_reason"] = str(exc) or "interrupted (Ctrl-C)"
         else:
             status = "failed"
             self.file.attrs["error"] = f"{exc_type.__name__}: {exc}"
@@ -119,6 +120,22 @@ class RunFile:
     def write_truth(self, attributes: Mapping[str, Any]) -> None:
         """Store the simulation truth (parameters and derived values) in group `truth`."""
         write_attributes(self.file.require_group("truth"), attributes)
+        self.flush()
+
+    def append_event(self, time_s: float, kind: str, message: str) -> None:
+        """Append a watchdog or fault event to the `events` table (time, kind, message)."""
+        events = self.file.require_group("events")
+        text = h5py.string_dtype()
+        if "time_s" not in events:
+            events.create_dataset("time_s", shape=(0,), maxshape=(None,), dtype=float,
+                                  chunks=(64,)).attrs["units"] = "s"  # fmt: skip
+            events.create_dataset("kind", shape=(0,), maxshape=(None,), dtype=text, chunks=(64,))
+            events.create_dataset("message", shape=(0,), maxshape=(None,), dtype=text,
+                                  chunks=(64,))  # fmt: skip
+        for name, value in (("time_s", time_s), ("kind", kind), ("message", message)):
+            column = events[name]
+            column.resize(column.shape[0] + 1, axis=0)
+            column[-1] = value
         self.flush()
 
     def write_summary(self, summary: Mapping[str, tuple[float, float, str]]) -> None:

@@ -66,6 +66,8 @@ class SpinNoiseStep:
 class SpectrumProcedure(HotspinProcedure):
     """A procedure that takes spin-noise spectra: averaging, digitiser rate, Welch segments."""
 
+    WATCHES = ("temperature", "interlock")
+
     averages = IntegerParameter(
         "digitiser records averaged per spectrum", minimum=1, maximum=100000, default=20
     )
@@ -90,6 +92,7 @@ class SpectrumProcedure(HotspinProcedure):
         powers, clipped = [], 0
         for k in range(int(self.averages)):
             self.check_stop()
+            self.watch()
             record = polarimeter.acquire()
             if record.clipped:
                 clipped += 1  # a few are tolerated (and flagged); most of them end the run

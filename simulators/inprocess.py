@@ -2,7 +2,8 @@
 
 It behaves like pyvisa on a raw socket, so a driver cannot tell the difference: `read` stops at the
 last character of the read termination and strips the whole termination, `read_bytes(n)` returns
-exactly n bytes, and a read with nothing to read raises pyvisa's timeout error.
+exactly n bytes, and a read with nothing to read raises pyvisa's timeout error. A connection the
+simulated instrument dropped raises pyvisa's connection-lost error from then on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pymeasure.adapters import Adapter
 from pyvisa import constants
 from pyvisa.errors import VisaIOError
 
-from simulators.instrument_base import SimulatedInstrument
+from simulators.instrument_base import ConnectionDropped, SimulatedInstrument
 
 
 class InProcessAdapter(Adapter):
@@ -40,15 +41,26 @@ class InProcessAdapter(Adapter):
             else write_termination
         )
         self.encoding = encoding
+        self._dropped = False
         self._buffer = bytearray(self.session.greeting())
 
     def _write(self, command: str, **kwargs: object) -> None:
         self._write_bytes((command + self.write_termination).encode(self.encoding))
 
     def _write_bytes(self, content: bytes, **kwargs: object) -> None:
-        self._buffer.extend(self.session.feed(bytes(content)))
+        self._check_link()
+        try:
+            self._buffer.extend(self.session.feed(bytes(content)))
+        except ConnectionDropped:
+            self._dropped = True
+            raise VisaIOError(constants.StatusCode.error_connection_lost) from None
+
+    def _check_link(self) -> None:
+        if self._dropped:
+            raise VisaIOError(constants.StatusCode.error_connection_lost)
 
     def _read(self, **kwargs: object) -> str:
+        self._check_link()
         termination = self.read_termination
         if not termination:
             message, self._buffer = bytes(self._buffer), bytearray()
@@ -66,6 +78,7 @@ class InProcessAdapter(Adapter):
         return message[: -len(termination)]
 
     def _read_bytes(self, count: int, break_on_termchar: bool = False, **kwargs: object) -> bytes:
+        self._check_link()
         if count < 0:
             data, self._buffer = bytes(self._buffer), bytearray()
             return data

@@ -7,9 +7,105 @@ commands the way the real instrument does, and returns the bytes the instrument 
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from analysis.checks import ParameterError, check_range
 from simulators.lab import SimulatedLab
+
+FAULT_KINDS = ("drop", "delay", "corrupt", "error", "stall")
+
+
+class ConnectionDropped(Exception):  # noqa: N818 (a simulated event, not an error of ours)
+    """The simulated instrument has dropped this client's connection."""
+
+
+@dataclass
+class Fault:
+    """A fault the simulated instrument will commit, for tests and for the station file.
+
+    ``drop`` closes the client's connection; ``delay`` answers ``delay_s`` late; ``corrupt``
+    garbles the reply; ``error`` answers as the instrument answers an invalid command (its own
+    error reply, error-queue entry or status bit); ``stall`` answers nothing for ``duration_s``
+    (forever when None). The fault strikes after ``after`` commands and lasts ``count`` commands
+    (a stall lasts its duration instead).
+    """
+
+    kind: str
+    after: int = 0
+    count: int = 1
+    delay_s: float = 0.2
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ParameterError(f"fault kind = {self.kind!r} is not one of {list(FAULT_KINDS)}")
+        check_range("fault after", self.after, 0, 1e9, "commands")
+        check_range("fault count", self.count, 1, 1e9, "commands")
+        check_range("fault delay_s", self.delay_s, 0.0, 3600.0, "s")
+        if self.duration_s is not None:
+            check_range("fault duration_s", self.duration_s, 0.0, 1e6, "s")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Fault:
+        """Build a fault from a station-file table; unknown names are an error naming them."""
+        known = {"kind", "after", "count", "delay_s", "duration_s"}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise ParameterError(f"unknown fault setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**mapping)
+
+
+class FaultInjector:
+    """The faults planned for one simulated instrument, consumed command by command."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._planned: list[Fault] = []
+        self._stalled_until: float | None = None
+        self.committed: list[str] = []  # the kinds of the faults committed so far
+
+    def add(self, fault: Fault) -> None:
+        """Plan a fault (its ``after`` counts from now)."""
+        with self._lock:
+            self._planned.append(Fault(**vars(fault)))
+
+    def clear(self) -> None:
+        """Forget every planned fault and end a stall."""
+        with self._lock:
+            self._planned.clear()
+            self._stalled_until = None
+
+    def next(self) -> Fault | None:
+        """Return the fault this command meets, if any, and count the command."""
+        with self._lock:
+            now = time.monotonic()
+            if self._stalled_until is not None:
+                if now < self._stalled_until:
+                    return Fault("stall")
+                self._stalled_until = None
+            hit = None
+            for fault in self._planned:
+                if fault.after > 0:
+                    fault.after -= 1
+                elif hit is None:
+                    hit = fault
+            if hit is None:
+                return None
+            self.committed.append(hit.kind)
+            if hit.kind == "stall":
+                self._planned.remove(hit)
+                length = math.inf if hit.duration_s is None else hit.duration_s
+                self._stalled_until = now + length
+            else:
+                hit.count -= 1
+                if hit.count <= 0:
+                    self._planned.remove(hit)
+            return hit
 
 
 class SimulatedInstrument:
@@ -25,12 +121,15 @@ class SimulatedInstrument:
     output_terminator: bytes = b"\n"
     #: Port of the real instrument's raw-socket interface (the default for `hotspin sim serve`).
     default_port: int = 0
+    #: A command the instrument does not know, for the ``error`` fault.
+    invalid_command: bytes = b"BOGUS"
 
     def __init__(self, lab: SimulatedLab, name: str) -> None:
         self.lab = lab
         self.name = name
         # One command at a time, as the real instrument's parser; shared by every connection.
         self.lock = threading.RLock()
+        self.faults = FaultInjector()
 
     def open_session(self) -> Session:
         """Return a new session for one client connection."""
@@ -49,6 +148,15 @@ class SimulatedInstrument:
         """Execute one command and return the reply bytes, terminator included (b'' for none)."""
         raise NotImplementedError
 
+    def error_reply(self, command: bytes) -> bytes:
+        """Answer ``command`` as if it had been mistyped: the instrument's own error answer.
+
+        The default sends the invalid command instead. Instruments that report errors through a
+        status register or an error queue override it to run the invalid command before the real
+        one, so the driver's usual error check finds it.
+        """
+        return self.handle(self.invalid_command)
+
 
 class Session:
     """One client's connection to a simulated instrument: framing and replies."""
@@ -62,10 +170,35 @@ class Session:
         return self.instrument.greeting()
 
     def feed(self, data: bytes) -> bytes:
-        """Take bytes from the client; return the bytes of every reply they complete."""
+        """Take bytes from the client; return the bytes of every reply they complete.
+
+        Raises ConnectionDropped when a ``drop`` fault strikes (the transport then closes).
+        """
         commands, self._pending = self.instrument.split(self._pending + data)
         replies = []
         for command in commands:
+            fault = self.instrument.faults.next()
+            if fault is not None and fault.kind == "drop":
+                raise ConnectionDropped(self.instrument.name)
+            if fault is not None and fault.kind == "stall":
+                continue  # the command is lost; nothing comes back
+            if fault is not None and fault.kind == "delay":
+                time.sleep(fault.delay_s)
             with self.instrument.lock:
-                replies.append(self.instrument.handle(command))
+                if fault is not None and fault.kind == "error":
+                    reply = self.instrument.error_reply(command)
+                else:
+                    reply = self.instrument.handle(command)
+            if fault is not None and fault.kind == "corrupt":
+                reply = corrupt(reply, self.instrument.output_terminator)
+            replies.append(reply)
         return b"".join(replies)
+
+
+def corrupt(reply: bytes, terminator: bytes) -> bytes:
+    """Return ``reply`` garbled as line noise would: its characters replaced, its end kept."""
+    body = reply[: -len(terminator)] if terminator and reply.endswith(terminator) else reply
+    if not body:
+        return reply
+    garbled = bytes(0x3F if b not in (0x0A, 0x0D) else b for b in body[: min(len(body), 8)])
+    return garbled + body[8:] + reply[len(body) :]

@@ -140,6 +140,10 @@ class SimulatedKeithley6221(SimulatedInstrument):
             self._reset_settings()
 
     # --- framing and parsing --------------------------------------------------------------------
+    def error_reply(self, command: bytes) -> bytes:
+        """Run an invalid command before the real one: the error lands where the driver looks."""
+        return self.handle(self.invalid_command) + self.handle(command)
+
     def handle(self, command: bytes) -> bytes:
         """Execute one message; reply with its queries' answers joined by ``;``."""
         replies = []

@@ -217,6 +217,10 @@ class SimulatedLakeShore336(SimulatedInstrument):
             lab.heater_control = self._control
 
     # --- framing and dispatch -------------------------------------------------------------------
+    def error_reply(self, command: bytes) -> bytes:
+        """Run an invalid command before the real one: the error lands where the driver looks."""
+        return self.handle(self.invalid_command) + self.handle(command)
+
     def handle(self, command: bytes) -> bytes:
         """Execute one message (``;``-chained commands); reply with the joined answers."""
         replies = []

@@ -372,6 +372,10 @@ class SimulatedRedPitaya(SimulatedInstrument):
         return ("{" + ",".join(text.format(v) for v in values.tolist()) + "}").encode("ascii")
 
     # --- the SCPI interpreter --------------------------------------------------------------------
+    def error_reply(self, command: bytes) -> bytes:
+        """Run an invalid command before the real one: the error lands where the driver looks."""
+        return self.handle(self.invalid_command) + self.handle(command)
+
     def handle(self, command: bytes) -> bytes:
         """Execute one line (one or more ``;``-separated commands); return the reply line."""
         session = self.session

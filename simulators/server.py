@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from types import TracebackType
 
-from simulators.instrument_base import SimulatedInstrument
+from simulators.instrument_base import ConnectionDropped, SimulatedInstrument
 
 _RECEIVE_CHUNK = 65536
 
@@ -41,6 +41,8 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
                 reply = session.feed(data)
                 if reply:
                     connection.sendall(reply)
+        except ConnectionDropped:
+            return  # a simulated fault: the instrument closes this connection
         except OSError:
             return  # the client went away, or the server is shutting down
 

@@ -97,6 +97,10 @@ class SimulatedELL14(SimulatedInstrument):
             commands.append(buffer[start : start + length])
             start += length
 
+    def error_reply(self, command: bytes) -> bytes:
+        """Answer an unknown command (status 3) in place of this one."""
+        return self.handle(f"{self.address}zz".encode("ascii"))
+
     def handle(self, command: bytes) -> bytes:
         """Execute one command; return the move's answer if it is due, then the reply."""
         text = command.decode("ascii", "replace")

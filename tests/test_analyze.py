@@ -131,11 +131,18 @@ def test_crashed_run_is_reported_and_what_it_saved_is_analysed(tmp_path):
     saved_run(path, (450.0, 455.0), crash=True)
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "running"
-    analysis = analyze_file(path)
-    assert analysis.status == "running"
-    assert any("never finished" in note for note in analysis.notes)
+    looked = analyze_file(path, write=False)  # a look only: the file is left as it is
+    assert looked.status == "running"
+    assert any("never finished" in note for note in looked.notes)
+    analysis = analyze_file(path)  # marks the crash, then analyses what was saved
+    assert analysis.status == "failed"
+    assert any("had crashed" in note for note in analysis.notes)
     assert [r.error for r in analysis.spectra] == [None, None]
-    assert "status running" in format_report(analysis)
+    assert "status failed" in format_report(analysis)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "failed"
+        assert "without closing its file" in f.attrs["error"]
+        assert "crash_detected" in f.attrs
 
 
 def test_crashed_simulated_record_is_cut_where_writing_stopped(tmp_path):
