@@ -45,13 +45,13 @@ class CellHeater:
     def temperature_K(self) -> float:
         """Measure the cell temperature in K."""
         with self.lock:
-            return float(self.link.call(lambda d: self._input(d).kelvin))
+            return self.link.call(lambda d: float(self._input(d).kelvin))
 
     @property
     def setpoint_K(self) -> float:
         """Get the loop's setpoint in K."""
         with self.lock:
-            return float(self.link.call(lambda d: self._output(d).setpoint))
+            return self.link.call(lambda d: float(self._output(d).setpoint))
 
     @setpoint_K.setter
     def setpoint_K(self, value: float) -> None:
@@ -73,13 +73,13 @@ class CellHeater:
     def heater_output_percent(self) -> float:
         """Measure the heater output in % of the present range."""
         with self.lock:
-            return float(self.link.call(lambda d: self._output(d).output))
+            return self.link.call(lambda d: float(self._output(d).output))
 
     @property
     def heater_range(self) -> str:
         """Get the heater range: off, low, medium or high."""
         with self.lock:
-            return str(self.link.call(lambda d: self._output(d).range))
+            return self.link.call(lambda d: str(self._output(d).range))
 
     @heater_range.setter
     def heater_range(self, value: str) -> None:
@@ -91,7 +91,7 @@ class CellHeater:
     def ramping(self) -> bool:
         """Get whether the setpoint is still ramping."""
         with self.lock:
-            return bool(self.link.call(lambda d: self._output(d).ramping))
+            return self.link.call(lambda d: bool(self._output(d).ramping))
 
     def safe_state(self) -> None:
         """Leave the heater as the station says: hold the setpoint, or switch every output off."""
@@ -102,19 +102,19 @@ class CellHeater:
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the heater loop."""
         with self.lock:
-            ramp = self.link.call(lambda d: self._output(d).ramp)
+            ramp = self.link.call(lambda d: [float(v) for v in self._output(d).ramp])
             return {
-                "idn": self.link.call(lambda d: d.id),
+                "idn": self.link.call(lambda d: str(d.id)),
                 "temperature_K": self.temperature_K,
-                "reading_status": int(self.link.call(lambda d: self._input(d).reading_status)),
+                "reading_status": self.link.call(lambda d: int(self._input(d).reading_status)),
                 "setpoint_K": self.setpoint_K,
                 "heater_output_percent": self.heater_output_percent,
                 "heater_range": self.heater_range,
                 "ramp_enabled": bool(int(ramp[0])),
                 "ramp_rate_K_per_min": float(ramp[1]),
-                "pid": [float(v) for v in self.link.call(lambda d: self._output(d).pid)],
-                "temperature_limit_K": float(
-                    self.link.call(lambda d: self._input(d).temperature_limit_K)
+                "pid": self.link.call(lambda d: [float(v) for v in self._output(d).pid]),
+                "temperature_limit_K": self.link.call(
+                    lambda d: float(self._input(d).temperature_limit_K)
                 ),
                 "max_temperature_K": self.config.max_temperature_K,
                 "safe_state": self.config.safe_state,

@@ -54,7 +54,7 @@ class CoilSystem:
     def currents_A(self) -> np.ndarray:
         """Get the three source currents in A (x, y, z)."""
         with self.lock:
-            return np.array([float(s.call(lambda k: k.source_current)) for s in self.sources])
+            return np.array([s.call(lambda k: float(k.source_current)) for s in self.sources])
 
     def check_currents(self, currents_A: Sequence[float]) -> np.ndarray:
         """Return the currents if each is within the station's limit, else raise InterlockError."""
@@ -90,7 +90,7 @@ class CoilSystem:
     def _switch_on(self) -> None:
         """Switch on any output that is off (after a safe state), starting it at 0 A."""
         for source in self.sources:
-            if not source.call(lambda k: k.source_enabled):
+            if not source.call(lambda k: bool(k.source_enabled)):
                 source.call(lambda k: setattr(k, "source_current", 0.0))
                 source.call(lambda k: setattr(k, "source_enabled", True))
 
@@ -144,11 +144,11 @@ class CoilSystem:
             for axis, source in zip(AXES, self.sources, strict=True):
                 sources[axis] = {
                     "idn": source.call(lambda k: k.id),
-                    "source_current_A": float(source.call(lambda k: k.source_current)),
-                    "source_compliance_V": float(source.call(lambda k: k.source_compliance)),
-                    "source_range_A": float(source.call(lambda k: k.source_range)),
-                    "source_enabled": bool(source.call(lambda k: k.source_enabled)),
-                    "in_compliance": bool(source.call(lambda k: k.in_compliance)),
+                    "source_current_A": source.call(lambda k: float(k.source_current)),
+                    "source_compliance_V": source.call(lambda k: float(k.source_compliance)),
+                    "source_range_A": source.call(lambda k: float(k.source_range)),
+                    "source_enabled": source.call(lambda k: bool(k.source_enabled)),
+                    "in_compliance": source.call(lambda k: bool(k.in_compliance)),
                 }
             return {
                 "sources": sources,

@@ -73,7 +73,7 @@ class Polarimeter:
     def sample_rate_Hz(self) -> float:
         """Get the digitiser's sample rate in Hz."""
         with self.lock:
-            return float(self.digitiser.call(lambda r: r.sample_rate_Hz))
+            return self.digitiser.call(lambda r: float(r.sample_rate_Hz))
 
     def acquire(self, n: int = BUFFER_SIZE) -> PolarimeterRecord:
         """Record ``n`` samples of V_diff and V_sum now."""
@@ -108,7 +108,7 @@ class Polarimeter:
     def plate_angle_deg(self) -> float:
         """Measure the half-wave plate's angle in degrees."""
         with self.lock:
-            return float(self.mount.call(lambda m: m.position_deg))
+            return self.mount.call(lambda m: float(m.position_deg))
 
     @plate_angle_deg.setter
     def plate_angle_deg(self, value: float) -> None:
@@ -138,12 +138,12 @@ class Polarimeter:
                 "nep_W_per_rtHz": c.nep_W_per_rtHz,
                 "plate_angle_deg": self.plate_angle_deg,
                 "mount": {
-                    "info": str(self.mount.call(lambda m: m.info)),
+                    "info": self.mount.call(lambda m: str(m.info)),
                     "address": c.mount_address,
                 },
                 "digitiser": {
                     "idn": self.digitiser.call(lambda r: r.id),
-                    "decimation": int(self.digitiser.call(lambda r: r.decimation)),
+                    "decimation": self.digitiser.call(lambda r: int(r.decimation)),
                     "sample_rate_Hz": self.sample_rate_Hz,
                     "diff_channel": c.diff_channel,
                     "sum_channel": c.sum_channel,

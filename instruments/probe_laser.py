@@ -28,7 +28,7 @@ class ProbeLaser:
     def current_A(self) -> float:
         """Get the diode current setpoint in A."""
         with self.lock:
-            return float(self.link.call(lambda d: d.current_setpoint_A))
+            return self.link.call(lambda d: float(d.current_setpoint_A))
 
     @current_A.setter
     def current_A(self, value: float) -> None:
@@ -44,7 +44,7 @@ class ProbeLaser:
     def piezo_voltage_V(self) -> float:
         """Get the external-cavity piezo voltage in V."""
         with self.lock:
-            return float(self.link.call(lambda d: d.piezo_voltage_V))
+            return self.link.call(lambda d: float(d.piezo_voltage_V))
 
     @piezo_voltage_V.setter
     def piezo_voltage_V(self, value: float) -> None:
@@ -61,7 +61,7 @@ class ProbeLaser:
     def emission_enabled(self) -> bool:
         """Get whether the current driver is on."""
         with self.lock:
-            return bool(self.link.call(lambda d: d.emission_enabled))
+            return self.link.call(lambda d: bool(d.emission_enabled))
 
     @emission_enabled.setter
     def emission_enabled(self, value: bool) -> None:
@@ -73,21 +73,21 @@ class ProbeLaser:
     def emitting(self) -> bool:
         """Get whether light comes out (driver on, interlock closed, key unlocked)."""
         with self.lock:
-            return bool(self.link.call(lambda d: d.emission))
+            return self.link.call(lambda d: bool(d.emission))
 
     @property
     def interlock_open(self) -> bool:
         """Get whether the interlock loop is open."""
         with self.lock:
-            return bool(self.link.call(lambda d: d.interlock_open))
+            return self.link.call(lambda d: bool(d.interlock_open))
 
     @property
     def detuning_Hz(self) -> float:
         """Get the detuning from the D1 F=2 line in Hz, from the station's calibration."""
         c = self.config
         with self.lock:
-            current = self.link.call(lambda d: d.current_setpoint_A)
-            piezo = self.link.call(lambda d: d.piezo_voltage_V)
+            current = self.link.call(lambda d: float(d.current_setpoint_A))
+            piezo = self.link.call(lambda d: float(d.piezo_voltage_V))
         return (
             c.reference_detuning_Hz
             + c.current_tuning_Hz_per_A * (current - c.reference_current_A)
@@ -108,15 +108,15 @@ class ProbeLaser:
                 "serial_number": self.link.call(lambda d: d.serial_number),
                 "firmware_version": self.link.call(lambda d: d.firmware_version),
                 "current_setpoint_A": self.current_A,
-                "current_A": float(self.link.call(lambda d: d.current_A)),
-                "current_clip_A": float(self.link.call(lambda d: d.current_clip_A)),
+                "current_A": self.link.call(lambda d: float(d.current_A)),
+                "current_clip_A": self.link.call(lambda d: float(d.current_clip_A)),
                 "emission_enabled": self.emission_enabled,
                 "emission": self.emitting,
                 "interlock_open": self.interlock_open,
-                "frontkey_locked": bool(self.link.call(lambda d: d.frontkey_locked)),
-                "temperature_setpoint_C": float(self.link.call(lambda d: d.temperature_setpoint_C)),
-                "temperature_C": float(self.link.call(lambda d: d.temperature_C)),
-                "piezo_voltage_V": float(self.link.call(lambda d: d.piezo_voltage_V)),
+                "frontkey_locked": self.link.call(lambda d: bool(d.frontkey_locked)),
+                "temperature_setpoint_C": self.link.call(lambda d: float(d.temperature_setpoint_C)),
+                "temperature_C": self.link.call(lambda d: float(d.temperature_C)),
+                "piezo_voltage_V": self.link.call(lambda d: float(d.piezo_voltage_V)),
                 "detuning_Hz": self.detuning_Hz,
                 "max_current_A": self.config.max_current_A,
                 "safe_state": self.config.safe_state,

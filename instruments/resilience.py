@@ -43,38 +43,46 @@ class ResilientLink:
         self.name = name
         self.factory = factory
         self.retries = retries
-        self.driver = factory()
+        self.driver: Any = factory()
         self.reconnections = 0
         self.faults_survived: list[str] = []
 
     def call(self, operation: Callable[[Any], T]) -> T:
-        """Run ``operation(driver)``; on a link fault reconnect and run it again."""
+        """Run ``operation(driver)``; on a link fault reconnect and run it again.
+
+        Reconnecting is part of an attempt: a driver that cannot even be built (the instrument
+        does not answer its greeting) counts as a failed attempt, not as a new kind of error.
+        """
         for attempt in range(self.retries + 1):
             try:
+                if self.driver is None:
+                    self.driver = self.factory()
+                    self.reconnections += 1
                 return operation(self.driver)
             except ParameterError:
                 raise  # refused before sending: repeating cannot help
-            except (*RETRYABLE, ValueError) as error:
+            except (*RETRYABLE, ValueError, KeyError, IndexError) as error:
+                # A reply that does not parse as what was asked for (a number, one of the
+                # instrument's words) is garbled, whichever parser noticed.
                 failure = (
                     error
                     if isinstance(error, InstrumentError)
                     else GarbledReplyError(self.name, f"reply could not be read: {error}")
                 )
+                self.disconnect()
                 if attempt == self.retries:
                     raise failure from error
                 log.warning("%s: %s; reconnecting (attempt %d)", self.name, failure, attempt + 1)
                 self.faults_survived.append(type(failure).__name__)
-                self.reconnect()
         raise AssertionError("unreachable")
 
-    def reconnect(self) -> None:
-        """Close the connection and build the driver again on a fresh one."""
-        with contextlib.suppress(Exception):
-            self.driver.adapter.close()
-        self.driver = self.factory()
-        self.reconnections += 1
+    def disconnect(self) -> None:
+        """Close the connection; the next call builds the driver again on a fresh one."""
+        if self.driver is not None:
+            with contextlib.suppress(Exception):
+                self.driver.adapter.close()
+        self.driver = None
 
     def close(self) -> None:
         """Close the connection for good."""
-        with contextlib.suppress(Exception):
-            self.driver.adapter.close()
+        self.disconnect()

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from analysis.checks import ParameterError
 from analysis.experiment import ApparatusParameters
 from instruments.cell_heater import CellHeater
 from instruments.coil_system import CoilSystem
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from simulators.lab import LabConfig, SimulatedLab
 
 log = logging.getLogger(__name__)
+
+SAFE_STATE_PAUSE_S = 0.5  # between attempts at a safe state that failed
 
 #: The instruments of a station, by the name the simulated lab serves them under.
 INSTRUMENT_NAMES = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
@@ -127,6 +130,27 @@ def simulated_instruments(config: StationConfig, lab: SimulatedLab) -> dict[str,
     return instruments
 
 
+def install_faults(config: StationConfig, instruments: dict[str, Any]) -> None:
+    """Plan the faults of the station file's `simulation.faults` in the simulated instruments."""
+    from simulators.instrument_base import Fault
+
+    for name, faults in config.simulation.faults.items():
+        if name not in instruments:
+            raise ParameterError(
+                f"simulation.faults.{name}: no such instrument; known: {', '.join(instruments)}"
+            )
+        tables = faults if isinstance(faults, list) else [faults]
+        for table in tables:
+            if not isinstance(table, dict):
+                raise ParameterError(
+                    f"simulation.faults.{name}: each fault is a table, got {table!r}"
+                )
+            try:
+                instruments[name].faults.add(Fault.from_mapping(table))
+            except (TypeError, ValueError) as error:
+                raise ParameterError(f"simulation.faults.{name}: {error}") from None
+
+
 class Station:
     """The experiment's instruments, by role; a context manager that leaves them safe."""
 
@@ -157,6 +181,7 @@ class Station:
         self.clock = SimClock(speed=self.config.simulation.clock_speed)
         self.lab = SimulatedLab(lab_config_for(self.config), self.clock)
         self.simulated_instruments = simulated_instruments(self.config, self.lab)
+        install_faults(self.config, self.simulated_instruments)
         if transport == "inprocess":
             connections = {
                 n: (lambda s=s: InProcessAdapter(s)) for n, s in self.simulated_instruments.items()
@@ -270,16 +295,17 @@ class Station:
             snapshot["simulation_truth"]["time_s"] = self.clock.now()
         return snapshot
 
-    def safe_state(self, attempts: int = 3, pause_s: float = 1.0) -> list[str]:
+    def safe_state(self) -> list[str]:
         """Bring every instrument to its safe state; return what failed (never raises).
 
-        A role whose safe state fails (a link down, an instrument hung) is tried again after a
-        pause, up to ``attempts`` times, because leaving a coil energised or a heater on is
+        A role whose safe state fails (a link down, an instrument hung) is tried again, for up
+        to the station's `safe_state_patience_s`: leaving a coil energised or a heater on is
         worse than waiting a few seconds for a link to come back.
         """
         pending = ["coils", "polarimeter", "heater", "laser"]
         failures: dict[str, str] = {}
-        for attempt in range(attempts):
+        deadline = time.monotonic() + self.config.station.safe_state_patience_s
+        while pending:
             for role in list(pending):
                 try:
                     getattr(self, role).safe_state()
@@ -289,10 +315,9 @@ class Station:
                 else:
                     pending.remove(role)
                     failures.pop(role, None)
-            if not pending:
+            if not pending or time.monotonic() > deadline:
                 break
-            if attempt < attempts - 1:
-                time.sleep(pause_s)
+            time.sleep(SAFE_STATE_PAUSE_S)
         return list(failures.values())
 
     def close(self) -> None:

@@ -44,11 +44,13 @@ class StationInfo:
     timeout_ms: int = 2000  # per exchange; a stalled instrument costs (retries + 1) of these
     retries: int = 2  # reconnections and repeats after a link fault, before giving up
     watchdog_timeout_s: float = 600.0  # a run paused by its watchdog longer than this aborts
+    safe_state_patience_s: float = 10.0  # how long to keep trying to make an instrument safe
 
     def __post_init__(self) -> None:
         check_range("station.timeout_ms", self.timeout_ms, 10, 600_000, "ms")
         check_range("station.retries", self.retries, 0, 10)
         check_range("station.watchdog_timeout_s", self.watchdog_timeout_s, 1, 86400, "s")
+        check_range("station.safe_state_patience_s", self.safe_state_patience_s, 0, 3600, "s")
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,9 @@ class SimulationConfig:
     transport: str = "inprocess"
     seed: int | None = None
     lab: dict[str, Any] = field(default_factory=dict)
+    # Faults the simulated instruments commit, by instrument name: lists of tables with kind
+    # (drop, delay, corrupt, error, stall), after, count, delay_s, duration_s.
+    faults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_range("simulation.clock_speed", self.clock_speed, 0, 1e6, low_open=True)

@@ -149,13 +149,12 @@ class HotspinProcedure(Procedure):
         self.event("resumed", f"resumed after {clock.now() - start:.1f} s")
 
     def ensure_probe_light(self) -> None:
-        """Switch the probe laser's emission on if it is off (noted); refuse if it cannot emit."""
+        """Switch the probe laser's emission on if it is off (noted); an open interlock is the
+        watchdog's business: the run pauses until it closes."""
         laser = self.station.laser
         if not laser.emission_enabled:
             laser.emission_enabled = True
             self.notes.append(f"{self.NAME}: switched the probe laser's emission on")
-        if laser.interlock_open:
-            raise RuntimeError("the laser interlock is open: there is no probe light")
 
     def wait(self, duration_s: float, interval_s: float = 0.5) -> None:
         """Let ``duration_s`` pass on the station's clock, checking for a stop meanwhile."""

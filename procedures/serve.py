@@ -15,7 +15,12 @@ from pathlib import Path
 from types import FrameType
 
 from analysis.checks import ParameterError
-from instruments.station import lab_config_for, simulated_instruments, station_resources
+from instruments.station import (
+    install_faults,
+    lab_config_for,
+    simulated_instruments,
+    station_resources,
+)
 from instruments.station_config import StationConfig
 from simulators.clock import SimClock
 from simulators.lab import SimulatedLab
@@ -74,6 +79,7 @@ def serve(
     ports = station_ports(config)
     lab = SimulatedLab(lab_config_for(config), SimClock(speed=config.simulation.clock_speed))
     instruments = simulated_instruments(config, lab)
+    install_faults(config, instruments)
     stop = stop or threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
