@@ -130,3 +130,43 @@ def test_the_same_procedures_run_through_sim_serve_over_tcp(tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
+
+
+SWEEP_SCRIPT = """
+import sys
+from instruments.station import Station
+from instruments.station_config import StationConfig
+from procedures.base import run_procedure
+from procedures.registry import PROCEDURES
+
+station = Station(StationConfig.from_mapping({"simulation": {"clock_speed": 1000.0}}))
+station.configure()
+run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w.h5")
+run_procedure(PROCEDURES["balance"].from_values({}), station, sys.argv[1] + "-b.h5")
+sweep = PROCEDURES["field_sweep"].from_values({"points": 40, "averages": 4})
+print("sweeping", flush=True)
+run_procedure(sweep, station, sys.argv[1], on_step=lambda row: print("step", flush=True))
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
+def test_a_sweep_stopped_by_ctrl_c_or_killed_keeps_every_finished_spectrum(tmp_path, stop):
+    out = tmp_path / "sweep.h5"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SWEEP_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    steps_seen = 0
+    while steps_seen < 3:
+        line = process.stdout.readline()
+        assert line, "the sweep ended before it was stopped"
+        steps_seen += line.startswith("step")
+    process.send_signal(stop)
+    process.wait(timeout=60)
+    with h5py.File(out, "r") as f:
+        expected = "aborted" if stop == signal.SIGINT else "running"
+        assert f.attrs["status"] == expected
+        steps = f["results/applied_field_nT"].shape[0]
+        assert 3 <= steps < 40
+        assert f["spectra/psd"].shape[0] == steps
+        assert f["spectra/psd_standard_error"].shape[0] == steps
+        assert np.all(np.isfinite(f["results/larmor_frequency_Hz"][:3]))
