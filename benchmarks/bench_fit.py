@@ -37,14 +37,7 @@ REFIT_BUDGET_S = 0.1
 def spectra() -> list[Spectrum]:
     """Return the Welch spectra of RECORDS independent simulated records."""
     d = derive(APPARATUS)
-    angle = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        SAMPLE_RATE_HZ,
-        seed=1,
-    )
+    angle = FastAngleNoise.from_derived(d, SAMPLE_RATE_HZ, seed=1)
     result = []
     for _ in range(RECORDS):
         psd = StreamingPSD(SEGMENT, SAMPLE_RATE_HZ)

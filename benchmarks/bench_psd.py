@@ -36,14 +36,7 @@ TARGET_RELATIVE = 1e-6
 def record() -> tuple[np.ndarray, np.ndarray, float]:
     """Return the record as int16 codes and float32 volts, and volts per code."""
     d = derive(ApparatusParameters(temperature_K=450.0, field_T=(500e-9, 0.0, 0.0)))
-    angle = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        SAMPLE_RATE_HZ,
-        seed=1,
-    ).block(SAMPLES)
+    angle = FastAngleNoise.from_derived(d, SAMPLE_RATE_HZ, seed=1).block(SAMPLES)
     volts = (angle / angle.std() * 0.1).astype(np.float32)  # 100 mV rms on a ±1 V range
     volts_per_code = 1.0 / 8192  # 14-bit codes, left in int16
     codes = np.round(volts / volts_per_code).astype(np.int16)

@@ -37,14 +37,7 @@ def gaussian_rate(rng: np.random.Generator, blocks: int) -> float:
 def polarimeter_rate(blocks: int) -> tuple[float, int]:
     """Return (samples/s, peak traced bytes) of angle → V_diff over ``blocks`` blocks."""
     derived = derive(ApparatusParameters())
-    source = FastAngleNoise(
-        derived.model,
-        derived.coupling_upper_rad,
-        derived.coupling_lower_rad,
-        derived.white_noise_psd_rad2_per_Hz,
-        SAMPLE_RATE_HZ,
-        seed=1,
-    )
+    source = FastAngleNoise.from_derived(derived, SAMPLE_RATE_HZ, seed=1)
     detector = BalancedPolarimeter(PolarimeterConfig())
     power = derived.detected_power_W
     detector.difference_voltage_at_balance(source.block(BLOCK), power)  # warm up
@@ -61,14 +54,7 @@ def polarimeter_rate(blocks: int) -> tuple[float, int]:
 def exact_rate(blocks: int) -> float:
     """Return the full-state generator's samples/s (state, angle and white noise)."""
     derived = derive(ApparatusParameters())
-    source = ExactSpinNoise(
-        derived.model,
-        derived.coupling_upper_rad,
-        derived.coupling_lower_rad,
-        derived.white_noise_psd_rad2_per_Hz,
-        SAMPLE_RATE_HZ,
-        seed=2,
-    )
+    source = ExactSpinNoise.from_derived(derived, SAMPLE_RATE_HZ, seed=2)
     start = time.perf_counter()
     for _ in range(blocks):
         source.block(1 << 16)

@@ -128,14 +128,7 @@ def simulate_record(
     apparatus = apparatus_from_settings(values)
     derived = derive(apparatus)
     rng = np.random.default_rng(values["seed"])
-    angle = FastAngleNoise(
-        derived.model,
-        derived.coupling_upper_rad,
-        derived.coupling_lower_rad,
-        derived.white_noise_psd_rad2_per_Hz,
-        sample_rate_Hz,
-        seed=rng,
-    )
+    angle = FastAngleNoise.from_derived(derived, sample_rate_Hz, seed=rng)
     detector = BalancedPolarimeter(
         PolarimeterConfig(
             responsivity_A_per_W=values["responsivity_A_per_W"],

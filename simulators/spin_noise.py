@@ -24,6 +24,7 @@ import numpy as np
 from scipy import linalg, signal
 
 from analysis.checks import check_positive, check_range
+from analysis.experiment import DerivedQuantities
 from analysis.spin_model import SpinModel
 
 # Conditioning of the eigenvectors beyond which the modal recursion would lose accuracy. Even at
@@ -62,6 +63,23 @@ class StateBlock:
 
 class ExactSpinNoise:
     """The collective spin state and its Faraday angle, exact at any sample rate, in blocks."""
+
+    @classmethod
+    def from_derived(
+        cls,
+        derived: DerivedQuantities,
+        sample_rate_Hz: float,
+        seed: int | np.random.Generator | None = None,
+    ) -> ExactSpinNoise:
+        """Return the generator of an apparatus: its model, couplings and white-noise floor."""
+        return cls(
+            derived.model,
+            derived.coupling_upper_rad,
+            derived.coupling_lower_rad,
+            derived.white_noise_psd_rad2_per_Hz,
+            sample_rate_Hz,
+            seed=seed,
+        )
 
     def __init__(
         self,
@@ -170,6 +188,23 @@ class ExactSpinNoise:
 
 class FastAngleNoise:
     """The observed angle θ + white noise from its innovations form, one Gaussian per sample."""
+
+    @classmethod
+    def from_derived(
+        cls,
+        derived: DerivedQuantities,
+        sample_rate_Hz: float,
+        seed: int | np.random.Generator | None = None,
+    ) -> FastAngleNoise:
+        """Return the generator of an apparatus: its model, couplings and white-noise floor."""
+        return cls(
+            derived.model,
+            derived.coupling_upper_rad,
+            derived.coupling_lower_rad,
+            derived.white_noise_psd_rad2_per_Hz,
+            sample_rate_Hz,
+            seed=seed,
+        )
 
     def __init__(
         self,

@@ -68,14 +68,7 @@ def test_simulated_record_is_calibrated_fitted_and_written_back(tmp_path):
 
 def spectrum_of(apparatus: ApparatusParameters, seed: int, rate: float = 100e3):
     d = derive(apparatus)
-    generator = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        rate,
-        seed=seed,
-    )
+    generator = FastAngleNoise.from_derived(d, rate, seed=seed)
     psd = StreamingPSD(4096, rate)
     psd.add(generator.block(round(1.0 * rate)))
     return psd.spectrum()

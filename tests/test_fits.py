@@ -57,14 +57,7 @@ FITTED = (
 def record_spectrum(apparatus, sample_rate_Hz, segment, duration_s, seed):
     """Return the Welch spectrum of a seeded simulated record, and the apparatus's truth."""
     d = derive(apparatus)
-    generator = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        sample_rate_Hz,
-        seed=seed,
-    )
+    generator = FastAngleNoise.from_derived(d, sample_rate_Hz, seed=seed)
     psd = StreamingPSD(segment, sample_rate_Hz)
     psd.add(generator.block(round(duration_s * sample_rate_Hz)))
     return psd.spectrum(), d

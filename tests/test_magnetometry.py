@@ -34,14 +34,7 @@ SLOW = ApparatusParameters(
 def fitted(apparatus, sample_rate_Hz, segment, duration_s, seed):
     """Return the model fit of a seeded simulated record, and the apparatus's truth."""
     d = derive(apparatus)
-    generator = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        sample_rate_Hz,
-        seed=seed,
-    )
+    generator = FastAngleNoise.from_derived(d, sample_rate_Hz, seed=seed)
     psd = StreamingPSD(segment, sample_rate_Hz)
     psd.add(generator.block(round(duration_s * sample_rate_Hz)))
     fit = fit_spin_noise(psd.spectrum(), ProbeGeometry.from_apparatus(d), initial_values(d))
@@ -138,14 +131,7 @@ def test_spin_noise_to_shot_noise_ratio_of_a_fit():
 def test_sensitivity_from_the_noise_spectrum_and_a_measured_tone_response():
     d = derive(SERF)
     rate, n = 100e3, 200_000
-    noise = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        rate,
-        seed=9,
-    ).block(n)
+    noise = FastAngleNoise.from_derived(d, rate, seed=9).block(n)
     response, field_amplitude, tone = 3.0e4, 1e-11, 12_345.0  # rad/T, T, Hz (on the floor)
     t = np.arange(n) / rate
     record = noise + response * field_amplitude * np.cos(2 * math.pi * tone * t + 0.7)

@@ -67,14 +67,7 @@ def test_filter_estimation_errors_have_the_predicted_covariance_and_white_innova
     r = ContinuousReadout.from_apparatus(d)
     rate = 500e3
     kalman = KalmanFilter(r, rate)
-    spins = ExactSpinNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        rate,
-        seed=1,
-    )
+    spins = ExactSpinNoise.from_derived(d, rate, seed=1)
     block = spins.block(300_000)
     record = block.atomic_angle_rad + block.white_noise_rad
     output = kalman.run(record)
@@ -125,14 +118,7 @@ def test_separable_bounds():
 def fitted(apparatus: ApparatusParameters, seed: int):
     d = derive(apparatus)
     rate = 100e3
-    generator = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        rate,
-        seed=seed,
-    )
+    generator = FastAngleNoise.from_derived(d, rate, seed=seed)
     psd = StreamingPSD(2048, rate)
     psd.add(generator.block(round(2 * rate)))
     return fit_spin_noise(psd.spectrum(), ProbeGeometry.from_apparatus(d), initial_values(d))

@@ -26,14 +26,7 @@ DERIVED = derive(ApparatusParameters(temperature_K=410.0, field_T=(1e-6, 0.0, 0.
 def angle_record(n: int, seed: int, sample_rate_Hz: float = FS) -> np.ndarray:
     """Return a seeded record of the observed angle (atoms + light noise) in rad."""
     d = DERIVED
-    generator = FastAngleNoise(
-        d.model,
-        d.coupling_upper_rad,
-        d.coupling_lower_rad,
-        d.white_noise_psd_rad2_per_Hz,
-        sample_rate_Hz,
-        seed=seed,
-    )
+    generator = FastAngleNoise.from_derived(d, sample_rate_Hz, seed=seed)
     return generator.block(n)
 
 
