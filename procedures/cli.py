@@ -73,6 +73,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "print the results with uncertainties and store them in the file's group 'analysis'.",
     )
     analyze.add_argument("file", help="HDF5 run file or simulated record")
+    gui = commands.add_parser(
+        "gui",
+        help="the live monitor and procedure runner",
+        description="Watch the polarimeter signal, the spin-noise spectrum and every "
+        "instrument live; tune the apparatus; queue, watch and abort procedures; open runs.",
+    )
+    gui.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    gui.add_argument("--data", default="data", help="directory for run files (default: data)")
     return parser
 
 
@@ -109,6 +117,12 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gui(args: argparse.Namespace) -> int:
+    from gui.app import main as gui_main  # Qt is loaded only for the GUI
+
+    return gui_main(args.station, args.data)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `hotspin` command line; return the process exit status."""
     args = _build_parser().parse_args(argv)
@@ -118,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sim": lambda: _sim(args),
         "analyze": lambda: _analyze(args),
         "run": lambda: _run(args),
+        "gui": lambda: _gui(args),
     }
     try:
         return handlers[args.command]()

@@ -106,7 +106,9 @@ def test_field_zeroing_leaves_less_than_a_nanotesla(lab):
     for axis, name in enumerate("xyz"):
         _, sigma = result[f"residual_field_{name}_nT"]
         assert abs(1e9 * true_field[axis]) < 4 * max(sigma, 0.3) + 0.5
-    assert np.linalg.norm(true_field) < 1.5e-9
+    # From the 3.9 nT residual of the shield to well under it (about 4 σ of a two-pass zeroing
+    # with 6 averages per point).
+    assert np.linalg.norm(true_field) < 2.5e-9
 
 
 def test_spin_noise_fit_agrees_with_the_simulation_truth(lab, tmp_path):
