@@ -40,7 +40,7 @@ from scipy import optimize, stats
 from analysis.checks import check_positive, check_range, check_vector
 from analysis.experiment import DerivedQuantities
 from analysis.spectra import Spectrum
-from analysis.spin_model import PROBE_AXIS, THERMAL_VARIANCE_PER_ATOM, SpinModel
+from analysis.spin_model import PROBE_AXIS, THERMAL_VARIANCE_PER_ATOM, SpinModel, exp2x2
 
 # Relative step of the forward differences of the model in its nonlinear log-parameters.
 _DIFFERENCE_STEP = 1e-6
@@ -136,24 +136,6 @@ class ProbeGeometry:
             diffusion_rate=self.diffusion_rate,
             atom_number=atom_number,
         )
-
-
-def exp2x2(matrix: np.ndarray) -> np.ndarray:
-    """Return exp(M) of a 2×2 matrix in closed form, exact also where M has no eigenbasis.
-
-    exp(M) = [(e^{λ₊} + e^{λ₋})/2] 1 + [(e^{λ₊} − e^{λ₋})/(λ₊ − λ₋)] (M − t 1), λ± = t ± d,
-    t = tr M/2, d² = t² − det M. The divided difference becomes e^t (1 + d²/6 + d⁴/120) for
-    small d. (scipy.linalg.expm costs 10⁴ times more per 2×2 call on a busy multi-core machine,
-    where its BLAS threads wait for a time slice.)
-    """
-    t = 0.5 * (matrix[0, 0] + matrix[1, 1])
-    d = np.sqrt(complex(t * t - (matrix[0, 0] * matrix[1, 1] - matrix[0, 1] * matrix[1, 0])))
-    upper, lower = np.exp(t + d), np.exp(t - d)
-    if abs(d) < 1e-3:
-        divided = np.exp(t) * (1.0 + d * d / 6.0 + d**4 / 120.0)
-    else:
-        divided = (upper - lower) / (2.0 * d)
-    return 0.5 * (upper + lower) * np.eye(2) + divided * (matrix - t * np.eye(2))
 
 
 def angle_autocovariance(
