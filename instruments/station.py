@@ -8,11 +8,10 @@ monitor see only the virtual instruments: `heater`, `laser`, `polarimeter`, `coi
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -339,14 +338,3 @@ class Station:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def open_station(path: str | Path | None = None, transport: str | None = None) -> Iterator[Station]:
-    """Open and configure a station; close it afterwards."""
-    station = Station.from_file(path, transport)
-    try:
-        station.configure()
-        yield station
-    finally:
-        station.close()
