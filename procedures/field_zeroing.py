@@ -138,6 +138,11 @@ class FieldZeroing(SpectrumProcedure):
         for axis, current in enumerate(coils.zero_field_currents_A):
             summary[f"zero_field_current_{AXES[axis]}_A"] = (float(current), math.nan, "A")
         self.record_summary(summary)
+        currents = ", ".join(f"{current:.6g}" for current in coils.zero_field_currents_A)
+        self.notes.append(
+            f"field_zeroing: later runs of this session use the new zero; to keep it, put "
+            f"zero_field_currents_A = [{currents}] in the station file's [coils] table"
+        )
 
     def _centre(
         self,
