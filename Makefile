@@ -26,6 +26,9 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spin_noise.py
 	$(BIN)/python benchmarks/bench_redpitaya_tcp.py
+	$(BIN)/python benchmarks/bench_psd.py
+	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_gui.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

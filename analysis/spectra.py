@@ -122,7 +122,10 @@ def _expectation_from_products(
 
 def _one_sided(power: np.ndarray, window: np.ndarray, sample_rate_Hz: float) -> np.ndarray:
     """Return 2|X|²/(f_s Σw²) (|X|² alone at DC and at an even length's Nyquist bin)."""
-    psd = power * (2.0 / (sample_rate_Hz * float(window @ window)))
+    # einsum, not window @ window: a BLAS dot product wakes OpenBLAS's worker threads, which
+    # then spin for milliseconds on a busy machine (the live monitor calls this every frame).
+    energy = float(np.einsum("i,i->", window, window))
+    psd = power * (2.0 / (sample_rate_Hz * energy))
     psd[0] *= 0.5
     if window.size % 2 == 0:
         psd[-1] *= 0.5

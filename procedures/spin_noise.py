@@ -31,4 +31,4 @@ class SpinNoise(BiasField, SpectrumProcedure):
                 ),
             }
         )  # fmt: skip
-        self.progress(1.0, f"Larmor {fit.larmor_frequency_Hz} Hz")
+        self.progress(1.0, f"Larmor {fit.larmor_frequency_Hz}")
