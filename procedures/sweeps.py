@@ -202,6 +202,13 @@ class TemperatureSweep(BiasedSweep):
     dwell_s = FloatParameter(
         "time each temperature must hold", units="s", minimum=0.0, maximum=3600.0, default=30.0
     )
+    sample_interval_s = FloatParameter(
+        "time between temperature readings while settling",
+        units="s",
+        minimum=0.1,
+        maximum=600.0,
+        default=5.0,
+    )
     timeout_s = FloatParameter(
         "give up on a temperature after", units="s", minimum=10.0, maximum=36000.0, default=3600.0
     )
@@ -224,8 +231,8 @@ class TemperatureSweep(BiasedSweep):
     def apply(self, value: float) -> None:
         """Bring the cell to the temperature and let it settle (readings are not steps here)."""
         settle_temperature(
-            self, value, self.ramp_rate_K_per_min, self.tolerance_K, self.dwell_s, 5.0,
-            self.timeout_s, record_readings=False,
+            self, value, self.ramp_rate_K_per_min, self.tolerance_K, self.dwell_s,
+            self.sample_interval_s, self.timeout_s, record_readings=False,
         )  # fmt: skip
 
     def summarize(self, settings: np.ndarray, steps: Sequence[SpinNoiseStep]) -> None:

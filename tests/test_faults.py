@@ -7,6 +7,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+from sim_stations import SMALL
 
 from analysis.checks import ParameterError
 from instruments.errors import InstrumentTimeoutError
@@ -114,24 +115,6 @@ TARGET = {
     "detuning_sweep": "laser",
     "entanglement": "digitiser",
     "sensitivity": "coil_x",
-}
-SMALL = {
-    "warmup": {"target_temperature_K": 450.0, "dwell_s": 2.0, "sample_interval_s": 1.0},
-    "balance": {"fine_points": 3, "samples": 1024},
-    "field_zeroing": {"averages": 2, "scan_points": 5, "iterations": 1},
-    "spin_noise": {"averages": 4},
-    "field_sweep": {"points": 3, "averages": 2, "start_nT": 100.0, "stop_nT": 500.0},
-    "temperature_sweep": {
-        "start_K": 449.0,
-        "stop_K": 450.0,
-        "points": 2,
-        "averages": 2,
-        "dwell_s": 2.0,
-    },
-    "probe_power_sweep": {"start_A": 0.11, "stop_A": 0.12, "points": 2, "averages": 2},
-    "detuning_sweep": {"start_GHz": 62.0, "stop_GHz": 64.0, "points": 2, "averages": 2},
-    "entanglement": {"averages": 4, "filter_records": 2},
-    "sensitivity": {"periods": 2, "averages": 2},
 }
 RUN_TIMEOUT_S = 60.0
 

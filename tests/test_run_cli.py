@@ -7,7 +7,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from sim_stations import NAMES, free_ports, station_text
+from sim_stations import NAMES, SMALL, free_ports, station_text
 
 from procedures.cli import main
 from procedures.run import run_command
@@ -99,7 +99,7 @@ def test_sigkill_leaves_a_readable_file_with_every_flushed_step(tmp_path):
         assert np.all(np.isfinite(f["results/temperature_K"][...]))
 
 
-def test_the_same_procedures_run_through_sim_serve_over_tcp(tmp_path):
+def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
     ports = free_ports(len(NAMES))
     served = tmp_path / "served.toml"
     served.write_text(station_text(ports, simulated=True).replace("50.0", "1000.0"))
@@ -113,14 +113,21 @@ def test_the_same_procedures_run_through_sim_serve_over_tcp(tmp_path):
         for _ in range(1 + len(NAMES)):
             server.stdout.readline()
         runs = [
-            ("warmup", ["target_temperature_K=450", "dwell_s=5"]),
+            ("warmup", ["target_temperature_K=450", "dwell_s=1", "sample_interval_s=0.5"]),
             ("balance", []),
+            *[(name, [f"{k}={v}" for k, v in SMALL[name].items()]) for name in SMALL
+              if name not in ("warmup", "balance")],
             ("spin_noise", ["averages=6"]),
-        ]
+        ]  # fmt: skip
         for name, settings in runs:
-            assert run_command(name, settings, str(client), str(tmp_path / f"{name}.h5")) == 0
+            settings = [s.replace(" ", "").strip("[]") if "," in s else s for s in settings]
+            out = tmp_path / f"{name}.h5"
+            if out.exists():
+                out.unlink()
+            assert run_command(name, settings, str(client), str(out)) == 0, name
+            with h5py.File(out, "r") as f:
+                assert f.attrs["status"] == "completed", name
         with h5py.File(tmp_path / "spin_noise.h5", "r") as f:
-            assert f.attrs["status"] == "completed"
             assert "simulation_truth" not in f["snapshot/start"]
             atoms = f["summary"].attrs["atom_number"]
             sigma = f["summary"].attrs["atom_number_uncertainty"]
