@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 from scipy import linalg, signal
@@ -61,8 +62,11 @@ class StateBlock:
     white_noise_rad: np.ndarray  # (n,) the white angle noise (photon shot + detector), rad
 
 
-class ExactSpinNoise:
-    """The collective spin state and its Faraday angle, exact at any sample rate, in blocks."""
+class _ApparatusGenerator:
+    """What both generators share: being built from an apparatus's derived quantities.
+
+    Both take (model, c_a, c_b, white PSD, sample rate, seed) in their constructors.
+    """
 
     @classmethod
     def from_derived(
@@ -70,7 +74,7 @@ class ExactSpinNoise:
         derived: DerivedQuantities,
         sample_rate_Hz: float,
         seed: int | np.random.Generator | None = None,
-    ) -> ExactSpinNoise:
+    ) -> Self:
         """Return the generator of an apparatus: its model, couplings and white-noise floor."""
         return cls(
             derived.model,
@@ -80,6 +84,10 @@ class ExactSpinNoise:
             sample_rate_Hz,
             seed=seed,
         )
+
+
+class ExactSpinNoise(_ApparatusGenerator):
+    """The collective spin state and its Faraday angle, exact at any sample rate, in blocks."""
 
     def __init__(
         self,
@@ -186,25 +194,8 @@ class ExactSpinNoise:
         )
 
 
-class FastAngleNoise:
+class FastAngleNoise(_ApparatusGenerator):
     """The observed angle θ + white noise from its innovations form, one Gaussian per sample."""
-
-    @classmethod
-    def from_derived(
-        cls,
-        derived: DerivedQuantities,
-        sample_rate_Hz: float,
-        seed: int | np.random.Generator | None = None,
-    ) -> FastAngleNoise:
-        """Return the generator of an apparatus: its model, couplings and white-noise floor."""
-        return cls(
-            derived.model,
-            derived.coupling_upper_rad,
-            derived.coupling_lower_rad,
-            derived.white_noise_psd_rad2_per_Hz,
-            sample_rate_Hz,
-            seed=seed,
-        )
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from sim_stations import SMALL
+from helpers import SMALL
 
 from analysis.checks import ParameterError
 from instruments.errors import InstrumentTimeoutError

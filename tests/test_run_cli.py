@@ -7,7 +7,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from sim_stations import NAMES, SMALL, free_ports, station_text
+from helpers import NAMES, SMALL, free_ports, station_text
 
 from procedures.cli import main
 from procedures.run import run_command

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from sim_stations import NAMES, free_ports, station_text
+from helpers import NAMES, free_ports, station_text
 
 from analysis.checks import ParameterError
 from instruments.station import Station
