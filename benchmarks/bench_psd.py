@@ -13,12 +13,9 @@ Run: .venv/bin/python benchmarks/bench_psd.py
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import numpy as np
 from scipy import signal
+from timing import median_times
 
 from analysis.experiment import ApparatusParameters, derive
 from analysis.spectra import StreamingPSD
@@ -55,17 +52,6 @@ def scipy_welch(data: np.ndarray, scale: float) -> np.ndarray:
     """Return scipy.signal.welch of the same data and settings (scaled to volts)."""
     _, psd = signal.welch(data, SAMPLE_RATE_HZ, window="hann", nperseg=SEGMENT)
     return psd * scale**2
-
-
-def median_times(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Return the median duration of each call, the calls interleaved round by round."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples) for name, samples in times.items()}
 
 
 def main() -> None:

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import multiprocessing
 import socket
-import statistics
-import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from pyvisa import constants
+from timing import median_times
 
 from instruments.redpitaya import RedPitaya
 
@@ -93,17 +91,6 @@ def block_with_termchar_enabled(pitaya: RedPitaya, units: str) -> int:
     length = int(connection.read_bytes(digits))
     connection.read_bytes(length + 2)
     return length
-
-
-def median_times(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Return the median duration of each call, the calls interleaved round by round."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples) for name, samples in times.items()}
 
 
 def main() -> None:

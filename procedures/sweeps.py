@@ -70,6 +70,19 @@ class Sweep(SpectrumProcedure):
         self.summarize(settings, steps)
 
 
+def _refuse_above(
+    procedure: Sweep, names: Sequence[str], low: float, limit: float, unit: str, setting: str
+) -> None:
+    """Raise ParameterError for the first of ``names`` above the station's ``setting``."""
+    for name in names:
+        value = getattr(procedure, name)
+        if value > limit:
+            raise ParameterError(
+                f"{name} = {value:g} is outside the allowed range [{low:g}, {limit:g}] {unit} "
+                f"({setting} of the station)"
+            )
+
+
 def _serf_points(steps: Sequence[SpinNoiseStep]) -> np.ndarray:
     """Return a mask of the steps in SERF with a resolved line (for the summary fits)."""
     mask = []
@@ -217,12 +230,7 @@ class TemperatureSweep(BiasedSweep):
         """Refuse temperatures above the station's maximum."""
         super().check_limits(station)
         limit = station.config.heater.max_temperature_K
-        for name in ("start_K", "stop_K"):
-            if getattr(self, name) > limit:
-                raise ParameterError(
-                    f"{name} = {getattr(self, name):g} is outside the allowed range "
-                    f"[290, {limit:g}] K (heater.max_temperature_K of the station)"
-                )
+        _refuse_above(self, ("start_K", "stop_K"), 290, limit, "K", "heater.max_temperature_K")
 
     def settings(self) -> np.ndarray:
         """Return the setpoints in K."""
@@ -271,12 +279,7 @@ class ProbePowerSweep(BiasedSweep):
         """Refuse currents above the station's laser limit."""
         super().check_limits(station)
         limit = station.config.laser.max_current_A
-        for name in ("start_A", "stop_A"):
-            if getattr(self, name) > limit:
-                raise ParameterError(
-                    f"{name} = {getattr(self, name):g} is outside the allowed range "
-                    f"[0, {limit:g}] A (laser.max_current_A of the station)"
-                )
+        _refuse_above(self, ("start_A", "stop_A"), 0, limit, "A", "laser.max_current_A")
 
     def settings(self) -> np.ndarray:
         """Return the laser currents in A."""
