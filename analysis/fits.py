@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, signal, stats
 
 from analysis.checks import check_positive, check_range, check_vector
 from analysis.experiment import DerivedQuantities
@@ -48,6 +48,8 @@ _DIFFERENCE_STEP = 1e-6
 _MAX_CONDITION = 1e13
 # The fit searches each positive parameter within this factor (in ln) of its starting value.
 _LOG_RANGE = math.log(1e4)
+# The data's highest peaks tried as the Larmor line for the fit's starting field.
+_START_PEAKS = 3
 # A mode must carry this much of the observed variance to be called the Larmor line.
 _LARMOR_LINE_MIN_FRACTION = 0.1
 
@@ -528,27 +530,42 @@ def fit_spin_noise(
 
 
 def _starting_values(grid: _SpinNoiseSpectrum, initial: Mapping[str, float]) -> dict[str, float]:
-    """Return starting values with |B| moved to the data's peak and N, S_w matched to it.
+    """Return starting values: the likeliest of a few candidate fields, N and S_w matched to it.
 
     The apparatus's field is often not the field the atoms see (residual field, coil
-    calibration); a line tens of linewidths away gives the optimiser no gradient to follow.
+    calibration); a line tens of linewidths away gives the optimiser no gradient to follow. So
+    the candidates are the apparatus's field and the fields that put the model's line on each of
+    the data's highest peaks; each is scored by the Whittle likelihood with N and S_w matched to
+    the data. Scoring matters when the field leans towards the probe: the spin component along
+    the field adds a line at zero frequency, whose top can be the data's highest point.
     """
     start = {name: float(initial[name]) for name in SPIN_NOISE_PARAMETERS if name in initial}
     observed = np.convolve(grid.spectrum.psd[grid.mask], np.ones(5) / 5, mode="same")
     floor = float(np.percentile(observed, 10))
-    peak = int(np.argmax(observed[2:-2])) + 2
-    field_T = start["field_T"]
     rates = (start["spin_exchange_rate"], start["spin_destruction_rate"])
-    for _ in range(3):
-        model_peak = int(np.argmax(grid.per_atom(field_T, *rates)))
-        if grid.frequency_Hz[model_peak] <= 0 or model_peak == peak:
-            break
-        field_T *= grid.frequency_Hz[peak] / grid.frequency_Hz[model_peak]
-    per_atom = grid.per_atom(field_T, *rates)
-    excess = observed[peak] - floor
-    if excess > 0 and per_atom[peak] > 0:
-        start["atom_number"] = excess / per_atom[peak]
-    start["field_T"] = field_T
+    peaks, _ = signal.find_peaks(observed[: observed.size - 2])
+    highest = peaks[np.argsort(observed[peaks])[::-1][:_START_PEAKS]]
+    candidates = [start["field_T"]]
+    for peak in highest:
+        field_T = start["field_T"]
+        for _ in range(3):
+            model_peak = int(np.argmax(grid.per_atom(field_T, *rates)))
+            if grid.frequency_Hz[model_peak] <= 0 or model_peak == peak:
+                break
+            field_T *= grid.frequency_Hz[peak] / grid.frequency_Hz[model_peak]
+        candidates.append(field_T)
+    data = grid.spectrum.psd[grid.mask]
+    best = math.inf
+    for field_T in candidates:
+        per_atom = grid.per_atom(field_T, *rates)
+        top = int(np.argmax(per_atom))
+        excess = observed[top] - floor
+        atoms = excess / per_atom[top] if excess > 0 and per_atom[top] > 0 else start["atom_number"]
+        predicted = atoms * per_atom + floor
+        score = float(np.sum(data / predicted + np.log(predicted)))  # −ln L, Whittle
+        if score < best:
+            best = score
+            start.update(field_T=field_T, atom_number=atoms)
     start["white_noise_psd"] = floor
     return start
 

@@ -86,7 +86,8 @@ class Keithley6221(PymeasureKeithley6221):
         """Get whether the source is in compliance: it cannot drive the set current through the
         load within the compliance voltage (measurement condition register bit B3).""",
         cast=int,
-        get_process=lambda condition: bool(condition & COMPLIANCE_BIT),
+        # int(): pymeasure passes a reply it could not cast on as text; a garbled one must raise.
+        get_process=lambda condition: bool(int(condition) & COMPLIANCE_BIT),
     )
 
     def __init__(self, adapter: Any, name: str = "Keithley 6221", **kwargs: Any) -> None:

@@ -32,6 +32,22 @@ SERF_HZ_PER_NT = (
 BIAS_AXIS = {0: 1, 1: 0, 2: 0}
 
 
+# Points a hyperbola (three parameters) is fitted to, at the least: one degree of freedom.
+MIN_POINTS = 4
+
+
+def line_found(larmor_Hz: float, sigma_Hz: float, expected_Hz: float) -> bool:
+    """Return whether a fitted Larmor line is where the applied field puts it (within 50 %).
+
+    A fit that found no line, or a line far from the applied field's (a weak line when the field
+    turns towards the probe), does not belong in the scan's hyperbola.
+    """
+    return bool(
+        math.isfinite(larmor_Hz) and math.isfinite(sigma_Hz) and sigma_Hz > 0
+        and abs(larmor_Hz - expected_Hz) < 0.5 * expected_Hz
+    )  # fmt: skip
+
+
 def hyperbola(offset_nT: np.ndarray, a: float, c: float, centre_nT: float) -> np.ndarray:
     """Return √(a + c(δ − δ₀)²): the Larmor frequency of a field scanned across its zero."""
     return np.sqrt(np.abs(a + c * (offset_nT - centre_nT) ** 2))
@@ -107,20 +123,31 @@ class FieldZeroing(SpectrumProcedure):
                     field[BIAS_AXIS[axis]] = self.bias_nT
                     field[axis] += offset
                     coils.set_field(1e-9 * field)
-                    step = self.measure_spectrum(progress=(done / total, (done + 1) / total))
+                    expect = SERF_HZ_PER_NT * float(np.linalg.norm(field))
+                    # A point whose line is not where the field puts it is taken once more
+                    # before the scan does without it; both spectra are recorded.
+                    for attempt in (1, 2):
+                        step = self.measure_spectrum(progress=(done / total, (done + 1) / total))
+                        f = step.fit.larmor_frequency_Hz
+                        self.record_spin_noise(
+                            step,
+                            {
+                                "iteration": (float(iteration), ""),
+                                "axis": (float(axis), ""),
+                                "offset_nT": (float(offset), "nT"),
+                                "attempt": (float(attempt), ""),
+                            },
+                        )
+                        if line_found(f.value, f.uncertainty, expect):
+                            break
+                        self.notes.append(
+                            f"field_zeroing: {AXES[axis]} scan at {offset:g} nT: no Larmor line "
+                            f"near {expect:.4g} Hz (fit: {f}), attempt {attempt} of 2"
+                        )
                     done += 1
-                    f = step.fit.larmor_frequency_Hz
-                    self.record_spin_noise(
-                        step,
-                        {
-                            "iteration": (float(iteration), ""),
-                            "axis": (float(axis), ""),
-                            "offset_nT": (float(offset), "nT"),
-                        },
-                    )
                     larmor.append(f.value)
                     sigma.append(f.uncertainty)
-                    expected.append(SERF_HZ_PER_NT * float(np.linalg.norm(field)))
+                    expected.append(expect)
                 centre, error, chi2 = self._centre(axis, offsets, larmor, sigma, expected)
                 shift = np.zeros(3)
                 shift[axis] = 1e-9 * centre
@@ -154,10 +181,8 @@ class FieldZeroing(SpectrumProcedure):
     ) -> tuple[float, float, float]:
         """Fit the scan's hyperbola to the points whose line was found; raise if too few."""
         f, s, e = np.array(larmor), np.array(sigma), np.array(expected)
-        # A point whose fit found no line, or a line far from where the applied field puts it
-        # (a weak line when the field turns towards the probe), is left out of the fit.
-        found = np.isfinite(f) & np.isfinite(s) & (s > 0) & (np.abs(f - e) < 0.5 * e)
-        if found.sum() < 5:
+        found = np.array([line_found(*point) for point in zip(f, s, e, strict=True)], dtype=bool)
+        if found.sum() < MIN_POINTS:
             raise RuntimeError(
                 f"{AXES[axis]} scan: the Larmor line was found at only {int(found.sum())} of "
                 f"{f.size} points; raise averages or bias_nT"

@@ -217,3 +217,26 @@ def test_estimate_prints_value_and_uncertainty_with_two_significant_digits():
     assert str(Estimate(1.0037e-6, 3.24e-9, "T")) == "1.0037e-06 ± 3.2e-09 T"
     assert str(Estimate(0.612, 0.0344)) == "0.612 ± 0.034"
     assert "nan" in str(Estimate(1.0, math.nan))
+
+
+def test_the_larmor_line_is_found_when_the_zero_frequency_line_is_higher():
+    """Field at 45° to the probe: the spin component along B adds a line at zero frequency whose
+    top can be the highest point of a short spectrum; the fit must still find the Larmor line."""
+    apparatus = ApparatusParameters(
+        temperature_K=450.0, field_T=(100e-9, 0, 100e-9), probe_power_W=1.3e-3,
+        probe_detuning_Hz=60e9,
+    )  # fmt: skip
+    fs = 125e6 / 1024
+    d = derive(apparatus)
+    for seed in (60, 66, 82, 125, 148):  # seeds where starting at the highest point failed
+        generator = FastAngleNoise.from_derived(d, fs, seed=seed)
+        psd = StreamingPSD(8192, fs, window="hann", overlap=0.5)
+        for _ in range(2):  # two digitiser buffers, as a field-zeroing scan point takes
+            psd.add(generator.block(16384))
+            psd.end_record()
+        spectrum = psd.spectrum()
+        smoothed = np.convolve(spectrum.psd[1:], np.ones(5) / 5, mode="same")
+        assert spectrum.frequency_Hz[1:][np.argmax(smoothed)] < 100.0  # the low line is higher
+        fit = fit_spin_noise(spectrum, ProbeGeometry.from_apparatus(d), initial_values(d))
+        field = fit.parameters["field_T"]
+        assert abs(field.value - math.hypot(100e-9, 100e-9)) < 4 * field.uncertainty, seed

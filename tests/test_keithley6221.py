@@ -66,6 +66,13 @@ def test_compliance_is_bit_3_of_the_measurement_condition_register():
         assert k.in_compliance is False
 
 
+def test_a_garbled_condition_register_is_an_error_not_a_state():
+    """A corrupted reply must not read as 'in compliance' or not: the link retries a ValueError."""
+    reply = [("STAT:MEAS:COND?", "????")]
+    with expected_protocol(Keithley6221, reply) as k, pytest.raises(ValueError):
+        _ = k.in_compliance
+
+
 def test_an_error_queue_entry_raises_with_the_instruments_code():
     """-222 Parameter data out of range, read from the queue after the setting (Table B-1)."""
     with (

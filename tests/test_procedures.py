@@ -6,6 +6,7 @@ simulation's truth (stored in the run's end snapshot) within the uncertainties t
 """
 
 import math
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -14,8 +15,10 @@ import pytest
 from analysis import constants as k
 from analysis import vapour
 from analysis.checks import ParameterError
+from analysis.fits import Estimate
 from instruments.station import Station
 from procedures.base import run_procedure
+from procedures.field_zeroing import FieldZeroing
 from procedures.recorder import RunAborted
 from procedures.registry import PROCEDURES
 
@@ -275,3 +278,32 @@ def test_invalid_parameters_name_the_parameter(name, values, message):
     with pytest.raises(ParameterError) as error:
         PROCEDURES[name].from_values(values)
     assert message in str(error.value)
+
+
+def test_field_zeroing_takes_a_point_again_when_its_line_is_missing(lab, tmp_path, monkeypatch):
+    station, _ = lab
+    measure = FieldZeroing.measure_spectrum
+    spectra = []
+
+    def first_fit_finds_nothing(self, progress=(0.0, 1.0)):
+        step = measure(self, progress)
+        spectra.append(step)
+        if len(spectra) == 1:
+            missing = Estimate(math.nan, math.nan, "Hz")
+            return replace(step, fit=replace(step.fit, larmor_frequency_Hz=missing))
+        return step
+
+    monkeypatch.setattr(FieldZeroing, "measure_spectrum", first_fit_finds_nothing)
+    zero = station.coils.zero_field_currents_A.copy()
+    try:
+        path = run(station, tmp_path, "field_zeroing", averages=2, scan_points=5, iterations=1)
+    finally:
+        station.coils.zero_field_currents_A = zero  # the module's zero, for the other tests
+    assert_layout(path, "field_zeroing", steps_at_least=16)
+    with h5py.File(path, "r") as f:
+        attempts = f["results/attempt"][...]
+        offsets = f["results/offset_nT"][...]
+        notes = f.attrs["notes"]
+    assert list(attempts) == [1, 2] + [1] * 14  # 3 axes × 5 points, the first one twice
+    assert offsets[0] == offsets[1] == -200.0
+    assert "x scan at -200 nT: no Larmor line" in notes and "attempt 1 of 2" in notes
