@@ -264,15 +264,8 @@ class StationConfig:
     @classmethod
     def load(cls, path: str | Path | None = None) -> StationConfig:
         """Read a station file; with no path, the embedded simulated lab."""
-        if path is None:
-            text = resources.files("instruments").joinpath("stations/simulated.toml").read_text()
-            source = "embedded simulated station"
-        else:
-            source = str(path)
-            try:
-                text = Path(path).read_text()
-            except OSError as error:
-                raise ParameterError(f"cannot read station file {source}: {error}") from None
+        text = station_file_text(path)
+        source = "embedded simulated station" if path is None else str(path)
         try:
             mapping = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
@@ -281,3 +274,13 @@ class StationConfig:
             return cls.from_mapping(mapping)
         except ParameterError as error:
             raise ParameterError(f"station file {source}: {error}") from None
+
+
+def station_file_text(path: str | Path | None = None) -> str:
+    """Return the text of a station file; with no path, the embedded simulated lab's."""
+    if path is None:
+        return resources.files("instruments").joinpath("stations/simulated.toml").read_text()
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        raise ParameterError(f"cannot read station file {path}: {error}") from None

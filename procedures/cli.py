@@ -53,6 +53,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "loopback port, answering its real command set, until Ctrl-C.",
     )
     serve.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    serve.add_argument(
+        "--client-station", metavar="FILE",
+        help="also write the station file that reaches the served lab over TCP, for "
+        "'hotspin run/gui --station FILE': one lab that keeps its state between runs",
+    )  # fmt: skip
     run = commands.add_parser(
         "run",
         help="run one procedure on a station, with a progress bar and a summary",
@@ -108,7 +113,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    serve(args.station, announce=lambda line: print(line, flush=True))
+    serve(
+        args.station,
+        announce=lambda line: print(line, flush=True),
+        client_station=args.client_station,
+    )
     return 0
 
 

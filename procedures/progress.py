@@ -21,8 +21,8 @@ class ProgressBar:
         """Show that ``done`` of ``total`` units of work are finished."""
         fraction = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
         percent = int(100 * fraction)
-        if percent == self._last_percent and fraction < 1.0:
-            return
+        if percent == self._last_percent:
+            return  # unchanged on screen (the finished bar, too, is drawn once)
         self._last_percent = percent
         elapsed = time.monotonic() - self.started
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")

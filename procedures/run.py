@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from procedures.parameters import assign, parameters_table
 from procedures.progress import ProgressBar
 from procedures.recorder import RunAborted
 from procedures.registry import PROCEDURES
+
+FRESH_LAB_NOTICE = (
+    "simulated lab: a fresh one for this run (cell at room temperature, polarimeter not "
+    "balanced, field not zeroed). For one lab kept between runs: "
+    "'hotspin sim serve --client-station lab.toml', then '--station lab.toml'."
+)
 
 
 def procedure_class(name: str) -> type[HotspinProcedure]:
@@ -81,6 +88,8 @@ def run_command(
     bar = ProgressBar(name)
     with Station.from_file(station_path) as station:
         procedure.check_limits(station)
+        if station.config.simulated:
+            print(FRESH_LAB_NOTICE, file=sys.stderr)
         station.configure()
         try:
             run_procedure(procedure, station, path, progress=lambda percent, _: bar(percent, 100))

@@ -8,8 +8,10 @@ VISA program — connect to `TCPIP::127.0.0.1::<port>::SOCKET` as to the hardwar
 from __future__ import annotations
 
 import ipaddress
+import re
 import signal
 import threading
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -21,7 +23,7 @@ from instruments.station import (
     simulated_instruments,
     station_resources,
 )
-from instruments.station_config import StationConfig
+from instruments.station_config import StationConfig, station_file_text
 from simulators.clock import SimClock
 from simulators.lab import SimulatedLab
 from simulators.server import SimServer
@@ -64,12 +66,36 @@ def station_ports(config: StationConfig) -> dict[str, int]:
     return {name: loopback_port(r, name) for name, r in station_resources(config).items()}
 
 
+def client_station_text(text: str) -> str:
+    """Return a served station file as its clients use it: the same file, every instrument real.
+
+    With ``simulated = false`` a `hotspin run` or `hotspin gui` connects to the served resources
+    through pyvisa, as to hardware, so the lab (its warm cell, balanced plate, zeroed field)
+    lives on between runs. Calibrations and limits stay the served file's own.
+    """
+    flipped, n = re.subn(r"(?m)^(\s*simulated\s*=\s*)true\b", r"\g<1>false", text, count=1)
+    if n == 0:  # `simulated` left at its default (true)
+        flipped, n = re.subn(r"(?m)^\[station\].*$", "\\g<0>\nsimulated = false", text, count=1)
+    if n == 0:
+        flipped = f"[station]\nsimulated = false\n\n{text}"
+    if StationConfig.from_mapping(tomllib.loads(flipped)).simulated:
+        raise ParameterError("could not write a client station file from this station file")
+    return (
+        "# Written by `hotspin sim serve --client-station`: the served simulated lab, reached\n"
+        "# over TCP as real instruments. Use it with --station while the server runs.\n" + flipped
+    )
+
+
 def serve(
     station_path: str | Path | None,
     announce: Callable[[str], None] = print,
     stop: threading.Event | None = None,
+    client_station: str | Path | None = None,
 ) -> None:
-    """Serve a simulated station's instruments until ``stop`` is set, Ctrl-C or SIGTERM."""
+    """Serve a simulated station's instruments until ``stop`` is set, Ctrl-C or SIGTERM.
+
+    ``client_station``: also write the station file clients use to reach the served lab.
+    """
     config = StationConfig.load(station_path)
     if not config.simulated:
         raise ParameterError(
@@ -77,6 +103,11 @@ def serve(
             f"{station_path} describes real instruments"
         )
     ports = station_ports(config)
+    if client_station is not None and 0 in ports.values():
+        raise ParameterError(
+            "a client station file needs a fixed port for every instrument; the station file "
+            f"leaves {', '.join(n for n, p in ports.items() if p == 0)} at port 0"
+        )
     lab = SimulatedLab(lab_config_for(config), SimClock(speed=config.simulation.clock_speed))
     instruments = simulated_instruments(config, lab)
     install_faults(config, instruments)
@@ -95,5 +126,8 @@ def serve(
         )
         for name in ports:
             announce(f"  {name:<10} {server.resource(name):<34} {MODELS[name]}")
+        if client_station is not None:
+            Path(client_station).write_text(client_station_text(station_file_text(station_path)))
+            announce(f"clients: hotspin run NAME --station {client_station} (one lab, kept)")
         stop.wait()
         announce("stopping: closing every connection")

@@ -1,5 +1,6 @@
 """`hotspin run`: headless runs, exit codes, Ctrl-C and SIGKILL, and runs over TCP via sim serve."""
 
+import io
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 from helpers import NAMES, SMALL, free_ports, station_text
 
 from procedures.cli import main
+from procedures.progress import ProgressBar
 from procedures.run import run_command
 
 
@@ -18,8 +20,9 @@ def test_run_writes_the_file_and_prints_the_summary(tmp_path, capsys):
     args = ["run", "warmup", "--set", "target_temperature_K=320", "--set", "dwell_s=5",
             "--out", str(out)]  # fmt: skip
     assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert "warmup: completed" in printed and "final_temperature_K" in printed
+    printed = capsys.readouterr()
+    assert "warmup: completed" in printed.out and "final_temperature_K" in printed.out
+    assert "simulated lab: a fresh one for this run" in printed.err  # it says what it starts from
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "completed"
         assert f["results/temperature_K"][-1] == pytest.approx(320.0, abs=0.2)
@@ -177,3 +180,18 @@ def test_a_sweep_stopped_by_ctrl_c_or_killed_keeps_every_finished_spectrum(tmp_p
         assert f["spectra/psd"].shape[0] == steps
         assert f["spectra/psd_standard_error"].shape[0] == steps
         assert np.all(np.isfinite(f["results/larmor_frequency_Hz"][:3]))
+
+
+def test_the_progress_bar_redraws_on_change_and_ends_its_line_once():
+    stream = io.StringIO()
+    bar = ProgressBar("sweep", stream=stream, width=10)
+    for done in (0, 0.1, 0.1, 5, 10, 10):
+        bar(done, 10)
+    frames = stream.getvalue().replace("\r", "\n").splitlines()
+    assert [frame.split("]")[1].split("%")[0].strip() for frame in frames] == [
+        "0",
+        "1",
+        "50",
+        "100",
+    ]
+    assert stream.getvalue().count("\n") == 1 and frames[-1].startswith("sweep [##########] 100%")

@@ -4,13 +4,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 
+import h5py
 import pytest
 from helpers import NAMES, free_ports, station_text
 
 from analysis.checks import ParameterError
 from instruments.station import Station
-from procedures.serve import loopback_port
+from procedures.cli import main
+from procedures.serve import client_station_text, loopback_port
 
 
 @pytest.fixture
@@ -105,3 +108,56 @@ def test_a_busy_port_is_reported(tmp_path):
         blocker.close()
     assert result.returncode == 2
     assert "Address already in use" in result.stderr
+
+
+def test_a_client_station_file_reaches_one_lab_that_keeps_its_state(tmp_path, capsys):
+    ports = free_ports(len(NAMES))
+    served_file = tmp_path / "served.toml"
+    served_file.write_text(station_text(ports, simulated=True))
+    client_file = tmp_path / "lab.toml"
+    command = ["sim", "serve", "--station", str(served_file), "--client-station", str(client_file)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "procedures.cli", *command], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(2 + len(NAMES))]
+        assert lines[-1].startswith(f"clients: hotspin run NAME --station {client_file}")
+        assert Station.from_file(client_file).config.simulated is False
+        balance = ["--set", "fine_points=3", "--set", "samples=1024"]
+        out = tmp_path / "balance.h5"
+        assert (
+            main(["run", "balance", "--station", str(client_file), "--out", str(out), *balance])
+            == 0
+        )
+        with h5py.File(out, "r") as f:
+            balanced = float(f["summary"].attrs["balance_angle_deg"])
+        # A second client, as a second `hotspin run` would be, finds the plate where it was left.
+        with Station.from_file(client_file) as station:
+            assert station.polarimeter.plate_angle_deg == pytest.approx(balanced, abs=0.01)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+
+
+def test_a_client_station_needs_fixed_ports(tmp_path):
+    served_file = tmp_path / "served.toml"
+    served_file.write_text(station_text([0] * len(NAMES), simulated=True))
+    result = subprocess.run(
+        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(served_file),
+         "--client-station", str(tmp_path / "lab.toml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "needs a fixed port for every instrument" in result.stderr
+    assert "heater, laser, mount, digitiser, coil_x, coil_y, coil_z at port 0" in result.stderr
+    assert not (tmp_path / "lab.toml").exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['[station]\nname = "x"\nsimulated = true\n', '[station]\nname = "x"\n', "[heater]\n"],
+    ids=["flipped", "default", "no-station-table"],
+)
+def test_the_client_station_is_the_served_file_with_real_instruments(text):
+    client = tomllib.loads(client_station_text(text))
+    assert client["station"]["simulated"] is False
