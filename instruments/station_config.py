@@ -9,6 +9,7 @@ the file is read; an unknown name or a value out of range is an error that names
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -284,3 +285,47 @@ def station_file_text(path: str | Path | None = None) -> str:
         return Path(path).read_text()
     except OSError as error:
         raise ParameterError(f"cannot read station file {path}: {error}") from None
+
+
+def toml_value(value: Any) -> str:
+    """Return a number or a list of numbers as TOML text."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(float(value))
+
+
+def set_station_value(text: str, table: str, key: str, value: Any, comment: str = "") -> str:
+    """Return station-file text with ``[table] key`` set to ``value``, the rest untouched.
+
+    The value replaces the old one (a multi-line array too) and keeps the comments around it; a
+    missing key is added at the top of its table, a missing table at the end of the file. The
+    result is read back and checked before it is returned.
+    """
+    lines = text.splitlines(keepends=True)
+    # The bracket depth at the start of each line: a line inside a multi-line array is neither
+    # a table header nor a key, even when it starts with "[".
+    depth = [0]
+    for line in lines:
+        code = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', "", line).split("#", 1)[0]
+        depth.append(depth[-1] + code.count("[") - code.count("]"))
+    top = [i for i in range(len(lines)) if depth[i] == 0]
+    header = re.compile(rf"^\s*\[{re.escape(table)}\]\s*(#.*)?$")
+    start = next((i for i in top if header.match(lines[i])), None)
+    entry = f"{key} = {toml_value(value)}" + (f"  # {comment}" if comment else "") + "\n"
+    if start is None:
+        result = text + ("" if text.endswith("\n") or not text else "\n") + f"\n[{table}]\n{entry}"
+    else:
+        end = next((i for i in top if i > start and lines[i].lstrip().startswith("[")), len(lines))
+        assignment = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        found = next((i for i in top if start < i < end and assignment.match(lines[i])), None)
+        if found is None:
+            lines.insert(start + 1, entry)
+        else:
+            last = next(i for i in range(found, len(lines)) if depth[i + 1] == 0)
+            lines[found : last + 1] = [entry]
+        result = "".join(lines)
+    mapping = tomllib.loads(result)
+    if mapping.get(table, {}).get(key) != tomllib.loads(entry)[key]:
+        raise ParameterError(f"could not set {table}.{key} in the station file")
+    StationConfig.from_mapping(mapping)
+    return result

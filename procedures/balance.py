@@ -9,6 +9,7 @@ the linear range, where a straight-line fit of a few points gives ϑ₀ and its 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from pymeasure.experiment import FloatParameter, IntegerParameter
@@ -25,6 +26,7 @@ class Balance(HotspinProcedure):
     NAME = "balance"
     SUMMARY = "turn the half-wave plate to null V_diff/V_sum; records the curve and the residual"
     WATCHES = ("interlock",)
+    CALIBRATES = ("polarimeter.plate_zero_deg",)
 
     start_deg = FloatParameter(
         "first plate angle of the coarse scan", units="deg", minimum=0.0, maximum=359.0,
@@ -75,6 +77,10 @@ class Balance(HotspinProcedure):
             }
         )
         return imbalance, error, record.clipped
+
+    def calibration(self) -> dict[str, Any]:
+        """Return the balanced plate angle, the station's starting point for the next balance."""
+        return {"polarimeter.plate_zero_deg": round(self.station.polarimeter.balanced_angle_deg, 4)}
 
     def execute(self) -> None:
         """Coarse scan for a rising zero crossing, bisect into the linear range, fit a line."""

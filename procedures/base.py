@@ -50,6 +50,8 @@ class HotspinProcedure(Procedure):
     #: What the watchdog guards while this procedure measures: "temperature" (the cell within
     #: the station's band of the setpoint) and "interlock" (the laser's interlock closed).
     WATCHES: ClassVar[tuple[str, ...]] = ()
+    #: The station-file settings ("table.key") a completed run of this procedure measures.
+    CALIBRATES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
@@ -97,6 +99,10 @@ class HotspinProcedure(Procedure):
 
         The default checks nothing; procedures that drive a limited quantity override it.
         """
+
+    def calibration(self) -> dict[str, Any]:
+        """Return what a completed run measured of the station, by its ``CALIBRATES`` names."""
+        return {}
 
     # --- while running -------------------------------------------------------------------------
     def progress(self, fraction: float, message: str = "") -> None:

@@ -71,6 +71,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--station", help="station file (default: the embedded simulated lab)")
     run.add_argument("--out", help="HDF5 file to write (default: data/<date>/<time>_<name>.h5)")
+    run.add_argument(
+        "--save-calibration", action="store_true",
+        help="after a completed run, write what it calibrated into the --station file "
+        "(balance: polarimeter.plate_zero_deg; field_zeroing: coils.zero_field_currents_A)",
+    )  # fmt: skip
     analyze = commands.add_parser(
         "analyze",
         help="re-run the spin-noise analysis of a run file and write the results into it",
@@ -100,7 +105,7 @@ def _list() -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return run_command(args.procedure, args.set, args.station, args.out)
+    return run_command(args.procedure, args.set, args.station, args.out, args.save_calibration)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -75,6 +75,7 @@ class FieldZeroing(SpectrumProcedure):
 
     NAME = "field_zeroing"
     SUMMARY = "null the residual field on x, y, z from hyperbola fits of Larmor vs coil field"
+    CALIBRATES = ("coils.zero_field_currents_A",)
 
     bias_nT = FloatParameter(
         "bias field across the probe during each scan", units="nT", minimum=20.0, maximum=5000.0,
@@ -103,6 +104,11 @@ class FieldZeroing(SpectrumProcedure):
                 f"{needed:.4g} nT; the coils reach {reach:.4g} nT on every axis "
                 "(coils.max_current_A)"
             )
+
+    def calibration(self) -> dict[str, Any]:
+        """Return the coil currents that cancel the residual field."""
+        currents = self.station.coils.zero_field_currents_A
+        return {"coils.zero_field_currents_A": [float(f"{c:.6g}") for c in currents]}
 
     def execute(self) -> None:
         """Scan each axis, fit its hyperbola, move the zero; iterate; report the residual field."""
@@ -168,7 +174,8 @@ class FieldZeroing(SpectrumProcedure):
         currents = ", ".join(f"{current:.6g}" for current in coils.zero_field_currents_A)
         self.notes.append(
             f"field_zeroing: later runs of this session use the new zero; to keep it, put "
-            f"zero_field_currents_A = [{currents}] in the station file's [coils] table"
+            f"zero_field_currents_A = [{currents}] in the station file's [coils] table "
+            "('hotspin run field_zeroing --station FILE --save-calibration' does)"
         )
 
     def _centre(

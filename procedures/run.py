@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 
 from analysis.checks import ParameterError
 from analysis.fits import Estimate
 from instruments.station import Station
+from instruments.station_config import set_station_value, station_file_text, toml_value
 from procedures.base import HotspinProcedure, run_procedure
 from procedures.parameters import assign, parameters_table
 from procedures.progress import ProgressBar
@@ -77,11 +80,29 @@ def summary_table(path: str | Path) -> str:
 
 
 def run_command(
-    name: str, assignments: Sequence[str], station_path: str | None, out: str | None
+    name: str,
+    assignments: Sequence[str],
+    station_path: str | None,
+    out: str | None,
+    save_calibration: bool = False,
 ) -> int:
-    """Check the parameters, open the station, run, print the summary; return the exit code."""
+    """Check the parameters, open the station, run, print the summary; return the exit code.
+
+    ``save_calibration``: after a completed run, write what it calibrated into the station file.
+    """
     cls = procedure_class(name)
     procedure = cls.from_values(assign(cls.parameter_map(), assignments))
+    if save_calibration and not cls.CALIBRATES:
+        calibrating = [n for n, c in PROCEDURES.items() if c.CALIBRATES]
+        raise ParameterError(
+            f"--save-calibration: {name} calibrates nothing the station file keeps "
+            f"(procedures that do: {', '.join(calibrating)})"
+        )
+    if save_calibration and station_path is None:
+        raise ParameterError(
+            "--save-calibration needs --station FILE (the embedded simulated lab's file is "
+            "part of the installation)"
+        )
     path = Path(out) if out else default_path(name)
     if path.exists():
         raise FileExistsError(f"{path} exists; a run never overwrites another run's data")
@@ -99,6 +120,25 @@ def run_command(
         except Exception:
             print(f"\n{summary_table(path)}")
             raise
+        if save_calibration and station_path is not None:
+            save_station_calibration(station_path, procedure.calibration(), f"{name} {path}")
     bar(100, 100)
     print(summary_table(path))
     return 0
+
+
+def save_station_calibration(station_path: str | Path, values: dict[str, Any], source: str) -> None:
+    """Write calibrated settings ("table.key": value) into a station file, each with its source.
+
+    The new file is checked as a station file and then replaces the old one in one step.
+    """
+    station_path = Path(station_path)
+    text = station_file_text(station_path)
+    for name, value in values.items():
+        table, key = name.rsplit(".", 1)
+        text = set_station_value(text, table, key, value, comment=f"from {source}")
+    partial = station_path.with_name(station_path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, station_path)
+    for name, value in values.items():
+        print(f"station file {station_path}: {name} = {toml_value(value)}", file=sys.stderr)
