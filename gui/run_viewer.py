@@ -1,14 +1,15 @@
 """The run viewer: a finished HDF5 run's status, summary, spectra (with the fitted model) and
-per-step results, as table and plot."""
+per-step results, as table and plot; and `hotspin analyze` on it, off the GUI thread."""
 
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -17,6 +18,7 @@ from PyQt5.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -31,6 +33,7 @@ from PyQt5.QtWidgets import (
 
 from analysis.fits import Estimate
 from gui.run_file import RunContents, load_run
+from procedures.analyze import analyze_file, format_report
 
 STEP = "step"
 
@@ -42,7 +45,10 @@ def _value_text(value: float, uncertainty: float, units: str) -> str:
 
 
 class RunViewer(QWidget):
-    """Opens a run file and shows what it holds."""
+    """Opens a run file and shows what it holds; analyses it again on request."""
+
+    #: (path, report): an analysis started by `analyse` has ended (emitted from its thread).
+    analysed = pyqtSignal(object, str)
 
     def __init__(self, start_directory: str | Path = "data", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -51,6 +57,17 @@ class RunViewer(QWidget):
 
         self.open_button = QPushButton("Open run file…")
         self.open_button.clicked.connect(self._choose_file)
+        self.analyse_button = QPushButton("Analyse again")
+        self.analyse_button.setToolTip(
+            "fit every spectrum of this run again (hotspin analyze) and write the results into it"
+        )
+        self.analyse_button.setEnabled(False)
+        self.analyse_button.clicked.connect(self.analyse)
+        self.analysed.connect(self._show_analysis)
+        self.analysis_text = QPlainTextEdit()
+        self.analysis_text.setReadOnly(True)
+        self.analysis_text.setLineWrapMode(QPlainTextEdit.NoWrap)
+        self.analysis_text.setPlaceholderText("'Analyse again' shows the report here")
         self.header = QLabel("no run file open")
         self.header.setWordWrap(True)
         self.header.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -112,6 +129,7 @@ class RunViewer(QWidget):
         self.tabs.addTab(spectra, "Spectra")
         self.tabs.addTab(results, "Results")
         self.tabs.addTab(self.parameters_tree, "Parameters")
+        self.tabs.addTab(self.analysis_text, "Analysis")
 
         side = QSplitter(Qt.Vertical)
         side.addWidget(self.header)
@@ -123,6 +141,7 @@ class RunViewer(QWidget):
         main.setSizes([450, 900])
         top = QHBoxLayout()
         top.addWidget(self.open_button)
+        top.addWidget(self.analyse_button)
         top.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -156,7 +175,32 @@ class RunViewer(QWidget):
         self._draw_spectrum()
         self._show_results(contents)
         self.tabs.setCurrentIndex(0 if contents.psd.shape[0] else 1)
+        self.analyse_button.setEnabled(True)
         return contents
+
+    def analyse(self) -> None:
+        """Fit every spectrum of the open run again in a worker thread; show the report after."""
+        if self.contents is None:
+            return
+        path = self.contents.path
+        self.analyse_button.setEnabled(False)
+        self.analysis_text.setPlainText(f"analysing {path} …")
+        self.tabs.setCurrentWidget(self.analysis_text)
+        threading.Thread(target=self._analyse, args=(path,), name="analyse", daemon=True).start()
+
+    def _analyse(self, path: Path) -> None:
+        try:
+            report = format_report(analyze_file(path))
+        except Exception as error:  # shown to the operator: the GUI must go on
+            report = f"cannot analyse {path}: {type(error).__name__}: {error}"
+        self.analysed.emit(path, report)
+
+    def _show_analysis(self, path: Path, report: str) -> None:
+        """Show the report and the file as the analysis left it (it may have added spectra)."""
+        if self.open_run(path) is None:
+            self.analyse_button.setEnabled(True)
+        self.analysis_text.setPlainText(report)
+        self.tabs.setCurrentWidget(self.analysis_text)
 
     def _show_header(self, c: RunContents) -> None:
         a = c.attributes

@@ -27,8 +27,10 @@ from instruments.errors import LinkLostError
 from instruments.polarimeter import PolarimeterRecord
 from instruments.station import Station
 from procedures.cli import main as cli_main
+from procedures.parameters import assign
 from procedures.recorder import RunFile
 from procedures.registry import PROCEDURES
+from procedures.simulate import SIMULATE_PARAMETERS, simulate_record
 
 WAIT_MS = 20_000  # upper bound for anything to happen; tests pass as soon as it does
 
@@ -329,6 +331,26 @@ def test_the_run_viewer_shows_spectra_model_and_results(qtbot, tmp_path):
     assert viewer.summary_table.item(0, 1).text() == "1500.0 ± 2.0 Hz"
     assert viewer.open_run(tmp_path / "missing.h5") is None
     assert "cannot open" in viewer.header.text()
+
+
+def test_the_run_viewer_analyses_a_record_off_the_gui_thread(qtbot, tmp_path):
+    values = assign(SIMULATE_PARAMETERS, ["seed=3", "probe_power_W=5e-3", "field_nT=100,0,0"])
+    path = simulate_record(tmp_path / "record.h5", 0.5, 100e3, values)
+    viewer = RunViewer(tmp_path)
+    qtbot.addWidget(viewer)
+    assert not viewer.analyse_button.isEnabled()  # nothing open yet
+    assert viewer.open_run(path).psd.shape[0] == 0  # a raw record: no spectrum yet
+    with qtbot.waitSignal(viewer.analysed, timeout=WAIT_MS):
+        viewer.analyse_button.click()
+        assert not viewer.analyse_button.isEnabled()  # one analysis at a time
+    report = viewer.analysis_text.toPlainText()
+    assert "larmor" in report.lower() and "results written to" in report
+    assert viewer.contents.psd.shape[0] == 1  # the spectrum the analysis stored is shown
+    assert viewer.analyse_button.isEnabled()
+    path.write_bytes(b"not hdf5")
+    with qtbot.waitSignal(viewer.analysed, timeout=WAIT_MS):
+        viewer.analyse_button.click()
+    assert "cannot analyse" in viewer.analysis_text.toPlainText()
 
 
 # --- the signal chain without Qt ------------------------------------------------------------------
