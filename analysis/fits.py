@@ -437,14 +437,26 @@ class _SpinNoiseSpectrum:
     def per_atom(self, field_T: float, spin_exchange: float, spin_destruction: float) -> np.ndarray:
         """Return the atomic PSD of one atom on the fitted bins, in rad²/Hz."""
         g, s = self.geometry, self.spectrum
+        if s.sample_rate_Hz is None:
+            return self.rough_per_atom(field_T, spin_exchange, spin_destruction)
         model = g.model(field_T, spin_exchange, spin_destruction)
         c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
         if s.window is not None:
-            assert s.sample_rate_Hz is not None
             R = angle_autocovariance(model, c_a, c_b, s.window.size, s.sample_rate_Hz, g.probe_axis)
             return s.expectation(R)[self.mask]
-        if s.sample_rate_Hz is not None:
-            return model.sampled_psd(self.frequency_Hz, s.sample_rate_Hz, c_a, c_b, g.probe_axis)
+        return model.sampled_psd(self.frequency_Hz, s.sample_rate_Hz, c_a, c_b, g.probe_axis)
+
+    def rough_per_atom(
+        self, field_T: float, spin_exchange: float, spin_destruction: float
+    ) -> np.ndarray:
+        """Return the continuous PSD of one atom on the fitted bins: no window, no aliasing.
+
+        Exact for a spectrum without a sample rate; otherwise a third of the cost of `per_atom`,
+        and close enough to choose where a fit starts.
+        """
+        g = self.geometry
+        model = g.model(field_T, spin_exchange, spin_destruction)
+        c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
         return model.psd(self.frequency_Hz, c_a, c_b, g.probe_axis)
 
 
@@ -543,21 +555,25 @@ def _starting_values(grid: _SpinNoiseSpectrum, initial: Mapping[str, float]) -> 
     observed = np.convolve(grid.spectrum.psd[grid.mask], np.ones(5) / 5, mode="same")
     floor = float(np.percentile(observed, 10))
     rates = (start["spin_exchange_rate"], start["spin_destruction_rate"])
+    f = grid.frequency_Hz
+
+    def line_on(peak: int, field_T: float, per_atom: np.ndarray) -> tuple[float, np.ndarray]:
+        """Scale the field until the model's highest bin is ``peak`` (a few steps: q(|B|))."""
+        for _ in range(3):
+            top = int(np.argmax(per_atom))
+            if f[top] <= 0 or top == peak:
+                break
+            field_T *= f[peak] / f[top]
+            per_atom = grid.rough_per_atom(field_T, *rates)
+        return field_T, per_atom
+
+    given = (start["field_T"], grid.rough_per_atom(start["field_T"], *rates))
     peaks, _ = signal.find_peaks(observed[: observed.size - 2])
     highest = peaks[np.argsort(observed[peaks])[::-1][:_START_PEAKS]]
-    candidates = [start["field_T"]]
-    for peak in highest:
-        field_T = start["field_T"]
-        for _ in range(3):
-            model_peak = int(np.argmax(grid.per_atom(field_T, *rates)))
-            if grid.frequency_Hz[model_peak] <= 0 or model_peak == peak:
-                break
-            field_T *= grid.frequency_Hz[peak] / grid.frequency_Hz[model_peak]
-        candidates.append(field_T)
+    candidates = [given] + [line_on(int(peak), *given) for peak in highest]
     data = grid.spectrum.psd[grid.mask]
     best = math.inf
-    for field_T in candidates:
-        per_atom = grid.per_atom(field_T, *rates)
+    for field_T, per_atom in candidates:
         top = int(np.argmax(per_atom))
         excess = observed[top] - floor
         atoms = excess / per_atom[top] if excess > 0 and per_atom[top] > 0 else start["atom_number"]
