@@ -2,7 +2,8 @@
 the probe detuning, and what the sweep shows as a whole.
 
 * Field: the SERF signature — the slowing-down factor q = γ_e/γ from Larmor frequency against
-  field at low field, and R_SE from the quadratic broadening of the line.
+  field at low field, and R_SE and R_SD′ from the SERF line's decay rate against field,
+  Γ = R_SD′/6 + R_D + (5/3)ω²/R_SE (slope and intercept, with R_D from the cell geometry).
 * Temperature (density): linewidth and R_SE against density; σ_SE v̄ from R_SE against n.
 * Probe power: spin-noise-to-shot-noise ratio against power.
 * Detuning: spin-noise-to-shot-noise ratio against detuning.
@@ -20,6 +21,7 @@ from pymeasure.experiment import FloatParameter, IntegerParameter
 from analysis import constants as k
 from analysis import vapour
 from analysis.checks import ParameterError
+from analysis.experiment import derive
 from analysis.magnetometry import (
     larmor_calibration,
     spin_exchange_from_broadening,
@@ -187,11 +189,20 @@ class FieldSweep(Sweep):
         except ValueError as error:
             self.notes.append(f"field_sweep: no R_SE from the broadening: {error}")
         else:
-            summary["spin_exchange_rate_from_broadening"] = (
-                broadening.spin_exchange_rate.value,
-                broadening.spin_exchange_rate.uncertainty,
-                "s^-1",
-            )
+            # Γ₀ = R_SD′/6 + R_D: the wall rate R_D from the cell and its buffer gas.
+            zero_field = broadening.zero_field_decay_rate
+            diffusion = derive(steps[0].apparatus).diffusion_rate
+            summary.update(
+                spin_exchange_rate_from_broadening=(
+                    broadening.spin_exchange_rate.value,
+                    broadening.spin_exchange_rate.uncertainty,
+                    "s^-1",
+                ),
+                zero_field_decay_rate=(zero_field.value, zero_field.uncertainty, "s^-1"),
+                spin_destruction_rate_from_broadening=(
+                    6 * (zero_field.value - diffusion), 6 * zero_field.uncertainty, "s^-1"
+                ),
+            )  # fmt: skip
         self.record_summary(summary)
 
 

@@ -146,9 +146,17 @@ def test_field_sweep_shows_the_serf_slowing_down(lab, tmp_path):
     path = run(station, tmp_path, "field_sweep", start_nT=50.0, stop_nT=600.0, points=5,
                averages=6)  # fmt: skip
     assert_layout(path, "field_sweep", steps_at_least=5)
-    q, sigma = summary(path)["slowing_down_factor"]
+    result, true = summary(path), truth(path)
+    q, sigma = result["slowing_down_factor"]
     # SERF at low field: q = γ_e/γ_SERF = 6.015 for ⁸⁷Rb with the nuclear moment.
     assert abs(q - 6.015) < 4 * sigma + 0.05
+    # Γ = R_SD′/6 + R_D + (5/3)ω²/R_SE: both rates from the line's broadening with field.
+    for name, key in (
+        ("spin_exchange_rate_from_broadening", "spin_exchange_rate_per_s"),
+        ("spin_destruction_rate_from_broadening", "spin_destruction_rate_per_s"),
+    ):
+        value, sigma = result[name]
+        assert abs(value - true[key]) < 4 * sigma, (name, value, sigma, true[key])
     with h5py.File(path, "r") as f:
         np.testing.assert_allclose(f["results/applied_field_nT"][...], np.linspace(50, 600, 5))
 
