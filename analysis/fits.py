@@ -31,7 +31,7 @@ have unit width (tests/test_fits.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -231,8 +231,12 @@ def _whittle_fit(
     x0: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
+    names: Sequence[str],
 ) -> _Outcome:
-    """Maximise the Gamma likelihood of the masked bins; ``predict`` gives (M, ∂M/∂x)."""
+    """Maximise the Gamma likelihood of the masked bins; ``predict`` gives (M, ∂M/∂x).
+
+    ``names`` name the parameters in the flags (which one ended at a bound).
+    """
     observed = spectrum.psd[mask]
     if np.any(observed <= 0):
         raise ValueError("the spectrum has bins with zero power in the fit range")
@@ -277,7 +281,12 @@ def _whittle_fit(
     free = ~at_bound
     covariance = np.full((x0.size, x0.size), math.nan)
     if np.any(at_bound):
-        flags.append("parameter(s) at a bound: their uncertainty is not defined")
+        held = ", ".join(
+            f"{name} (at its {'lower' if solution.x[i] <= lower[i] + 1e-6 else 'upper'} bound)"
+            for i, name in enumerate(names)
+            if at_bound[i]
+        )
+        flags.append(f"not determined by this spectrum: {held}; no uncertainty for it")
     sub = fisher[np.ix_(free, free)]
     if np.linalg.cond(sub) > _MAX_CONDITION:
         flags.append("degenerate parameters: the spectrum does not determine them all")
@@ -514,7 +523,7 @@ def fit_spin_noise(
     x0 = np.array([math.log(start[n]) for n in names[:5]] + ([0.0] if flicker else []))
     lower = np.concatenate([x0[:5] - _LOG_RANGE, [0.0] if flicker else []])
     upper = np.concatenate([x0[:5] + _LOG_RANGE, [math.inf] if flicker else []])
-    outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper)
+    outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper, names)
     values = physical(outcome.x)
     # Jacobian of the SI parameters with respect to x: diagonal.
     scale = np.array([values[n] for n in names[:5]] + ([flicker_unit] if flicker else []))
@@ -739,7 +748,7 @@ def fit_lorentzian(
     lower = x0 - _LOG_RANGE
     upper = x0 + _LOG_RANGE
     lower[1], upper[1] = 0.0, f[-1] / bin_width
-    outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper)
+    outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper, list(LORENTZIAN_PARAMETERS))
     x = outcome.x
     values = [math.exp(x[0]), x[1] * bin_width, math.exp(x[2]), math.exp(x[3])]
     scale = np.array([values[0], bin_width, values[2], values[3]])

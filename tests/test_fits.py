@@ -240,3 +240,24 @@ def test_the_larmor_line_is_found_when_the_zero_frequency_line_is_higher():
         fit = fit_spin_noise(spectrum, ProbeGeometry.from_apparatus(d), initial_values(d))
         field = fit.parameters["field_T"]
         assert abs(field.value - math.hypot(100e-9, 100e-9)) < 4 * field.uncertainty, seed
+
+
+def test_a_parameter_the_spectrum_cannot_determine_is_named_in_the_flags():
+    """A short SERF spectrum at 500 nT: R_SD′ adds ~5 % to the linewidth and ends at its bound."""
+    apparatus = ApparatusParameters(
+        temperature_K=450.0, field_T=(500e-9, 0, 0), probe_power_W=1.3e-3, probe_detuning_Hz=60e9
+    )
+    d = derive(apparatus)
+    fs = 125e6 / 64
+    generator = FastAngleNoise.from_derived(d, fs, seed=0)
+    psd = StreamingPSD(8192, fs, window="hann", overlap=0.5)
+    for _ in range(4):
+        psd.add(generator.block(16384))
+        psd.end_record()
+    fit = fit_spin_noise(psd.spectrum(), ProbeGeometry.from_apparatus(d), initial_values(d))
+    assert fit.flags == (
+        "not determined by this spectrum: spin_destruction_rate (at its lower bound); "
+        "no uncertainty for it",
+    )
+    assert math.isnan(fit.parameters["spin_destruction_rate"].uncertainty)
+    assert fit.parameters["field_T"].uncertainty > 0  # the others keep theirs
