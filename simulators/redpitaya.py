@@ -33,10 +33,17 @@ command list at redpitaya.readthedocs.io ``commands-acq``):
 The lab's atoms cannot rewind: a pre-trigger window reaching back before the lab's previous record
 (or before t = 0) starts where that record ended, and the buffer fills that much later.
 
-Not simulated: only ``NOW`` fires the trigger. Level triggers on IN1/IN2, the external and the
-generator triggers are accepted but never fire (the status stays ``WAIT``), so a driver waiting
-for one times out. The generator, averaging, split-trigger and deep-memory commands are absent
-and answer ``-113``, as unknown commands do.
+Triggers: ``NOW`` fires when it is written to an armed board. The level triggers (``CH1_PE``,
+``CH1_NE``, ``CH2_PE``, ``CH2_NE``) watch the input's ADC codes from the moment both the board is
+armed and the source is set: the trigger is the first sample at or past ``ACQ:TRig:LEV`` (in
+codes of that input's gain setting) whose predecessor was on the other side. The board looks at
+the signal when it is asked (status, fill, pointers, data), at most four buffers back: a longer
+wait skips the older stretch (the atoms evolve exactly through it), and a trigger just after such
+a skip leaves the skipped pre-trigger samples unwritten. Nothing is connected to the external or
+generator triggers: they never fire and a driver waiting for one times out.
+
+Not simulated: the trigger hysteresis; the generator, averaging, split-trigger and deep-memory
+commands are absent and answer ``-113``, as unknown commands do.
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ TRIGGER_SOURCES = (
     "AWG_PE",
     "AWG_NE",
 )
+# The level triggers: (input index, +1 for the positive edge, −1 for the negative one).
+LEVEL_TRIGGERS = {"CH1_PE": (0, 1), "CH1_NE": (0, -1), "CH2_PE": (1, 1), "CH2_NE": (1, -1)}
+MAX_WATCHED_SAMPLES = 4 * 16384  # looked at per question; an older stretch is skipped
 IDENTITY = "REDPITAYA,INSTR,SIMULATED,hotspin"
 ERROR_QUEUE_SIZE = 16  # SCPI_ERROR_QUEUE_SIZE in scpi-server/src/main.cpp
 ERROR_QUEUE_BIT = 0x04  # STB_QMA: "error/event queue message available"
@@ -298,6 +308,10 @@ class SimulatedRedPitaya(SimulatedInstrument):
         self.triggered = False
         self.filled = False
         self._capture: _Capture | None = None
+        # A level trigger's watch: the signal is examined up to this time; the codes just
+        # before it (for the pre-trigger part) and the last sample of the trigger input.
+        self._watched_s: float | None = None
+        self._recent = np.zeros((2, 0), dtype=np.int16)
         self._reset()
 
     def open_session(self) -> _BoardSession:
@@ -329,23 +343,89 @@ class SimulatedRedPitaya(SimulatedInstrument):
         self.armed_s = self.lab.clock.now()
         self.triggered = False
         self.filled = False
+        self._start_watch()
+
+    def _samples_after_trigger(self) -> int:
+        """Return how many samples of the data buffer are written from the trigger on."""
+        return max(0, self.trigger_delay + BUFFER_SIZE // 2)
+
+    def _codes(self, n: int, fs: float, start_s: float) -> tuple[float, np.ndarray]:
+        """Digitise ``n`` samples of both inputs from ``start_s``; return the true start, codes."""
+        record = self.lab.record(n, fs, start_s)
+        inputs = (record.v_diff, record.v_sum)
+        codes = np.stack([_adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
+        return record.start_s, codes
 
     def _trigger_now(self) -> None:
         """Fire the trigger: record the polarimeter for the whole data buffer around it."""
         fs = ADC_CLOCK_Hz / self.decimation
-        after = max(0, self.trigger_delay + BUFFER_SIZE // 2)  # samples written after the trigger
-        now = self.lab.clock.now()
-        record = self.lab.record(BUFFER_SIZE, fs, now - (BUFFER_SIZE - after) / fs)
-        inputs = (record.v_diff, record.v_sum)
-        codes = np.stack([_adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
-        position = round(record.start_s * fs) % BUFFER_SIZE  # the ADC writes continuously
-        self._capture = _Capture(self.armed_s, record.start_s, fs, codes, position)
+        before = BUFFER_SIZE - self._samples_after_trigger()
+        start_s, codes = self._codes(BUFFER_SIZE, fs, self.lab.clock.now() - before / fs)
+        self._fire(start_s, codes, self.armed_s)
+
+    def _fire(self, start_s: float, codes: np.ndarray, written_from_s: float) -> None:
+        """Trigger on the data buffer ``codes`` that starts at ``start_s`` (samples before
+        ``written_from_s`` are never written)."""
+        fs = ADC_CLOCK_Hz / self.decimation
+        position = round(start_s * fs) % BUFFER_SIZE  # the ADC writes continuously
+        self._capture = _Capture(written_from_s, start_s, fs, codes, position)
+        after = self._samples_after_trigger()
         self.trigger_position = (position + BUFFER_SIZE - after) % BUFFER_SIZE
         self.triggered = True
         self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
+        self._watched_s = None
+
+    def _start_watch(self) -> None:
+        """Begin watching the trigger input, if armed with a level trigger."""
+        if self.armed and not self.triggered and self.trigger_source in LEVEL_TRIGGERS:
+            self._watched_s = self.lab.clock.now()
+            self._recent = np.zeros((2, 0), dtype=np.int16)
+
+    def _watch(self) -> None:
+        """Look for the level trigger's edge in the signal acquired since the last look."""
+        watching = self.armed and not self.triggered and self.trigger_source in LEVEL_TRIGGERS
+        if self._watched_s is None or not watching:
+            return
+        fs = ADC_CLOCK_Hz / self.decimation
+        n = math.floor((self.lab.clock.now() - self._watched_s) * fs + 1e-6)
+        if n <= 0:
+            return
+        if n > MAX_WATCHED_SAMPLES:  # skip the older stretch: nothing of it is kept
+            self._watched_s += (n - MAX_WATCHED_SAMPLES) / fs
+            self._recent = np.zeros((2, 0), dtype=np.int16)
+            n = MAX_WATCHED_SAMPLES
+        start_s, codes = self._codes(n, fs, self._watched_s)
+        channel, edge = LEVEL_TRIGGERS[self.trigger_source]
+        full_scale = FULL_SCALE_V[self.gains[channel]]
+        level = round(self.trigger_level_V / full_scale * CODES_PER_FULL_SCALE)
+        # Sign-flipped for the negative edge: then both edges are "from below to at or above".
+        signal = edge * codes[channel].astype(np.int32)
+        first = edge * int(self._recent[channel, -1]) if self._recent.shape[1] else signal[0]
+        before = np.concatenate(([first], signal[:-1]))
+        crossed = np.flatnonzero((before < edge * level) & (signal >= edge * level))
+        if crossed.size == 0:
+            self._recent = np.concatenate((self._recent, codes), axis=1)[:, -BUFFER_SIZE:]
+            self._watched_s = start_s + n / fs
+            return
+        trigger = int(crossed[0])
+        after = self._samples_after_trigger()
+        history = np.concatenate((self._recent, codes[:, :trigger]), axis=1)
+        history = history[:, history.shape[1] - min(history.shape[1], BUFFER_SIZE - after) :]
+        following = codes[:, trigger:]
+        if following.shape[1] < after:  # the rest of the buffer is still to come
+            _, more = self._codes(after - following.shape[1], fs, start_s + n / fs)
+            following = np.concatenate((following, more), axis=1)
+        missing = BUFFER_SIZE - after - history.shape[1]  # skipped: never written
+        buffer = np.concatenate(
+            (np.zeros((2, missing), dtype=np.int16), history, following[:, :after]), axis=1
+        )
+        trigger_s = start_s + trigger / fs
+        written_from = max(self.armed_s, trigger_s - history.shape[1] / fs)
+        self._fire(trigger_s - (BUFFER_SIZE - after) / fs, buffer, written_from)
 
     def _commit(self) -> None:
         """Write the samples the capture has acquired by now into the buffer."""
+        self._watch()
         capture = self._capture
         if capture is None:
             return
@@ -486,9 +566,11 @@ class SimulatedRedPitaya(SimulatedInstrument):
         # list orders ACQ:START before ACQ:TRig NOW); set earlier, it is lost [unverified].
         if source == "NOW" and self.armed and not self.triggered:
             self._trigger_now()
+        self._start_watch()
 
     def _trigger_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         # TD when triggered or when the source is DISABLED (commands-acq, ACQ:TRig:STAT?).
+        self._watch()
         return b"WAIT" if self.armed and self.trigger_source != "DISABLED" else b"TD"
 
     def _fill_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:

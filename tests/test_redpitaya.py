@@ -335,13 +335,44 @@ def test_fill_follows_simulated_time_and_the_pre_trigger_half_is_stale(board, la
     assert np.all(codes[BUFFER_SIZE // 2 :] > 4000)
 
 
-def test_an_edge_trigger_that_never_comes_times_out(board):
+def test_an_external_trigger_with_nothing_connected_times_out(board):
     _, pitaya = board
-    pitaya.acq_trigger_source = "CH1_PE"
+    pitaya.acq_trigger_source = "EXT_PE"
     pitaya.acquisition_start()
     assert pitaya.acq_trigger_status is False  # WAIT
     with pytest.raises(InstrumentTimeoutError, match="no trigger"):
         pitaya.wait_for_buffer(timeout_s=0.1)
+
+
+@pytest.mark.parametrize(("source", "edge"), [("CH1_PE", 1), ("CH1_NE", -1)])
+def test_a_level_trigger_fires_on_the_edge_of_the_input(board, lab, source, edge):
+    simulated, pitaya = board
+    pitaya.decimation = 64  # 0.5 µs per sample, 8.4 ms per buffer
+    lab.clock.advance(1.0)
+    level = 0.5 * edge * float(np.std(pitaya.acquire().voltages_V[1]))  # crossed often
+    pitaya.acq_trigger_level = level
+    pitaya.acq_trigger_delay_samples = 0  # after acquire(), which puts the trigger first
+    lab.clock.advance(0.1)
+    simulated.memory[:] = 0  # as after power-on: the samples written from now on stand out
+    pitaya.acquisition_start()
+    pitaya.acq_trigger_source = source
+    assert pitaya.acq_trigger_status is False  # no time has passed: nothing seen yet
+    lab.clock.advance(BUFFER_SIZE * 64 / 125e6)  # a buffer's time: pre-trigger part, crossing
+    assert pitaya.acq_trigger_status is True
+    lab.clock.advance(BUFFER_SIZE * 64 / 125e6)  # the post-trigger part
+    assert pitaya.acq_buffer_filled is True
+    codes = pitaya.ain1.read_codes().astype(int)
+    threshold = round(pitaya.acq_trigger_level / 1.0 * 8192)
+    trigger = BUFFER_SIZE // 2  # ACQ:TRig:DLY 0: the trigger is the middle sample
+    assert edge * codes[trigger] >= edge * threshold > edge * codes[trigger - 1]
+    # The first such edge since the board was armed: none earlier among the written samples.
+    written = np.flatnonzero(codes[:trigger] != 0)
+    assert 0 < written[0] < trigger
+    earlier = codes[written[0] : trigger]
+    assert not np.any(
+        (edge * earlier[:-1] < edge * threshold) & (edge * earlier[1:] >= edge * threshold)
+    )
+    assert simulated.trigger_source == "DISABLED"  # the FPGA cleared it when it triggered
 
 
 def test_acquire_gives_up_when_the_buffer_never_fills(lab):
