@@ -242,6 +242,16 @@ class RedPitaya(RedPitayaScpi):
         check_set_errors=True,
     )
 
+    acq_trigger_hysteresis = Instrument.control(
+        "ACQ:TRig:HYST?",
+        "ACQ:TRig:HYST %g",
+        """Control the edge triggers' hysteresis in V: before an edge counts, the input must be
+        beyond the level by this much on the other side (the board's default is 0.005 V).""",
+        validator=named_range("acq_trigger_hysteresis", "V"),
+        values=(0.0, FULL_SCALE_V["HV"]),
+        check_set_errors=True,
+    )
+
     next_error = Instrument.measurement(
         "SYST:ERR:NEXT?",
         """Get the next error of the queue as (code, message); (0, 'No error') when empty.""",

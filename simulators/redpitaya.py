@@ -35,15 +35,18 @@ The lab's atoms cannot rewind: a pre-trigger window reaching back before the lab
 
 Triggers: ``NOW`` fires when it is written to an armed board. The level triggers (``CH1_PE``,
 ``CH1_NE``, ``CH2_PE``, ``CH2_NE``) watch the input's ADC codes from the moment both the board is
-armed and the source is set: the trigger is the first sample at or past ``ACQ:TRig:LEV`` (in
-codes of that input's gain setting) whose predecessor was on the other side. The board looks at
+armed and the source is set, as a Schmitt trigger: once the input has been beyond the level by
+``ACQ:TRig:HYST`` (0.005 V by default) on the far side, the first sample at or past
+``ACQ:TRig:LEV`` is the trigger (both in codes of that input's gain setting). The board looks at
 the signal when it is asked (status, fill, pointers, data), at most four buffers back: a longer
 wait skips the older stretch (the atoms evolve exactly through it), and a trigger just after such
 a skip leaves the skipped pre-trigger samples unwritten. Nothing is connected to the external or
 generator triggers: they never fire and a driver waiting for one times out.
 
-Not simulated: the trigger hysteresis; the generator, averaging, split-trigger and deep-memory
-commands are absent and answer ``-113``, as unknown commands do.
+Not simulated: the generator, averaging (``ACQ:AVG``: the real board averages the skipped
+samples by default; here a sample is the atoms' signal at its instant plus the white noise of
+the sampled band), split-trigger and deep-memory commands are absent and answer ``-113``, as
+unknown commands do.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ TRIGGER_SOURCES = (
 # The level triggers: (input index, +1 for the positive edge, −1 for the negative one).
 LEVEL_TRIGGERS = {"CH1_PE": (0, 1), "CH1_NE": (0, -1), "CH2_PE": (1, 1), "CH2_NE": (1, -1)}
 MAX_WATCHED_SAMPLES = 4 * 16384  # looked at per question; an older stretch is skipped
+DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault of the rp library (acq_handler.c, OS 2.x)
 IDENTITY = "REDPITAYA,INSTR,SIMULATED,hotspin"
 ERROR_QUEUE_SIZE = 16  # SCPI_ERROR_QUEUE_SIZE in scpi-server/src/main.cpp
 ERROR_QUEUE_BIT = 0x04  # STB_QMA: "error/event queue message available"
@@ -312,6 +316,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         # before it (for the pre-trigger part) and the last sample of the trigger input.
         self._watched_s: float | None = None
         self._recent = np.zeros((2, 0), dtype=np.int16)
+        self._edge_ready = False  # the input has been beyond the level by the hysteresis
         self._reset()
 
     def open_session(self) -> _BoardSession:
@@ -325,6 +330,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         self.trigger_source = "DISABLED"
         self.trigger_delay = 0
         self.trigger_level_V = 0.0
+        self.trigger_hysteresis_V = DEFAULT_HYSTERESIS_V
         self.gains = ["LV", "LV"]
         self.units = "VOLTS"  # a global of acquire.cpp, shared by every connection
 
@@ -380,6 +386,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         if self.armed and not self.triggered and self.trigger_source in LEVEL_TRIGGERS:
             self._watched_s = self.lab.clock.now()
             self._recent = np.zeros((2, 0), dtype=np.int16)
+            self._edge_ready = False
 
     def _watch(self) -> None:
         """Look for the level trigger's edge in the signal acquired since the last look."""
@@ -393,21 +400,26 @@ class SimulatedRedPitaya(SimulatedInstrument):
         if n > MAX_WATCHED_SAMPLES:  # skip the older stretch: nothing of it is kept
             self._watched_s += (n - MAX_WATCHED_SAMPLES) / fs
             self._recent = np.zeros((2, 0), dtype=np.int16)
+            self._edge_ready = False
             n = MAX_WATCHED_SAMPLES
         start_s, codes = self._codes(n, fs, self._watched_s)
         channel, edge = LEVEL_TRIGGERS[self.trigger_source]
-        full_scale = FULL_SCALE_V[self.gains[channel]]
-        level = round(self.trigger_level_V / full_scale * CODES_PER_FULL_SCALE)
-        # Sign-flipped for the negative edge: then both edges are "from below to at or above".
+        codes_per_V = CODES_PER_FULL_SCALE / FULL_SCALE_V[self.gains[channel]]
+        level = round(self.trigger_level_V * codes_per_V)
+        hysteresis = round(self.trigger_hysteresis_V * codes_per_V)
+        # A Schmitt trigger: the input must first be beyond the level by the hysteresis on the
+        # far side, then reach the level. Sign-flipped for the negative edge, both edges read
+        # "from below level − hysteresis to at or above level".
         signal = edge * codes[channel].astype(np.int32)
-        first = edge * int(self._recent[channel, -1]) if self._recent.shape[1] else signal[0]
-        before = np.concatenate(([first], signal[:-1]))
-        crossed = np.flatnonzero((before < edge * level) & (signal >= edge * level))
-        if crossed.size == 0:
+        below = np.flatnonzero(signal < edge * level - hysteresis)
+        ready = 0 if self._edge_ready else (int(below[0]) + 1 if below.size else n)
+        reached = np.flatnonzero(signal[ready:] >= edge * level)
+        if reached.size == 0:
+            self._edge_ready = ready < n or self._edge_ready
             self._recent = np.concatenate((self._recent, codes), axis=1)[:, -BUFFER_SIZE:]
             self._watched_s = start_s + n / fs
             return
-        trigger = int(crossed[0])
+        trigger = ready + int(reached[0])
         after = self._samples_after_trigger()
         history = np.concatenate((self._recent, codes[:, :trigger]), axis=1)
         history = history[:, history.shape[1] - min(history.shape[1], BUFFER_SIZE - after) :]
@@ -598,6 +610,15 @@ class SimulatedRedPitaya(SimulatedInstrument):
     def _get_level(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return f"{self.trigger_level_V:g}".encode("ascii")
 
+    def _set_hysteresis(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.volts()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        self.trigger_hysteresis_V = abs(value)
+
+    def _get_hysteresis(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return f"{self.trigger_hysteresis_V:g}".encode("ascii")
+
     def _write_pointer(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         self._commit()
         return str(self.write_position).encode("ascii")
@@ -755,6 +776,8 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("ACQ:TRig:DLY?", SimulatedRedPitaya._get_delay),
         ("ACQ:TRig:LEV", SimulatedRedPitaya._set_level),
         ("ACQ:TRig:LEV?", SimulatedRedPitaya._get_level),
+        ("ACQ:TRig:HYST", SimulatedRedPitaya._set_hysteresis),
+        ("ACQ:TRig:HYST?", SimulatedRedPitaya._get_hysteresis),
         ("ACQ:WPOS?", SimulatedRedPitaya._write_pointer),
         ("ACQ:TPOS?", SimulatedRedPitaya._trigger_pointer),
         ("ACQ:SOUR#:GAIN", SimulatedRedPitaya._set_gain),

@@ -96,6 +96,9 @@ def test_trigger_source_status_fill_delay_and_level():  # [ACQ]
             ("ACQ:TRig:LEV 0.125", None),
             NO_ERRORS,
             ("ACQ:TRig:LEV?", "0.123"),
+            ("ACQ:TRig:HYST 0.01", None),
+            NO_ERRORS,
+            ("ACQ:TRig:HYST?", "0.01"),
         ],
     ) as pitaya:
         pitaya.acq_trigger_source = "CH1_PE"
@@ -106,6 +109,8 @@ def test_trigger_source_status_fill_delay_and_level():  # [ACQ]
         assert pitaya.acq_trigger_delay_samples == 2314
         pitaya.acq_trigger_level = 0.125
         assert pitaya.acq_trigger_level == pytest.approx(0.123)
+        pitaya.acq_trigger_hysteresis = 0.01
+        assert pitaya.acq_trigger_hysteresis == pytest.approx(0.01)
 
 
 def test_binary_block_read_of_raw_codes():  # [ACQ] Old:N? 3, [EX] '!h', [SRV] '#16…' + CR LF
@@ -335,6 +340,21 @@ def test_fill_follows_simulated_time_and_the_pre_trigger_half_is_stale(board, la
     assert np.all(codes[BUFFER_SIZE // 2 :] > 4000)
 
 
+def test_hysteresis_beyond_the_noise_keeps_a_level_trigger_waiting(board, lab):
+    _, pitaya = board
+    pitaya.decimation = 64
+    lab.clock.advance(1.0)
+    pitaya.acq_trigger_level = 0.0  # crossed by the noise all the time …
+    pitaya.acq_trigger_hysteresis = 0.5  # … but never 0.5 V below it first
+    pitaya.acquisition_start()
+    pitaya.acq_trigger_source = "CH1_PE"
+    lab.clock.advance(2 * BUFFER_SIZE * 64 / 125e6)
+    assert pitaya.acq_trigger_status is False
+    pitaya.acq_trigger_hysteresis = 0.0
+    lab.clock.advance(BUFFER_SIZE * 64 / 125e6)
+    assert pitaya.acq_trigger_status is True
+
+
 def test_an_external_trigger_with_nothing_connected_times_out(board):
     _, pitaya = board
     pitaya.acq_trigger_source = "EXT_PE"
@@ -351,6 +371,8 @@ def test_a_level_trigger_fires_on_the_edge_of_the_input(board, lab, source, edge
     lab.clock.advance(1.0)
     level = 0.5 * edge * float(np.std(pitaya.acquire().voltages_V[1]))  # crossed often
     pitaya.acq_trigger_level = level
+    assert pitaya.acq_trigger_hysteresis == pytest.approx(0.005)  # the board's default
+    pitaya.acq_trigger_hysteresis = 0.0  # every crossing of the level counts
     pitaya.acq_trigger_delay_samples = 0  # after acquire(), which puts the trigger first
     lab.clock.advance(0.1)
     simulated.memory[:] = 0  # as after power-on: the samples written from now on stand out
