@@ -29,6 +29,8 @@ from analysis.fits import Estimate, SpinNoiseFit
 
 # SERF quadratic broadening coefficient for I = 3/2 at low polarisation (PHYSICS.md §3).
 SERF_BROADENING_COEFFICIENT = 5.0 / 3.0
+# A sweep's spectra count as SERF below this ω/R_SE (the quadratic broadening holds there).
+SERF_OMEGA_OVER_RSE = 0.08
 FEMTOTESLA = 1e-15
 
 
@@ -130,6 +132,82 @@ def spin_exchange_from_broadening(
         zero_field_decay_rate=Estimate(line.intercept.value, line.intercept.uncertainty, "s^-1"),
         line=line,
     )
+
+
+@dataclass(frozen=True)
+class FieldSweepAnalysis:
+    """What a field sweep shows as a whole: γ and q from the Larmor line, R_SE and R_SD′ from its
+    width (Γ = R_SD′/6 + R_D + (5/3)ω²/R_SE, R_D from the cell), on the SERF points."""
+
+    used: np.ndarray  # mask of the spectra in SERF with a resolved line
+    calibration: LarmorCalibration
+    broadening: BroadeningFit | None
+    spin_destruction_rate: Estimate | None
+    problem: str | None  # why the width gave no rates, if it did not
+
+    def summary(self) -> dict[str, tuple[float, float, str]]:
+        """Return the results as {name: (value, uncertainty, units)}, γ in Hz/nT."""
+        gamma, q = self.calibration.gyromagnetic_ratio, self.calibration.slowing_down_factor
+        per_nT = 1e-9 / (2 * math.pi)
+        result = {
+            "gyromagnetic_ratio_Hz_per_nT": (
+                gamma.value * per_nT, gamma.uncertainty * per_nT, "Hz/nT"
+            ),
+            "slowing_down_factor": (q.value, q.uncertainty, ""),
+            "larmor_offset_Hz": (
+                self.calibration.offset_Hz.value, self.calibration.offset_Hz.uncertainty, "Hz"
+            ),
+        }  # fmt: skip
+        if self.broadening is not None and self.spin_destruction_rate is not None:
+            r_se, gamma0 = self.broadening.spin_exchange_rate, self.broadening.zero_field_decay_rate
+            r_sd = self.spin_destruction_rate
+            result["spin_exchange_rate_from_broadening"] = (r_se.value, r_se.uncertainty, "s^-1")
+            result["zero_field_decay_rate"] = (gamma0.value, gamma0.uncertainty, "s^-1")
+            result["spin_destruction_rate_from_broadening"] = (r_sd.value, r_sd.uncertainty, "s^-1")
+        return result
+
+
+def analyse_field_sweep(
+    field_T: np.ndarray, fits: list[SpinNoiseFit], diffusion_rate: float
+) -> FieldSweepAnalysis:
+    """Return γ, q, R_SE and R_SD′ from spectra fitted at several field magnitudes.
+
+    Only spectra in SERF (ω < 0.08 R_SE) with a resolved line count; fewer than three raise
+    ValueError. ``diffusion_rate`` (R_D, s⁻¹) is taken out of the zero-field decay rate.
+    """
+    fields = _finite_vector("field_T", field_T)
+    if fields.size != len(fits):
+        raise ValueError(f"{fields.size} fields for {len(fits)} fitted spectra")
+    used = np.array([_in_serf(fit) for fit in fits], dtype=bool)
+    if used.sum() < 3:
+        raise ValueError(
+            f"only {int(used.sum())} of {used.size} spectra are in SERF with a resolved line "
+            "(3 needed): lower the fields"
+        )
+    kept = [fit for fit, keep in zip(fits, used, strict=True) if keep]
+    larmor = np.array([fit.larmor_frequency_Hz.value for fit in kept])
+    calibration = larmor_calibration(
+        fields[used], larmor, np.array([fit.larmor_frequency_Hz.uncertainty for fit in kept])
+    )
+    decay = 2 * math.pi * np.array([fit.linewidth_hwhm_Hz.value for fit in kept])
+    decay_sigma = 2 * math.pi * np.array([fit.linewidth_hwhm_Hz.uncertainty for fit in kept])
+    try:
+        broadening = spin_exchange_from_broadening(larmor, decay, decay_sigma)
+    except ValueError as error:
+        return FieldSweepAnalysis(used, calibration, None, None, str(error))
+    gamma0 = broadening.zero_field_decay_rate
+    r_sd = Estimate(6 * (gamma0.value - diffusion_rate), 6 * gamma0.uncertainty, "s^-1")
+    return FieldSweepAnalysis(used, calibration, broadening, r_sd, None)
+
+
+def _in_serf(fit: SpinNoiseFit) -> bool:
+    """Return whether a fitted spectrum has a resolved line well inside SERF (ω < 0.08 R_SE)."""
+    larmor = fit.larmor_frequency_Hz
+    r_se = fit.parameters["spin_exchange_rate"].value
+    return bool(
+        math.isfinite(larmor.value) and larmor.uncertainty > 0
+        and 2 * math.pi * larmor.value < SERF_OMEGA_OVER_RSE * r_se
+    )  # fmt: skip
 
 
 def density_from_temperature(temperature_K: float, temperature_sigma_K: float = 0.0) -> Estimate:

@@ -7,7 +7,9 @@ Two kinds of file are understood:
   none, and fitted;
 * a saved run with `spectra/psd` rows: every row is fitted. The apparatus comes from the run's
   `parameters`, stored under the names of `ApparatusParameters`; a `results/<name>` column
-  named like a scalar apparatus parameter (e.g. `temperature_K`) overrides it row by row.
+  named like a scalar apparatus parameter (e.g. `temperature_K`) overrides it row by row, and
+  the `results/coil_field_{x,y,z}_nT` columns give the row's field vector (its direction sets
+  how much of the precession the probe sees).
 
 Each spectrum gets the spin-noise model fit, the single-Lorentzian fit and the atom number it
 implies, the spin-noise-to-shot-noise ratio, the densities from R_SE and from the temperature,
@@ -42,6 +44,8 @@ from analysis.fits import (
     initial_values,
 )
 from analysis.magnetometry import (
+    FieldSweepAnalysis,
+    analyse_field_sweep,
     density_from_spin_exchange,
     density_from_temperature,
     field_resolution_fT_per_rtHz,
@@ -59,6 +63,8 @@ from procedures.recorder import now_iso
 from procedures.simulate import apparatus_from_settings
 from simulators.polarimeter_optics import DETECTOR_SATURATION_V
 
+# Per-step results holding the field the coils were set to: the field vector of a row's refit.
+FIELD_COLUMNS = ("coil_field_x_nT", "coil_field_y_nT", "coil_field_z_nT")
 BLOCK_SAMPLES = 1 << 20
 MAX_SEGMENT_LENGTH = 1 << 14  # 8193 bins: the size the live monitor refits at 10 Hz
 WINDOW = "hann"
@@ -92,6 +98,7 @@ class FileAnalysis:
     spectra: list[SpectrumAnalysis] = field(default_factory=list)
     truth: dict[str, Any] | None = None
     written: bool = False
+    sweep: FieldSweepAnalysis | None = None  # a field sweep's γ, q and rates, from the refits
 
 
 def _open(path: Path, mode: str) -> h5py.File:
@@ -225,13 +232,22 @@ def _row_apparatus(
     """Return the apparatus of one row: per-step scalar results override the run's parameters."""
     if "results" not in f:
         return base, []
-    changes = {}
-    for name in ApparatusParameters.names():
+
+    def value(name: str) -> float:
         column = f["results"].get(name)
         if isinstance(column, h5py.Dataset) and column.ndim == 1 and row < column.shape[0]:
-            value = float(column[row])
-            if math.isfinite(value):
-                changes[name] = value
+            return float(column[row])
+        return math.nan
+
+    changes: dict[str, Any] = {}
+    for name in ApparatusParameters.names():
+        if isinstance(getattr(base, name), tuple):
+            continue  # a vector (the field): a scalar column of that name is a fit result
+        if math.isfinite(value(name)):
+            changes[name] = value(name)
+    field = [value(name) for name in FIELD_COLUMNS]
+    if all(math.isfinite(component) for component in field):
+        changes["field_T"] = tuple(1e-9 * component for component in field)
     return (base.with_changes(**changes) if changes else base), sorted(changes)
 
 
@@ -332,6 +348,8 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
                     )
                     continue
                 analysis.spectra.append(analyze_spectrum(spectrum, row_apparatus, label, None))
+            if procedure == "field_sweep":
+                analysis.sweep = _field_sweep(f, analysis, derive(apparatus).diffusion_rate)
         else:
             raise ValueError(
                 f"{path} holds neither traces nor spectra/psd rows: nothing to analyse"
@@ -343,6 +361,27 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
         except OSError as error:
             analysis.notes.append(f"results not written back: {error}")
     return analysis
+
+
+def _field_sweep(
+    f: h5py.File, analysis: FileAnalysis, diffusion_rate: float
+) -> FieldSweepAnalysis | None:
+    """Return γ, q and the rates of a field sweep from the refitted rows (None, with a note,
+    when the file or the fits do not allow it)."""
+    column = f.get("results/applied_field_nT")
+    if column is None or column.shape[0] < len(analysis.spectra):
+        analysis.notes.append("field sweep: no results/applied_field_nT for every row")
+        return None
+    fitted = np.array([r.fit is not None for r in analysis.spectra], dtype=bool)
+    fits = [r.fit for r in analysis.spectra if r.fit is not None]
+    try:
+        sweep = analyse_field_sweep(1e-9 * column[: fitted.size][fitted], fits, diffusion_rate)
+    except ValueError as error:
+        analysis.notes.append(f"field sweep: no γ, q or rates: {error}")
+        return None
+    used = np.zeros(fitted.size, dtype=bool)
+    used[fitted] = sweep.used
+    return replace(sweep, used=used)  # `used` by row of the file
 
 
 # --- writing the results --------------------------------------------------------------------------
@@ -455,6 +494,13 @@ def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None)
             group.create_dataset(name, data=data).attrs["units"] = ""
         resolution = np.array([r.field_resolution_fT_per_rtHz for r in analysis.spectra])
         group.create_dataset("field_resolution", data=resolution).attrs["units"] = "fT/Hz^0.5"
+        if analysis.sweep is not None:
+            sweep = group.create_group("field_sweep")
+            for name, (value, uncertainty, unit) in analysis.sweep.summary().items():
+                sweep.attrs.update(
+                    {name: value, f"{name}_uncertainty": uncertainty, f"{name}_units": unit}
+                )
+            sweep.attrs["rows_used"] = np.flatnonzero(analysis.sweep.used)
 
 
 # --- the printed report ---------------------------------------------------------------------------
@@ -523,6 +569,11 @@ def format_report(analysis: FileAnalysis) -> str:
         if result.witness is not None:
             lines.append(f"  witness: {result.witness.summary()}")
         lines += [f"  flag: {flag}" for flag in fit.flags]
+    if analysis.sweep is not None:
+        used = int(analysis.sweep.used.sum())
+        lines.append(f"field sweep, from the {used} refitted spectra in SERF:")
+        for name, (value, uncertainty, unit) in analysis.sweep.summary().items():
+            lines.append(f"  {name:<38} {Estimate(value, uncertainty, unit)}")
     if analysis.written:
         lines.append(f"results written to {analysis.path} (group 'analysis')")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from analysis.experiment import ApparatusParameters, derive
 from analysis.fits import Estimate, ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
 from analysis.magnetometry import spin_noise_to_shot_noise
 from analysis.spectra import Spectrum, StreamingPSD
-from procedures.analyze import welch_attributes
+from procedures.analyze import FIELD_COLUMNS, welch_attributes
 from procedures.base import HotspinProcedure
 from procedures.parameters import BoundedVectorParameter
 
@@ -128,6 +128,8 @@ class SpectrumProcedure(HotspinProcedure):
         results: dict[str, tuple[float, str]] = dict(extra or {})
         for name, unit in APPARATUS_COLUMNS.items():
             results[name] = (float(getattr(step.apparatus, name)), unit)
+        for axis, component in zip(FIELD_COLUMNS, step.apparatus.field_T, strict=True):
+            results[axis] = (1e9 * component, "nT")  # the coils' field, as set
         for name, estimate in fit.parameters.items():
             results[name] = (estimate.value, estimate.unit)
             results[f"{name}_uncertainty"] = (estimate.uncertainty, estimate.unit)

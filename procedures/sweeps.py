@@ -11,7 +11,6 @@ the probe detuning, and what the sweep shows as a whole.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,17 +21,10 @@ from analysis import constants as k
 from analysis import vapour
 from analysis.checks import ParameterError
 from analysis.experiment import derive
-from analysis.magnetometry import (
-    larmor_calibration,
-    spin_exchange_from_broadening,
-    weighted_line,
-)
+from analysis.magnetometry import analyse_field_sweep, weighted_line
 from procedures.parameters import BoundedVectorParameter
 from procedures.spectroscopy import BiasField, SpectrumProcedure, SpinNoiseStep
 from procedures.warmup import settle_temperature
-
-# The SERF regime for the summary fits: the Larmor frequency well below the spin-exchange rate.
-SERF_OMEGA_OVER_RSE = 0.08
 
 
 class Sweep(SpectrumProcedure):
@@ -83,20 +75,6 @@ def _refuse_above(
                 f"{name} = {value:g} is outside the allowed range [{low:g}, {limit:g}] {unit} "
                 f"({setting} of the station)"
             )
-
-
-def _serf_points(steps: Sequence[SpinNoiseStep]) -> np.ndarray:
-    """Return a mask of the steps in SERF with a resolved line (for the summary fits)."""
-    mask = []
-    for step in steps:
-        larmor = step.fit.larmor_frequency_Hz
-        r_se = step.fit.parameters["spin_exchange_rate"].value
-        mask.append(
-            math.isfinite(larmor.value)
-            and larmor.uncertainty > 0
-            and 2 * math.pi * larmor.value < SERF_OMEGA_OVER_RSE * r_se
-        )
-    return np.array(mask)
 
 
 class BiasedSweep(BiasField, Sweep):
@@ -152,58 +130,16 @@ class FieldSweep(Sweep):
         self.station.coils.set_field(1e-9 * value * self._unit())
 
     def summarize(self, settings: np.ndarray, steps: Sequence[SpinNoiseStep]) -> None:
-        """Fit γ, q (SERF points) and R_SE from the broadening; record them."""
-        serf = _serf_points(steps)
-        if serf.sum() < 3:
-            self.notes.append(
-                "field_sweep: fewer than 3 resolved SERF points, no q or R_SE from the sweep"
-            )
-            return
-        fields = 1e-9 * settings[serf]
-        larmor = np.array([s.fit.larmor_frequency_Hz.value for s, keep in zip(steps, serf,
-                          strict=True) if keep])  # fmt: skip
-        sigma = np.array([s.fit.larmor_frequency_Hz.uncertainty for s, keep in zip(steps, serf,
-                         strict=True) if keep])  # fmt: skip
-        calibration = larmor_calibration(fields, larmor, sigma)
-        summary = {
-            "gyromagnetic_ratio_Hz_per_nT": (
-                calibration.gyromagnetic_ratio.value / (2 * math.pi) * 1e-9,
-                calibration.gyromagnetic_ratio.uncertainty / (2 * math.pi) * 1e-9,
-                "Hz/nT",
-            ),
-            "slowing_down_factor": (
-                calibration.slowing_down_factor.value,
-                calibration.slowing_down_factor.uncertainty,
-                "",
-            ),
-            "larmor_offset_Hz": (
-                calibration.offset_Hz.value, calibration.offset_Hz.uncertainty, "Hz"
-            ),
-        }  # fmt: skip
-        decay = np.array([s.fit.linewidth_hwhm_Hz.value for s, keep in zip(steps, serf,
-                         strict=True) if keep]) * 2 * math.pi  # fmt: skip
-        decay_sigma = np.array([s.fit.linewidth_hwhm_Hz.uncertainty for s, keep in zip(steps,
-                               serf, strict=True) if keep]) * 2 * math.pi  # fmt: skip
+        """Fit γ, q and the rates from the SERF points (`analyse_field_sweep`); record them."""
+        diffusion = derive(steps[0].apparatus).diffusion_rate
         try:
-            broadening = spin_exchange_from_broadening(larmor, decay, decay_sigma)
+            sweep = analyse_field_sweep(1e-9 * settings, [s.fit for s in steps], diffusion)
         except ValueError as error:
-            self.notes.append(f"field_sweep: no R_SE from the broadening: {error}")
-        else:
-            # Γ₀ = R_SD′/6 + R_D: the wall rate R_D from the cell and its buffer gas.
-            zero_field = broadening.zero_field_decay_rate
-            diffusion = derive(steps[0].apparatus).diffusion_rate
-            summary.update(
-                spin_exchange_rate_from_broadening=(
-                    broadening.spin_exchange_rate.value,
-                    broadening.spin_exchange_rate.uncertainty,
-                    "s^-1",
-                ),
-                zero_field_decay_rate=(zero_field.value, zero_field.uncertainty, "s^-1"),
-                spin_destruction_rate_from_broadening=(
-                    6 * (zero_field.value - diffusion), 6 * zero_field.uncertainty, "s^-1"
-                ),
-            )  # fmt: skip
-        self.record_summary(summary)
+            self.notes.append(f"field_sweep: no γ, q or rates from the sweep: {error}")
+            return
+        if sweep.problem:
+            self.notes.append(f"field_sweep: no R_SE or R_SD′ from the broadening: {sweep.problem}")
+        self.record_summary(sweep.summary())
 
 
 class TemperatureSweep(BiasedSweep):

@@ -83,7 +83,8 @@ def saved_run(path, temperatures, *, welch=True, crash=False):
     for step, temperature in enumerate(temperatures):
         spectrum = spectrum_of(base.with_changes(temperature_K=temperature), seed=step)
         run.append_spectrum(spectrum.frequency_Hz, spectrum.psd)
-        run.append_results({"temperature_K": (temperature, "K")})
+        # As every spectrum procedure does: the fitted |B| under the fit's name, `field_T`.
+        run.append_results({"temperature_K": (temperature, "K"), "field_T": (1e-7, "T")})
         if welch:
             run.file["spectra/psd"].attrs.update(welch_attributes(spectrum, "hann"))
     if crash:
