@@ -210,6 +210,51 @@ def _in_serf(fit: SpinNoiseFit) -> bool:
     )  # fmt: skip
 
 
+def spin_exchange_cross_section(
+    temperature_K: np.ndarray, rate: np.ndarray, rate_sigma: np.ndarray
+) -> LineFit:
+    """Return the line R_SE = σ_SE·n v̄ + b through spin-exchange rates fitted at several cell
+    temperatures (n from the vapour-pressure curve, v̄ the Rb–Rb relative speed); slope σ_SE, m²."""
+    temperatures = _finite_vector("temperature_K", temperature_K)
+    collisions = np.array(
+        [vapour.rb_number_density_m3(t)
+         * vapour.mean_relative_speed_m_per_s(t, k.RB87_MASS_kg, k.RB87_MASS_kg)
+         for t in temperatures]
+    )  # fmt: skip
+    return weighted_line(collisions, rate, rate_sigma)
+
+
+@dataclass(frozen=True)
+class TemperatureSweepAnalysis:
+    """What a temperature sweep shows as a whole: σ_SE, the slope of R_SE against n v̄."""
+
+    used: np.ndarray  # mask of the spectra with an R_SE uncertainty
+    line: LineFit
+
+    def summary(self) -> dict[str, tuple[float, float, str]]:
+        """Return the results as {name: (value, uncertainty, units)}."""
+        slope = self.line.slope
+        return {"spin_exchange_cross_section_m2": (slope.value, slope.uncertainty, "m^2")}
+
+
+def analyse_temperature_sweep(
+    temperature_K: np.ndarray, fits: list[SpinNoiseFit]
+) -> TemperatureSweepAnalysis:
+    """Return σ_SE from spectra fitted at several cell temperatures (those with an R_SE
+    uncertainty count; fewer than two raise ValueError)."""
+    temperatures = _finite_vector("temperature_K", temperature_K)
+    if temperatures.size != len(fits):
+        raise ValueError(f"{temperatures.size} temperatures for {len(fits)} fitted spectra")
+    rate = np.array([fit.parameters["spin_exchange_rate"].value for fit in fits])
+    sigma = np.array([fit.parameters["spin_exchange_rate"].uncertainty for fit in fits])
+    used = np.isfinite(sigma) & (sigma > 0)
+    if used.sum() < 2:
+        raise ValueError(f"only {int(used.sum())} spectra have an R_SE uncertainty (2 needed)")
+    return TemperatureSweepAnalysis(
+        used, spin_exchange_cross_section(temperatures[used], rate[used], sigma[used])
+    )
+
+
 def density_from_temperature(temperature_K: float, temperature_sigma_K: float = 0.0) -> Estimate:
     """Return the saturated Rb density (m⁻³) at a temperature, with its propagated uncertainty."""
     T = check_positive("temperature_K", temperature_K, "K")

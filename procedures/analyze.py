@@ -45,7 +45,9 @@ from analysis.fits import (
 )
 from analysis.magnetometry import (
     FieldSweepAnalysis,
+    TemperatureSweepAnalysis,
     analyse_field_sweep,
+    analyse_temperature_sweep,
     density_from_spin_exchange,
     density_from_temperature,
     field_resolution_fT_per_rtHz,
@@ -63,6 +65,8 @@ from procedures.recorder import now_iso
 from procedures.simulate import apparatus_from_settings
 from simulators.polarimeter_optics import DETECTOR_SATURATION_V
 
+# The per-step result each sweep was swept in (field magnitude in nT, temperature in K).
+SWEPT_COLUMN = {"field_sweep": "applied_field_nT", "temperature_sweep": "temperature_K"}
 # Per-step results holding the field the coils were set to: the field vector of a row's refit.
 FIELD_COLUMNS = ("coil_field_x_nT", "coil_field_y_nT", "coil_field_z_nT")
 BLOCK_SAMPLES = 1 << 20
@@ -98,7 +102,8 @@ class FileAnalysis:
     spectra: list[SpectrumAnalysis] = field(default_factory=list)
     truth: dict[str, Any] | None = None
     written: bool = False
-    sweep: FieldSweepAnalysis | None = None  # a field sweep's γ, q and rates, from the refits
+    # A sweep's results as a whole (field: γ, q and the rates; temperature: σ_SE), from the refits.
+    sweep: FieldSweepAnalysis | TemperatureSweepAnalysis | None = None
 
 
 def _open(path: Path, mode: str) -> h5py.File:
@@ -348,8 +353,8 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
                     )
                     continue
                 analysis.spectra.append(analyze_spectrum(spectrum, row_apparatus, label, None))
-            if procedure == "field_sweep":
-                analysis.sweep = _field_sweep(f, analysis, derive(apparatus).diffusion_rate)
+            if procedure in ("field_sweep", "temperature_sweep"):
+                analysis.sweep = _sweep(f, analysis, derive(apparatus).diffusion_rate)
         else:
             raise ValueError(
                 f"{path} holds neither traces nor spectra/psd rows: nothing to analyse"
@@ -363,21 +368,26 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
     return analysis
 
 
-def _field_sweep(
+def _sweep(
     f: h5py.File, analysis: FileAnalysis, diffusion_rate: float
-) -> FieldSweepAnalysis | None:
-    """Return γ, q and the rates of a field sweep from the refitted rows (None, with a note,
-    when the file or the fits do not allow it)."""
-    column = f.get("results/applied_field_nT")
+) -> FieldSweepAnalysis | TemperatureSweepAnalysis | None:
+    """Return a field or temperature sweep's results as a whole from the refitted rows (None,
+    with a note, when the file or the fits do not allow it)."""
+    column_name = SWEPT_COLUMN[analysis.procedure]
+    column = f.get(f"results/{column_name}")
     if column is None or column.shape[0] < len(analysis.spectra):
-        analysis.notes.append("field sweep: no results/applied_field_nT for every row")
+        analysis.notes.append(f"{analysis.procedure}: no results/{column_name} for every row")
         return None
     fitted = np.array([r.fit is not None for r in analysis.spectra], dtype=bool)
     fits = [r.fit for r in analysis.spectra if r.fit is not None]
+    settings = column[: fitted.size][fitted]
     try:
-        sweep = analyse_field_sweep(1e-9 * column[: fitted.size][fitted], fits, diffusion_rate)
+        if analysis.procedure == "field_sweep":
+            sweep = analyse_field_sweep(1e-9 * settings, fits, diffusion_rate)
+        else:
+            sweep = analyse_temperature_sweep(settings, fits)
     except ValueError as error:
-        analysis.notes.append(f"field sweep: no γ, q or rates: {error}")
+        analysis.notes.append(f"{analysis.procedure}: nothing from the sweep as a whole: {error}")
         return None
     used = np.zeros(fitted.size, dtype=bool)
     used[fitted] = sweep.used
@@ -495,7 +505,7 @@ def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None)
         resolution = np.array([r.field_resolution_fT_per_rtHz for r in analysis.spectra])
         group.create_dataset("field_resolution", data=resolution).attrs["units"] = "fT/Hz^0.5"
         if analysis.sweep is not None:
-            sweep = group.create_group("field_sweep")
+            sweep = group.create_group("sweep")
             for name, (value, uncertainty, unit) in analysis.sweep.summary().items():
                 sweep.attrs.update(
                     {name: value, f"{name}_uncertainty": uncertainty, f"{name}_units": unit}
@@ -571,7 +581,7 @@ def format_report(analysis: FileAnalysis) -> str:
         lines += [f"  flag: {flag}" for flag in fit.flags]
     if analysis.sweep is not None:
         used = int(analysis.sweep.used.sum())
-        lines.append(f"field sweep, from the {used} refitted spectra in SERF:")
+        lines.append(f"{analysis.procedure}, from {used} of the refitted spectra:")
         for name, (value, uncertainty, unit) in analysis.sweep.summary().items():
             lines.append(f"  {name:<38} {Estimate(value, uncertainty, unit)}")
     if analysis.written:

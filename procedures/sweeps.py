@@ -17,11 +17,9 @@ from typing import Any
 import numpy as np
 from pymeasure.experiment import FloatParameter, IntegerParameter
 
-from analysis import constants as k
-from analysis import vapour
 from analysis.checks import ParameterError
 from analysis.experiment import derive
-from analysis.magnetometry import analyse_field_sweep, weighted_line
+from analysis.magnetometry import analyse_field_sweep, analyse_temperature_sweep
 from procedures.parameters import BoundedVectorParameter
 from procedures.spectroscopy import BiasField, SpectrumProcedure, SpinNoiseStep
 from procedures.warmup import settle_temperature
@@ -193,21 +191,12 @@ class TemperatureSweep(BiasedSweep):
     def summarize(self, settings: np.ndarray, steps: Sequence[SpinNoiseStep]) -> None:
         """Fit R_SE against n v̄ (slope σ_SE) and record it."""
         temperatures = np.array([s.apparatus.temperature_K for s in steps])
-        density = np.array([vapour.rb_number_density_m3(t) for t in temperatures])
-        speed = np.array(
-            [vapour.mean_relative_speed_m_per_s(t, k.RB87_MASS_kg, k.RB87_MASS_kg)
-             for t in temperatures]
-        )  # fmt: skip
-        rate = np.array([s.fit.parameters["spin_exchange_rate"].value for s in steps])
-        sigma = np.array([s.fit.parameters["spin_exchange_rate"].uncertainty for s in steps])
-        usable = np.isfinite(sigma) & (sigma > 0)
-        if usable.sum() < 2:
-            self.notes.append("temperature_sweep: fewer than 2 steps with an R_SE uncertainty")
+        try:
+            sweep = analyse_temperature_sweep(temperatures, [s.fit for s in steps])
+        except ValueError as error:
+            self.notes.append(f"temperature_sweep: no σ_SE: {error}")
             return
-        line = weighted_line((density * speed)[usable], rate[usable], sigma[usable])
-        self.record_summary(
-            {"spin_exchange_cross_section_m2": (line.slope.value, line.slope.uncertainty, "m^2")}
-        )
+        self.record_summary(sweep.summary())
 
 
 class ProbePowerSweep(BiasedSweep):

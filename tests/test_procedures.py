@@ -163,9 +163,9 @@ def test_field_sweep_shows_the_serf_slowing_down(lab, tmp_path):
     again = analysis.sweep.summary()
     for name, (value, sigma) in result.items():
         assert abs(again[name][0] - value) < 0.1 * sigma, name
-    assert "field sweep, from the 5 refitted spectra in SERF:" in format_report(analysis)
+    assert "field_sweep, from 5 of the refitted spectra:" in format_report(analysis)
     with h5py.File(path, "r") as f:
-        stored = f["analysis/field_sweep"].attrs
+        stored = f["analysis/sweep"].attrs
         assert stored["slowing_down_factor"] == again["slowing_down_factor"][0]
         assert list(stored["rows_used"]) == [0, 1, 2, 3, 4]
     with h5py.File(path, "r") as f:
@@ -185,6 +185,10 @@ def test_temperature_sweep_steps_the_cell(lab, tmp_path):
     # Each step's fitted R_SE is the vapour's n σ_SE v̄ at the temperature it was taken at.
     for temperature, rate, sigma in zip(measured, rates, sigmas, strict=True):
         assert abs(rate - vapour.spin_exchange_rate(temperature)) < 4 * sigma
+    # σ_SE from the sweep; `hotspin analyze` finds it again from its refits of the rows.
+    value, sigma = summary(path)["spin_exchange_cross_section_m2"]
+    again = analyze_file(path).sweep.summary()["spin_exchange_cross_section_m2"]
+    assert abs(again[0] - value) < 0.1 * sigma and again[1] == pytest.approx(sigma, rel=0.1)
 
 
 def test_probe_power_and_detuning_sweeps(lab, tmp_path):
