@@ -110,8 +110,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(speed)
 
     def show_run(self, path: str) -> None:
-        """Open a run file in the run viewer and show it."""
-        self.viewer.open_run(path)
+        """Open a run file in the run viewer (read in the background) and show it."""
+        self.viewer.open_in_background(path)
         self.tabs.setCurrentWidget(self.viewer)
 
     def shutdown(self) -> None:

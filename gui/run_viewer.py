@@ -49,6 +49,9 @@ class RunViewer(QWidget):
 
     #: (path, report): an analysis started by `analyse` has ended (emitted from its thread).
     analysed = pyqtSignal(object, str)
+    #: The RunContents read by `open_in_background`, or why it could not be (emitted from its
+    #: thread).
+    loaded = pyqtSignal(object)
 
     def __init__(self, start_directory: str | Path = "data", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -64,6 +67,7 @@ class RunViewer(QWidget):
         self.analyse_button.setEnabled(False)
         self.analyse_button.clicked.connect(self.analyse)
         self.analysed.connect(self._show_analysis)
+        self.loaded.connect(self._show_loaded)
         self.analysis_text = QPlainTextEdit()
         self.analysis_text.setReadOnly(True)
         self.analysis_text.setLineWrapMode(QPlainTextEdit.NoWrap)
@@ -152,16 +156,45 @@ class RunViewer(QWidget):
             self, "Open a run file", self.start_directory, "HDF5 run files (*.h5 *.hdf5)"
         )
         if path:
-            self.open_run(path)
+            self.open_in_background(path)
+
+    def open_in_background(self, path: str | Path) -> None:
+        """Read the run file ``path`` in a worker thread (a long sweep's file is tens of MB) and
+        show it when read; `loaded` says when."""
+        self.header.setText(f"reading {path} …")
+        self.header.setStyleSheet("")
+        threading.Thread(target=self._read, args=(path,), name="read-run", daemon=True).start()
+
+    def _read(self, path: str | Path) -> None:
+        try:
+            outcome: RunContents | str = load_run(path)
+        except (OSError, KeyError, ValueError) as error:
+            outcome = f"cannot open {path}: {error}"
+        self.loaded.emit(outcome)
+
+    def _show_loaded(self, outcome: RunContents | str) -> None:
+        if isinstance(outcome, RunContents):
+            self._show(outcome)
+        else:
+            self._show_error(outcome)
 
     def open_run(self, path: str | Path) -> RunContents | None:
-        """Show the run file ``path`` (a file that cannot be read is said so in the header)."""
+        """Read and show the run file ``path`` now (a file that cannot be read is said so in the
+        header)."""
         try:
             contents = load_run(path)
         except (OSError, KeyError, ValueError) as error:
-            self.header.setText(f"cannot open {path}: {error}")
-            self.header.setStyleSheet("color: #cf222e;")
+            self._show_error(f"cannot open {path}: {error}")
             return None
+        self._show(contents)
+        return contents
+
+    def _show_error(self, message: str) -> None:
+        self.header.setText(message)
+        self.header.setStyleSheet("color: #cf222e;")
+
+    def _show(self, contents: RunContents) -> None:
+        """Show everything a run file holds."""
         self.contents = contents
         self.header.setStyleSheet("")
         self._show_header(contents)
@@ -176,7 +209,6 @@ class RunViewer(QWidget):
         self._show_results(contents)
         self.tabs.setCurrentIndex(0 if contents.psd.shape[0] else 1)
         self.analyse_button.setEnabled(True)
-        return contents
 
     def analyse(self) -> None:
         """Fit every spectrum of the open run again in a worker thread; show the report after."""

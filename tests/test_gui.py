@@ -243,7 +243,8 @@ def test_a_procedure_runs_from_the_gui_to_completion_and_its_file_appears(window
     qtbot.waitUntil(lambda: window.panel.setpoint_button.isEnabled(), timeout=WAIT_MS)
 
     window.runner.table.selectRow(0)
-    window.runner.open_button.click()
+    with qtbot.waitSignal(window.viewer.loaded, timeout=WAIT_MS):  # read off the GUI thread
+        window.runner.open_button.click()
     assert window.tabs.currentWidget() is window.viewer
     contents = window.viewer.contents
     assert contents is not None and contents.status == "completed"
@@ -331,6 +332,22 @@ def test_the_run_viewer_shows_spectra_model_and_results(qtbot, tmp_path):
     assert viewer.summary_table.item(0, 1).text() == "1500.0 ± 2.0 Hz"
     assert viewer.open_run(tmp_path / "missing.h5") is None
     assert "cannot open" in viewer.header.text()
+
+
+def test_the_run_viewer_reads_a_file_off_the_gui_thread(qtbot, tmp_path):
+    path = tmp_path / "run.h5"
+    with RunFile(path, "balance", {"points": 3}) as run:
+        run.append_results({"angle_deg": (12.0, "deg")})
+    viewer = RunViewer(tmp_path)
+    qtbot.addWidget(viewer)
+    with qtbot.waitSignal(viewer.loaded, timeout=WAIT_MS):
+        viewer.open_in_background(path)
+        assert viewer.header.text() == f"reading {path} …"  # until the worker has read it
+    assert viewer.contents.procedure == "balance" and "completed" in viewer.header.text()
+    assert viewer.results_table.rowCount() == 1
+    with qtbot.waitSignal(viewer.loaded, timeout=WAIT_MS):
+        viewer.open_in_background(tmp_path / "missing.h5")
+    assert viewer.header.text().startswith(f"cannot open {tmp_path / 'missing.h5'}")
 
 
 def test_the_run_viewer_analyses_a_record_off_the_gui_thread(qtbot, tmp_path):
