@@ -159,3 +159,32 @@ def test_bad_input_gives_clear_errors():
         tone_response(np.zeros(100), 1e3, 600.0, 1e-12, 1e-16)
     with pytest.raises(ValueError, match="response"):
         magnetic_sensitivity_fT_per_rtHz(1e-16, Estimate(0.0, 0.0))
+
+
+def test_higher_order_terms_give_the_zero_field_limits_across_the_serf_window():
+    """Exact narrow-mode frequencies and decay rates up to ω = 0.08 R_SE (the sweeps' SERF
+    window): a straight line gives q and R_SE biased by the line's speed-up and the ω⁴
+    broadening; with the B³ and ω⁴ terms they are the zero-field values of the model."""
+    d = derive(SERF)
+    r_se = d.spin_exchange_rate
+    fields = np.linspace(50e-9, 0.08 * r_se / (2 * math.pi * 4.66e9), 6)
+
+    def narrow_mode(field_T):
+        m = derive(SERF.with_changes(field_T=(field_T, 0.0, 0.0))).model
+        return m.eigenmodes(d.coupling_upper_rad, d.coupling_lower_rad)[0]
+
+    modes = [narrow_mode(b) for b in fields]
+    larmor = np.array([m.frequency_Hz for m in modes])
+    decay = np.array([m.decay_rate for m in modes])
+    sigma = np.full(fields.size, 1e-3)
+    limit = narrow_mode(1e-9).frequency_Hz / 1e-9  # Hz/T at vanishing field
+    q_limit = k.GAMMA_ELECTRON_rad_per_sT / (2 * math.pi * limit)
+    straight = larmor_calibration(fields, larmor, sigma).slowing_down_factor.value
+    cubic = larmor_calibration(fields, larmor, sigma, cubic=True).slowing_down_factor.value
+    assert straight < 0.98 * q_limit and cubic == pytest.approx(q_limit, rel=1e-3)
+    quadratic = spin_exchange_from_broadening(larmor, decay, sigma)
+    quartic = spin_exchange_from_broadening(larmor, decay, sigma, quartic=True)
+    gamma0 = d.spin_destruction_rate / 6 + d.diffusion_rate  # PHYSICS.md §3, SERF decay
+    assert quadratic.spin_exchange_rate.value > 1.05 * r_se
+    assert quartic.spin_exchange_rate.value == pytest.approx(r_se, rel=0.01)
+    assert quartic.zero_field_decay_rate.value == pytest.approx(gamma0, rel=0.02)
