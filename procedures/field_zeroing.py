@@ -192,7 +192,7 @@ class FieldZeroing(SpectrumProcedure):
         if found.sum() < MIN_POINTS:
             raise RuntimeError(
                 f"{AXES[axis]} scan: the Larmor line was found at only {int(found.sum())} of "
-                f"{f.size} points; raise averages or bias_nT"
+                f"{f.size} points ({MIN_POINTS} needed); raise averages or bias_nT"
             )
         if not found.all():
             self.notes.append(
