@@ -451,7 +451,7 @@ class ModelFitter:
             # 'spawn': a forked copy of a process running Qt and a dozen threads is not safe.
             context = get_context("spawn")
             ours, theirs = context.Pipe()
-            self._process = context.Process(
+            process = context.Process(
                 target=_fitting_process, args=(theirs,), name="monitor-fit", daemon=True
             )
             # One BLAS thread in the child: the fit's matrices are small, and on a busy machine
@@ -459,14 +459,14 @@ class ModelFitter:
             previous = os.environ.get("OPENBLAS_NUM_THREADS")
             os.environ["OPENBLAS_NUM_THREADS"] = "1"
             try:
-                self._process.start()
+                process.start()  # kept only once started: `stop` must not end an unborn one
             finally:
                 if previous is None:
                     del os.environ["OPENBLAS_NUM_THREADS"]
                 else:
                     os.environ["OPENBLAS_NUM_THREADS"] = previous
             theirs.close()
-            self._connection = ours
+            self._process, self._connection = process, ours
         assert self._connection is not None
         return self._connection
 

@@ -6,8 +6,10 @@ thread running, and shuts them all down afterwards (the window first, then the s
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -17,12 +19,13 @@ from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import QApplication
 
 from analysis.spectra import angle_from_difference_and_sum
+from gui import stream
 from gui.app import MainWindow, save_screenshot
 from gui.instrument_panel import OLD_VALUE_STYLE
 from gui.monitor import RangeFollower
 from gui.polling import POLL_INTERVAL_S, InstrumentPoller, Reading
 from gui.run_viewer import RunViewer
-from gui.stream import CLIPPED_MESSAGE, SignalProcessor
+from gui.stream import CLIPPED_MESSAGE, ModelFitter, SignalProcessor
 from instruments.errors import LinkLostError
 from instruments.polarimeter import PolarimeterRecord
 from instruments.station import Station
@@ -461,3 +464,20 @@ def test_hotspin_gui_help_names_the_station_option(capsys):
         cli_main(["gui", "--help"])
     assert exit_.value.code == 0
     assert "--station" in capsys.readouterr().out
+
+
+def test_a_fitting_process_that_cannot_start_is_reported_and_stop_still_works(monkeypatch):
+    class RefusingProcess:
+        def __init__(self, **_):
+            pass
+
+        def start(self):
+            raise RuntimeError("no new processes here")
+
+    spawn = multiprocessing.get_context("spawn")
+    context = SimpleNamespace(Pipe=spawn.Pipe, Process=RefusingProcess)
+    monkeypatch.setattr(stream, "get_context", lambda method: context)
+    fitter = ModelFitter(processor=None, apparatus=lambda power: "the apparatus")
+    frame = fitter.fit_once(SimpleNamespace(segments=3), detected_power_W=1e-3)
+    assert frame.fit is None and frame.error == "RuntimeError: no new processes here"
+    fitter.stop()  # no process was born: nothing to end, no error
