@@ -248,8 +248,8 @@ def _row_apparatus(
     for name in ApparatusParameters.names():
         if isinstance(getattr(base, name), tuple):
             continue  # a vector (the field): a scalar column of that name is a fit result
-        if math.isfinite(value(name)):
-            changes[name] = value(name)
+        if math.isfinite(scalar := value(name)):
+            changes[name] = scalar
     field = [value(name) for name in FIELD_COLUMNS]
     if all(math.isfinite(component) for component in field):
         changes["field_T"] = tuple(1e-9 * component for component in field)

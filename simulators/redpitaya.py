@@ -343,6 +343,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
 
     def _arm(self) -> None:
         """Start writing samples and wait for the trigger (ACQ:START)."""
+        self._watched_s = None  # a level trigger still waiting is replaced, not looked for
         self._commit()
         self._capture = None
         self.armed = True
