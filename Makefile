@@ -11,10 +11,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# InstrumentKit 0.6 pins ruamel.yaml 0.15 (no build on Python >= 3.11) and enum34 (shadows the
+	# standard enum): install it without those; its real needs are in the test extra.
+	$(BIN)/python -m pip install --quiet --no-deps instrumentkit==0.6.0
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m procedures.demo --out out/demo
+	$(BIN)/python -m hotspin.demo --out out/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,11 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
-
-from analysis import constants as k
-from analysis import optics, vapour
-from analysis.checks import ParameterError, check_positive, check_range, check_vector
-from analysis.spin_model import SpinModel
+from hotspin.analysis import constants as k
+from hotspin.analysis import optics, vapour
+from hotspin.analysis.checks import ParameterError, check_positive, check_range, check_vector
+from hotspin.analysis.spin_model import SpinModel
 
 
 @dataclass(frozen=True)

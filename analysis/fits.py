@@ -35,12 +35,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from hotspin.analysis.checks import check_positive, check_range, check_vector
+from hotspin.analysis.experiment import DerivedQuantities
+from hotspin.analysis.spectra import Spectrum
+from hotspin.analysis.spin_model import PROBE_AXIS, THERMAL_VARIANCE_PER_ATOM, SpinModel, exp2x2
 from scipy import optimize, signal, stats
-
-from analysis.checks import check_positive, check_range, check_vector
-from analysis.experiment import DerivedQuantities
-from analysis.spectra import Spectrum
-from analysis.spin_model import PROBE_AXIS, THERMAL_VARIANCE_PER_ATOM, SpinModel, exp2x2
 
 # Relative step of the forward differences of the model in its nonlinear log-parameters.
 _DIFFERENCE_STEP = 1e-6

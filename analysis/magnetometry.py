@@ -20,12 +20,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from hotspin.analysis import constants as k
+from hotspin.analysis import vapour
+from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.fits import Estimate, SpinNoiseFit
 from scipy import stats
-
-from analysis import constants as k
-from analysis import vapour
-from analysis.checks import check_positive, check_range
-from analysis.fits import Estimate, SpinNoiseFit
 
 # SERF quadratic broadening coefficient for I = 3/2 at low polarisation (PHYSICS.md §3).
 SERF_BROADENING_COEFFICIENT = 5.0 / 3.0

@@ -8,8 +8,11 @@ out: it matters only within about a gigahertz of resonance, where nobody probes 
 
 import math
 
-from analysis import constants as k
-from analysis.checks import check_positive, check_range
+from hotspin.analysis import constants as k
+from hotspin.analysis.checks import check_positive, check_range
+
+# The PDB450A output swing into a high-impedance load, beyond which it saturates (Thorlabs spec).
+DETECTOR_SATURATION_V = 10.0
 
 
 def lorentzian_per_Hz(detuning_Hz: float, fwhm_Hz: float) -> float:

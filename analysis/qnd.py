@@ -35,13 +35,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from hotspin.analysis import constants as k
+from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.experiment import DerivedQuantities
+from hotspin.analysis.fits import Estimate, SpinNoiseFit
+from hotspin.analysis.spin_model import PROBE_AXIS, SpinModel
 from scipy import linalg, signal, stats
-
-from analysis import constants as k
-from analysis.checks import check_positive, check_range
-from analysis.experiment import DerivedQuantities
-from analysis.fits import Estimate, SpinNoiseFit
-from analysis.spin_model import PROBE_AXIS, SpinModel
 
 # Eigenvector conditioning beyond which the modal form of the filter would lose accuracy.
 _MAX_EIGENVECTOR_CONDITION = 1e10

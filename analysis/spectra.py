@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from hotspin.analysis.checks import check_positive, check_range
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft, signal
-
-from analysis.checks import check_positive, check_range
 
 # Input types whose every value float32 represents exactly: these are transformed in single
 # precision (as scipy.signal.welch does), the rest in double precision.

@@ -18,10 +18,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from hotspin.analysis import constants as k
+from hotspin.analysis.checks import check_positive, check_range, check_vector
 from scipy.linalg import expm
-
-from analysis import constants as k
-from analysis.checks import check_positive, check_range, check_vector
 
 M_SE = np.array([[-1.0, 5.0], [1.0, -5.0]]) / 8.0
 M_SD = np.array([[-7.0, 15.0], [3.0, -11.0]]) / 16.0

@@ -3,8 +3,8 @@
 import math
 from collections.abc import Sequence
 
-from analysis import constants as k
-from analysis.checks import check_positive, check_range
+from hotspin.analysis import constants as k
+from hotspin.analysis.checks import check_positive, check_range
 
 # Melting point of Rb, where the Alcock vapour-pressure formula changes branch.
 RB_MELTING_POINT_K = 312.46

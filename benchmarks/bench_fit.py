@@ -17,11 +17,15 @@ import statistics
 import time
 
 import numpy as np
-
-from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import ProbeGeometry, angle_autocovariance, fit_spin_noise, initial_values
-from analysis.spectra import Spectrum, StreamingPSD
-from simulators.spin_noise import FastAngleNoise
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.fits import (
+    ProbeGeometry,
+    angle_autocovariance,
+    fit_spin_noise,
+    initial_values,
+)
+from hotspin.analysis.spectra import Spectrum, StreamingPSD
+from hotspin.simulators.spin_noise import FastAngleNoise
 
 APPARATUS = ApparatusParameters(
     temperature_K=450.0, field_T=(500e-9, 0.0, 0.0), probe_power_W=5e-3, probe_detuning_Hz=60e9

@@ -32,16 +32,15 @@ import time
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.gui.app import MainWindow, save_screenshot
+from hotspin.gui.stream import SignalProcessor
+from hotspin.instruments.polarimeter import PolarimeterRecord
+from hotspin.instruments.station import Station
+from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from hotspin.simulators.spin_noise import FastAngleNoise
 from PyQt5.QtCore import QEvent, QObject, Qt, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QApplication
-
-from analysis.experiment import ApparatusParameters, derive
-from gui.app import MainWindow, save_screenshot
-from gui.stream import SignalProcessor
-from instruments.polarimeter import PolarimeterRecord
-from instruments.station import Station
-from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
-from simulators.spin_noise import FastAngleNoise
 
 SAMPLE_RATE_HZ = 2e6
 BLOCK = 1 << 14  # one Red Pitaya buffer

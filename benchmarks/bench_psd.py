@@ -14,12 +14,11 @@ Run: .venv/bin/python benchmarks/bench_psd.py
 from __future__ import annotations
 
 import numpy as np
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.spectra import StreamingPSD
+from hotspin.simulators.spin_noise import FastAngleNoise
 from scipy import signal
 from timing import median_times
-
-from analysis.experiment import ApparatusParameters, derive
-from analysis.spectra import StreamingPSD
-from simulators.spin_noise import FastAngleNoise
 
 SAMPLES = 10_000_000
 SAMPLE_RATE_HZ = 2e6

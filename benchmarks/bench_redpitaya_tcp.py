@@ -22,10 +22,9 @@ import multiprocessing
 import socket
 from multiprocessing.connection import Connection
 
+from hotspin.instruments.redpitaya import RedPitaya
 from pyvisa import constants
 from timing import median_times
-
-from instruments.redpitaya import RedPitaya
 
 ROUNDS = 400
 DECIMATION = 8
@@ -38,9 +37,9 @@ TARGET_ROUND_TRIP_S = 1e-3
 
 def serve(pipe: Connection) -> None:
     """Run the simulated lab and board (real-time clock) until told to stop; send the port."""
-    from simulators.lab import LabConfig, SimulatedLab
-    from simulators.redpitaya import SimulatedRedPitaya
-    from simulators.server import SimServer
+    from hotspin.simulators.lab import LabConfig, SimulatedLab
+    from hotspin.simulators.redpitaya import SimulatedRedPitaya
+    from hotspin.simulators.server import SimServer
 
     lab = SimulatedLab(LabConfig(seed=1))
     lab.laser.emission_enabled = True

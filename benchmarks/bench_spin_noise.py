@@ -16,10 +16,9 @@ import time
 import tracemalloc
 
 import numpy as np
-
-from analysis.experiment import ApparatusParameters, derive
-from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
-from simulators.spin_noise import ExactSpinNoise, FastAngleNoise
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from hotspin.simulators.spin_noise import ExactSpinNoise, FastAngleNoise
 
 BLOCK = 1 << 20
 TOTAL = 100 * BLOCK  # 1.05 × 10⁸ samples

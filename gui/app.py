@@ -13,6 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hotspin.gui.commands import CommandQueue
+from hotspin.gui.instrument_panel import InstrumentPanel
+from hotspin.gui.monitor import LiveView
+from hotspin.gui.polling import InstrumentPoller, station_readers
+from hotspin.gui.run_viewer import RunViewer
+from hotspin.gui.runner import ProcedureRunner
+from hotspin.gui.stream import ModelFitter, SignalProcessor, StationSource
+from hotspin.instruments.station import Station
+from hotspin.procedures.spectroscopy import apparatus_with_probe_power
 from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QCloseEvent
 from PyQt5.QtWidgets import (
@@ -25,16 +34,6 @@ from PyQt5.QtWidgets import (
     QTabWidget,
     QWidget,
 )
-
-from gui.commands import CommandQueue
-from gui.instrument_panel import InstrumentPanel
-from gui.monitor import LiveView
-from gui.polling import InstrumentPoller, station_readers
-from gui.run_viewer import RunViewer
-from gui.runner import ProcedureRunner
-from gui.stream import ModelFitter, SignalProcessor, StationSource
-from instruments.station import Station
-from procedures.spectroscopy import apparatus_with_probe_power
 
 
 class MainWindow(QMainWindow):

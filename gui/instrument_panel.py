@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from hotspin.gui.commands import CommandQueue
+from hotspin.gui.polling import InstrumentPoller, Reading
+from hotspin.gui.stream import SignalProcessor
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import (
     QComboBox,
@@ -29,10 +32,6 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from gui.commands import CommandQueue
-from gui.polling import InstrumentPoller, Reading
-from gui.stream import SignalProcessor
 
 REFRESH_INTERVAL_MS = 200
 HEATER_RANGES = ("off", "low", "medium", "high")

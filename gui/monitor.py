@@ -15,6 +15,8 @@ import time
 from collections import deque
 
 import pyqtgraph as pg
+from hotspin.gui.stream import FitFrame, LiveFrame, ModelFitter, SignalProcessor, StationSource
+from hotspin.procedures.spectroscopy import SEGMENT_LENGTHS
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import (
     QCheckBox,
@@ -27,9 +29,6 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from gui.stream import FitFrame, LiveFrame, ModelFitter, SignalProcessor, StationSource
-from procedures.spectroscopy import SEGMENT_LENGTHS
 
 #: Redraw period of the live view (a new frame is drawn at most this often).
 REDRAW_INTERVAL_MS = 20

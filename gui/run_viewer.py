@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
+from hotspin.analysis.fits import Estimate
+from hotspin.gui.run_file import RunContents, load_run
+from hotspin.procedures.analyze import analyze_file, format_report
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (
     QAbstractItemView,
@@ -30,10 +33,6 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from analysis.fits import Estimate
-from gui.run_file import RunContents, load_run
-from procedures.analyze import analyze_file, format_report
 
 STEP = "step"
 

@@ -24,6 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hotspin.analysis.checks import ParameterError
+from hotspin.procedures.base import HotspinProcedure, run_procedure
+from hotspin.procedures.parameters import parse_value, range_text
+from hotspin.procedures.recorder import RunAborted, default_path
+from hotspin.procedures.registry import PROCEDURES
 from pymeasure.experiment import BooleanParameter, ListParameter, Parameter
 from PyQt5.QtCore import QObject, Qt, pyqtSignal
 from PyQt5.QtWidgets import (
@@ -42,13 +47,6 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from analysis.checks import ParameterError
-from procedures.base import HotspinProcedure, run_procedure
-from procedures.parameters import parse_value, range_text
-from procedures.recorder import RunAborted
-from procedures.registry import PROCEDURES
-from procedures.run import default_path
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 import numpy as np
-
-from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
-from analysis.spectra import Spectrum, StreamingPSD
-from procedures.spectroscopy import OVERLAP, WINDOW
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.fits import ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
+from hotspin.analysis.spectra import Spectrum, StreamingPSD
+from hotspin.procedures.spectroscopy import OVERLAP, WINDOW
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from instruments.errors import InterlockError
-from instruments.resilience import ResilientLink
-from instruments.station_config import CoilsConfig
+from hotspin.instruments.errors import InterlockError
+from hotspin.instruments.resilience import ResilientLink
+from hotspin.instruments.station_config import CoilsConfig
 
 AXES = ("x", "y", "z")
 # Time between ramp steps; the ramp rate sets the size of each step.

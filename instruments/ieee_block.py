@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hotspin.instruments.errors import GarbledReplyError
 from pymeasure.adapters import Adapter, VISAAdapter
 from pyvisa import constants
 from pyvisa.resources import MessageBasedResource
-
-from instruments.errors import GarbledReplyError
 
 
 def encode_block(payload: bytes) -> bytes:

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotspin.instruments.errors import InstrumentCommandError, translated_io_errors
+from hotspin.instruments.validators import named_choice, named_range
 from pymeasure.instruments import Instrument
 from pymeasure.instruments.keithley.keithley6221 import Keithley6221 as PymeasureKeithley6221
-
-from instruments.errors import InstrumentCommandError, translated_io_errors
-from instruments.validators import named_choice, named_range
 
 #: Measurement condition register bit B3: the source is in compliance.
 COMPLIANCE_BIT = 8

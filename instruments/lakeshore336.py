@@ -28,16 +28,19 @@ import enum
 import math
 from typing import Any
 
+from hotspin.analysis.checks import check_range
+from hotspin.instruments.errors import (
+    GarbledReplyError,
+    InstrumentCommandError,
+    translated_io_errors,
+)
+from hotspin.instruments.validators import named_choice, named_range
 from pymeasure.instruments import Instrument
 from pymeasure.instruments.lakeshore.lakeshore3xx import LakeShore3xx
 from pymeasure.instruments.lakeshore.lakeshore_base import (
     LakeShoreHeaterChannel,
     LakeShoreTemperatureChannel,
 )
-
-from analysis.checks import check_range
-from instruments.errors import GarbledReplyError, InstrumentCommandError, translated_io_errors
-from instruments.validators import named_choice, named_range
 
 #: Setpoints and temperature limits this driver sends, in K: every sensor curve of a cell oven
 #: lies inside; a value outside is a typing error, not a temperature.

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from analysis.spectra import angle_from_difference_and_sum
-from instruments.redpitaya import BUFFER_SIZE
-from instruments.resilience import ResilientLink
-from instruments.station_config import DigitiserConfig, PolarimeterConfig
+from hotspin.analysis.spectra import angle_from_difference_and_sum
+from hotspin.instruments.redpitaya import BUFFER_SIZE
+from hotspin.instruments.resilience import ResilientLink
+from hotspin.instruments.station_config import DigitiserConfig, PolarimeterConfig
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from analysis.checks import check_range
-from instruments.errors import InterlockError
-from instruments.resilience import ResilientLink
-from instruments.station_config import LaserConfig
-from instruments.toptica_dlcpro import PIEZO_RANGE_V
+from hotspin.analysis.checks import check_range
+from hotspin.instruments.errors import InterlockError
+from hotspin.instruments.resilience import ResilientLink
+from hotspin.instruments.station_config import LaserConfig
+from hotspin.instruments.toptica_dlcpro import PIEZO_RANGE_V
 
 
 class ProbeLaser:

@@ -34,22 +34,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pymeasure.adapters import Adapter
-from pymeasure.instruments import Instrument
-from pymeasure.instruments.redpitaya.redpitaya_scpi import AnalogInputFastChannel, RedPitayaScpi
-from pyvisa import constants
-from pyvisa.errors import VisaIOError
-
-from analysis.checks import ParameterError, check_positive, check_range
-from instruments.errors import (
+from hotspin.analysis.checks import ParameterError, check_positive, check_range
+from hotspin.instruments.errors import (
     GarbledReplyError,
     InstrumentCommandError,
     InstrumentError,
     InstrumentTimeoutError,
     LinkLostError,
 )
-from instruments.ieee_block import read_block
-from instruments.validators import named_choice, named_range
+from hotspin.instruments.ieee_block import read_block
+from hotspin.instruments.validators import named_choice, named_range
+from pymeasure.adapters import Adapter
+from pymeasure.instruments import Instrument
+from pymeasure.instruments.redpitaya.redpitaya_scpi import AnalogInputFastChannel, RedPitayaScpi
+from pyvisa import constants
+from pyvisa.errors import VisaIOError
 
 ADC_CLOCK_Hz = 125e6
 BUFFER_SIZE = 16384

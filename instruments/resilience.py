@@ -21,8 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from analysis.checks import ParameterError
-from instruments.errors import (
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import (
     GarbledReplyError,
     InstrumentCommandError,
     InstrumentError,

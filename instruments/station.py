@@ -16,22 +16,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from analysis.checks import ParameterError
-from analysis.experiment import ApparatusParameters
-from instruments.cell_heater import CellHeater
-from instruments.coil_system import CoilSystem
-from instruments.keithley6221 import Keithley6221
-from instruments.lakeshore336 import LakeShore336
-from instruments.polarimeter import Polarimeter
-from instruments.probe_laser import ProbeLaser
-from instruments.redpitaya import RedPitaya
-from instruments.resilience import ResilientLink
-from instruments.station_config import StationConfig
-from instruments.thorlabs_ell14 import ELL14
-from instruments.toptica_dlcpro import DLCpro
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.experiment import ApparatusParameters
+from hotspin.instruments.cell_heater import CellHeater
+from hotspin.instruments.coil_system import CoilSystem
+from hotspin.instruments.keithley6221 import Keithley6221
+from hotspin.instruments.lakeshore336 import LakeShore336
+from hotspin.instruments.polarimeter import Polarimeter
+from hotspin.instruments.probe_laser import ProbeLaser
+from hotspin.instruments.redpitaya import RedPitaya
+from hotspin.instruments.resilience import ResilientLink
+from hotspin.instruments.station_config import StationConfig
+from hotspin.instruments.thorlabs_ell14 import ELL14
+from hotspin.instruments.toptica_dlcpro import DLCpro
 
 if TYPE_CHECKING:
-    from simulators.lab import LabConfig, SimulatedLab
+    from hotspin.simulators.lab import LabConfig, SimulatedLab
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def lab_config_for(config: StationConfig) -> LabConfig:
     simulated world's physics unless `simulation.lab` says otherwise, which is how a miscalibrated
     instrument is simulated.
     """
-    from simulators.lab import LabConfig
+    from hotspin.simulators.lab import LabConfig
 
     mapping = copy.deepcopy(config.simulation.lab)
     cell, coils, pol, laser = config.cell, config.coils, config.polarimeter, config.laser
@@ -107,11 +107,11 @@ def station_resources(config: StationConfig) -> dict[str, str]:
 
 def simulated_instruments(config: StationConfig, lab: SimulatedLab) -> dict[str, Any]:
     """Return one simulated instrument per station instrument, all attached to ``lab``."""
-    from simulators.keithley6221 import SimulatedKeithley6221
-    from simulators.lakeshore336 import SimulatedLakeShore336
-    from simulators.redpitaya import SimulatedRedPitaya
-    from simulators.thorlabs_ell14 import SimulatedELL14
-    from simulators.toptica_dlcpro import SimulatedDLCpro
+    from hotspin.simulators.keithley6221 import SimulatedKeithley6221
+    from hotspin.simulators.lakeshore336 import SimulatedLakeShore336
+    from hotspin.simulators.redpitaya import SimulatedRedPitaya
+    from hotspin.simulators.thorlabs_ell14 import SimulatedELL14
+    from hotspin.simulators.toptica_dlcpro import SimulatedDLCpro
 
     jumpers = (config.digitiser.diff_gain, config.digitiser.sum_gain)
     if config.polarimeter.diff_channel == 2:
@@ -131,7 +131,7 @@ def simulated_instruments(config: StationConfig, lab: SimulatedLab) -> dict[str,
 
 def install_faults(config: StationConfig, instruments: dict[str, Any]) -> None:
     """Plan the faults of the station file's `simulation.faults` in the simulated instruments."""
-    from simulators.instrument_base import Fault
+    from hotspin.simulators.instrument_base import Fault
 
     for name, faults in config.simulation.faults.items():
         if name not in instruments:
@@ -172,10 +172,10 @@ class Station:
 
     # --- construction --------------------------------------------------------------------------
     def _start_simulation(self, transport: str) -> None:
-        from simulators.clock import SimClock
-        from simulators.inprocess import InProcessAdapter
-        from simulators.lab import SimulatedLab
-        from simulators.server import SimServer
+        from hotspin.simulators.clock import SimClock
+        from hotspin.simulators.inprocess import InProcessAdapter
+        from hotspin.simulators.lab import SimulatedLab
+        from hotspin.simulators.server import SimServer
 
         self.clock = SimClock(speed=self.config.simulation.clock_speed)
         self.lab = SimulatedLab(lab_config_for(self.config), self.clock)

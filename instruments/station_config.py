@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from analysis.checks import (
+from hotspin.analysis.checks import (
     ParameterError,
     check_positive,
     check_range,
@@ -280,7 +280,9 @@ class StationConfig:
 def station_file_text(path: str | Path | None = None) -> str:
     """Return the text of a station file; with no path, the embedded simulated lab's."""
     if path is None:
-        return resources.files("instruments").joinpath("stations/simulated.toml").read_text()
+        return (
+            resources.files("hotspin.instruments").joinpath("stations/simulated.toml").read_text()
+        )
     try:
         return Path(path).read_text()
     except OSError as error:

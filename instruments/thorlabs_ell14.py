@@ -32,16 +32,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pymeasure.instruments import Instrument
-from pyvisa.constants import Parity, StopBits
-
-from analysis.checks import ParameterError, check_range
-from instruments.errors import (
+from hotspin.analysis.checks import ParameterError, check_range
+from hotspin.instruments.errors import (
     GarbledReplyError,
     InstrumentCommandError,
     InstrumentTimeoutError,
     translated_io_errors,
 )
+from pymeasure.instruments import Instrument
+from pyvisa.constants import Parity, StopBits
 
 #: Port of the serial-to-Ethernet bridge the simulated mount is served on.
 BRIDGE_PORT = 10001

@@ -31,10 +31,13 @@ import logging
 import re
 from typing import Any
 
+from hotspin.instruments.errors import (
+    GarbledReplyError,
+    InstrumentCommandError,
+    translated_io_errors,
+)
+from hotspin.instruments.validators import named_choice, named_range
 from pymeasure.instruments import Instrument
-
-from instruments.errors import GarbledReplyError, InstrumentCommandError, translated_io_errors
-from instruments.validators import named_choice, named_range
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from analysis.checks import ParameterError, check_range
+from hotspin.analysis.checks import ParameterError, check_range
 
 Validator = Callable[[Any, Any], Any]
 

@@ -29,11 +29,9 @@ from typing import Any
 
 import h5py
 import numpy as np
-from scipy import signal
-
-from analysis.checks import ParameterError
-from analysis.experiment import ApparatusParameters, DerivedQuantities, derive
-from analysis.fits import (
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, derive
+from hotspin.analysis.fits import (
     SPIN_NOISE_PARAMETERS,
     Estimate,
     LorentzianFit,
@@ -43,7 +41,7 @@ from analysis.fits import (
     fit_spin_noise,
     initial_values,
 )
-from analysis.magnetometry import (
+from hotspin.analysis.magnetometry import (
     FieldSweepAnalysis,
     TemperatureSweepAnalysis,
     analyse_field_sweep,
@@ -53,17 +51,17 @@ from analysis.magnetometry import (
     field_resolution_fT_per_rtHz,
     spin_noise_to_shot_noise,
 )
-from analysis.qnd import WitnessResult, entanglement_witness
-from analysis.spectra import (
+from hotspin.analysis.optics import DETECTOR_SATURATION_V
+from hotspin.analysis.qnd import WitnessResult, entanglement_witness
+from hotspin.analysis.spectra import (
     Spectrum,
     StreamingPSD,
     angle_from_difference_and_sum,
     segment_length_for,
 )
-from procedures import __version__
-from procedures.recorder import now_iso
-from procedures.simulate import apparatus_from_settings
-from simulators.polarimeter_optics import DETECTOR_SATURATION_V
+from hotspin.procedures import __version__
+from hotspin.procedures.recorder import now_iso
+from scipy import signal
 
 # The per-step result each sweep was swept in (field magnitude in nT, temperature in K).
 SWEPT_COLUMN = {"field_sweep": "applied_field_nT", "temperature_sweep": "temperature_K"}
@@ -104,6 +102,23 @@ class FileAnalysis:
     written: bool = False
     # A sweep's results as a whole (field: γ, q and the rates; temperature: σ_SE), from the refits.
     sweep: FieldSweepAnalysis | TemperatureSweepAnalysis | None = None
+
+
+def apparatus_from_settings(values: dict[str, Any]) -> ApparatusParameters:
+    """Return the apparatus described by simulate's settings (SI units)."""
+    return ApparatusParameters(
+        temperature_K=values["temperature_K"],
+        field_T=tuple(1e-9 * b for b in values["field_nT"]),
+        probe_power_W=values["probe_power_W"],
+        probe_detuning_Hz=values["probe_detuning_GHz"] * 1e9,
+        beam_area_m2=values["beam_area_m2"],
+        cell_dimensions_m=values["cell_dimensions_m"],
+        n2_fill_pressure_Torr=values["n2_fill_pressure_Torr"],
+        n2_fill_temperature_K=values["n2_fill_temperature_K"],
+        responsivity_A_per_W=values["responsivity_A_per_W"],
+        nep_W_per_rtHz=values["nep_W_per_rtHz"],
+        optics_transmission=values["optics_transmission"],
+    )
 
 
 def _open(path: Path, mode: str) -> h5py.File:

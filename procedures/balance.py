@@ -12,9 +12,8 @@ import math
 from typing import Any
 
 import numpy as np
+from hotspin.procedures.base import HotspinProcedure
 from pymeasure.experiment import FloatParameter, IntegerParameter
-
-from procedures.base import HotspinProcedure
 
 MAX_BISECTIONS = 30
 MIN_SUM_FRACTION = 0.01  # of the sum channel's full scale

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentError
+from hotspin.procedures.parameters import parse_value
+from hotspin.procedures.recorder import RunAborted, RunFile
 from pymeasure.experiment import Parameter, Procedure
-
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentError
-from procedures.parameters import parse_value
-from procedures.recorder import RunAborted, RunFile
 
 log = logging.getLogger(__name__)
 

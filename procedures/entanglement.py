@@ -14,11 +14,15 @@ import math
 from typing import Any
 
 import numpy as np
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.qnd import (
+    ContinuousReadout,
+    KalmanFilter,
+    entanglement_witness,
+    innovations_check,
+)
+from hotspin.procedures.spectroscopy import DECIMATIONS, SpectrumProcedure
 from pymeasure.experiment import FloatParameter, IntegerParameter, ListParameter
-
-from analysis.checks import ParameterError
-from analysis.qnd import ContinuousReadout, KalmanFilter, entanglement_witness, innovations_check
-from procedures.spectroscopy import DECIMATIONS, SpectrumProcedure
 
 DIAGONAL = np.ones(3) / math.sqrt(3.0)
 

@@ -17,12 +17,11 @@ import math
 from typing import Any
 
 import numpy as np
+from hotspin.analysis import constants as k
+from hotspin.analysis.checks import ParameterError
+from hotspin.procedures.spectroscopy import DECIMATIONS, SpectrumProcedure
 from pymeasure.experiment import FloatParameter, IntegerParameter, ListParameter
 from scipy import optimize
-
-from analysis import constants as k
-from analysis.checks import ParameterError
-from procedures.spectroscopy import DECIMATIONS, SpectrumProcedure
 
 AXES = ("x", "y", "z")
 # The SERF Larmor coefficient (5γ_a + γ_b)/6 in Hz/nT, to tell a found line from a wrong one.

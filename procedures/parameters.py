@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hotspin.analysis.checks import ParameterError
 from pymeasure.experiment import (
     BooleanParameter,
     FloatParameter,
@@ -21,8 +22,6 @@ from pymeasure.experiment import (
     Parameter,
     VectorParameter,
 )
-
-from analysis.checks import ParameterError
 
 
 class BoundedVectorParameter(VectorParameter):

@@ -17,14 +17,19 @@ from typing import Any
 
 import h5py
 import numpy as np
-
-from procedures import __version__
+from hotspin.procedures import __version__
 
 STATUSES = ("running", "completed", "aborted", "failed")
 
 
 class RunAborted(Exception):  # noqa: N818 (it is not an error: the operator stopped the run)
     """The operator stopped the run (abort button, stop request)."""
+
+
+def default_path(name: str, directory: str | Path = "data") -> Path:
+    """Return data/<date>/<time>_<name>.h5 under ``directory``."""
+    now = dt.datetime.now()
+    return Path(directory) / now.strftime("%Y-%m-%d") / f"{now.strftime('%H%M%S')}_{name}.h5"
 
 
 def _attribute_value(value: Any) -> Any:

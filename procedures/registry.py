@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from procedures.balance import Balance
-from procedures.base import HotspinProcedure
-from procedures.entanglement import Entanglement
-from procedures.field_zeroing import FieldZeroing
-from procedures.sensitivity import Sensitivity
-from procedures.spin_noise import SpinNoise
-from procedures.sweeps import DetuningSweep, FieldSweep, ProbePowerSweep, TemperatureSweep
-from procedures.warmup import WarmUp
+from hotspin.procedures.balance import Balance
+from hotspin.procedures.base import HotspinProcedure
+from hotspin.procedures.entanglement import Entanglement
+from hotspin.procedures.field_zeroing import FieldZeroing
+from hotspin.procedures.sensitivity import Sensitivity
+from hotspin.procedures.spin_noise import SpinNoise
+from hotspin.procedures.sweeps import DetuningSweep, FieldSweep, ProbePowerSweep, TemperatureSweep
+from hotspin.procedures.warmup import WarmUp
 
 PROCEDURES: dict[str, type[HotspinProcedure]] = {
     cls.NAME: cls

@@ -16,12 +16,11 @@ import math
 from typing import Any
 
 import numpy as np
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.magnetometry import FEMTOTESLA, field_resolution_fT_per_rtHz
+from hotspin.instruments.redpitaya import BUFFER_SIZE
+from hotspin.procedures.spectroscopy import SpectrumProcedure
 from pymeasure.experiment import FloatParameter, IntegerParameter, ListParameter
-
-from analysis.checks import ParameterError
-from analysis.magnetometry import FEMTOTESLA, field_resolution_fT_per_rtHz
-from instruments.redpitaya import BUFFER_SIZE
-from procedures.spectroscopy import SpectrumProcedure
 
 AXES = {"x": 0, "y": 1}
 

@@ -14,16 +14,21 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.fits import (
+    Estimate,
+    ProbeGeometry,
+    SpinNoiseFit,
+    fit_spin_noise,
+    initial_values,
+)
+from hotspin.analysis.magnetometry import spin_noise_to_shot_noise
+from hotspin.analysis.spectra import Spectrum, StreamingPSD
+from hotspin.procedures.analyze import FIELD_COLUMNS, welch_attributes
+from hotspin.procedures.base import HotspinProcedure
+from hotspin.procedures.parameters import BoundedVectorParameter
 from pymeasure.experiment import IntegerParameter, ListParameter
-
-from analysis.checks import ParameterError
-from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import Estimate, ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
-from analysis.magnetometry import spin_noise_to_shot_noise
-from analysis.spectra import Spectrum, StreamingPSD
-from procedures.analyze import FIELD_COLUMNS, welch_attributes
-from procedures.base import HotspinProcedure
-from procedures.parameters import BoundedVectorParameter
 
 WINDOW = "hann"
 OVERLAP = 0.5

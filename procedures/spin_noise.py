@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from procedures.spectroscopy import BiasField, SpectrumProcedure
+from hotspin.procedures.spectroscopy import BiasField, SpectrumProcedure
 
 
 class SpinNoise(BiasField, SpectrumProcedure):

@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.experiment import derive
+from hotspin.analysis.magnetometry import analyse_field_sweep, analyse_temperature_sweep
+from hotspin.procedures.parameters import BoundedVectorParameter
+from hotspin.procedures.spectroscopy import BiasField, SpectrumProcedure, SpinNoiseStep
+from hotspin.procedures.warmup import settle_temperature
 from pymeasure.experiment import FloatParameter, IntegerParameter
-
-from analysis.checks import ParameterError
-from analysis.experiment import derive
-from analysis.magnetometry import analyse_field_sweep, analyse_temperature_sweep
-from procedures.parameters import BoundedVectorParameter
-from procedures.spectroscopy import BiasField, SpectrumProcedure, SpinNoiseStep
-from procedures.warmup import settle_temperature
 
 
 class Sweep(SpectrumProcedure):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotspin.analysis.checks import ParameterError
+from hotspin.procedures.base import HotspinProcedure
 from pymeasure.experiment import FloatParameter
-
-from analysis.checks import ParameterError
-from procedures.base import HotspinProcedure
 
 
 class WarmUp(HotspinProcedure):

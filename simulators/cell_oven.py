@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from analysis.checks import check_positive, check_range
+from hotspin.analysis.checks import check_positive, check_range
 
 
 @dataclass(frozen=True)

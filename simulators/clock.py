@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from analysis.checks import check_positive, check_range
+from hotspin.analysis.checks import check_positive, check_range
 
 
 class SimClock:

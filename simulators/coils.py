@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from analysis.checks import ParameterError, check_range, check_vector
+from hotspin.analysis.checks import ParameterError, check_range, check_vector
 
 
 def _default_coil_matrix() -> tuple[tuple[float, ...], ...]:

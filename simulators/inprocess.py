@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import warnings
 
+from hotspin.simulators.instrument_base import ConnectionDropped, SimulatedInstrument
 from pymeasure.adapters import Adapter
 from pyvisa import constants
 from pyvisa.errors import VisaIOError
-
-from simulators.instrument_base import ConnectionDropped, SimulatedInstrument
 
 
 class InProcessAdapter(Adapter):

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.checks import ParameterError, check_range
-from simulators.lab import SimulatedLab
+from hotspin.analysis.checks import ParameterError, check_range
+from hotspin.simulators.lab import SimulatedLab
 
 FAULT_KINDS = ("drop", "delay", "corrupt", "error", "stall")
 

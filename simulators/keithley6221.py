@@ -22,9 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from analysis.checks import ParameterError, check_positive
-from simulators.instrument_base import SimulatedInstrument
-from simulators.lab import SimulatedLab
+from hotspin.analysis.checks import ParameterError, check_positive
+from hotspin.simulators.instrument_base import SimulatedInstrument
+from hotspin.simulators.lab import SimulatedLab
 
 MAX_CURRENT_A = 0.105
 COMPLIANCE_SPAN_V = (0.1, 105.0)

@@ -14,15 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from analysis.checks import check_positive, check_range, check_vector, dataclass_from_mapping
-from analysis.experiment import ApparatusParameters, DerivedQuantities, derive
-from simulators.cell_oven import CellOven, OvenConfig
-from simulators.clock import SimClock
-from simulators.coils import CoilConfig, Coils
-from simulators.laser_diode import LaserDiode, LaserDiodeConfig
-from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
-from simulators.spin_noise import ExactSpinNoise
+from hotspin.analysis.checks import (
+    check_positive,
+    check_range,
+    check_vector,
+    dataclass_from_mapping,
+)
+from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, derive
+from hotspin.simulators.cell_oven import CellOven, OvenConfig
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.coils import CoilConfig, Coils
+from hotspin.simulators.laser_diode import LaserDiode, LaserDiodeConfig
+from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from hotspin.simulators.spin_noise import ExactSpinNoise
 
 # The Lake Shore 336 updates its control loop about ten times a second.
 CONTROL_INTERVAL_S = 0.1

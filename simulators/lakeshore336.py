@@ -39,8 +39,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulators.instrument_base import SimulatedInstrument
-from simulators.lab import SimulatedLab
+from hotspin.simulators.instrument_base import SimulatedInstrument
+from hotspin.simulators.lab import SimulatedLab
 
 # Power decades per range step: the current scales by √10 per step (range 0 = off).
 RANGE_CURRENT_FACTOR = {0: 0.0, 1: 0.1, 2: 10**-0.5, 3: 1.0}

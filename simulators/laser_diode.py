@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analysis.checks import check_positive, check_range
-from analysis.constants import SPEED_OF_LIGHT_c
-from analysis.optics import probe_frequency_Hz
+from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.constants import SPEED_OF_LIGHT_c
+from hotspin.analysis.optics import probe_frequency_Hz
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from analysis.checks import check_positive, check_range
-from analysis.constants import ELEMENTARY_CHARGE_e
-
-# The PDB450A output swing into a high-impedance load, beyond which it saturates.
-DETECTOR_SATURATION_V = 10.0
+from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.constants import ELEMENTARY_CHARGE_e
+from hotspin.analysis.optics import DETECTOR_SATURATION_V
 
 
 @dataclass(frozen=True)

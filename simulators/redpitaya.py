@@ -59,10 +59,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from analysis.checks import ParameterError
-from simulators.instrument_base import Session, SimulatedInstrument
-from simulators.lab import SimulatedLab
+from hotspin.analysis.checks import ParameterError
+from hotspin.simulators.instrument_base import Session, SimulatedInstrument
+from hotspin.simulators.lab import SimulatedLab
 
 ADC_CLOCK_Hz = 125e6
 BUFFER_SIZE = 16384

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from types import TracebackType
 
-from simulators.instrument_base import ConnectionDropped, SimulatedInstrument
+from hotspin.simulators.instrument_base import ConnectionDropped, SimulatedInstrument
 
 _RECEIVE_CHUNK = 65536
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
+from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.experiment import DerivedQuantities
+from hotspin.analysis.spin_model import SpinModel
 from scipy import linalg, signal
-
-from analysis.checks import check_positive, check_range
-from analysis.experiment import DerivedQuantities
-from analysis.spin_model import SpinModel
 
 # Conditioning of the eigenvectors beyond which the modal recursion would lose accuracy. Even at
 # the exceptional point the computed eigenvectors stay about √ε apart, so this never trips for

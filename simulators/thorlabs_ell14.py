@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulators.instrument_base import SimulatedInstrument
-from simulators.lab import SimulatedLab
+from hotspin.simulators.instrument_base import SimulatedInstrument
+from hotspin.simulators.lab import SimulatedLab
 
 #: Maximum rotation speed of the ELL14 (Thorlabs specification), °/s.
 ROTATION_SPEED_DEG_PER_S = 430.0

@@ -24,8 +24,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulators.instrument_base import SimulatedInstrument
-from simulators.lab import SimulatedLab
+from hotspin.simulators.instrument_base import SimulatedInstrument
+from hotspin.simulators.lab import SimulatedLab
 
 PROMPT = b"> "
 #: The diode's TEC settles with roughly this time constant (a simple first-order stand-in).

@@ -8,15 +8,15 @@ from dataclasses import asdict
 import h5py
 import numpy as np
 import pytest
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.spectra import StreamingPSD
+from hotspin.procedures.analyze import analyze_file, format_report, welch_attributes
+from hotspin.procedures.parameters import assign
+from hotspin.procedures.recorder import RunFile
+from hotspin.simulators.spin_noise import FastAngleNoise
 
-from analysis.experiment import ApparatusParameters, derive
-from analysis.spectra import StreamingPSD
-from procedures.analyze import analyze_file, format_report, welch_attributes
-from procedures.cli import main
-from procedures.parameters import assign
-from procedures.recorder import RunFile
-from procedures.simulate import SIMULATE_PARAMETERS, simulate_record
-from simulators.spin_noise import FastAngleNoise
+from hotspin.cli import main
+from hotspin.simulate import SIMULATE_PARAMETERS, simulate_record
 
 SERF_SETTINGS = ["seed=1", "probe_power_W=5e-3", "field_nT=100,0,0"]
 
@@ -199,7 +199,7 @@ def test_a_run_still_being_written_by_another_process_gets_a_plain_error(tmp_pat
     live = h5py.File(path, "r+")  # held open for writing, as by a running procedure
     try:
         other = subprocess.run(
-            [sys.executable, "-m", "procedures.cli", "analyze", str(path)],
+            [sys.executable, "-m", "hotspin.cli", "analyze", str(path)],
             capture_output=True,
             text=True,
             timeout=120,

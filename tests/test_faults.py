@@ -8,24 +8,23 @@ import h5py
 import numpy as np
 import pytest
 from helpers import SMALL
-
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentTimeoutError
-from instruments.keithley6221 import Keithley6221
-from instruments.lakeshore336 import LakeShore336
-from instruments.resilience import ResilientLink
-from instruments.station import Station
-from instruments.station_config import StationConfig
-from procedures.base import run_procedure
-from procedures.recorder import RunAborted
-from procedures.registry import PROCEDURES
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.instrument_base import FAULT_KINDS, Fault, FaultInjector, corrupt
-from simulators.keithley6221 import SimulatedKeithley6221
-from simulators.lab import SimulatedLab
-from simulators.lakeshore336 import SimulatedLakeShore336
-from simulators.server import SimServer
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentTimeoutError
+from hotspin.instruments.keithley6221 import Keithley6221
+from hotspin.instruments.lakeshore336 import LakeShore336
+from hotspin.instruments.resilience import ResilientLink
+from hotspin.instruments.station import Station
+from hotspin.instruments.station_config import StationConfig
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.recorder import RunAborted
+from hotspin.procedures.registry import PROCEDURES
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.instrument_base import FAULT_KINDS, Fault, FaultInjector, corrupt
+from hotspin.simulators.keithley6221 import SimulatedKeithley6221
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.lakeshore336 import SimulatedLakeShore336
+from hotspin.simulators.server import SimServer
 
 
 def test_fault_injector_counts_commands_and_stalls_for_a_duration():

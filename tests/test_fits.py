@@ -5,10 +5,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from analysis.checks import ParameterError
-from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import (
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.fits import (
     Estimate,
     ProbeGeometry,
     exp2x2,
@@ -16,8 +15,8 @@ from analysis.fits import (
     fit_spin_noise,
     initial_values,
 )
-from analysis.spectra import Spectrum, StreamingPSD
-from simulators.spin_noise import FastAngleNoise
+from hotspin.analysis.spectra import Spectrum, StreamingPSD
+from hotspin.simulators.spin_noise import FastAngleNoise
 
 # (apparatus, sample rate, segment length, record length): one per regime, chosen so that every
 # fitted parameter is determined to ≲ 15 % by a short record.

@@ -15,25 +15,25 @@ import h5py
 import numpy as np
 import pyqtgraph as pg
 import pytest
+from hotspin.analysis.spectra import angle_from_difference_and_sum
+from hotspin.gui import stream
+from hotspin.gui.app import MainWindow, save_screenshot
+from hotspin.gui.instrument_panel import OLD_VALUE_STYLE
+from hotspin.gui.monitor import RangeFollower
+from hotspin.gui.polling import POLL_INTERVAL_S, InstrumentPoller, Reading
+from hotspin.gui.run_viewer import RunViewer
+from hotspin.gui.stream import CLIPPED_MESSAGE, ModelFitter, SignalProcessor
+from hotspin.instruments.errors import LinkLostError
+from hotspin.instruments.polarimeter import PolarimeterRecord
+from hotspin.instruments.station import Station
+from hotspin.procedures.parameters import assign
+from hotspin.procedures.recorder import RunFile
+from hotspin.procedures.registry import PROCEDURES
 from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import QApplication
 
-from analysis.spectra import angle_from_difference_and_sum
-from gui import stream
-from gui.app import MainWindow, save_screenshot
-from gui.instrument_panel import OLD_VALUE_STYLE
-from gui.monitor import RangeFollower
-from gui.polling import POLL_INTERVAL_S, InstrumentPoller, Reading
-from gui.run_viewer import RunViewer
-from gui.stream import CLIPPED_MESSAGE, ModelFitter, SignalProcessor
-from instruments.errors import LinkLostError
-from instruments.polarimeter import PolarimeterRecord
-from instruments.station import Station
-from procedures.cli import main as cli_main
-from procedures.parameters import assign
-from procedures.recorder import RunFile
-from procedures.registry import PROCEDURES
-from procedures.simulate import SIMULATE_PARAMETERS, simulate_record
+from hotspin.cli import main as cli_main
+from hotspin.simulate import SIMULATE_PARAMETERS, simulate_record
 
 WAIT_MS = 20_000  # upper bound for anything to happen; tests pass as soon as it does
 

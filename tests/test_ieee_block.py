@@ -8,16 +8,15 @@ that stops at the terminator would cut.
 
 import numpy as np
 import pytest
+from hotspin.instruments.errors import GarbledReplyError
+from hotspin.instruments.ieee_block import encode_block, read_block
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.instrument_base import SimulatedInstrument
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.server import SimServer
 from pymeasure.instruments import Instrument
 from pyvisa import constants
-
-from instruments.errors import GarbledReplyError
-from instruments.ieee_block import encode_block, read_block
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.instrument_base import SimulatedInstrument
-from simulators.lab import SimulatedLab
-from simulators.server import SimServer
 
 # int16 codes whose big-endian bytes are LF/CR in every position: 0x0A0D, 0x0D0A, 0x000A, 0xFF0D…
 CODES = np.array([0x0A0D, 0x0D0A, 10, 13, -246, -243, 0x0A0A, -8192, 8191, 0], dtype=np.int16)

@@ -8,16 +8,15 @@ Figure 11-6: B3 = Compliance).
 
 import numpy as np
 import pytest
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
+from hotspin.instruments.keithley6221 import Keithley6221
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.keithley6221 import SimulatedKeithley6221
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.server import SimServer
 from pymeasure.test import expected_protocol
-
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentCommandError, InstrumentTimeoutError
-from instruments.keithley6221 import Keithley6221
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.keithley6221 import SimulatedKeithley6221
-from simulators.lab import SimulatedLab
-from simulators.server import SimServer
 
 NO_ERROR = ("SYST:ERR?", '0,"No error"')
 

@@ -6,21 +6,20 @@ Lake Shore's own Python driver sends it (``temperature_controllers.py``: query, 
 """
 
 import pytest
-from pymeasure.test import expected_protocol
-
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentCommandError, InstrumentTimeoutError
-from instruments.lakeshore336 import (
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
+from hotspin.instruments.lakeshore336 import (
     HeaterStatus,
     LakeShore336,
     ReadingStatus,
     StandardEvent,
 )
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.lab import SimulatedLab
-from simulators.lakeshore336 import SimulatedLakeShore336, pt100_resistance_ohm
-from simulators.server import SimServer
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.lakeshore336 import SimulatedLakeShore336, pt100_resistance_ohm
+from hotspin.simulators.server import SimServer
+from pymeasure.test import expected_protocol
 
 # --- the driver against the manual's exchanges ------------------------------------------------
 

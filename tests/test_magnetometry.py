@@ -4,12 +4,11 @@ import math
 
 import numpy as np
 import pytest
-
-from analysis import constants as k
-from analysis import vapour
-from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import Estimate, ProbeGeometry, fit_spin_noise, initial_values
-from analysis.magnetometry import (
+from hotspin.analysis import constants as k
+from hotspin.analysis import vapour
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.fits import Estimate, ProbeGeometry, fit_spin_noise, initial_values
+from hotspin.analysis.magnetometry import (
     density_from_spin_exchange,
     density_from_temperature,
     field_resolution_fT_per_rtHz,
@@ -20,8 +19,8 @@ from analysis.magnetometry import (
     tone_response,
     weighted_line,
 )
-from analysis.spectra import StreamingPSD
-from simulators.spin_noise import FastAngleNoise
+from hotspin.analysis.spectra import StreamingPSD
+from hotspin.simulators.spin_noise import FastAngleNoise
 
 SERF = ApparatusParameters(
     temperature_K=450.0, field_T=(100e-9, 0, 0), probe_power_W=5e-3, probe_detuning_Hz=60e9

@@ -3,12 +3,11 @@
 import math
 
 import pytest
+from hotspin.analysis import constants as k
+from hotspin.analysis import optics, vapour
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.experiment import ApparatusParameters, derive
 from scipy import integrate
-
-from analysis import constants as k
-from analysis import optics, vapour
-from analysis.checks import ParameterError
-from analysis.experiment import ApparatusParameters, derive
 
 
 def test_lande_factors_and_larmor_coefficients_match_physics_table():

@@ -11,17 +11,16 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
-
-from analysis import constants as k
-from analysis import vapour
-from analysis.checks import ParameterError
-from analysis.fits import Estimate
-from instruments.station import Station
-from procedures.analyze import analyze_file, format_report
-from procedures.base import run_procedure
-from procedures.field_zeroing import FieldZeroing
-from procedures.recorder import RunAborted
-from procedures.registry import PROCEDURES
+from hotspin.analysis import constants as k
+from hotspin.analysis import vapour
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.fits import Estimate
+from hotspin.instruments.station import Station
+from hotspin.procedures.analyze import analyze_file, format_report
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.field_zeroing import FieldZeroing
+from hotspin.procedures.recorder import RunAborted
+from hotspin.procedures.registry import PROCEDURES
 
 SERF_HZ_PER_NT = (5 * k.GAMMA_UPPER_rad_per_sT + k.GAMMA_LOWER_rad_per_sT) / 6 / (2 * math.pi)
 

@@ -4,10 +4,9 @@ import math
 
 import numpy as np
 import pytest
-
-from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import ProbeGeometry, fit_spin_noise, initial_values
-from analysis.qnd import (
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.fits import ProbeGeometry, fit_spin_noise, initial_values
+from hotspin.analysis.qnd import (
     POPULATION_FREE_BOUND,
     THERMAL_BOUND,
     ContinuousReadout,
@@ -18,8 +17,8 @@ from analysis.qnd import (
     squeezing_parameter,
     total_spin_variance,
 )
-from analysis.spectra import StreamingPSD
-from simulators.spin_noise import ExactSpinNoise, FastAngleNoise
+from hotspin.analysis.spectra import StreamingPSD
+from hotspin.simulators.spin_noise import ExactSpinNoise, FastAngleNoise
 
 DIAGONAL = tuple(200e-9 / math.sqrt(3) * np.ones(3))  # |B| = 200 nT along [1,1,1]
 # The entanglement configuration: SERF at 450 K, field along [1,1,1] so the probe sees all

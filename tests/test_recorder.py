@@ -9,8 +9,7 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-
-from procedures.recorder import RunFile
+from hotspin.procedures.recorder import RunFile
 
 
 def test_layout_and_completed_status(tmp_path):
@@ -79,7 +78,7 @@ def test_sigkill_keeps_every_flushed_step(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, numpy as np
-        from procedures.recorder import RunFile
+        from hotspin.procedures.recorder import RunFile
         run = RunFile({str(path)!r}, "sweep", {{"steps": 100}})
         for step in range(5):
             run.append_spectrum(np.arange(8.0), np.full(8, float(step)))

@@ -20,16 +20,15 @@ Sources of the exchanges:
 
 import numpy as np
 import pytest
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
+from hotspin.instruments.redpitaya import BUFFER_SIZE, RedPitaya
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.lab import LabConfig, SimulatedLab
+from hotspin.simulators.redpitaya import SimulatedRedPitaya
+from hotspin.simulators.server import SimServer
 from pymeasure.test import expected_protocol
-
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentCommandError, InstrumentTimeoutError
-from instruments.redpitaya import BUFFER_SIZE, RedPitaya
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.lab import LabConfig, SimulatedLab
-from simulators.redpitaya import SimulatedRedPitaya
-from simulators.server import SimServer
 
 LV_STEP_V = 1.0 / 8192  # full scale 1 V over 2¹³ codes (rp_hw-profiles, STEMlab 125-14)
 HV_STEP_V = 20.0 / 8192

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from helpers import NAMES, SMALL, free_ports, station_text
 
-from procedures.cli import main
-from procedures.progress import ProgressBar
-from procedures.run import run_command
+from hotspin.cli import main
+from hotspin.progress import ProgressBar
+from hotspin.run import run_command
 
 
 def test_run_writes_the_file_and_prints_the_summary(tmp_path, capsys):
@@ -56,7 +56,7 @@ def test_a_failing_run_exits_1_and_says_why(tmp_path, capsys):
 
 def start_run(out, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "procedures.cli", "run", "warmup", "--set", "sample_interval_s=2",
+        [sys.executable, "-m", "hotspin.cli", "run", "warmup", "--set", "sample_interval_s=2",
          "--out", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -109,7 +109,7 @@ def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
     client = tmp_path / "client.toml"
     client.write_text(station_text(ports, simulated=False))
     server = subprocess.Popen(
-        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(served)],
+        [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(served)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -144,10 +144,10 @@ def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
 
 SWEEP_SCRIPT = """
 import sys
-from instruments.station import Station
-from instruments.station_config import StationConfig
-from procedures.base import run_procedure
-from procedures.registry import PROCEDURES
+from hotspin.instruments.station import Station
+from hotspin.instruments.station_config import StationConfig
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.registry import PROCEDURES
 
 station = Station(StationConfig.from_mapping({"simulation": {"clock_speed": 1000.0}}))
 station.configure()

@@ -9,11 +9,11 @@ import tomllib
 import h5py
 import pytest
 from helpers import NAMES, free_ports, station_text
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.station import Station
 
-from analysis.checks import ParameterError
-from instruments.station import Station
-from procedures.cli import main
-from procedures.serve import client_station_text, loopback_port
+from hotspin.cli import main
+from hotspin.serve import client_station_text, loopback_port
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def served(tmp_path):
     client_file = tmp_path / "client.toml"
     client_file.write_text(station_text(ports, simulated=False))
     process = subprocess.Popen(
-        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(served_file)],
+        [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(served_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -73,7 +73,7 @@ def test_serving_a_real_station_is_refused(tmp_path):
     path = tmp_path / "real.toml"
     path.write_text(station_text(free_ports(len(NAMES)), simulated=False))
     result = subprocess.run(
-        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(path)],
+        [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -99,7 +99,7 @@ def test_a_busy_port_is_reported(tmp_path):
     blocker.listen()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(path)],
+            [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(path)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -117,7 +117,7 @@ def test_a_client_station_file_reaches_one_lab_that_keeps_its_state(tmp_path, ca
     client_file = tmp_path / "lab.toml"
     command = ["sim", "serve", "--station", str(served_file), "--client-station", str(client_file)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "procedures.cli", *command], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "hotspin.cli", *command], stdout=subprocess.PIPE, text=True
     )
     try:
         lines = [process.stdout.readline() for _ in range(2 + len(NAMES))]
@@ -143,7 +143,7 @@ def test_a_client_station_needs_fixed_ports(tmp_path):
     served_file = tmp_path / "served.toml"
     served_file.write_text(station_text([0] * len(NAMES), simulated=True))
     result = subprocess.run(
-        [sys.executable, "-m", "procedures.cli", "sim", "serve", "--station", str(served_file),
+        [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(served_file),
          "--client-station", str(tmp_path / "lab.toml")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

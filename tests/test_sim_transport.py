@@ -4,14 +4,13 @@ import socket
 import threading
 
 import pytest
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.instrument_base import SimulatedInstrument
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.server import SimServer
 from pymeasure.instruments import Instrument
 from pyvisa.errors import VisaIOError
-
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.instrument_base import SimulatedInstrument
-from simulators.lab import SimulatedLab
-from simulators.server import SimServer
 
 
 class EchoInstrument(SimulatedInstrument):

@@ -7,16 +7,16 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.procedures import __version__
 from scipy import signal
 
-from analysis.experiment import ApparatusParameters, derive
-from procedures import __version__
-from procedures.cli import main
+from hotspin.cli import main
 
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "procedures.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "hotspin.cli", *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -5,12 +5,11 @@ import time
 
 import numpy as np
 import pytest
-
-from analysis.checks import ParameterError
-from analysis.constants import ELEMENTARY_CHARGE_e
-from simulators.clock import SimClock
-from simulators.lab import LabConfig, SimulatedLab
-from simulators.polarimeter_optics import imbalance_rad
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.constants import ELEMENTARY_CHARGE_e
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.lab import LabConfig, SimulatedLab
+from hotspin.simulators.polarimeter_optics import imbalance_rad
 
 
 @pytest.fixture

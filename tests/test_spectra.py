@@ -4,11 +4,9 @@ import math
 
 import numpy as np
 import pytest
-from scipy import signal
-
-from analysis.experiment import ApparatusParameters, derive
-from analysis.fits import angle_autocovariance
-from analysis.spectra import (
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.fits import angle_autocovariance
+from hotspin.analysis.spectra import (
     Spectrum,
     StreamingPSD,
     angle_from_difference_and_sum,
@@ -16,8 +14,9 @@ from analysis.spectra import (
     welch_expectation,
     welch_statistics,
 )
-from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
-from simulators.spin_noise import FastAngleNoise
+from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from hotspin.simulators.spin_noise import FastAngleNoise
+from scipy import signal
 
 FS = 50e3
 DERIVED = derive(ApparatusParameters(temperature_K=410.0, field_T=(1e-6, 0.0, 0.0)))

@@ -4,10 +4,9 @@ import math
 
 import numpy as np
 import pytest
+from hotspin.analysis import constants as k
+from hotspin.analysis.spin_model import M_SE, SpinModel
 from scipy import integrate
-
-from analysis import constants as k
-from analysis.spin_model import M_SE, SpinModel
 
 PER_NT_HZ = 1e-9 / (2 * math.pi)  # rad s⁻¹ T⁻¹ → Hz/nT
 SERF_HZ_PER_NT = (5 * k.GAMMA_UPPER_rad_per_sT + k.GAMMA_LOWER_rad_per_sT) / 6 * PER_NT_HZ

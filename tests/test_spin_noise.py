@@ -10,11 +10,10 @@ import math
 
 import numpy as np
 import pytest
+from hotspin.analysis.spin_model import SpinModel
+from hotspin.simulators.spin_noise import ExactSpinNoise, FastAngleNoise
 from scipy import signal
 from scipy.linalg import expm
-
-from analysis.spin_model import SpinModel
-from simulators.spin_noise import ExactSpinNoise, FastAngleNoise
 
 COUPLING = 1e-12  # rad per unit spin, both manifolds (far-detuned probe)
 ATOMS = 1e12

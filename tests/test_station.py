@@ -5,11 +5,10 @@ import textwrap
 
 import numpy as np
 import pytest
-
-from analysis.checks import ParameterError
-from instruments.errors import InterlockError
-from instruments.station import Station, lab_config_for
-from instruments.station_config import StationConfig
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InterlockError
+from hotspin.instruments.station import Station, lab_config_for
+from hotspin.instruments.station_config import StationConfig
 
 
 @pytest.fixture(params=["inprocess", "tcp"])

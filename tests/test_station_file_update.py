@@ -4,10 +4,10 @@ import textwrap
 import tomllib
 
 import pytest
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.station_config import set_station_value, station_file_text
 
-from analysis.checks import ParameterError
-from instruments.station_config import set_station_value, station_file_text
-from procedures.cli import main
+from hotspin.cli import main
 
 FILE = textwrap.dedent(
     """\

@@ -10,20 +10,19 @@ thread type in bit 7 of the hardware byte). The ELL14 has 143360 = 0x23000 pulse
 """
 
 import pytest
-from pymeasure.test import expected_protocol
-
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentCommandError, InstrumentTimeoutError
-from instruments.thorlabs_ell14 import ELL14, ELLStatus
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.lab import SimulatedLab
-from simulators.server import SimServer
-from simulators.thorlabs_ell14 import (
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
+from hotspin.instruments.thorlabs_ell14 import ELL14, ELLStatus
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.server import SimServer
+from hotspin.simulators.thorlabs_ell14 import (
     PULSES_PER_REVOLUTION,
     ROTATION_SPEED_DEG_PER_S,
     SimulatedELL14,
 )
+from pymeasure.test import expected_protocol
 
 # model 0E (ELL14), serial 11400284, 2019, firmware 15, hardware 01 (metric), 360°, 0x23000 pulses
 INFO = ("0in", "0IN0E1140028420191501016800023000")

@@ -11,16 +11,15 @@ import math
 
 import numpy as np
 import pytest
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
+from hotspin.instruments.toptica_dlcpro import DLCpro
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.server import SimServer
+from hotspin.simulators.toptica_dlcpro import TEC_TIME_CONSTANT_S, SimulatedDLCpro
 from pymeasure.test import expected_protocol
-
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentCommandError, InstrumentTimeoutError
-from instruments.toptica_dlcpro import DLCpro
-from simulators.clock import SimClock
-from simulators.inprocess import InProcessAdapter
-from simulators.lab import SimulatedLab
-from simulators.server import SimServer
-from simulators.toptica_dlcpro import TEC_TIME_CONSTANT_S, SimulatedDLCpro
 
 # The SDK's NetworkConnection.open() reads the welcome up to the first "\n> " and discards it.
 WELCOME = [(None, "DeCoF Command Line\n"), (None, "> ")]

@@ -6,15 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.checks import ParameterError
-from instruments.errors import InstrumentError
-from procedures import __version__
-from procedures.analyze import analyze_file, format_report
-from procedures.parameters import assign, parameters_table
-from procedures.progress import ProgressBar
-from procedures.run import describe_procedures, run_command
-from procedures.serve import serve
-from procedures.simulate import SIMULATE_PARAMETERS, describe_truth, simulate_record
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentError
+from hotspin.procedures import __version__
+from hotspin.procedures.analyze import analyze_file, format_report
+from hotspin.procedures.parameters import assign, parameters_table
+from hotspin.progress import ProgressBar
+from hotspin.run import describe_procedures, run_command
+from hotspin.serve import serve
+from hotspin.simulate import SIMULATE_PARAMETERS, describe_truth, simulate_record
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -132,7 +132,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _gui(args: argparse.Namespace) -> int:
-    from gui.app import main as gui_main  # Qt is loaded only for the GUI
+    from hotspin.gui.app import main as gui_main  # Qt is loaded only for the GUI
 
     return gui_main(args.station, args.data)
 

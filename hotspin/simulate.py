@@ -17,12 +17,13 @@ import h5py
 import numpy as np
 from pymeasure.experiment import FloatParameter, IntegerParameter, Parameter
 
-from analysis.checks import check_range
-from analysis.experiment import ApparatusParameters, derive
-from procedures.parameters import BoundedVectorParameter
-from procedures.recorder import RunFile
-from simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
-from simulators.spin_noise import FastAngleNoise
+from hotspin.analysis.checks import check_range
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.procedures.analyze import apparatus_from_settings
+from hotspin.procedures.parameters import BoundedVectorParameter
+from hotspin.procedures.recorder import RunFile
+from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from hotspin.simulators.spin_noise import FastAngleNoise
 
 _defaults = ApparatusParameters()
 _detector = PolarimeterConfig()
@@ -91,23 +92,6 @@ MAX_DURATION_S = 1e5
 MAX_SAMPLE_RATE_HZ = 1e9
 BLOCK_SAMPLES = 1 << 20
 TRUTH_SPECTRUM_BINS = 4097
-
-
-def apparatus_from_settings(values: dict[str, Any]) -> ApparatusParameters:
-    """Return the apparatus described by simulate's settings (SI units)."""
-    return ApparatusParameters(
-        temperature_K=values["temperature_K"],
-        field_T=tuple(1e-9 * b for b in values["field_nT"]),
-        probe_power_W=values["probe_power_W"],
-        probe_detuning_Hz=values["probe_detuning_GHz"] * 1e9,
-        beam_area_m2=values["beam_area_m2"],
-        cell_dimensions_m=values["cell_dimensions_m"],
-        n2_fill_pressure_Torr=values["n2_fill_pressure_Torr"],
-        n2_fill_temperature_K=values["n2_fill_temperature_K"],
-        responsivity_A_per_W=values["responsivity_A_per_W"],
-        nep_W_per_rtHz=values["nep_W_per_rtHz"],
-        optics_transmission=values["optics_transmission"],
-    )
 
 
 def simulate_record(

@@ -16,17 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from analysis.checks import ParameterError
-from instruments.station import (
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.station import (
     install_faults,
     lab_config_for,
     simulated_instruments,
     station_resources,
 )
-from instruments.station_config import StationConfig, station_file_text
-from simulators.clock import SimClock
-from simulators.lab import SimulatedLab
-from simulators.server import SimServer
+from hotspin.instruments.station_config import StationConfig, station_file_text
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.server import SimServer
 
 MODELS = {
     "heater": "Lake Shore 336",

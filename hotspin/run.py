@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import sys
@@ -12,15 +11,15 @@ from typing import Any
 
 import h5py
 
-from analysis.checks import ParameterError
-from analysis.fits import Estimate
-from instruments.station import Station
-from instruments.station_config import set_station_value, station_file_text, toml_value
-from procedures.base import HotspinProcedure, run_procedure
-from procedures.parameters import assign, parameters_table
-from procedures.progress import ProgressBar
-from procedures.recorder import RunAborted
-from procedures.registry import PROCEDURES
+from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.fits import Estimate
+from hotspin.instruments.station import Station
+from hotspin.instruments.station_config import set_station_value, station_file_text, toml_value
+from hotspin.procedures.base import HotspinProcedure, run_procedure
+from hotspin.procedures.parameters import assign, parameters_table
+from hotspin.procedures.recorder import RunAborted, default_path
+from hotspin.procedures.registry import PROCEDURES
+from hotspin.progress import ProgressBar
 
 FRESH_LAB_NOTICE = (
     "simulated lab: a fresh one for this run (cell at room temperature, polarimeter not "
@@ -36,12 +35,6 @@ def procedure_class(name: str) -> type[HotspinProcedure]:
             f"unknown procedure {name!r}; known procedures: {', '.join(PROCEDURES)}"
         )
     return PROCEDURES[name]
-
-
-def default_path(name: str, directory: str | Path = "data") -> Path:
-    """Return data/<date>/<time>_<name>.h5 under ``directory``."""
-    now = dt.datetime.now()
-    return Path(directory) / now.strftime("%Y-%m-%d") / f"{now.strftime('%H%M%S')}_{name}.h5"
 
 
 def describe_procedures() -> str:
