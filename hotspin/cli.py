@@ -6,15 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hotspin.analysis.checks import ParameterError
-from hotspin.instruments.errors import InstrumentError
 from hotspin.procedures import __version__
-from hotspin.procedures.analyze import analyze_file, format_report
-from hotspin.procedures.parameters import assign, parameters_table
-from hotspin.progress import ProgressBar
-from hotspin.run import describe_procedures, run_command
-from hotspin.serve import serve
-from hotspin.simulate import SIMULATE_PARAMETERS, describe_truth, simulate_record
+
+# Every command imports its modules when it runs: `hotspin --help`, `--version` and `list` stay
+# fast (`list` prints the procedure catalogue, cached by hotspin.catalogue).
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -61,8 +56,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run one procedure on a station, with a progress bar and a summary",
-        description="Run a procedure (see 'hotspin list') headless. Every parameter is checked "
-        "before any instrument is touched; Ctrl-C stops it safely (status 'aborted').",
+        description="Run a procedure headless. Every parameter is checked before any "
+        "instrument is touched; Ctrl-C stops it safely (status 'aborted'). Procedures (their "
+        "parameters: 'hotspin list'):\n" + procedure_summaries(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("procedure", help="procedure name")
     run.add_argument(
@@ -94,21 +91,33 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def procedure_summaries() -> str:
+    """Return one line per procedure: its name and what it measures (from the catalogue)."""
+    from hotspin.catalogue import catalogue
+
+    entries = catalogue()["procedures"]
+    width = max(len(name) for name in entries)
+    return "\n".join(f"  {name.ljust(width)}  {e['summary']}" for name, e in entries.items())
+
+
 def _list() -> int:
-    print(describe_procedures())
-    print(
-        "\nsimulate: synthetic record (hotspin simulate --duration-s T --sample-rate-Hz F "
-        "--out FILE --set NAME=VALUE ...)"
-    )
-    print(parameters_table(SIMULATE_PARAMETERS))
+    from hotspin.catalogue import catalogue
+
+    print(catalogue()["listing"])
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    from hotspin.run import run_command
+
     return run_command(args.procedure, args.set, args.station, args.out, args.save_calibration)
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from hotspin.procedures.parameters import assign
+    from hotspin.progress import ProgressBar
+    from hotspin.simulate import SIMULATE_PARAMETERS, describe_truth, simulate_record
+
     values = assign(SIMULATE_PARAMETERS, args.set)
     path = simulate_record(
         args.out, args.duration_s, args.sample_rate_Hz, values, progress=ProgressBar("simulate")
@@ -118,6 +127,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
+    from hotspin.serve import serve
+
     serve(
         args.station,
         announce=lambda line: print(line, flush=True),
@@ -127,6 +138,8 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from hotspin.procedures.analyze import analyze_file, format_report
+
     print(format_report(analyze_file(args.file)))
     return 0
 
@@ -153,18 +166,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the output went to `head` or a closed pager: nothing to report
         sys.stderr.close()
         return 0
-    except (ParameterError, FileExistsError) as error:
-        print(f"hotspin {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except (InstrumentError, RuntimeError, TimeoutError, ValueError, OSError) as error:
-        if args.command == "run":  # the run started and failed: its file says so too
-            print(f"hotspin run: failed: {type(error).__name__}: {error}", file=sys.stderr)
-            return 1
-        print(f"hotspin {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"hotspin {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # classified here so that no command imports what it never raises
+        return _report(args.command, error)
+
+
+def _report(command: str, error: Exception) -> int:
+    """Print why ``command`` stopped; return its exit status (2 refused, 1 failed)."""
+    from hotspin.analysis.checks import ParameterError
+    from hotspin.instruments.errors import InstrumentError
+
+    if isinstance(error, ParameterError | FileExistsError):
+        print(f"hotspin {command}: error: {error}", file=sys.stderr)
+        return 2
+    if not isinstance(error, InstrumentError | RuntimeError | TimeoutError | ValueError | OSError):
+        raise error
+    if command == "run":  # the run started and failed: its file says so too
+        print(f"hotspin run: failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"hotspin {command}: error: {error}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

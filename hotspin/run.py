@@ -16,7 +16,7 @@ from hotspin.analysis.fits import Estimate
 from hotspin.instruments.station import Station
 from hotspin.instruments.station_config import set_station_value, station_file_text, toml_value
 from hotspin.procedures.base import HotspinProcedure, run_procedure
-from hotspin.procedures.parameters import assign, parameters_table
+from hotspin.procedures.parameters import assign
 from hotspin.procedures.recorder import RunAborted, default_path
 from hotspin.procedures.registry import PROCEDURES
 from hotspin.progress import ProgressBar
@@ -35,14 +35,6 @@ def procedure_class(name: str) -> type[HotspinProcedure]:
             f"unknown procedure {name!r}; known procedures: {', '.join(PROCEDURES)}"
         )
     return PROCEDURES[name]
-
-
-def describe_procedures() -> str:
-    """Return every procedure with its parameters, units, limits and defaults."""
-    blocks = []
-    for name, cls in PROCEDURES.items():
-        blocks.append(f"{name}: {cls.SUMMARY}\n{parameters_table(cls.parameter_map())}")
-    return "\n\n".join(blocks)
 
 
 def summary_table(path: str | Path) -> str:

@@ -51,6 +51,20 @@ class BoundedVectorParameter(VectorParameter):
         return vector
 
 
+#: Bounds at or beyond this size are no limit a person needs to read (e.g. a seed's 2**63 - 1).
+_UNBOUNDED = 2.0**53
+
+
+def _interval(low: float, high: float, units: str) -> str:
+    """Return '[low, high] units', or '≥ low' / '≤ high' / 'any' where a side is unbounded."""
+    has_low, has_high = abs(low) < _UNBOUNDED, abs(high) < _UNBOUNDED
+    if has_low and has_high:
+        return f"[{low:g}, {high:g}]{units}"
+    if has_low:
+        return f"≥ {low:g}{units}"
+    return f"≤ {high:g}{units}" if has_high else f"any{units}"
+
+
 def range_text(parameter: Parameter) -> str:
     """Return what a parameter accepts, e.g. '[1, 1000]', '[0, 470] K' or 'one of [a, b]'."""
     units = f" {parameter.units}" if getattr(parameter, "units", None) else ""
@@ -61,8 +75,8 @@ def range_text(parameter: Parameter) -> str:
     if isinstance(parameter, VectorParameter):
         low = getattr(parameter, "minimum", -math.inf)
         high = getattr(parameter, "maximum", math.inf)
-        return f"{parameter._length} × [{low:g}, {high:g}]{units}"
-    return f"[{parameter.minimum:g}, {parameter.maximum:g}]{units}"
+        return f"{parameter._length} × {_interval(low, high, units)}"
+    return _interval(parameter.minimum, parameter.maximum, units)
 
 
 def _text(value: Any) -> str:

@@ -1,8 +1,15 @@
 """Test-wide settings: pyvisa-py as the VISA library, Qt without a screen."""
 
 import os
+import tempfile
 
 # The drivers' tests connect to simulated instruments on loopback through pyvisa-py; without
 # this pyvisa first searches the system for a vendor VISA library on every connection.
 os.environ.setdefault("PYVISA_LIBRARY", "@py")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# The user's cache and state directories are never touched by a test run: each session gets its
+# own (subprocesses inherit them through the environment).
+_session_home = tempfile.mkdtemp(prefix="hotspin-tests-")
+os.environ["HOTSPIN_CACHE_DIR"] = os.path.join(_session_home, "cache")
+os.environ["HOTSPIN_STATE_DIR"] = os.path.join(_session_home, "state")
