@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from hotspin.analysis.fits import Estimate
-from hotspin.gui.run_file import RunContents, load_run
 from hotspin.procedures.analyze import analyze_file, format_report
+from hotspin.procedures.run_file import RunContents, load_run
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtWidgets import (
     QAbstractItemView,

@@ -53,6 +53,17 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also write the station file that reaches the served lab over TCP, for "
         "'hotspin run/gui --station FILE': one lab that keeps its state between runs",
     )  # fmt: skip
+    reset = sim_commands.add_parser(
+        "reset",
+        help="start the embedded simulated lab again: cold, or ready to measure",
+        description="The embedded simulated lab keeps its state between hotspin processes, as a "
+        "real lab does. 'reset --cold' (the default) forgets it: the cell at room temperature, "
+        "the polarimeter not balanced, the field not zeroed. 'reset --ready' then runs warmup, "
+        "balance and field_zeroing on it, so that spectra can be taken at once.",
+    )
+    state = reset.add_mutually_exclusive_group()
+    state.add_argument("--cold", action="store_true", help="a cold lab (the default)")
+    state.add_argument("--ready", action="store_true", help="warmed, balanced, field zeroed")
     run = commands.add_parser(
         "run",
         help="run one procedure on a station, with a progress bar and a summary",
@@ -108,7 +119,7 @@ def _list() -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hotspin.run import run_command
+    from hotspin.headless import run_command
 
     return run_command(args.procedure, args.set, args.station, args.out, args.save_calibration)
 
@@ -127,6 +138,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
+    if args.sim_command == "reset":
+        from hotspin.reset import reset_lab
+
+        reset_lab(ready=args.ready, announce=lambda line: print(line, flush=True))
+        return 0
     from hotspin.serve import serve
 
     serve(

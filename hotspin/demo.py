@@ -19,11 +19,11 @@ import h5py
 import numpy as np
 
 from hotspin.analysis import constants as k
+from hotspin.headless import summary_table
 from hotspin.instruments.station import Station
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.registry import PROCEDURES
 from hotspin.progress import ProgressBar
-from hotspin.run import summary_table
 
 # Simulated seconds per wall-clock second: the oven's 5-minute time constant takes a second.
 DEMO_CLOCK_SPEED = 300.0

@@ -93,6 +93,20 @@ class CellHeater:
         with self.lock:
             return self.link.call(lambda d: bool(self._output(d).ramping))
 
+    def settings(self) -> dict[str, Any]:
+        """Get what `restore` needs to put the loop back as it is: setpoint and heater range."""
+        return {"setpoint_K": self.setpoint_K, "heater_range": self.heater_range}
+
+    def restore(self, settings: dict[str, Any]) -> None:
+        """Set the loop as `settings` says at once (no ramp from the power-on setpoint)."""
+        c = self.config
+        with self.lock:
+            self.link.call(lambda d: self._output(d).set_output_mode("closed_loop", c.input, False))
+            self.link.call(lambda d: self._output(d).configure_ramp(False, c.ramp_rate_K_per_min))
+            self.setpoint_K = float(settings["setpoint_K"])
+            self.heater_range = str(settings["heater_range"])
+            self.link.call(lambda d: self._output(d).configure_ramp(True, c.ramp_rate_K_per_min))
+
     def safe_state(self) -> None:
         """Leave the heater as the station says: hold the setpoint, or switch every output off."""
         if self.config.safe_state == "off":

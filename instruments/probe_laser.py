@@ -94,6 +94,20 @@ class ProbeLaser:
             + c.piezo_tuning_Hz_per_V * piezo
         )
 
+    def settings(self) -> dict[str, Any]:
+        """Get what `restore` needs: current, piezo voltage and whether emission is enabled."""
+        return {
+            "current_A": self.current_A,
+            "piezo_voltage_V": self.piezo_voltage_V,
+            "emission_enabled": self.emission_enabled,
+        }
+
+    def restore(self, settings: dict[str, Any]) -> None:
+        """Set the laser as `settings` says (each value checked against the station's limits)."""
+        self.current_A = float(settings["current_A"])
+        self.piezo_voltage_V = float(settings["piezo_voltage_V"])
+        self.emission_enabled = bool(settings["emission_enabled"])
+
     def safe_state(self) -> None:
         """Leave the laser as the station says: hold, or switch emission off."""
         if self.config.safe_state == "off":

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.experiment import ApparatusParameters
 from hotspin.instruments.cell_heater import CellHeater
@@ -150,35 +151,81 @@ def install_faults(config: StationConfig, instruments: dict[str, Any]) -> None:
                 raise ParameterError(f"simulation.faults.{name}: {error}") from None
 
 
+def saved_description(saved: dict[str, Any] | None, persisting: bool) -> str:
+    """Return where a simulated lab starts: fresh, or as the last process left it."""
+    if not persisting:
+        return "a fresh simulated lab (cell at room temperature, not balanced, field not zeroed)"
+    if saved is None:
+        return "a new embedded simulated lab, cold (cell at room temperature, not balanced)"
+    lab, heater = saved["lab"], saved["settings"]["heater"]
+    return (
+        f"the embedded simulated lab as it was left: cell {lab['oven_temperature_K']:.1f} K, "
+        f"setpoint {heater['setpoint_K']:.1f} K (heater {heater['heater_range']}), "
+        f"plate at {lab['hwp_angle_deg']:.2f}°"
+    )
+
+
 class Station:
     """The experiment's instruments, by role; a context manager that leaves them safe."""
 
-    def __init__(self, config: StationConfig, transport: str | None = None) -> None:
+    def __init__(
+        self,
+        config: StationConfig,
+        transport: str | None = None,
+        clock: Any = None,
+        *,
+        persist: bool = False,
+    ) -> None:
+        """Connect every instrument; ``clock`` (an object with `now` and `sleep`) is the one
+        clock every driver, virtual instrument and the simulated lab use (default: wall time,
+        or the simulated lab's clock at the station's `simulation.clock_speed`). ``persist``:
+        a simulated lab that continues where the last process left it (simulators.persistence),
+        driven by one process at a time."""
         self.config = config
+        self.store: Any = None
+        self.started_from = ""
         self.lab: Any = None
         self.server: Any = None
         self.simulated_instruments: dict[str, Any] = {}
         self.links: dict[str, ResilientLink] = {}
         if config.simulated:
-            self._start_simulation(transport or config.simulation.transport)
+            self._start_simulation(transport or config.simulation.transport, clock, persist)
         else:
-            self.clock: Any = WallClock()
+            self.clock: Any = clock or WallClock()
             self._connect(station_resources(config))
 
     @classmethod
-    def from_file(cls, path: str | Path | None = None, transport: str | None = None) -> Station:
+    def from_file(
+        cls,
+        path: str | Path | None = None,
+        transport: str | None = None,
+        clock: Any = None,
+        *,
+        persist: bool = False,
+    ) -> Station:
         """Build the station of a station file (none: the embedded simulated lab)."""
-        return cls(StationConfig.load(path), transport)
+        return cls(StationConfig.load(path), transport, clock, persist=persist)
 
     # --- construction --------------------------------------------------------------------------
-    def _start_simulation(self, transport: str) -> None:
+    def _start_simulation(self, transport: str, clock: Any, persist: bool) -> None:
         from hotspin.simulators.clock import SimClock
         from hotspin.simulators.inprocess import InProcessAdapter
         from hotspin.simulators.lab import SimulatedLab
         from hotspin.simulators.server import SimServer
 
-        self.clock = SimClock(speed=self.config.simulation.clock_speed)
+        saved = None
+        if persist:
+            from hotspin.simulators.persistence import LabStore
+
+            self.store = LabStore()
+            self.store.acquire()
+            saved = self.store.load()
+        speed = self.config.simulation.clock_speed
+        start = saved["lab"]["time_s"] if saved else 0.0
+        self.clock = clock or SimClock(speed=speed, start_s=start)
         self.lab = SimulatedLab(lab_config_for(self.config), self.clock)
+        if saved:
+            self.lab.restore(saved["lab"])
         self.simulated_instruments = simulated_instruments(self.config, self.lab)
         install_faults(self.config, self.simulated_instruments)
         if transport == "inprocess":
@@ -192,6 +239,21 @@ class Station:
         else:
             raise ValueError(f"transport = {transport!r} is not one of ['inprocess', 'tcp']")
         self._connect(connections)
+        if saved:
+            self.heater.restore(saved["settings"]["heater"])
+            self.laser.restore(saved["settings"]["laser"])
+            self.coils.zero_field_currents_A = np.asarray(
+                saved["settings"]["zero_field_currents_A"]
+            )
+            from hotspin.simulators.persistence import simulated_gap_s
+
+            self.lab.clock.skip(simulated_gap_s(saved, speed))
+        self.started_from = saved_description(saved, self.persisting)
+
+    @property
+    def persisting(self) -> bool:
+        """Return whether this station's simulated lab is kept between processes."""
+        return self.store is not None
 
     def _connect(self, connections: dict[str, Any]) -> None:
         """Open every driver on its connection, each behind a link that reconnects and retries.
@@ -303,7 +365,7 @@ class Station:
         """
         pending = ["coils", "polarimeter", "heater", "laser"]
         failures: dict[str, str] = {}
-        deadline = time.monotonic() + self.config.station.safe_state_patience_s
+        deadline = self.clock.now() + self.config.station.safe_state_patience_s
         while pending:
             for role in list(pending):
                 try:
@@ -314,13 +376,31 @@ class Station:
                 else:
                     pending.remove(role)
                     failures.pop(role, None)
-            if not pending or time.monotonic() > deadline:
+            if not pending or self.clock.now() > deadline:
                 break
-            time.sleep(SAFE_STATE_PAUSE_S)
+            self.clock.sleep(SAFE_STATE_PAUSE_S)
         return list(failures.values())
 
+    def _persistent_state(self) -> dict[str, Any]:
+        """Return what the next process needs to continue this lab."""
+        return {
+            "lab": self.lab.state(),
+            "settings": {
+                "heater": self.heater.settings(),
+                "laser": self.laser.settings(),
+                "zero_field_currents_A": self.coils.zero_field_currents_A.tolist(),
+            },
+        }
+
     def close(self) -> None:
-        """Close every connection and stop a simulated lab's server."""
+        """Close every connection and stop a simulated lab's server (a kept lab is saved)."""
+        if self.store is not None:
+            try:
+                if self.links:
+                    self.store.save(self._persistent_state())
+            finally:
+                self.store.release()
+                self.store = None
         for link in self.links.values():
             link.close()
         self.links.clear()
@@ -337,4 +417,10 @@ class Station:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        """Leave every instrument in its safe state, whatever ended the block, then close."""
+        try:
+            failures = self.safe_state()
+            if failures:
+                log.error("leaving the station with instruments not safe: %s", "; ".join(failures))
+        finally:
+            self.close()

@@ -61,6 +61,7 @@ from hotspin.analysis.spectra import (
 )
 from hotspin.procedures import __version__
 from hotspin.procedures.recorder import now_iso
+from hotspin.procedures.run_file import plain
 from scipy import signal
 
 # The per-step result each sweep was swept in (field magnitude in nT, temperature in K).
@@ -135,17 +136,6 @@ def _open(path: Path, mode: str) -> h5py.File:
 
 
 # --- reading the file -----------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """Return an HDF5 attribute as a Python value (arrays → tuples, 'None' → None)."""
-    if isinstance(value, np.ndarray):
-        return tuple(v.item() if isinstance(v, np.generic) else v for v in value)
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value == "None":
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def apparatus_from_parameters(
     parameters: dict[str, Any], procedure: str, notes: list[str]
 ) -> ApparatusParameters:
@@ -231,7 +221,7 @@ def _row_spectrum(spectra: h5py.Group, row: int) -> Spectrum:
     errors = spectra["psd_standard_error"][row] if "psd_standard_error" in spectra else None
     window = None
     if "window" in a and "segment_length" in a:
-        window = signal.get_window(_plain(a["window"]), int(a["segment_length"]))
+        window = signal.get_window(plain(a["window"]), int(a["segment_length"]))
     return Spectrum(
         frequency_Hz=spectra["frequency"][...],
         psd=rows[row],
@@ -302,7 +292,7 @@ def mark_crashed(path: Path) -> bool:
     opens for writing and still says `running` belongs to a run that crashed or was killed.
     """
     with _open(path, "r+") as f:
-        if str(_plain(f.attrs.get("status", ""))) != "running":
+        if str(plain(f.attrs.get("status", ""))) != "running":
             return False
         f.attrs["status"] = "failed"
         f.attrs["error"] = (
@@ -323,8 +313,8 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
         mark_crashed(path)
     with _open(path, "r") as f:
         attrs = f.attrs
-        procedure = str(_plain(attrs.get("procedure", "unknown")))
-        status = str(_plain(attrs.get("status", "unknown")))
+        procedure = str(plain(attrs.get("procedure", "unknown")))
+        status = str(plain(attrs.get("status", "unknown")))
         notes: list[str] = []
         if status == "running":
             notes.append(
@@ -337,13 +327,13 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
                 "it saved"
             )
         elif status in ("failed", "aborted"):
-            reason = _plain(attrs.get("error", ""))
+            reason = plain(attrs.get("error", ""))
             notes.append(f"status '{status}'" + (f": {reason}" if reason else ""))
         parameters = (
-            {k: _plain(v) for k, v in f["parameters"].attrs.items()} if ("parameters" in f) else {}
+            {k: plain(v) for k, v in f["parameters"].attrs.items()} if ("parameters" in f) else {}
         )
         apparatus = apparatus_from_parameters(parameters, procedure, notes)
-        truth = {k: _plain(v) for k, v in f["truth"].attrs.items()} if "truth" in f else None
+        truth = {k: plain(v) for k, v in f["truth"].attrs.items()} if "truth" in f else None
         analysis = FileAnalysis(path, procedure, status, "", notes, truth=truth)
         has_rows = "spectra" in f and "psd" in f["spectra"] and f["spectra/psd"].shape[0] > 0
         if "traces" in f and (procedure == "simulate" or not has_rows):

@@ -99,6 +99,14 @@ class HotspinProcedure(Procedure):
         The default checks nothing; procedures that drive a limited quantity override it.
         """
 
+    def check_ready(self, station: Any) -> None:
+        """Refuse (ParameterError) when the apparatus cannot give this procedure a result as it
+        is now, saying what to run first; called before the run file exists.
+
+        The default is ready from any state; procedures that need a warm cell or a balanced
+        polarimeter override it.
+        """
+
     def calibration(self) -> dict[str, Any]:
         """Return what a completed run measured of the station, by its ``CALIBRATES`` names."""
         return {}
@@ -215,6 +223,7 @@ def run_procedure(
     after the file has its status; returns the path when the run completed.
     """
     procedure.check_limits(station)
+    procedure.check_ready(station)
     stop = stop or threading.Event()
     procedure.station = station
     procedure.on_step = on_step

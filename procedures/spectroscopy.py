@@ -68,10 +68,19 @@ class SpinNoiseStep:
         return spin_noise_to_shot_noise(self.fit)
 
 
+#: Below about 100 °C the vapour (n < 6e12 cm⁻³) gives a spin noise far under the probe's shot
+#: noise: no spectrum procedure can fit a line there.
+MIN_SPECTRUM_TEMPERATURE_K = 373.15
+#: Samples of the readiness probe: enough for a mean of V_diff and V_sum, far less than a record.
+READINESS_SAMPLES = 1024
+
+
 class SpectrumProcedure(HotspinProcedure):
     """A procedure that takes spin-noise spectra: averaging, digitiser rate, Welch segments."""
 
     WATCHES = ("temperature", "interlock")
+    #: Whether the run needs the cell warm before it starts (a temperature sweep heats it).
+    NEEDS_WARM_CELL = True
 
     averages = IntegerParameter(
         "digitiser records averaged per spectrum", minimum=1, maximum=100000, default=20
@@ -83,6 +92,24 @@ class SpectrumProcedure(HotspinProcedure):
     segment_length = ListParameter(
         "Welch segment length in samples", choices=SEGMENT_LENGTHS, default=8192
     )
+
+    def check_ready(self, station: Any) -> None:
+        """Refuse a cold cell (run warmup) or a polarimeter that clips (run balance)."""
+        if self.NEEDS_WARM_CELL:
+            temperature = station.heater.temperature_K
+            if temperature < MIN_SPECTRUM_TEMPERATURE_K:
+                raise ParameterError(
+                    f"cell at {temperature:.0f} K, below the {MIN_SPECTRUM_TEMPERATURE_K:.0f} K "
+                    f"a spin-noise spectrum needs: run `hotspin run warmup` first"
+                )
+        if station.laser.emitting:  # with the light on, one short record shows the balance
+            record = station.polarimeter.acquire(READINESS_SAMPLES)
+            if record.clipped:
+                raise ParameterError(
+                    f"the polarimeter clips at the plate's present angle "
+                    f"({station.polarimeter.plate_angle_deg:.2f}°; V_diff/V_sum far from 0): "
+                    f"run `hotspin run balance` first"
+                )
 
     def measure_spectrum(self, progress: tuple[float, float] = (0.0, 1.0)) -> SpinNoiseStep:
         """Average the records into a spectrum, fit the model, and return both (not recorded).

@@ -143,6 +143,7 @@ class TemperatureSweep(BiasedSweep):
     """Spectra at cell temperatures (densities): linewidth and R_SE against density."""
 
     NAME = "temperature_sweep"
+    NEEDS_WARM_CELL = False  # it sets the cell's temperatures itself
     SUMMARY = "spectra against cell temperature; linewidth and R_SE against density"
     COLUMN = ("setpoint_K", "K")
 

@@ -58,6 +58,12 @@ class SimClock:
         with self._lock:
             self._origin_sim += step
 
+    def skip(self, duration_s: float) -> None:
+        """Jump simulated time forward by ``duration_s`` at once (time that passed elsewhere)."""
+        step = check_range("duration_s", duration_s, 0.0, 1e9, "s")
+        with self._lock:
+            self._origin_sim += step
+
     def sleep(self, duration_s: float) -> None:
         """Let ``duration_s`` of simulated time pass: wait for it, or advance a manual clock."""
         step = check_range("duration_s", duration_s, 0.0, 1e9, "s")

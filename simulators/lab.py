@@ -140,6 +140,28 @@ class SimulatedLab:
         """Return every derived rate, the atom number and the couplings at this moment."""
         return derive(self.apparatus())
 
+    # --- kept between processes (the embedded lab) ------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Return the physical state that outlives a process: oven, plate, laser, random state."""
+        with self.lock:
+            self.update()
+            return {
+                "time_s": self.clock.now(),
+                "oven_temperature_K": self.oven.temperature_K,
+                "hwp_angle_deg": self.hwp_angle_deg,
+                "laser_temperature_C": self.laser.temperature_C,
+                "rng": self.rng.bit_generator.state,
+            }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Put the lab back in a `state` taken at the clock's present time (the gap comes after)."""
+        with self.lock:
+            self.oven.temperature_K = float(state["oven_temperature_K"])
+            self.hwp_angle_deg = float(state["hwp_angle_deg"])
+            self.laser.temperature_C = float(state["laser_temperature_C"])
+            self.rng.bit_generator.state = state["rng"]
+            self._thermal_time_s = self._spin_time_s = self.clock.now()
+
     # --- the digitiser's view -------------------------------------------------------------------
     def record(self, n: int, sample_rate_Hz: float, start_s: float | None = None) -> LabRecord:
         """Return ``n`` samples of the polarimeter outputs at ``sample_rate_Hz`` from ``start_s``.

@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+import pytest
+
 # The drivers' tests connect to simulated instruments on loopback through pyvisa-py; without
 # this pyvisa first searches the system for a vendor VISA library on every connection.
 os.environ.setdefault("PYVISA_LIBRARY", "@py")
@@ -13,3 +15,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 _session_home = tempfile.mkdtemp(prefix="hotspin-tests-")
 os.environ["HOTSPIN_CACHE_DIR"] = os.path.join(_session_home, "cache")
 os.environ["HOTSPIN_STATE_DIR"] = os.path.join(_session_home, "state")
+
+
+@pytest.fixture
+def lab_state(tmp_path, monkeypatch):
+    """A state directory of the test's own: the embedded lab starts new (cold) in it."""
+    directory = tmp_path / "lab-state"
+    monkeypatch.setenv("HOTSPIN_STATE_DIR", str(directory))
+    return directory

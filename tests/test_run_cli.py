@@ -11,8 +11,8 @@ import pytest
 from helpers import NAMES, SMALL, free_ports, station_text
 
 from hotspin.cli import main
+from hotspin.headless import run_command
 from hotspin.progress import ProgressBar
-from hotspin.run import run_command
 
 
 def test_run_writes_the_file_and_prints_the_summary(tmp_path, capsys):

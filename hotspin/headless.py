@@ -21,12 +21,6 @@ from hotspin.procedures.recorder import RunAborted, default_path
 from hotspin.procedures.registry import PROCEDURES
 from hotspin.progress import ProgressBar
 
-FRESH_LAB_NOTICE = (
-    "simulated lab: a fresh one for this run (cell at room temperature, polarimeter not "
-    "balanced, field not zeroed). For one lab kept between runs: "
-    "'hotspin sim serve --client-station lab.toml', then '--station lab.toml'."
-)
-
 
 def procedure_class(name: str) -> type[HotspinProcedure]:
     """Return the procedure called ``name``, or raise ParameterError listing the known ones."""
@@ -92,10 +86,11 @@ def run_command(
     if path.exists():
         raise FileExistsError(f"{path} exists; a run never overwrites another run's data")
     bar = ProgressBar(name)
-    with Station.from_file(station_path) as station:
+    # The embedded lab (no --station) is kept between runs, as a real one is.
+    with Station.from_file(station_path, persist=station_path is None) as station:
         procedure.check_limits(station)
         if station.config.simulated:
-            print(FRESH_LAB_NOTICE, file=sys.stderr)
+            print(f"simulated lab: {station.started_from}", file=sys.stderr)
         station.configure()
         try:
             run_procedure(procedure, station, path, progress=lambda percent, _: bar(percent, 100))
@@ -103,7 +98,8 @@ def run_command(
             print(f"\n{summary_table(path)}")
             return 130
         except Exception:
-            print(f"\n{summary_table(path)}")
+            if path.exists():  # a refusal (not ready) stops the run before its file exists
+                print(f"\n{summary_table(path)}")
             raise
         if save_calibration and station_path is not None:
             save_station_calibration(station_path, procedure.calibration(), f"{name} {path}")

@@ -1,4 +1,4 @@
-"""Reading a finished run file (DESIGN.md layout) into memory for the run viewer."""
+"""Reading a run file (the layout of the README's "Data files") into memory: one reader for all."""
 
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ import h5py
 import numpy as np
 
 
-def _plain(value: Any) -> Any:
-    """Return an HDF5 attribute as a Python value (bytes decoded, numpy scalars unwrapped)."""
-    if isinstance(value, bytes):
-        return value.decode()
+def plain(value: Any) -> Any:
+    """Return an HDF5 attribute as a Python value: bytes decoded, arrays as tuples, numpy
+    scalars unwrapped, and the recorder's "None" (HDF5 has no null) as None."""
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return tuple(plain(v) for v in value.tolist())
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value == "None":
+        return None
     return value.item() if isinstance(value, np.generic) else value
 
 
 def _attributes(group: h5py.Group) -> dict[str, Any]:
     """Return a group's attributes, and its subgroups' as nested dicts."""
-    values: dict[str, Any] = {key: _plain(value) for key, value in group.attrs.items()}
+    values: dict[str, Any] = {key: plain(value) for key, value in group.attrs.items()}
     for key, item in group.items():
         if isinstance(item, h5py.Group):
             values[key] = _attributes(item)
@@ -80,7 +83,7 @@ def load_run(path: str | Path) -> RunContents:
     with f:
         contents = RunContents(
             path=path,
-            attributes={k: _plain(v) for k, v in f.attrs.items()},
+            attributes={k: plain(v) for k, v in f.attrs.items()},
             parameters=_attributes(f["parameters"]) if "parameters" in f else {},
         )
         spectra = f.get("spectra")
@@ -96,7 +99,7 @@ def load_run(path: str | Path) -> RunContents:
             for name, column in results.items():
                 if isinstance(column, h5py.Dataset) and column.ndim == 1:
                     contents.results[name] = Column(
-                        column[...], str(_plain(column.attrs.get("units", "")))
+                        column[...], str(plain(column.attrs.get("units", "")))
                     )
         summary = f.get("summary")
         if isinstance(summary, h5py.Group):
@@ -107,6 +110,6 @@ def load_run(path: str | Path) -> RunContents:
                 contents.summary[name] = (
                     float(a[name]),
                     float(a.get(f"{name}_uncertainty", np.nan)),
-                    str(_plain(a.get(f"{name}_units", ""))),
+                    str(plain(a.get(f"{name}_units", ""))),
                 )
     return contents
