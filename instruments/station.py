@@ -21,15 +21,11 @@ from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.experiment import ApparatusParameters
 from hotspin.instruments.cell_heater import CellHeater
 from hotspin.instruments.coil_system import CoilSystem
-from hotspin.instruments.keithley6221 import Keithley6221
-from hotspin.instruments.lakeshore336 import LakeShore336
+from hotspin.instruments.drivers import driver_class
 from hotspin.instruments.polarimeter import Polarimeter
 from hotspin.instruments.probe_laser import ProbeLaser
-from hotspin.instruments.redpitaya import RedPitaya
 from hotspin.instruments.resilience import ResilientLink
 from hotspin.instruments.station_config import StationConfig
-from hotspin.instruments.thorlabs_ell14 import ELL14
-from hotspin.instruments.toptica_dlcpro import DLCpro
 
 if TYPE_CHECKING:
     from hotspin.simulators.lab import LabConfig, SimulatedLab
@@ -274,20 +270,27 @@ class Station:
         def options(name: str) -> dict[str, Any]:
             return {**timeout, **(visa if isinstance(connections[name], str) else {})}
 
+        drivers = {
+            "heater": driver_class("heater.driver", c.heater.driver),
+            "laser": driver_class("laser.driver", c.laser.driver),
+            "mount": driver_class("polarimeter.mount_driver", c.polarimeter.mount_driver),
+            "digitiser": driver_class("digitiser.driver", c.digitiser.driver),
+            "coils": driver_class("coils.driver", c.coils.driver),
+        }
         builders = {
-            "heater": lambda: LakeShore336(opener("heater")(), **options("heater")),
-            "laser": lambda: DLCpro(
+            "heater": lambda: drivers["heater"](opener("heater")(), **options("heater")),
+            "laser": lambda: drivers["laser"](
                 opener("laser")(), current_limit_A=c.laser.max_current_A, **options("laser")
             ),
-            "mount": lambda: ELL14(
+            "mount": lambda: drivers["mount"](
                 opener("mount")(), address=c.polarimeter.mount_address, **options("mount")
             ),
-            "digitiser": lambda: RedPitaya(
+            "digitiser": lambda: drivers["digitiser"](
                 opener("digitiser")(), sleep=self.clock.sleep, **options("digitiser")
             ),
         }
         for name in ("coil_x", "coil_y", "coil_z"):
-            builders[name] = lambda name=name: Keithley6221(opener(name)(), **options(name))
+            builders[name] = lambda name=name: drivers["coils"](opener(name)(), **options(name))
         try:
             for name, build in builders.items():
                 self.links[name] = ResilientLink(name, build, retries=c.station.retries)
