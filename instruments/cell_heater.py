@@ -7,6 +7,7 @@ from typing import Any
 
 from hotspin.analysis.checks import check_range
 from hotspin.instruments.errors import InterlockError
+from hotspin.instruments.linked import Linked, read_all
 from hotspin.instruments.resilience import ResilientLink
 from hotspin.instruments.station_config import HeaterConfig
 
@@ -41,57 +42,42 @@ class CellHeater:
                 lambda d: setattr(self._input(d), "temperature_limit_K", c.max_temperature_K)
             )
 
-    @property
-    def temperature_K(self) -> float:
-        """Measure the cell temperature in K."""
-        with self.lock:
-            return self.link.call(lambda d: float(self._input(d).kelvin))
-
-    @property
-    def setpoint_K(self) -> float:
-        """Get the loop's setpoint in K."""
-        with self.lock:
-            return self.link.call(lambda d: float(self._output(d).setpoint))
-
-    @setpoint_K.setter
-    def setpoint_K(self, value: float) -> None:
-        """Set the setpoint in K; above the station's maximum it is refused before sending."""
-        limit = self.config.max_temperature_K
+    def _check_setpoint(self, value: float) -> None:
+        """Refuse a setpoint above the station's maximum, before anything is sent."""
         try:
-            check_range("setpoint_K", value, 250.0, limit, "K")
+            check_range("setpoint_K", value, 250.0, self.config.max_temperature_K, "K")
         except ValueError as error:
             raise InterlockError(self.link.name, f"{error} (heater.max_temperature_K)") from None
-        with self.lock:
-            self.link.call(lambda d: setattr(self._output(d), "setpoint", value))
+
+    temperature_K = Linked("kelvin", float, "Measure the cell temperature in K.", part="_input")
+    setpoint_K = Linked(
+        "setpoint", float, "Control the loop's setpoint in K (at most the station's "
+        "heater.max_temperature_K).", part="_output", writable=True, check="_check_setpoint",
+    )  # fmt: skip
+    heater_output_percent = Linked(
+        "output", float, "Measure the heater output in % of the present range.", part="_output"
+    )
+    heater_range = Linked(
+        "range", str, "Control the heater range: off, low, medium or high.", part="_output",
+        writable=True,
+    )  # fmt: skip
+    ramping = Linked("ramping", bool, "Get whether the setpoint is still ramping.", part="_output")
+    reading_status = Linked(
+        "reading_status", int, "Get the input's reading status bits (0: valid).", part="_input"
+    )
+    temperature_limit_K = Linked(
+        "temperature_limit_K", float, "Get the input's over-temperature trip (TLIMIT) in K.",
+        part="_input",
+    )  # fmt: skip
+    pid = Linked("pid", lambda v: [float(x) for x in v], "Get the loop's P, I, D.", part="_output")
+    ramp = Linked("ramp", lambda v: [float(x) for x in v], "Get the setpoint ramp: enabled, "
+                  "rate in K/min.", part="_output")  # fmt: skip
+    idn = Linked("id", str, "Get the controller's identification.")
 
     def set_ramp_rate(self, rate_K_per_min: float) -> None:
         """Ramp the setpoint at ``rate_K_per_min`` from now on (0.1–100 K/min)."""
         with self.lock:
             self.link.call(lambda d: self._output(d).configure_ramp(True, rate_K_per_min))
-
-    @property
-    def heater_output_percent(self) -> float:
-        """Measure the heater output in % of the present range."""
-        with self.lock:
-            return self.link.call(lambda d: float(self._output(d).output))
-
-    @property
-    def heater_range(self) -> str:
-        """Get the heater range: off, low, medium or high."""
-        with self.lock:
-            return self.link.call(lambda d: str(self._output(d).range))
-
-    @heater_range.setter
-    def heater_range(self, value: str) -> None:
-        """Set the heater range: off, low, medium or high."""
-        with self.lock:
-            self.link.call(lambda d: setattr(self._output(d), "range", value))
-
-    @property
-    def ramping(self) -> bool:
-        """Get whether the setpoint is still ramping."""
-        with self.lock:
-            return self.link.call(lambda d: bool(self._output(d).ramping))
 
     def settings(self) -> dict[str, Any]:
         """Get what `restore` needs to put the loop back as it is: setpoint and heater range."""
@@ -115,21 +101,15 @@ class CellHeater:
 
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the heater loop."""
-        with self.lock:
-            ramp = self.link.call(lambda d: [float(v) for v in self._output(d).ramp])
-            return {
-                "idn": self.link.call(lambda d: str(d.id)),
-                "temperature_K": self.temperature_K,
-                "reading_status": self.link.call(lambda d: int(self._input(d).reading_status)),
-                "setpoint_K": self.setpoint_K,
-                "heater_output_percent": self.heater_output_percent,
-                "heater_range": self.heater_range,
-                "ramp_enabled": bool(int(ramp[0])),
-                "ramp_rate_K_per_min": float(ramp[1]),
-                "pid": self.link.call(lambda d: [float(v) for v in self._output(d).pid]),
-                "temperature_limit_K": self.link.call(
-                    lambda d: float(self._input(d).temperature_limit_K)
-                ),
+        values = read_all(self, SNAPSHOT)
+        enabled, rate = values.pop("ramp")
+        return {**values, "ramp_enabled": bool(int(enabled)), "ramp_rate_K_per_min": rate,
                 "max_temperature_K": self.config.max_temperature_K,
-                "safe_state": self.config.safe_state,
-            }
+                "safe_state": self.config.safe_state}  # fmt: skip
+
+
+#: The settings a snapshot records, by property name.
+SNAPSHOT = (
+    "idn", "temperature_K", "reading_status", "setpoint_K", "heater_output_percent",
+    "heater_range", "ramp", "pid", "temperature_limit_K",
+)  # fmt: skip

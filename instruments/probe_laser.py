@@ -7,6 +7,7 @@ from typing import Any
 
 from hotspin.analysis.checks import check_range
 from hotspin.instruments.errors import InterlockError
+from hotspin.instruments.linked import Linked, read_all
 from hotspin.instruments.resilience import ResilientLink
 from hotspin.instruments.station_config import LaserConfig
 from hotspin.instruments.toptica_dlcpro import PIEZO_RANGE_V
@@ -24,33 +25,36 @@ class ProbeLaser:
         self.config = config
         self.lock = threading.RLock()
 
-    @property
-    def current_A(self) -> float:
-        """Get the diode current setpoint in A."""
-        with self.lock:
-            return self.link.call(lambda d: float(d.current_setpoint_A))
-
-    @current_A.setter
-    def current_A(self, value: float) -> None:
-        """Set the diode current in A; above the station's limit it is refused before sending."""
+    def _check_current(self, value: float) -> None:
+        """Refuse a current above the station's limit, before anything is sent."""
         try:
             check_range("current_A", value, 0.0, self.config.max_current_A, "A")
         except ValueError as error:
             raise InterlockError(self.link.name, f"{error} (laser.max_current_A)") from None
-        with self.lock:
-            self.link.call(lambda d: setattr(d, "current_setpoint_A", value))
 
-    @property
-    def piezo_voltage_V(self) -> float:
-        """Get the external-cavity piezo voltage in V."""
-        with self.lock:
-            return self.link.call(lambda d: float(d.piezo_voltage_V))
-
-    @piezo_voltage_V.setter
-    def piezo_voltage_V(self, value: float) -> None:
-        """Set the piezo voltage in V (the driver refuses values outside its range)."""
-        with self.lock:
-            self.link.call(lambda d: setattr(d, "piezo_voltage_V", value))
+    current_A = Linked(
+        "current_setpoint_A", float, "Control the diode current setpoint in A (at most the "
+        "station's laser.max_current_A).", writable=True, check="_check_current",
+    )  # fmt: skip
+    piezo_voltage_V = Linked(
+        "piezo_voltage_V", float, "Control the external-cavity piezo voltage in V (the driver "
+        "refuses values outside its range).", writable=True,
+    )  # fmt: skip
+    emission_enabled = Linked(
+        "emission_enabled", bool, "Control whether the current driver is on.", writable=True
+    )
+    emitting = Linked("emission", bool, "Get whether light comes out (driver on, interlock "
+                      "closed, key unlocked).")  # fmt: skip
+    interlock_open = Linked("interlock_open", bool, "Get whether the interlock loop is open.")
+    diode_current_A = Linked("current_A", float, "Measure the diode current in A.")
+    current_clip_A = Linked("current_clip_A", float, "Get the driver's current clip in A.")
+    frontkey_locked = Linked("frontkey_locked", bool, "Get whether the front key is locked.")
+    temperature_setpoint_C = Linked("temperature_setpoint_C", float, "Get the diode "
+                                    "temperature setpoint in °C.")  # fmt: skip
+    temperature_C = Linked("temperature_C", float, "Measure the diode temperature in °C.")
+    system_type = Linked("system_type", str, "Get the DLC pro's system type.")
+    serial_number = Linked("serial_number", str, "Get the DLC pro's serial number.")
+    firmware_version = Linked("firmware_version", str, "Get the DLC pro's firmware version.")
 
     @property
     def piezo_range_V(self) -> tuple[float, float]:
@@ -58,36 +62,11 @@ class ProbeLaser:
         return PIEZO_RANGE_V
 
     @property
-    def emission_enabled(self) -> bool:
-        """Get whether the current driver is on."""
-        with self.lock:
-            return self.link.call(lambda d: bool(d.emission_enabled))
-
-    @emission_enabled.setter
-    def emission_enabled(self, value: bool) -> None:
-        """Switch the current driver on or off."""
-        with self.lock:
-            self.link.call(lambda d: setattr(d, "emission_enabled", bool(value)))
-
-    @property
-    def emitting(self) -> bool:
-        """Get whether light comes out (driver on, interlock closed, key unlocked)."""
-        with self.lock:
-            return self.link.call(lambda d: bool(d.emission))
-
-    @property
-    def interlock_open(self) -> bool:
-        """Get whether the interlock loop is open."""
-        with self.lock:
-            return self.link.call(lambda d: bool(d.interlock_open))
-
-    @property
     def detuning_Hz(self) -> float:
         """Get the detuning from the D1 F=2 line in Hz, from the station's calibration."""
         c = self.config
         with self.lock:
-            current = self.link.call(lambda d: float(d.current_setpoint_A))
-            piezo = self.link.call(lambda d: float(d.piezo_voltage_V))
+            current, piezo = self.current_A, self.piezo_voltage_V
         return (
             c.reference_detuning_Hz
             + c.current_tuning_Hz_per_A * (current - c.reference_current_A)
@@ -111,27 +90,21 @@ class ProbeLaser:
     def safe_state(self) -> None:
         """Leave the laser as the station says: hold, or switch emission off."""
         if self.config.safe_state == "off":
-            with self.lock:
-                self.link.call(lambda d: setattr(d, "emission_enabled", False))
+            self.emission_enabled = False
 
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the laser."""
-        with self.lock:
-            return {
-                "system_type": self.link.call(lambda d: d.system_type),
-                "serial_number": self.link.call(lambda d: d.serial_number),
-                "firmware_version": self.link.call(lambda d: d.firmware_version),
-                "current_setpoint_A": self.current_A,
-                "current_A": self.link.call(lambda d: float(d.current_A)),
-                "current_clip_A": self.link.call(lambda d: float(d.current_clip_A)),
-                "emission_enabled": self.emission_enabled,
-                "emission": self.emitting,
-                "interlock_open": self.interlock_open,
-                "frontkey_locked": self.link.call(lambda d: bool(d.frontkey_locked)),
-                "temperature_setpoint_C": self.link.call(lambda d: float(d.temperature_setpoint_C)),
-                "temperature_C": self.link.call(lambda d: float(d.temperature_C)),
-                "piezo_voltage_V": self.link.call(lambda d: float(d.piezo_voltage_V)),
-                "detuning_Hz": self.detuning_Hz,
-                "max_current_A": self.config.max_current_A,
-                "safe_state": self.config.safe_state,
-            }
+        values = read_all(self, SNAPSHOT)
+        values["current_setpoint_A"] = values.pop("current_A")
+        values["current_A"] = values.pop("diode_current_A")
+        values["emission"] = values.pop("emitting")
+        return {**values, "max_current_A": self.config.max_current_A,
+                "safe_state": self.config.safe_state}  # fmt: skip
+
+
+#: The settings a snapshot records, by property name.
+SNAPSHOT = (
+    "system_type", "serial_number", "firmware_version", "current_A", "diode_current_A",
+    "current_clip_A", "emission_enabled", "emitting", "interlock_open", "frontkey_locked",
+    "temperature_setpoint_C", "temperature_C", "piezo_voltage_V", "detuning_Hz",
+)  # fmt: skip

@@ -223,9 +223,9 @@ def run_procedure(
     after the file has its status; returns the path when the run completed.
     """
     procedure.check_limits(station)
+    procedure.station = station
     procedure.check_ready(station)
     stop = stop or threading.Event()
-    procedure.station = station
     procedure.on_step = on_step
     procedure.should_stop = stop.is_set
 

@@ -102,7 +102,8 @@ class SpectrumProcedure(HotspinProcedure):
                     f"cell at {temperature:.0f} K, below the {MIN_SPECTRUM_TEMPERATURE_K:.0f} K "
                     f"a spin-noise spectrum needs: run `hotspin run warmup` first"
                 )
-        if station.laser.emitting:  # with the light on, one short record shows the balance
+        self.ensure_probe_light()  # as the run would, so that one short record shows the balance
+        if station.laser.emitting:
             record = station.polarimeter.acquire(READINESS_SAMPLES)
             if record.clipped:
                 raise ParameterError(

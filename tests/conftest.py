@@ -17,9 +17,9 @@ os.environ["HOTSPIN_CACHE_DIR"] = os.path.join(_session_home, "cache")
 os.environ["HOTSPIN_STATE_DIR"] = os.path.join(_session_home, "state")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def lab_state(tmp_path, monkeypatch):
-    """A state directory of the test's own: the embedded lab starts new (cold) in it."""
+    """A state directory of each test's own: the embedded lab starts new (cold) in every test."""
     directory = tmp_path / "lab-state"
     monkeypatch.setenv("HOTSPIN_STATE_DIR", str(directory))
     return directory

@@ -229,7 +229,9 @@ def test_watchdog_aborts_when_the_cell_stays_out_of_its_band(tmp_path):
     )
     with Station(config) as station:
         station.configure()
-        station.heater.setpoint_K = 400.0  # the cell is at room temperature: far outside
+        # Warm enough for a spectrum, but cooling far outside the band of its setpoint.
+        station.lab.oven.temperature_K = 420.0
+        station.heater.setpoint_K = 450.0
         station.heater.heater_range = "off"
         procedure = PROCEDURES["spin_noise"].from_values({"averages": 2})
         with pytest.raises(RunAborted, match="watchdog"):
