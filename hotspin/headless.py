@@ -9,16 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
-
 from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.fits import Estimate
+from hotspin.instruments.errors import InstrumentError
+from hotspin.instruments.interrupts import terminating_interrupts
 from hotspin.instruments.station import Station
 from hotspin.instruments.station_config import set_station_value, station_file_text, toml_value
 from hotspin.procedures.base import HotspinProcedure, run_procedure
 from hotspin.procedures.parameters import assign
 from hotspin.procedures.recorder import RunAborted, default_path
 from hotspin.procedures.registry import PROCEDURES
+from hotspin.procedures.run_file import load_run as read_run_file
 from hotspin.progress import ProgressBar
 
 
@@ -33,29 +34,44 @@ def procedure_class(name: str) -> type[HotspinProcedure]:
 
 def summary_table(path: str | Path) -> str:
     """Return the status, the summary values with uncertainties and the notes of a run file."""
-    with h5py.File(path, "r") as f:
-        lines = [f"{f.attrs['procedure']}: {f.attrs['status']} -> {path}"]
-        if "error" in f.attrs:
-            lines.append(f"  error: {f.attrs['error']}")
-        if "summary" in f:
-            attrs = f["summary"].attrs
-            names = [n for n in attrs if not n.endswith(("_uncertainty", "_units"))]
-            width = max((len(n) for n in names), default=0)
-            for n in names:
-                value = float(attrs[n])
-                sigma = float(attrs.get(f"{n}_uncertainty", math.nan))
-                unit = str(attrs.get(f"{n}_units", ""))
-                text = (
-                    str(Estimate(value, sigma, unit))
-                    if math.isfinite(sigma) and sigma > 0
-                    else f"{value:.6g} {unit}".rstrip()
-                )
-                lines.append(f"  {n.ljust(width)}  {text}")
-        steps = f["results"][next(iter(f["results"]))].shape[0] if "results" in f else 0
-        lines.append(f"  steps recorded: {steps}")
-        for note in str(f.attrs.get("notes", "")).splitlines():
-            lines.append(f"  note: {note}")
+    run = read_run_file(path)
+    attrs = run.attributes
+    lines = [f"{run.procedure}: {run.status} -> {path}"]
+    for key in ("error", "abort_reason", "safe_state_failures"):
+        if attrs.get(key):
+            lines.append(f"  {key.replace('_', ' ')}: {attrs[key]}")
+    width = max((len(n) for n in run.summary), default=0)
+    for name, (value, sigma, unit) in run.summary.items():
+        text = (
+            str(Estimate(value, sigma, unit))
+            if math.isfinite(sigma) and sigma > 0
+            else f"{value:.6g} {unit}".rstrip()
+        )
+        lines.append(f"  {name.ljust(width)}  {text}")
+    lines.append(f"  steps recorded: {run.steps}")
+    lines += [f"  note: {note}" for note in str(attrs.get("notes") or "").splitlines()]
     return "\n".join(lines)
+
+
+#: The exit status of a run stopped because an instrument gave up (after its retries).
+EXIT_INSTRUMENT = 3
+
+
+def check_output_path(path: Path, created: bool) -> None:
+    """Refuse a run file that exists or cannot be written, before any instrument is touched.
+
+    ``created``: the default data/<date>/ directory may be made; a directory given with --out
+    must exist.
+    """
+    if path.exists():
+        raise FileExistsError(f"{path} exists; a run never overwrites another run's data")
+    folder = path.parent
+    if created:
+        folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        raise ParameterError(f"--out {path}: the directory {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ParameterError(f"--out {path}: the directory {folder} is not writable")
 
 
 def run_command(
@@ -83,20 +99,22 @@ def run_command(
             "part of the installation)"
         )
     path = Path(out) if out else default_path(name)
-    if path.exists():
-        raise FileExistsError(f"{path} exists; a run never overwrites another run's data")
+    check_output_path(path, created=out is None)
     bar = ProgressBar(name)
     # The embedded lab (no --station) is kept between runs, as a real one is.
-    with Station.from_file(station_path, persist=station_path is None) as station:
+    with (
+        terminating_interrupts(),
+        Station.from_file(station_path, persist=station_path is None) as station,
+    ):
         procedure.check_limits(station)
         if station.config.simulated:
             print(f"simulated lab: {station.started_from}", file=sys.stderr)
         station.configure()
         try:
             run_procedure(procedure, station, path, progress=lambda percent, _: bar(percent, 100))
-        except (RunAborted, KeyboardInterrupt):
+        except (RunAborted, KeyboardInterrupt) as stopped:
             print(f"\n{summary_table(path)}")
-            return 130
+            return EXIT_INSTRUMENT if isinstance(stopped.__cause__, InstrumentError) else 130
         except Exception:
             if path.exists():  # a refusal (not ready) stops the run before its file exists
                 print(f"\n{summary_table(path)}")

@@ -7,6 +7,7 @@ station's maximum rate (the coils are inductive) and never exceed its limit.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from hotspin.instruments.errors import InterlockError
 from hotspin.instruments.resilience import ResilientLink
 from hotspin.instruments.station_config import CoilsConfig
 
+log = logging.getLogger(__name__)
 AXES = ("x", "y", "z")
 # Time between ramp steps; the ramp rate sets the size of each step.
 RAMP_STEP_S = 0.05
@@ -130,11 +132,36 @@ class CoilSystem:
         self.set_currents(currents)
 
     def safe_state(self) -> None:
-        """Ramp every current to zero, then switch the outputs off."""
+        """Ramp every current to zero, then switch the outputs off, each source on its own.
+
+        The three ramp together while all answer; a source that fails is given up on and the
+        others are still ramped down and switched off, so one hung supply never leaves the
+        other two energised. Raises InterlockError naming the sources that failed.
+        """
+        failed: dict[str, str] = {}
         with self.lock:
-            self.set_currents(np.zeros(3))
-            for source in self.sources:
-                source.call(lambda k: setattr(k, "source_enabled", False))
+            try:
+                self.set_currents(np.zeros(3))
+            except Exception as error:  # ramp the others alone, below
+                log.error("coils: the joint ramp to zero failed (%s); ramping each alone", error)
+            for axis, source in zip(AXES, self.sources, strict=True):
+                try:
+                    self._ramp_alone_to_zero(source)
+                    source.call(lambda k: setattr(k, "source_enabled", False))
+                except Exception as error:
+                    failed[axis] = f"{source.name} ({axis}): {type(error).__name__}: {error}"
+        if failed:
+            raise InterlockError("coils", "not safe: " + "; ".join(failed.values()))
+
+    def _ramp_alone_to_zero(self, source: Any) -> None:
+        """Ramp one source from its present current to 0 A at the station's maximum rate."""
+        present = float(source.call(lambda k: float(k.source_current)))
+        step_A = self.config.max_ramp_rate_A_per_s * RAMP_STEP_S
+        steps = math.ceil(abs(present) / step_A)
+        for k in range(1, steps + 1):
+            self._sleep(RAMP_STEP_S)
+            level = present * (1 - k / steps)
+            source.call(lambda d, i=level: setattr(d, "source_current", i))
 
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the three sources and the field they make."""

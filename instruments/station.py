@@ -22,6 +22,7 @@ from hotspin.analysis.experiment import ApparatusParameters
 from hotspin.instruments.cell_heater import CellHeater
 from hotspin.instruments.coil_system import CoilSystem
 from hotspin.instruments.drivers import driver_class
+from hotspin.instruments.interrupts import interrupts_held
 from hotspin.instruments.polarimeter import Polarimeter
 from hotspin.instruments.probe_laser import ProbeLaser
 from hotspin.instruments.resilience import ResilientLink
@@ -366,6 +367,10 @@ class Station:
         to the station's `safe_state_patience_s`: leaving a coil energised or a heater on is
         worse than waiting a few seconds for a link to come back.
         """
+        with interrupts_held():  # a second Ctrl-C or a SIGTERM cannot cut it short
+            return self._safe_state()
+
+    def _safe_state(self) -> list[str]:
         pending = ["coils", "polarimeter", "heater", "laser"]
         failures: dict[str, str] = {}
         deadline = self.clock.now() + self.config.station.safe_state_patience_s
