@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hotspin-installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-lowest lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The suite again on the lowest version of every dependency that pyproject.toml allows (CI runs
+# it after `make test`), so that a version range never claims what the code cannot run on.
+LOWEST := .venv-lowest
+test-lowest:
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(PYTHON) .ci/lowest_constraints.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt -e '.[test]'
+	$(LOWEST)/bin/python -m pip install --quiet --no-deps instrumentkit==0.6.0
+	$(LOWEST)/bin/python -m pytest -q
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spin_noise.py
 	$(BIN)/python benchmarks/bench_redpitaya_tcp.py
@@ -35,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_startup.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) out .pytest_cache .ruff_cache
