@@ -576,11 +576,17 @@ class KalmanFilter:
             raise ValueError(
                 f"the record has {y.size} samples, the filter output {output.estimates.shape[0]}"
             )
-        n = self.readout.model.atom_number
-        forecast = self.forecast(output, steps) @ self._C / math.sqrt(n)
+        forecast = (
+            self.forecast(output, steps) @ self._C / math.sqrt(self.readout.model.atom_number)
+        )
         errors = y[output.settle_samples + int(steps) :] - forecast
-        covariance = self.prediction_covariance(steps) / n
-        return errors, float(self._C @ covariance @ self._C) + self.measurement_variance
+        return errors, self.prediction_variance(steps)
+
+    def prediction_variance(self, steps: int) -> float:
+        """Return C Σ_pred(m) Cᵀ + R_d, the variance of the measurement m samples ahead about
+        the forecast without the samples in between, in rad²."""
+        unit = self.prediction_covariance(steps) / self.readout.model.atom_number
+        return float(self._C @ unit @ self._C) + self.measurement_variance
 
 
 def _checked_record(record_rad: np.ndarray) -> np.ndarray:
