@@ -355,6 +355,23 @@ def entanglement_lifetime(readout: ContinuousReadout, bound: float = THERMAL_BOU
 
 
 # --- the witness with its uncertainties -----------------------------------------------------------
+# What a witness reports, {name: unit}: ξ², N_ent and τ_ent under the assumed populations, the
+# bound b, whether entanglement is witnessed (1/0), the same without the population assumption,
+# and the population systematic ξ²(b = 1) − ξ²(b).
+WITNESS_QUANTITIES: dict[str, str] = {
+    "squeezing_parameter": "",
+    "entangled_atoms": "",
+    "entanglement_lifetime_s": "s",
+    "separable_bound_per_atom": "",
+    "entanglement_witnessed": "",
+    "squeezing_parameter_population_free": "",
+    "entangled_atoms_population_free": "",
+    "entanglement_lifetime_population_free_s": "s",
+    "entanglement_witnessed_population_free": "",
+    "population_systematic": "",
+}
+
+
 @dataclass(frozen=True)
 class WitnessBound:
     """ξ², the entangled atoms and the lifetime under one separable bound."""
@@ -411,20 +428,25 @@ class WitnessResult:
         return self.population_free.squeezing_parameter.value - self.squeezing_parameter.value
 
     def quantities(self) -> dict[str, tuple[Estimate, str]]:
-        """Return every reported number as {name: (estimate, unit)}, for tables and run files."""
+        """Return every reported number as {name: (estimate, unit)}, for tables and run files;
+        the names and units are those of ``WITNESS_QUANTITIES``."""
         a, free = self.assumed, self.population_free
         exact = 0.0
+        values = (
+            a.squeezing_parameter,
+            a.entangled_atoms,
+            a.lifetime,
+            Estimate(a.bound, exact),
+            Estimate(float(a.entangled), exact),
+            free.squeezing_parameter,
+            free.entangled_atoms,
+            free.lifetime,
+            Estimate(float(free.entangled), exact),
+            Estimate(self.population_systematic, exact),
+        )
         return {
-            "squeezing_parameter": (a.squeezing_parameter, ""),
-            "entangled_atoms": (a.entangled_atoms, ""),
-            "entanglement_lifetime_s": (a.lifetime, "s"),
-            "separable_bound_per_atom": (Estimate(a.bound, exact), ""),
-            "entanglement_witnessed": (Estimate(float(a.entangled), exact), ""),
-            "squeezing_parameter_population_free": (free.squeezing_parameter, ""),
-            "entangled_atoms_population_free": (free.entangled_atoms, ""),
-            "entanglement_lifetime_population_free_s": (free.lifetime, "s"),
-            "entanglement_witnessed_population_free": (Estimate(float(free.entangled), exact), ""),
-            "population_systematic": (Estimate(self.population_systematic, exact), ""),
+            name: (value, unit)
+            for (name, unit), value in zip(WITNESS_QUANTITIES.items(), values, strict=True)
         }
 
     def summary(self) -> str:
