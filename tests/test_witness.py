@@ -4,6 +4,7 @@ matrices of the 8-state ground manifold, the Lyapunov ODE integrated numerically
 filter run on a seeded simulated record, and a block model of spatial modes built here."""
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -295,3 +296,53 @@ def test_riccati_solver_refuses_what_has_no_stationary_solution():
         solve_conditional_covariance(A, Q, C[:5], readout.intensity, sigma)
     with pytest.raises(ValueError, match="stack of 6-dimensional"):
         spin_projection(8)
+
+
+@dataclass(frozen=True)
+class BlockSpinModel:
+    """The interface ContinuousReadout uses of a spin model, for a block model of spatial modes."""
+
+    drift: np.ndarray
+    unit_stationary: np.ndarray
+    unit_observation: np.ndarray
+    atom_number: float
+
+    def drift_matrix(self) -> np.ndarray:
+        return self.drift
+
+    def stationary_covariance(self) -> np.ndarray:
+        return self.unit_stationary * self.atom_number
+
+    def noise_covariance(self) -> np.ndarray:
+        A, S = self.drift, self.unit_stationary
+        return -(A @ S + S @ A.T) * self.atom_number
+
+    def observation_vector(self, _upper: float, _lower: float, _axis: np.ndarray) -> np.ndarray:
+        return self.unit_observation / math.sqrt(self.atom_number)
+
+
+def test_kalman_filter_and_lifetime_of_a_block_model_approach_the_continuous_solution():
+    single = ContinuousReadout.from_apparatus(derive(ENTANGLING))
+    n = single.model.atom_number
+    A, Q, C, sigma = diffusion_block_model(single, 8, 25e-3)
+    readout = ContinuousReadout(BlockSpinModel(A, sigma, C, n), 1.0, 1.0, single.white_noise_psd)
+    continuous = readout.conditional_covariance()
+    assert np.allclose(
+        continuous / n, solve_conditional_covariance(A, Q, C, readout.intensity, sigma)
+    )
+    errors = []
+    for rate in (1e5, 1e6):
+        kalman = KalmanFilter(readout, rate)
+        Phi = linalg.expm(A / rate)
+        P = kalman.predicted_covariance / n
+        W = sigma - Phi @ sigma @ Phi.T
+        gain = Phi @ P @ C / (C @ P @ C + kalman.measurement_variance)
+        residual = Phi @ P @ Phi.T + W - P - np.outer(gain, C @ P @ Phi.T)  # the DARE
+        assert np.abs(residual).max() < 1e-10 * np.abs(P).max()
+        filtered = total_spin_variance(kalman.filtered_covariance)
+        errors.append(
+            abs(filtered - total_spin_variance(continuous)) / total_spin_variance(continuous)
+        )
+    assert errors[1] < errors[0] / 5 and errors[1] < 3e-3
+    tau = entanglement_lifetime(readout)
+    assert squeezing_parameter(readout, delay_s=tau) == pytest.approx(1.0, abs=1e-9)
