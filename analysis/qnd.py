@@ -33,7 +33,11 @@ in F = 1 (b₁ = 1) reach N(1 + p_a). The bound is therefore b = 1 + p_a per ato
 when nothing is assumed about the populations. (b₁(5/8) = 1.859 is not a separability bound: a
 separable mixture with thermal marginals reaches 13N/8.) ξ² = Σₖ Var_c(Fₖ)/(N b) < 1 witnesses
 entanglement, with at least (1 − ξ²) N entangled atoms (Behbood et al., PRL 113, 093601 (2014)).
-The thermal state itself has ξ² = 3·(5/4 + 1/4)/(13/8) = 4.5/1.625.
+The thermal state itself has ξ² = 3·(5/4 + 1/4)/(13/8) = 4.5/1.625. The systematic of the
+population assumption is reported as the spread ξ²(b = 1) − ξ²(13/8): the thermal value's own
+uncertainty is negligible (the Boltzmann factor of the 6.8 GHz splitting at 450 K moves p_a by
+−1.7 × 10⁻⁴), but hyperfine pumping by the probe could move the populations, and b = 1 holds
+whatever they are.
 
 After the readout stops, the covariance relaxes back from Σ_c to Σ:
 Σ(τ) = Σ + e^{Aτ}(Σ_c − Σ)e^{Aᵀτ}, and ξ²(τ) rises back to the thermal value; the entanglement

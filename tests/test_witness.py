@@ -232,7 +232,11 @@ def test_tau_ahead_prediction_errors_of_a_simulated_record_have_the_propagated_v
         if multiple <= 1.0:
             assert naive.pull < -10.0
         # On the true spin (the simulator's state): the conditional ξ² τ after the readout.
-        spin = (block.state[start + m :] - kalman.forecast(output, m)) @ spin_projection(6).T
+        forecast = kalman.forecast(output, m)  # of the whole state; F = P x is the witness's
+        spin = (
+            block.state[start + m :] @ spin_projection(6).T
+            - forecast @ spin_projection(forecast.shape[1]).T
+        )
         squares = np.sum(spin**2, axis=1) / (n * THERMAL_BOUND)
         expected = total_spin_variance(kalman.prediction_covariance(m)) / (n * THERMAL_BOUND)
         assert abs(squares.mean() - expected) < 4.0 * batch_standard_error(squares)
