@@ -259,6 +259,9 @@ def test_entanglement_run_witnesses_entangled_atoms(lab, tmp_path):
     apparatus["field_T"] = tuple(true_field)
     direct = ContinuousReadout.from_apparatus(derive(ApparatusParameters(**apparatus)))
     assert abs(xi2 - squeezing_parameter(direct)) < 4 * sigma
+    entangled_sigma = values["entangled_atoms"][1]
+    direct_entangled = (1 - squeezing_parameter(direct)) * direct.model.atom_number
+    assert abs(entangled - direct_entangled) < 4 * entangled_sigma
     tau, tau_sigma = values["entanglement_lifetime_s"]
     assert 0 < tau_sigma < 0.3 * tau
     assert abs(tau - entanglement_lifetime(direct)) < 4 * tau_sigma
