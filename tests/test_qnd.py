@@ -152,3 +152,24 @@ def test_bad_records_are_refused():
         innovations_check(np.zeros(100), 1.0)
     with pytest.raises(ValueError, match="white_noise_psd"):
         ContinuousReadout(derive(ENTANGLING).model, 1e-13, 1e-13, math.inf)
+
+
+def test_witness_and_lifetime_uncertainties_are_right_over_seeds():
+    # Pulls of ξ², N_ent and τ_ent from fitted spectra against the model's own values: the
+    # uncertainties propagated from the fit describe the scatter (|mean| < 0.3, width 0.7–1.3).
+    truth = readout(ENTANGLING)
+    xi2, tau = squeezing_parameter(truth), entanglement_lifetime(truth)
+    atoms = truth.model.atom_number
+    pulls = []
+    for seed in range(100, 160):
+        w = entanglement_witness(fitted(ENTANGLING, seed))
+        pulls.append(
+            [
+                (w.squeezing_parameter.value - xi2) / w.squeezing_parameter.uncertainty,
+                (w.entangled_atoms.value - (1 - xi2) * atoms) / w.entangled_atoms.uncertainty,
+                (w.lifetime.value - tau) / w.lifetime.uncertainty,
+            ]
+        )
+    pulls = np.array(pulls)
+    assert np.all(np.abs(pulls.mean(axis=0)) < 0.3), pulls.mean(axis=0)
+    assert np.all((0.7 < pulls.std(axis=0, ddof=1)) & (pulls.std(axis=0, ddof=1) < 1.3))
