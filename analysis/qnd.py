@@ -65,10 +65,12 @@ _MAX_EIGENVECTOR_CONDITION = 1e10
 # amplitude may remain in the samples the whiteness test uses.
 _SETTLED_AMPLITUDE = 1e-3
 # Newton–Kleinman iterations of the Riccati equation: at most this many, stopped when a step
-# changes Σ_c by less than this fraction, and the result refused when the residual of the
-# equation exceeds the last fraction of its largest term.
+# changes Σ_c by less than this fraction, or no longer shrinks once below the next one (rounding),
+# and the result refused when the residual of the equation exceeds the last fraction of its
+# largest term.
 _NEWTON_MAX_STEPS = 100
 _NEWTON_STEP_TOLERANCE = 1e-13
+_NEWTON_STALLED = 1e-9
 _RICCATI_RESIDUAL_TOLERANCE = 1e-9
 # The lifetime search: steps of at most this fraction of the fastest precession period and of
 # the slowest decay time, and no further than this many slowest decay times.
@@ -180,14 +182,17 @@ def solve_conditional_covariance(
     C_unit = C * scale[None, :]
     G = C_unit.T @ np.linalg.solve(R, C_unit)
     X = np.zeros((n, n))
+    previous = math.inf
     for _ in range(_NEWTON_MAX_STEPS):
         closed = A_unit - X @ G
         following = linalg.solve_continuous_lyapunov(closed, -(Q_unit + X @ G @ X))
         following = 0.5 * (following + following.T)
-        change = np.abs(following - X).max()
+        change = np.abs(following - X).max() / np.abs(following).max()
         X = following
-        if change <= _NEWTON_STEP_TOLERANCE * np.abs(X).max():
+        # Converged, or stalled at rounding (quadratic convergence ends in one step there).
+        if change <= _NEWTON_STEP_TOLERANCE or (change >= previous and change < _NEWTON_STALLED):
             break
+        previous = change
     residual = riccati_residual(A_unit, Q_unit, C_unit, R, X)
     if not residual < _RICCATI_RESIDUAL_TOLERANCE:
         raise np.linalg.LinAlgError(
