@@ -89,9 +89,10 @@ class Entanglement(SpectrumProcedure):
             return
         for name, (estimate, unit) in witness.quantities().items():
             summary[name] = (estimate.value, estimate.uncertainty, unit)
-        summary.update(self.filter_records_check(fit, witness))
+        # Written before the filter runs, so that a run stopped there keeps the witness.
         self.record_summary(summary)
         self.notes.append(f"entanglement: {witness.summary()}")
+        self.record_summary(self.filter_records_check(fit, witness))
         self.progress(1.0, witness.summary())
 
     def filter_records_check(
