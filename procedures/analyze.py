@@ -13,7 +13,11 @@ Two kinds of file are understood:
 
 Each spectrum gets the spin-noise model fit, the single-Lorentzian fit and the atom number it
 implies, the spin-noise-to-shot-noise ratio, the densities from R_SE and from the temperature,
-and the entanglement witness of a QND readout at that operating point. The results go to group
+and the entanglement witness of a QND readout at that operating point (ξ², the entangled atoms
+and their lifetime τ_ent after the readout stops, under the separable bound b = 1 + p_a = 13/8
+of the thermal hyperfine populations and under b = 1, which assumes nothing about them). A
+converged fit is kept when something derived from it fails; the failure is named in the fit's
+flags. The results go to group
 `analysis` (one entry per spectrum, `units` on every dataset, `<name>_uncertainty` beside each
 value) and are printed as a table. A run that never finished (status `running`) is reported as
 such and what it saved is analysed.
@@ -52,7 +56,7 @@ from hotspin.analysis.magnetometry import (
     spin_noise_to_shot_noise,
 )
 from hotspin.analysis.optics import DETECTOR_SATURATION_V
-from hotspin.analysis.qnd import WitnessResult, entanglement_witness
+from hotspin.analysis.qnd import WITNESS_QUANTITIES, WitnessResult, entanglement_witness
 from hotspin.analysis.spectra import (
     Spectrum,
     StreamingPSD,
@@ -72,6 +76,8 @@ BLOCK_SAMPLES = 1 << 20
 MAX_SEGMENT_LENGTH = 1 << 14  # 8193 bins: the size the live monitor refits at 10 Hz
 WINDOW = "hann"
 OVERLAP = 0.5
+# What a spectrum's analysis may raise; anything else is a bug and propagates.
+_ANALYSIS_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
 
 
 @dataclass
@@ -271,17 +277,36 @@ def analyze_spectrum(
         derived = derive(apparatus)
         geometry = ProbeGeometry.from_apparatus(derived)
         fit = fit_spin_noise(spectrum, geometry, initial_values(derived))
-        result.fit = fit
-        result.lorentzian = fit_lorentzian(spectrum, geometry)
-        result.snr = spin_noise_to_shot_noise(fit)
-        result.density_from_rate = density_from_spin_exchange(
-            fit.parameters["spin_exchange_rate"], apparatus.temperature_K
-        )
-        result.witness = entanglement_witness(fit)
-        if duration_s is not None:
-            result.field_resolution_fT_per_rtHz = field_resolution_fT_per_rtHz(fit, duration_s)
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+    except _ANALYSIS_ERRORS as error:
         result.error = f"{type(error).__name__}: {error}"
+        return result
+    # A converged fit is kept whatever fails after it; each failure is named in its flags.
+    failures: list[str] = []
+
+    def derived_quantity(name: str, compute: Callable[[], Any]) -> Any:
+        try:
+            return compute()
+        except _ANALYSIS_ERRORS as error:
+            failures.append(f"{name} failed ({type(error).__name__}: {error}); the fit is kept")
+            return None
+
+    result.lorentzian = derived_quantity(
+        "single-Lorentzian fit", lambda: fit_lorentzian(spectrum, geometry)
+    )
+    result.snr = derived_quantity("spin/shot noise", lambda: spin_noise_to_shot_noise(fit))
+    result.density_from_rate = derived_quantity(
+        "density from R_SE",
+        lambda: density_from_spin_exchange(
+            fit.parameters["spin_exchange_rate"], apparatus.temperature_K
+        ),
+    )
+    result.witness = derived_quantity("entanglement witness", lambda: entanglement_witness(fit))
+    if duration_s is not None:
+        resolution = derived_quantity(
+            "field resolution", lambda: field_resolution_fT_per_rtHz(fit, duration_s)
+        )
+        result.field_resolution_fT_per_rtHz = math.nan if resolution is None else resolution
+    result.fit = replace(fit, flags=fit.flags + tuple(failures))
     return result
 
 
@@ -418,8 +443,9 @@ def _quantities(result: SpectrumAnalysis) -> dict[str, tuple[Estimate | None, st
         density_from_temperature(result.apparatus.temperature_K),
         "m^-3",
     )
-    values["squeezing_parameter"] = (witness.squeezing_parameter if witness else None, "")
-    values["entangled_atoms"] = (witness.entangled_atoms if witness else None, "")
+    reported = witness.quantities() if witness else {}
+    for name, unit in WITNESS_QUANTITIES.items():
+        values[name] = (reported[name][0] if witness else None, unit)
     return values
 
 
@@ -498,14 +524,15 @@ def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None)
                 data = np.array([pick(e) if e is not None else math.nan for e in estimates])
                 group.create_dataset(name + suffix, data=data).attrs["units"] = unit
         for name, pick_float in (
-            ("chi2", lambda r: r.fit.chi2),
-            ("dof", lambda r: r.fit.dof),
-            ("p_value", lambda r: r.fit.p_value),
-            ("lorentzian_reduced_chi2", lambda r: r.lorentzian.reduced_chi2),
+            ("chi2", lambda r: r.fit.chi2 if r.fit else math.nan),
+            ("dof", lambda r: r.fit.dof if r.fit else math.nan),
+            ("p_value", lambda r: r.fit.p_value if r.fit else math.nan),
+            (
+                "lorentzian_reduced_chi2",
+                lambda r: r.lorentzian.reduced_chi2 if r.lorentzian else math.nan,
+            ),
         ):
-            data = np.array(
-                [pick_float(r) if r.fit and r.lorentzian else math.nan for r in analysis.spectra]
-            )
+            data = np.array([pick_float(r) for r in analysis.spectra])
             group.create_dataset(name, data=data).attrs["units"] = ""
         resolution = np.array([r.field_resolution_fT_per_rtHz for r in analysis.spectra])
         group.create_dataset("field_resolution", data=resolution).attrs["units"] = "fT/Hz^0.5"
@@ -542,6 +569,19 @@ _SHOWN: dict[str, tuple[str, str, float]] = {
     "density_from_temperature": ("n from T", "cm^-3", 1e-6),
     "squeezing_parameter": ("xi^2 (QND witness)", "", 1.0),
     "entangled_atoms": ("entangled atoms", "", 1.0),
+    "entanglement_lifetime_s": ("tau_ent", "ms", 1e3),
+    "separable_bound_per_atom": ("bound b per atom", "", 1.0),
+    "entanglement_witnessed": ("entangled?", "", 1.0),
+    "squeezing_parameter_population_free": ("xi^2 with b = 1", "", 1.0),
+    "entangled_atoms_population_free": ("entangled, b = 1", "", 1.0),
+    "entanglement_lifetime_population_free_s": ("tau_ent, b = 1", "ms", 1e3),
+    "entanglement_witnessed_population_free": ("entangled?, b = 1", "", 1.0),
+    "population_systematic": ("xi^2 rise if b = 1", "", 1.0),
+}
+# Entangled atoms are shown only where entanglement is witnessed; (count, witnessed-flag) pairs.
+_CLAIMS = {
+    "entangled_atoms": "entanglement_witnessed",
+    "entangled_atoms_population_free": "entanglement_witnessed_population_free",
 }
 
 
@@ -557,15 +597,21 @@ def format_report(analysis: FileAnalysis) -> str:
         if result.error:
             lines.append(f"  not analysed: {result.error}")
             continue
-        assert result.fit is not None and result.lorentzian is not None
+        assert result.fit is not None
         header = f"  {'quantity':<20} {'value ± uncertainty':<30} {'unit':<9}"
         lines.append((header + (" truth" if analysis.truth else "")).rstrip())
-        for name, (estimate, _) in _quantities(result).items():
+        quantities = _quantities(result)
+        for name, (estimate, _) in quantities.items():
             label, unit, factor = _SHOWN[name]
+            claim = quantities.get(_CLAIMS.get(name, ""), (None, ""))[0]
             if estimate is None:
                 shown = "n/a"
-            elif name == "entangled_atoms" and not (result.witness and result.witness.entangled):
+            elif claim is not None and claim.value != 1.0:
                 shown = "none claimed"
+            elif name.startswith("entanglement_witnessed"):
+                shown = "yes" if estimate.value == 1.0 else "no"
+            elif estimate.uncertainty == 0.0:  # exact given the assumption (bound, systematic)
+                shown = f"{estimate.value * factor:.4g}"
             else:
                 shown = str(Estimate(estimate.value * factor, estimate.uncertainty * factor))
             row = f"  {label:<20} {shown:<30} {unit:<9}"

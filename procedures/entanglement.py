@@ -1,11 +1,16 @@
 """The entanglement run (PHYSICS.md §6; Kong et al. 2020): field along [1,1,1], spin-noise fit,
-Kalman filter of the continuous Faraday records, witness ξ² and the number of entangled atoms.
+Kalman filter of the continuous Faraday records, witness ξ², entangled atoms and their lifetime.
 
 With B along [1,1,1] the precession brings every component of F = F⁽ᵃ⁾ + F⁽ᵇ⁾ under the probe,
 so the record conditions all three. The spectrum's fit gives the model (A, Q, C and the shot
 noise); the Riccati equation gives the conditional covariance and the witness ξ² = Σ Var_c(Fₖ)/(N b)
-with uncertainties propagated from the fit; the Kalman filter run on fresh records must then
-have white innovations of the predicted variance — the check that the model is the right one.
+with uncertainties propagated from the fit, under the separable bound b = 1 + p_a = 13/8 of the
+thermal hyperfine populations and under b = 1 (no assumption on them); the relaxation of the
+covariance after the readout stops gives the lifetime τ_ent where ξ²(τ) reaches 1. The Kalman
+filter run on fresh records must then have white innovations of the predicted variance, and its
+τ-ahead forecasts errors of the variance the same relaxation predicts — the checks that the
+model, and so ξ² and τ_ent, are the right ones. A witness that cannot be computed leaves the fit
+recorded and names the failure in the notes.
 """
 
 from __future__ import annotations
@@ -14,17 +19,23 @@ import math
 from typing import Any
 
 import numpy as np
+from hotspin.analysis import constants as k
 from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.fits import SpinNoiseFit
 from hotspin.analysis.qnd import (
     ContinuousReadout,
     KalmanFilter,
+    WitnessResult,
     entanglement_witness,
     innovations_check,
+    prediction_check,
 )
 from hotspin.procedures.spectroscopy import DECIMATIONS, SpectrumProcedure
 from pymeasure.experiment import FloatParameter, IntegerParameter, ListParameter
 
 DIAGONAL = np.ones(3) / math.sqrt(3.0)
+# Delays of the τ-ahead prediction check, in units of the entanglement lifetime τ_ent.
+PREDICTION_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 class Entanglement(SpectrumProcedure):
@@ -55,66 +66,108 @@ class Entanglement(SpectrumProcedure):
             )
 
     def execute(self) -> None:
-        """Field on the diagonal, spectrum and fit, witness, filter and innovations check."""
+        """Field on the diagonal, spectrum and fit, witness and lifetime, filter and its checks."""
         self.station.coils.set_field(1e-9 * self.field_nT * DIAGONAL)
         step = self.measure_spectrum(progress=(0.0, 0.6))
         self.record_spin_noise(step, {"field_nT": (self.field_nT, "nT")})
         fit = step.fit
-        witness = entanglement_witness(fit)
+        atoms = fit.parameters["atom_number"]
+        summary: dict[str, tuple[float, float, str]] = {
+            "atom_number": (atoms.value, atoms.uncertainty, ""),
+            "assumed_upper_population": (k.POPULATION_UPPER, 0.0, ""),
+        }
+        try:
+            witness = entanglement_witness(fit)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            # The fit is recorded (its step is written); only what is derived from it failed.
+            self.notes.append(
+                f"entanglement: fit kept, witness failed: {type(error).__name__}: {error}"
+            )
+            summary["witness_failed"] = (1.0, 0.0, "")
+            self.record_summary(summary)
+            self.progress(1.0, "witness failed; the fit is recorded")
+            return
+        for name, (estimate, unit) in witness.quantities().items():
+            summary[name] = (estimate.value, estimate.uncertainty, unit)
+        # Written before the filter runs, so that a run stopped there keeps the witness.
+        self.record_summary(summary)
+        self.notes.append(f"entanglement: {witness.summary()}")
+        self.record_summary(self.filter_records_check(fit, witness))
+        self.progress(1.0, witness.summary())
+
+    def filter_records_check(
+        self, fit: SpinNoiseFit, witness: WitnessResult
+    ) -> dict[str, tuple[float, float, str]]:
+        """Run the Kalman filter on fresh records: innovations white with the predicted
+        variance, and τ-ahead prediction errors with the variance of the covariance
+        propagation that gives the lifetime (at delays through τ_ent and beyond)."""
         readout = ContinuousReadout.from_fit(fit)
         polarimeter = self.station.polarimeter
         fs = polarimeter.sample_rate_Hz
         kalman = KalmanFilter(readout, fs)
         records = []
-        for k in range(int(self.filter_records)):
+        for k_record in range(int(self.filter_records)):
             self.check_stop()
             records.append(polarimeter.rotation_angle_rad(polarimeter.acquire()))
-            self.progress(0.6 + 0.4 * (k + 1) / int(self.filter_records), "Kalman filter")
+            self.progress(0.6 + 0.4 * (k_record + 1) / int(self.filter_records), "Kalman filter")
         # The polarimeter's balance leaves a constant rotation (the plate moves in steps);
         # the spin model has none, so it is taken out, pooled over every record.
         offset = float(np.mean(np.concatenate(records)))
-        innovations = []
+        records = [record - offset for record in records]
+        outputs = []
         for record in records:
-            output = kalman.run(record - offset)
+            output = kalman.run(record)
             if output.settle_samples >= output.innovations.size:
                 raise RuntimeError(
                     f"the Kalman filter needs {output.settle_samples} samples to settle, more than "
                     f"a record holds ({output.innovations.size}); raise the decimation (a record "
                     "then spans more time)"
                 )
-            innovations.append(output.innovations[output.settle_samples :])
+            outputs.append(output)
+        innovations = [o.innovations[o.settle_samples :] for o in outputs]
         check = innovations_check(np.concatenate(innovations), kalman.innovation_variance)
-        # The predicted innovation variance is only as good as the fitted model: its relative
-        # uncertainty joins the statistical one in the consistency test.
-        _, variance_sigma = fit.propagate(
-            lambda values: (
-                KalmanFilter(ContinuousReadout.from_fit(fit, values), fs).innovation_variance
-            )
+        # Delays through the lifetime and beyond it (or, without entanglement, through the
+        # slowest decay time of the model), in whole samples.
+        reference_s = witness.lifetime.value
+        if not reference_s > 0:
+            slowest = float(np.min(-np.linalg.eigvals(readout.model.drift_matrix()).real))
+            reference_s = 0.5 / slowest
+        steps = sorted({max(1, round(m * reference_s * fs)) for m in PREDICTION_DELAYS})
+        steps = [m for m in steps if outputs[0].settle_samples + m < outputs[0].innovations.size]
+        predictions = []
+        for m in steps:
+            pairs = [
+                kalman.prediction_errors(r, o, m) for r, o in zip(records, outputs, strict=True)
+            ]
+            predictions.append(prediction_check([e for e, _ in pairs], pairs[0][1], m / fs))
+        # The predicted variances are only as good as the fitted model: their relative
+        # uncertainties join the statistical ones in the consistency tests.
+        _, model_sigma = fit.propagate(
+            lambda values: _predicted_variances(ContinuousReadout.from_fit(fit, values), fs, steps)
         )
-        model_error = float(variance_sigma[0]) / kalman.innovation_variance
-        spread = math.hypot(math.sqrt(2.0 / check.samples), model_error)
+        model_error = model_sigma / np.array(
+            [kalman.innovation_variance] + [p.predicted_variance for p in predictions]
+        )
+        spread = math.hypot(math.sqrt(2.0 / check.samples), model_error[0])
         consistent = (
             abs(check.normalised_variance - 1.0) < 3.0 * spread
             and check.autocorrelation_p_value > 0.01
         )
-        xi2, entangled = witness.squeezing_parameter, witness.entangled_atoms
-        self.record_summary(
-            {
-                "squeezing_parameter": (xi2.value, xi2.uncertainty, ""),
-                "entangled_atoms": (entangled.value, entangled.uncertainty, ""),
-                "atom_number": (
-                    fit.parameters["atom_number"].value,
-                    fit.parameters["atom_number"].uncertainty,
-                    "",
-                ),
-                "separable_bound_per_atom": (witness.bound, 0.0, ""),
-                "entanglement_witnessed": (float(witness.entangled), 0.0, ""),
-                "innovations_normalised_variance": (check.normalised_variance, spread, ""),
-                "innovations_whiteness_p_value": (check.autocorrelation_p_value, math.nan, ""),
-                "innovations_consistent": (float(consistent), 0.0, ""),
-                "polarimeter_offset_rad": (offset, math.nan, "rad"),
-            }
-        )  # fmt: skip
+        results: dict[str, tuple[float, float, str]] = {
+            "innovations_normalised_variance": (check.normalised_variance, spread, ""),
+            "innovations_whiteness_p_value": (check.autocorrelation_p_value, math.nan, ""),
+            "innovations_consistent": (float(consistent), 0.0, ""),
+            "polarimeter_offset_rad": (offset, math.nan, "rad"),
+        }
+        predictions_consistent = True
+        for i, (prediction, error) in enumerate(zip(predictions, model_error[1:], strict=True)):
+            uncertainty = math.hypot(prediction.uncertainty, error)
+            results[f"prediction_{i}_delay_s"] = (prediction.delay_s, 0.0, "s")
+            results[f"prediction_{i}_normalised_variance"] = (
+                prediction.normalised_variance, uncertainty, ""
+            )  # fmt: skip
+            predictions_consistent &= abs(prediction.normalised_variance - 1.0) < 3 * uncertainty
+        results["predictions_consistent"] = (float(predictions_consistent), 0.0, "")
         if not consistent:
             self.notes.append(
                 "entanglement: the filter's innovations are not white with the predicted "
@@ -122,5 +175,15 @@ class Entanglement(SpectrumProcedure):
                 f"whiteness p = {check.autocorrelation_p_value:.3g}): the fitted model does not "
                 "describe the records; ξ² is not to be trusted"
             )
-        self.notes.append(f"entanglement: {witness.summary()}")
-        self.progress(1.0, witness.summary())
+        if not predictions_consistent:
+            self.notes.append(
+                "entanglement: the filter's τ-ahead prediction errors do not have the variance "
+                "of the covariance propagation: the lifetime τ_ent is not to be trusted"
+            )
+        return results
+
+
+def _predicted_variances(readout: ContinuousReadout, fs: float, steps: list[int]) -> np.ndarray:
+    """Return the innovation variance and the m-ahead prediction variances of a readout, rad²."""
+    kalman = KalmanFilter(readout, fs)
+    return np.array([kalman.innovation_variance] + [kalman.prediction_variance(m) for m in steps])

@@ -14,8 +14,11 @@ import pytest
 from hotspin.analysis import constants as k
 from hotspin.analysis import vapour
 from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import Estimate
+from hotspin.analysis.qnd import ContinuousReadout, entanglement_lifetime, squeezing_parameter
 from hotspin.instruments.station import Station
+from hotspin.procedures import entanglement as entanglement_procedure
 from hotspin.procedures.analyze import analyze_file, format_report
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.field_zeroing import FieldZeroing
@@ -226,16 +229,63 @@ def test_sensitivity_from_the_calibration_tone(lab, tmp_path):
 
 def test_entanglement_run_witnesses_entangled_atoms(lab, tmp_path):
     station, _ = lab
-    path = run(station, tmp_path, "entanglement", averages=10, filter_records=4)
+    path = run(station, tmp_path, "entanglement", averages=10, filter_records=4, field_nT=100.0)
     assert_layout(path, "entanglement")
     values = summary(path)
     xi2, sigma = values["squeezing_parameter"]
     assert xi2 + 3 * sigma < 1.0
     assert values["entanglement_witnessed"][0] == 1.0
     assert values["innovations_consistent"][0] == 1.0
+    assert values["predictions_consistent"][0] == 1.0
     entangled, _ = values["entangled_atoms"]
     atoms = values["atom_number"][0]
     assert entangled == pytest.approx((1 - xi2) * atoms, rel=1e-6)
+    # The bound used: b = 1 + p_a with the thermal p_a = 5/8, and the population-free b = 1.
+    assert values["separable_bound_per_atom"][0] == 13 / 8
+    assert values["assumed_upper_population"][0] == 5 / 8
+    free, free_sigma = values["squeezing_parameter_population_free"]
+    assert free == pytest.approx(xi2 * 13 / 8) and free_sigma == pytest.approx(sigma * 13 / 8)
+    assert values["population_systematic"][0] == pytest.approx(free - xi2)
+    # ξ² and τ_ent against a direct Riccati and covariance-propagation computation of the
+    # simulated lab's own model (its apparatus at the start, with the field of the run).
+    coils = station.lab.config.coils
+    applied = 100e-9 * np.ones(3) / math.sqrt(3)
+    true_field = coils.residual_field_T + coils.matrix @ station.coils.currents_for_field(applied)
+    with h5py.File(path, "r") as f:
+        start = f["snapshot/start/simulation_truth"].attrs
+        apparatus = {n: np.asarray(start[n]).tolist() for n in ApparatusParameters.names()}
+    apparatus = {n: tuple(v) if isinstance(v, list) else v for n, v in apparatus.items()}
+    assert apparatus["probe_power_W"] > 0
+    apparatus["field_T"] = tuple(true_field)
+    direct = ContinuousReadout.from_apparatus(derive(ApparatusParameters(**apparatus)))
+    assert abs(xi2 - squeezing_parameter(direct)) < 4 * sigma
+    entangled_sigma = values["entangled_atoms"][1]
+    direct_entangled = (1 - squeezing_parameter(direct)) * direct.model.atom_number
+    assert abs(entangled - direct_entangled) < 4 * entangled_sigma
+    tau, tau_sigma = values["entanglement_lifetime_s"]
+    assert 0 < tau_sigma < 0.3 * tau
+    assert abs(tau - entanglement_lifetime(direct)) < 4 * tau_sigma
+    # The τ-ahead prediction check ran at delays through τ_ent and beyond it.
+    delays = [values[f"prediction_{i}_delay_s"][0] for i in range(5)]
+    assert min(delays) < tau < 2 * tau < max(delays)
+    with h5py.File(path, "r") as f:
+        assert "no population assumed" in f.attrs["notes"]
+
+
+def test_entanglement_run_keeps_the_fit_when_the_witness_fails(lab, tmp_path, monkeypatch):
+    def failing(_fit):
+        raise np.linalg.LinAlgError("the Riccati equation was not solved")
+
+    monkeypatch.setattr(entanglement_procedure, "entanglement_witness", failing)
+    station, _ = lab
+    path = run(station, tmp_path, "entanglement", averages=4, filter_records=1)
+    assert_layout(path, "entanglement")
+    values = summary(path)
+    assert values["witness_failed"][0] == 1.0
+    assert values["atom_number"][1] > 0
+    with h5py.File(path, "r") as f:
+        assert f["results/atom_number"].shape == (1,)
+        assert "fit kept, witness failed: LinAlgError" in f.attrs["notes"]
 
 
 def test_abort_keeps_finished_steps_and_leaves_the_lab_safe(lab, tmp_path):

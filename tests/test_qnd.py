@@ -7,13 +7,12 @@ import pytest
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import ProbeGeometry, fit_spin_noise, initial_values
 from hotspin.analysis.qnd import (
-    POPULATION_FREE_BOUND,
     THERMAL_BOUND,
     ContinuousReadout,
     KalmanFilter,
+    entanglement_lifetime,
     entanglement_witness,
     innovations_check,
-    separable_bound,
     squeezing_parameter,
     total_spin_variance,
 )
@@ -102,18 +101,6 @@ def test_witness_below_one_only_when_the_measurement_outruns_the_shot_noise():
     assert squeezing_parameter(thermal) == pytest.approx(4.5 / THERMAL_BOUND, rel=1e-3)
 
 
-def test_separable_bounds():
-    assert THERMAL_BOUND == pytest.approx(6 * 5 / 8 + 2 * 3 / 8 - (2 * 5 / 8 + 3 / 8) ** 2)
-    assert THERMAL_BOUND == pytest.approx(1.859375)
-    # b(p) = 1 + 2p − p² is smallest, 1, with every atom in F = 1: the population-free bound.
-    assert separable_bound(0.0) == POPULATION_FREE_BOUND
-    assert min(separable_bound(p) for p in np.linspace(0, 1, 101)) == POPULATION_FREE_BOUND
-    r = readout(ENTANGLING)
-    assert squeezing_parameter(r, POPULATION_FREE_BOUND) == pytest.approx(
-        squeezing_parameter(r) * THERMAL_BOUND
-    )
-
-
 def fitted(apparatus: ApparatusParameters, seed: int):
     d = derive(apparatus)
     rate = 100e3
@@ -135,6 +122,17 @@ def test_witness_from_a_fitted_spectrum_carries_propagated_uncertainties():
         abs(result.entangled_atoms.value - (1 - truth) * n) < 3 * result.entangled_atoms.uncertainty
     )
     assert "atoms entangled" in result.summary()
+    # The lifetime after the readout stops, and the same numbers without the population
+    # assumption (b = 1 instead of 13/8: ξ² is 13/8 times larger, the lifetime shorter).
+    tau = result.lifetime
+    assert 0 < tau.uncertainty < 0.2 * tau.value
+    assert abs(tau.value - entanglement_lifetime(readout(ENTANGLING))) < 3 * tau.uncertainty
+    free = result.population_free.squeezing_parameter
+    assert free.value == pytest.approx(xi2.value * THERMAL_BOUND, rel=1e-9)
+    assert free.uncertainty == pytest.approx(xi2.uncertainty * THERMAL_BOUND, rel=1e-6)
+    assert result.population_systematic == pytest.approx(free.value - xi2.value)
+    assert result.population_free.lifetime.value < tau.value
+    assert "b = 1.625 per atom" in result.summary() and "b = 1 (no population" in result.summary()
 
 
 def test_no_entanglement_is_claimed_when_shot_noise_dominates():
@@ -154,3 +152,24 @@ def test_bad_records_are_refused():
         innovations_check(np.zeros(100), 1.0)
     with pytest.raises(ValueError, match="white_noise_psd"):
         ContinuousReadout(derive(ENTANGLING).model, 1e-13, 1e-13, math.inf)
+
+
+def test_witness_and_lifetime_uncertainties_are_right_over_seeds():
+    # Pulls of ξ², N_ent and τ_ent from fitted spectra against the model's own values: the
+    # uncertainties propagated from the fit describe the scatter (|mean| < 0.3, width 0.7–1.3).
+    truth = readout(ENTANGLING)
+    xi2, tau = squeezing_parameter(truth), entanglement_lifetime(truth)
+    atoms = truth.model.atom_number
+    pulls = []
+    for seed in range(100, 160):
+        w = entanglement_witness(fitted(ENTANGLING, seed))
+        pulls.append(
+            [
+                (w.squeezing_parameter.value - xi2) / w.squeezing_parameter.uncertainty,
+                (w.entangled_atoms.value - (1 - xi2) * atoms) / w.entangled_atoms.uncertainty,
+                (w.lifetime.value - tau) / w.lifetime.uncertainty,
+            ]
+        )
+    pulls = np.array(pulls)
+    assert np.all(np.abs(pulls.mean(axis=0)) < 0.3), pulls.mean(axis=0)
+    assert np.all((0.7 < pulls.std(axis=0, ddof=1)) & (pulls.std(axis=0, ddof=1) < 1.3))
