@@ -146,7 +146,7 @@ def save_screenshot(widget: QWidget, path: str | Path) -> Path:
 def main(station_path: str | None = None, data_directory: str | Path = "data") -> int:
     """Open the station (default: the simulated lab), show the main window until it is closed."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    station = Station.from_file(station_path)
+    station = Station.from_file(station_path, persist=station_path is None)  # the kept lab
     window = None
     # Ctrl-C in the terminal closes the window like its close button: a run in progress is
     # aborted and ends safe. (Python runs the handler between the window's timer events.)
