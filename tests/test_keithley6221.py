@@ -132,6 +132,7 @@ def keithley(request, sim):
 def test_driver_sets_the_coil_current(keithley, lab):
     assert keithley.id.startswith("KEITHLEY INSTRUMENTS INC.,MODEL 6221,")
     keithley.source_compliance = 5.0
+    keithley.source_range = 0.02  # the *RST range, 2 mA, cannot hold 12.3 mA
     keithley.source_current = 0.0123
     assert lab.coils.currents_A[1] == 0.0  # output still off
     keithley.source_enabled = True
@@ -183,7 +184,7 @@ def test_scpi_short_long_forms_case_and_paths(sim, lab):
     assert session.feed(b"SYST:ERR?\n") == b'-113,"Undefined header"\n'
     assert session.feed(b"SOUR:CURRE?\n") == b""  # neither short nor long form
     assert session.feed(b"SYST:ERR:NEXT?\n") == b'-113,"Undefined header"\n'
-    assert session.feed(b"SOUR:CURR MAX\n") == b""  # 105 mA: 1.05 V on 10 Ω, inside 5 V
+    assert session.feed(b"SOUR:CURR:RANG:AUTO ON;:SOUR:CURR MAX\n") == b""  # 105 mA: 1.05 V on 10 Ω
     assert lab.coils.currents_A[1] == pytest.approx(0.105)
 
 
@@ -191,6 +192,7 @@ def test_compliance_limits_the_coil_current(lab):
     sim = SimulatedKeithley6221(lab, "coil_x", axis=0, coil_resistance_ohm=10.0)
     keithley = Keithley6221(InProcessAdapter(sim))
     keithley.source_compliance = 0.1  # 10 mA through 10 Ω at most
+    keithley.source_range = 0.1
     keithley.source_current = -0.05
     keithley.source_enabled = True
     assert lab.coils.currents_A[0] == pytest.approx(-0.01)
@@ -209,6 +211,7 @@ def test_three_sources_set_the_field_through_the_coil_matrix(lab):
     ]
     currents = np.array([0.004, -0.0025, 0.001])
     for source, current in zip(sources, currents, strict=True):
+        source.source_range = 0.02
         source.source_current = current
         source.source_enabled = True
     coils = lab.config.coils
