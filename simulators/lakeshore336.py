@@ -54,6 +54,7 @@ from hotspin.simulators.scpi import (
     EXECUTION_ERROR,
     ScpiError,
     ScpiInstrument,
+    split_arguments,
 )
 
 # Power decades per range step: the current scales by √10 per step (range 0 = off).
@@ -65,6 +66,7 @@ MAX_POWER_W = {1: 100.0, 2: 50.0}  # full scale of the current outputs 1 and 2
 # Setpoints and limits the simulator takes, in K (the driver refuses far less).
 TEMPERATURE_SPAN_K = (0.0, 2000.0)
 INPUTS = ("A", "B", "C", "D")
+OUTPUTS = (1, 2, 3, 4)
 PT100_CURVE_K = (30.0, 800.0)  # Lake Shore's PT-100 standard curve
 
 SIMULATED_MODES = (0, 1, 2, 3)  # off, closed-loop PID, zone, open loop
@@ -232,7 +234,7 @@ def _listed(handler: Callable[[list[str]], Any] | None) -> Callable[[str], Any] 
     """Give a handler of comma-separated arguments the parameter text the session layer sends."""
     if handler is None:
         return None
-    return lambda text: handler([a.strip() for a in text.split(",")] if text.strip() else [])
+    return lambda text: handler(split_arguments(text))
 
 
 def _default_outputs() -> dict[int, ControlOutput]:
@@ -266,7 +268,10 @@ class SimulatedLakeShore336(ScpiInstrument):
             ("RDGST", None, self._reading_status),
             ("INTYPE", self._set_input_type, self._get_input_type),
             ("INCRV", self._set_input_curve, self._get_input_curve),
-            ("INNAME", self._set_input_name, lambda args: self.input_names[self._input(args)]),
+            # INNAME? pads the name to its 15 characters, as CRVHDR? pads a curve's name (QCoDeS's
+            # driver expects 15 characters back: an observed source, the manual gives the width).
+            ("INNAME", self._set_input_name,
+             lambda args: f"{self.input_names[self._input(args)]:<15}"),
             ("CRVHDR", None, self._curve_header),
             ("TLIMIT", self._set_tlimit,
              lambda args: _number(self.temperature_limits_K[self._input(args)])),
@@ -274,8 +279,11 @@ class SimulatedLakeShore336(ScpiInstrument):
             ("RAMP", self._set_ramp, self._get_ramp),
             ("RAMPST", None, lambda args: str(int(self._output(args).ramping))),
             ("RANGE", self._set_range, lambda args: str(self._output(args).range)),
-            ("HTR", None,
-             lambda args: f"{self._output(args, heaters=True).output_percent:+.2f}"),
+            # HTR? of the voltage outputs 3 and 4 answers their output in % as for 1 and 2:
+            # the 336 manual lists HTR? for 1 and 2 only; QCoDeS's own 336 simulation
+            # (qcodes/instrument/sims/lakeshore_model336.yaml) answers HTR? 3 and 4, and its
+            # driver asks them in every snapshot (an observed source, not the manual).
+            ("HTR", None, lambda args: f"{self._output(args).output_percent:+.2f}"),
             ("MOUT", self._set_manual_output,
              lambda args: f"{self._output(args).manual_output:+.2f}"),
             ("PID", self._set_pid, self._get_pid),
@@ -348,10 +356,10 @@ class SimulatedLakeShore336(ScpiInstrument):
             raise _ExecutionError(args)
         return args[0].upper()
 
-    def _output(self, args: list[str], heaters: bool = False) -> ControlOutput:
+    def _output(self, args: list[str]) -> ControlOutput:
         if not args:
             raise _CommandError("output missing")
-        return self.outputs[self._int(args[0], (1, 2) if heaters else (1, 2, 3, 4))]
+        return self.outputs[self._int(args[0], OUTPUTS)]
 
     # --- inputs ---------------------------------------------------------------------------------
     def _readings_K(self, cell_K: float) -> dict[str, float | None]:
@@ -411,7 +419,7 @@ class SimulatedLakeShore336(ScpiInstrument):
     def _set_input_name(self, args: list[str]) -> None:
         """INNAME <input>,"<name>": at most 15 characters, the quotes optional."""
         self._count(args, 2)
-        name = args[1].strip().strip('"')
+        name = args[1].strip().strip('"').rstrip()
         if len(name) > 15:
             raise _ExecutionError(args[1])
         self.input_names[self._input(args)] = name
@@ -516,7 +524,14 @@ class SimulatedLakeShore336(ScpiInstrument):
         self.heater_setups[number] = (resistance, preset, user_current, display)
 
     def _get_heater_setup(self, args: list[str]) -> str:
-        resistance, preset, user_current, display = self.heater_setups[self._int(args[0], (1, 2))]
+        """HTRSET? <output>: resistance, max-current preset, user max current, display.
+
+        Outputs 3 and 4 are voltage outputs without a heater setup (``HTRSET 3,...`` is an
+        execution error); their query answers the power-up record of an unset output, so that
+        QCoDeS's snapshot, which asks it of every output, is not held up by four timeouts.
+        What the real 336 answers there is not documented: an assumption.
+        """
+        resistance, preset, user_current, display = self.heater_setups[self._int(args[0], OUTPUTS)]
         return f"{resistance},{preset},{user_current:+.3f},{display}"
 
     def _read_heater_status(self, args: list[str]) -> str:
@@ -544,6 +559,7 @@ class SimulatedLakeShore336(ScpiInstrument):
         self.input_names = {"A": "Cell", "B": "Oven ambient", "C": "Input C", "D": "Input D"}
         resistance = 1 if self.lab.config.oven.heater_resistance_ohm < 37.5 else 2
         self.heater_setups = {1: (resistance, 2, 0.0, 1), 2: (resistance, 2, 0.0, 1)}
+        self.heater_setups |= dict.fromkeys((3, 4), (1, 0, 0.0, 1))
 
     # --- the control loop, called by the lab (under lab.lock) every control interval -----------
     def _control(self, time_s: float, temperature_K: float, interval_s: float) -> float:

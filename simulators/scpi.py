@@ -365,6 +365,21 @@ class ScpiInstrument(SimulatedInstrument):
 
 
 _UNIT = re.compile(r"""(?:[^;"']|"[^"]*"|'[^']*')+""")
+_PIECE = re.compile(r"""[^,"']+|"[^"]*"?|'[^']*'?|,""")
+
+
+def split_arguments(text: str) -> list[str]:
+    """Split a parameter list at the commas outside quoted strings (none for empty text)."""
+    if not text.strip():
+        return []
+    arguments, current = [], ""
+    for piece in _PIECE.findall(text):
+        if piece == ",":
+            arguments.append(current.strip())
+            current = ""
+        else:
+            current += piece
+    return [*arguments, current.strip()]
 
 
 def _units(message: str) -> list[str]:
