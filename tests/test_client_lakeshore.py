@@ -48,10 +48,10 @@ def test_the_whole_session_of_lake_shores_client(served):
         assert controller.get_control_setpoint(1) == 450.0
         assert lab.heater_control is not None
         controller.set_heater_output_mode(1, controller.HeaterOutputMode.ZONE, 1)
+        high, input_a = controller.HeaterRange.HIGH, controller.InputChannel.CHANNEL_A
         zone = lakeshore.Model336ControlLoopZoneSettings(
-            500.0, 40.0, 25.0, 0.0, 0.0, controller.HeaterRange.HIGH, controller.InputChannel.CHANNEL_A,
-            0.0,
-        )  # fmt: skip
+            500.0, 40.0, 25.0, 0.0, 0.0, high, input_a, 0.0
+        )
         controller.set_control_loop_zone_table(1, 1, zone)
         got = controller.get_control_loop_zone_table(1, 1)
         assert (got.upper_bound, got.proportional, got.integral) == (500.0, 40.0, 25.0)
