@@ -227,3 +227,53 @@ def test_an_unknown_query_gets_no_reply_and_times_out(sim):
     with pytest.raises(InstrumentTimeoutError):
         keithley.ask(":SOUR:CURR:LIMIT?")
     assert keithley.next_error == [-113.0, '"Undefined header"']
+
+
+def test_status_byte_and_source_delay():
+    """*STB? → status byte (Reference Manual §11: bit 2 error available); :SOUR:DEL <n> and
+    :SOUR:DEL? (§14, SOURce subsystem; pymeasure's source_delay)."""
+    with expected_protocol(
+        Keithley6221,
+        [("*STB?", "4"), (":SOUR:DEL 0.01", None), (":SOUR:DEL?", "1.000000E-02")],
+    ) as k:
+        assert k.status == "4"
+        k.source_delay = 0.01
+        assert k.source_delay == 0.01
+
+
+def test_status_system_through_the_driver_over_lf(keithley):
+    """LF framing both ways; an error sets EAV (bit 2) of the status byte until read; the
+    measurement summary (bit 0) follows the enabled compliance event; STAT:PRES clears enables."""
+    keithley.write(":SOUR:CURR:LIMIT 1")
+    assert int(keithley.status) & 4
+    assert keithley.ask("SYST:ERR:COUN?") == "1"
+    assert keithley.ask("SYST:ERR:ALL?") == '-113,"Undefined header"'
+    assert int(keithley.status) == 0
+    keithley.source_delay = 0.25
+    assert keithley.source_delay == pytest.approx(0.25)
+    keithley.write(":STAT:MEAS:ENAB 8")
+    keithley.source_range = 0.02
+    keithley.source_compliance = 0.1  # 10 mA through 10 Ω at most
+    keithley.source_current = 0.015
+    keithley.source_enabled = True
+    assert keithley.in_compliance is True
+    assert int(keithley.status) & 1  # measurement summary bit
+    keithley.write(":STAT:PRES")
+    assert keithley.ask(":STAT:MEAS:ENAB?") == "0"
+    assert keithley.ask("SYST:VERS?") == "1999.0"
+    assert keithley.ask("*TST?") == "0"
+    assert keithley.ask("*ESE 16;*ESE?;*SRE 4;*SRE?") == "16;4"
+
+
+def test_a_level_beyond_a_fixed_range_is_refused_and_a_smaller_range_clamps(sim, lab):
+    """Each range delivers 105 % of full scale (Reference Manual §4, source ranging); a level
+    beyond it on a fixed range is -222 and not executed."""
+    session = sim.open_session()
+    assert session.feed(b"OUTP ON;:SOUR:CURR 2.1E-3\n") == b""  # 105 % of the 2 mA range
+    assert lab.coils.currents_A[sim.axis] == pytest.approx(2.1e-3)
+    assert session.feed(b"SOUR:CURR 2.2E-3;:SYST:ERR?\n") == b'-222,"Parameter data out of range"\n'
+    assert session.feed(b"SOUR:CURR?\n") == b"2.100000E-03\n"
+    assert session.feed(b"SOUR:CURR:RANG 2E-3;:SOUR:CURR:RANG:AUTO ON;:SOUR:CURR 0.05\n") == b""
+    assert lab.coils.currents_A[sim.axis] == pytest.approx(0.05)
+    assert session.feed(b"SOUR:CURR:RANG 2E-4\n") == b""  # below the level: the output clamps
+    assert lab.coils.currents_A[sim.axis] == pytest.approx(2.1e-4)

@@ -332,3 +332,35 @@ def test_heater_fault_is_latched_until_queried(sim, lab):
     lab.clock.advance(60.0)
     assert ls.input_A.kelvin > 350.0
     assert ls.output_1.heater_status == HeaterStatus.NO_ERROR
+
+
+def test_driver_with_lf_only_framing_as_lake_shores_own_client_sends():
+    """The 336 ends a message at its LF (the CR is optional) and always replies CR LF."""
+    lab = SimulatedLab(clock=SimClock(manual=True))
+    with SimServer({"ls336": (SimulatedLakeShore336(lab), 0)}) as server:
+        ls = LakeShore336(server.resource("ls336"), timeout=2000, write_termination="\n")
+        try:
+            assert ls.id.startswith("LSCI,MODEL336,")
+            assert ls.input_A.kelvin == pytest.approx(lab.cell_temperature_K, abs=1e-3)
+            ls.output_1.setpoint = 321.5
+            assert ls.output_1.setpoint == 321.5
+            with pytest.raises(InstrumentCommandError, match="command error"):
+                ls.write("HEAT 1,100")
+        finally:
+            ls.adapter.close()
+
+
+def test_zone_mode_and_the_status_byte_through_the_driver(sim):
+    """OUTMODE mode 2 (zone) is taken; *ESE/*STB: the event summary bit 5 follows ESR & ESE."""
+    ls = LakeShore336(InProcessAdapter(sim))
+    out = ls.output_1
+    out.set_output_mode("zone", "A")
+    assert out.output_mode == [2, 1, 0]
+    ls.write("ZONE 1,1,500,40,25,0,0,3,1,0")
+    assert ls.ask("ZONE? 1,1") == "+500.000,+40.0,+25.0,+0,+0.00,3,1,+0.0"
+    ls.write("*ESE 32")
+    assert ls.ask("*ESE?") == "032"
+    assert ls.status == 0  # the appended *ESR? of each message keeps the ESR clear
+    session = sim.open_session()  # a raw client without the driver's *ESR? after each message
+    assert session.feed(b"BOGUS\n*STB?\n") == b"032\r\n"
+    assert session.feed(b"*ESR?;*STB?\n") == b"032;000\r\n"  # reading the ESR clears ESB
