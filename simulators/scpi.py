@@ -94,7 +94,7 @@ class _Node:
         return "".join(c for c in self.long if c.isupper() or c.isdigit() or c == "*")
 
     def matches(self, token: str) -> bool:
-        return token.upper() in (self.short, self.long.upper())
+        return len(token) <= len(self.long) and token.upper() in (self.short, self.long.upper())
 
 
 class Header:
@@ -364,7 +364,7 @@ class ScpiInstrument(SimulatedInstrument):
         return setter
 
 
-_UNIT = re.compile(r"""(?:[^;"']|"[^"]*"|'[^']*')+""")
+_UNIT = re.compile(r"""(?:[^;"']+|"[^"]*"|'[^']*')+""")
 _PIECE = re.compile(r"""[^,"']+|"[^"]*"?|'[^']*'?|,""")
 
 

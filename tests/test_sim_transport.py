@@ -241,3 +241,30 @@ def test_server_sockets_have_nagle_off(lab):
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         finally:
             client.close()
+
+
+class _CountingBuffer(bytearray):
+    """A session buffer that counts the bytes its terminator searches read."""
+
+    scanned = 0
+
+    def find(self, sub, start=0, *args):
+        _CountingBuffer.scanned += len(self) - start
+        return super().find(sub, start, *args)
+
+
+def test_framing_reads_each_received_byte_a_bounded_number_of_times(lab):
+    """Linear time: a 32 MiB line arriving in 64 KiB chunks is searched once, byte by byte —
+    re-scanning the whole buffer on each chunk (as before) reads it ~256 times over."""
+    sim = keithley(lab)
+    sim.input_buffer_bytes = 64 << 20  # large enough that the whole line is buffered
+    session = sim.open_session()
+    session._pending = _CountingBuffer()
+    _CountingBuffer.scanned = 0
+    chunk = b"Y" * 65536
+    total = 32 << 20
+    for _ in range(total // len(chunk)):
+        assert session.feed(chunk) == b""
+    assert session.feed(b"\n") == b""  # an unknown header: no reply, -113 queued
+    assert _CountingBuffer.scanned <= total + 2 * len(chunk)
+    assert session.feed(b"SYST:ERR?\n") == b'-113,"Undefined header"\n'
