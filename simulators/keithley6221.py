@@ -18,9 +18,10 @@ Ranges. Each range delivers up to 105 % of its full scale (the 100 mA range up t
 Reference Manual's sweep section ("Source ranging", FIXED) gives the 2 mA range's largest level as
 2.1 mA. On a fixed range a level beyond that is refused with -222 "Parameter data out of range" and
 the old level stays — the manual documents the 105 % capability and -222's meaning but not the DC
-case in words, so the refusal rests on them and on the SCPI rule that an out-of-range value is
-not executed (SCPI-99 vol. 2 §21.8.6). A fixed range chosen below the present level clamps the
-output to the range's capability, as the sweep section describes for FIXED ranging.
+case in words, so the refusal rests on them and on the SCPI rule that an out-of-range value is not
+executed (SCPI-99: -222 is a value outside the legal range, not executed). A fixed range chosen
+below the present level clamps the output to the range's capability, as the sweep section describes
+for FIXED ranging.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ COMPLIANCE_SPAN_V = (0.1, 105.0)
 # The 6221's DC source ranges in A; a range setting selects the smallest that holds it.
 SOURCE_RANGES_A = (2e-9, 20e-9, 200e-9, 2e-6, 20e-6, 200e-6, 2e-3, 20e-3, 100e-3)
 RANGE_CAPABILITY = 1.05  # a range delivers 105 % of its full scale (Reference Manual §4)
-SOURCE_DELAY_SPAN_S = (1e-3, 999999.999)  # :SOUR:DEL (Reference Manual §14, SOURce subsystem)
+SOURCE_DELAY_SPAN_S = (1e-3, 999999.999)  # :SOUR:DEL (Reference Manual, SOURce subsystem)
 # Keithley's SCPI instruments hold 10 errors; the last slot reports the overflow (-350).
 ERROR_QUEUE_LENGTH = 10
 # The Reference Manual does not state the input buffer size; 64 KiB holds the longest command a
@@ -140,7 +141,7 @@ class SimulatedKeithley6221(ScpiInstrument):
             self._reset_settings()
 
     def identity(self) -> str:
-        """Return the ``*IDN?`` reply (form of Reference Manual §14, ``*IDN?``)."""
+        """Return the ``*IDN?`` reply (the manufacturer, model, serial, firmware form)."""
         return f"KEITHLEY INSTRUMENTS INC.,MODEL 6221,SIM000{self.axis},D04 /A02"
 
     def reset(self) -> None:

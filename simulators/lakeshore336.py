@@ -1,17 +1,17 @@
 """A simulated Lake Shore 336 that heats the simulated cell with its own PID loop.
 
-It answers the 336's command set through the shared session layer (`hotspin.simulators.scpi`):
-a message ends at its line feed, the carriage return before it optional; replies end in CR LF;
-``;`` chains one message's commands (a ``:`` before a header, as Lake Shore's own client joins
-commands, is accepted) and their replies are joined by ``;``. The IEEE-488.2 common commands are
-there (*IDN? *RST *CLS *ESE *ESE? *ESR? *SRE *SRE? *STB? *OPC *OPC? *WAI *TST?). As on the real
-one, an unknown command or a malformed one gets no reply and sets the command-error bit (32) of
-the Standard Event Status Register; a value the 336 cannot take sets the execution-error bit
-(16); there is no error queue (336 manual §6.2, status system). Zone mode runs the zone table
-(``ZONE``); monitor-out and warm-up output modes are not simulated: selecting them is an
-execution error here. ``INTYPE``, ``INCRV``, ``INNAME`` and ``CRVHDR?`` describe the sensors below;
-``CRVHDR?`` knows the standard curves the inputs use (1 DT-670, 6 PT-100, 7 PT-1000) and refuses
-the others (execution error) instead of inventing their headers.
+It answers the 336's command set through the shared session layer (`hotspin.simulators.scpi`): a
+message ends at its line feed, the carriage return before it optional; replies end in CR LF; ``;``
+chains one message's commands (a ``:`` before a header, as Lake Shore's own client joins commands,
+is accepted) and their replies are joined by ``;``. The IEEE-488.2 common commands are there (*IDN?
+*RST *CLS *ESE *ESE? *ESR? *SRE *SRE? *STB? *OPC *OPC? *WAI *TST?). As on the real one, an unknown
+command or a malformed one gets no reply and sets the command-error bit (32) of the Standard Event
+Status Register; a value the 336 cannot take sets the execution-error bit (16); there is no error
+queue (336 manual, remote operation: status system). Zone mode runs the zone table (``ZONE``);
+monitor-out and warm-up output modes are not simulated: selecting them is an execution error here.
+``INTYPE``, ``INCRV``, ``INNAME`` and ``CRVHDR?`` describe the sensors below; ``CRVHDR?`` knows the
+standard curves the inputs use (1 DT-670, 6 PT-100, 7 PT-1000) and refuses the others (execution
+error) instead of inventing their headers.
 
 What it is connected to:
 
@@ -70,7 +70,7 @@ OUTPUTS = (1, 2, 3, 4)
 PT100_CURVE_K = (30.0, 800.0)  # Lake Shore's PT-100 standard curve
 
 SIMULATED_MODES = (0, 1, 2, 3)  # off, closed-loop PID, zone, open loop
-ZONES = 10  # zones per output (336 manual §2.9, ZONE)
+ZONES = 10  # zones per output (336 manual, ZONE)
 # INTYPE sensor types (336 manual, INTYPE): 0 disabled, 1 diode, 2 platinum RTD, 3 NTC RTD,
 # 4 thermocouple, 5 capacitance; units 1 K, 2 °C, 3 sensor.
 SENSOR_TYPES = range(6)
@@ -118,8 +118,8 @@ def _number(value: float) -> str:
 
 @dataclass
 class Zone:
-    """One zone of an output's zone table (336 manual §2.9 and ZONE): the loop settings used
-    while the setpoint lies at or below ``upper_K`` (and above the previous zone's bound)."""
+    """One zone of an output's zone table (336 manual, zone settings and ZONE): the loop settings
+    used while the setpoint lies at or below ``upper_K`` (and above the previous zone's bound)."""
 
     upper_K: float = 0.0
     p: float = 50.0
@@ -178,8 +178,9 @@ class ControlOutput:
             self.ramp_setpoint_K = self.setpoint_K
 
     def apply_zone(self) -> None:
-        """In zone mode, take the settings of the zone the setpoint lies in (336 manual §2.9:
-        the first zone whose upper bound is at or above the setpoint; above all, the last)."""
+        """In zone mode, take the settings of the zone the setpoint lies in (336 manual, zone
+        settings: the first zone whose upper bound is at or above the setpoint; above all, the
+        last)."""
         if self.mode != 2:
             return
         zone = next((z for z in self.zones if self.setpoint_K <= z.upper_K), self.zones[-1])
@@ -249,15 +250,15 @@ def _default_outputs() -> dict[int, ControlOutput]:
 class SimulatedLakeShore336(ScpiInstrument):
     """Lake Shore 336 on the cell oven: input A on the cell, output 1 on its heater."""
 
-    # The 336 ends a message at its line feed, the carriage return before it is optional; it
-    # ends every reply with CR LF (336 manual §6.3, message terminators). Lake Shore's own
+    # The 336 ends a message at its line feed, the carriage return before it is optional; it ends
+    # every reply with CR LF (336 manual, remote operation: message terminators). Lake Shore's own
     # client sends LF alone (python-driver generic_instrument.py, _tcp_command).
     input_terminator = b"\r\n"
     output_terminator = b"\r\n"
     terminator_prefix_optional = True
     input_buffer_bytes = INPUT_BUFFER_BYTES
     default_port = 7777
-    register_format = "{:03d}"  # *ESR? 032, *STB? 000 (python-driver tests' fake replies)
+    register_format = "{:03d}"  # *ESR?, *ESE?, *STB?, *SRE?: "Format: nnn" (336 manual)
 
     def __init__(self, lab: SimulatedLab, name: str = "lakeshore336") -> None:
         super().__init__(lab, name)

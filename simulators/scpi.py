@@ -3,14 +3,14 @@
 One parser for every simulated instrument that speaks IEEE 488.2 / SCPI (the Keithley 6221) or
 the IEEE 488.2 subset with flat headers (the Lake Shore 336):
 
-* headers: a pattern such as ``[:SOURce]:CURRent[:LEVel]`` answers to its short form (the
-  capitals) and its long form, in any case, with the bracketed nodes optional (SCPI-99 vol. 1
-  §6.2.1, §7.6); a header without a leading colon after a ``;`` continues the previous command's
-  path, common commands (``*XXX``) leave the path alone (IEEE 488.2 §7.6.1.2, SCPI-99 §6.2.4);
+* headers: a pattern such as ``[:SOURce]:CURRent[:LEVel]`` answers to its short form (the capitals)
+  and its long form, in any case, with the bracketed nodes optional (SCPI-99 vol. 1, command
+  syntax); a header without a leading colon after a ``;`` continues the previous command's path,
+  common commands (``*XXX``) leave the path alone (IEEE 488.2 compound headers, SCPI-99 vol. 1);
 * queries: a header ending in ``?`` runs the command's query;
 * the error queue: first in, first out, read by ``SYST:ERR?``; when full its last entry becomes
-  ``-350,"Queue overflow"`` (SCPI-99 vol. 2 §21.8.1); instruments without a queue (the 336) only
-  set the error's bit of the Standard Event Status Register;
+  ``-350,"Queue overflow"`` (SCPI-99 vol. 2, SYSTem:ERRor); instruments without a queue (the 336)
+  only set the error's bit of the Standard Event Status Register;
 * the status registers: the ESR with its enable (ESE), the status byte (STB) with the error/event
   queue bit (EAV, bit 2), the event summary (ESB, bit 5) and the master summary (MSS, bit 6)
   under the service request enable (SRE) (IEEE 488.2 §11);
@@ -19,7 +19,7 @@ the IEEE 488.2 subset with flat headers (the Lake Shore 336):
   sets the operation-complete bit at once, ``*OPC?`` answers 1 and ``*WAI`` has nothing to wait
   for; the self-test ``*TST?`` passes (0).
 
-An error sets its ESR bit by its class (IEEE 488.2 §11.5.1.1, SCPI-99 vol. 2 §21.8): -1xx command
+An error sets its ESR bit by its class (IEEE 488.2 §11, SCPI-99 vol. 2 error list): -1xx command
 error (bit 5, 32), -2xx execution error (bit 4, 16), -3xx and positive codes device-dependent
 error (bit 3, 8), -4xx query error (bit 2, 4).
 """
@@ -35,20 +35,20 @@ from dataclasses import dataclass
 from hotspin.simulators.instrument_base import SimulatedInstrument
 from hotspin.simulators.lab import SimulatedLab
 
-# Standard Event Status Register bits (IEEE 488.2 §11.5.1.1).
+# Standard Event Status Register bits (IEEE 488.2 §11).
 ESR_OPERATION_COMPLETE = 1
 ESR_QUERY_ERROR = 4
 ESR_DEVICE_ERROR = 8
 ESR_EXECUTION_ERROR = 16
 ESR_COMMAND_ERROR = 32
 ESR_POWER_ON = 128
-# Status byte bits (IEEE 488.2 §11.2; SCPI-99 vol. 2 §9.1 adds EAV as bit 2).
+# Status byte bits (IEEE 488.2 §11; SCPI-99 adds EAV as bit 2).
 STB_ERROR_AVAILABLE = 4
 STB_EVENT_SUMMARY = 32
 STB_MASTER_SUMMARY = 64
 
-# (code, message) of the SCPI errors the simulators report (SCPI-99 vol. 2 §21.8; the same codes
-# and texts are in the 6220/6221 Reference Manual, Table B-1).
+# (code, message) of the SCPI errors the simulators report (SCPI-99 vol. 2 error list; the same
+# codes and texts are in the 6220/6221 Reference Manual, Table B-1).
 COMMAND_ERROR = (-100, "Command error")
 PARAMETER_NOT_ALLOWED = (-108, "Parameter not allowed")
 MISSING_PARAMETER = (-109, "Missing parameter")
