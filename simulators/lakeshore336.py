@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hotspin.simulators.lab import SimulatedLab
@@ -117,16 +117,22 @@ def _number(value: float) -> str:
 
 
 @dataclass
-class Zone:
-    """One zone of an output's zone table (336 manual, zone settings and ZONE): the loop settings
-    used while the setpoint lies at or below ``upper_K`` (and above the previous zone's bound)."""
+class LoopSettings:
+    """What a zone sets on its control loop: PID, manual output in % and heater range."""
 
-    upper_K: float = 0.0
     p: float = 50.0
     i: float = 20.0
     d: float = 0.0
     manual_output: float = 0.0
     range: int = 0
+
+
+@dataclass
+class Zone(LoopSettings):
+    """One zone of an output's zone table (336 manual, zone settings and ZONE): the loop settings
+    used while the setpoint lies at or below ``upper_K`` (and above the previous zone's bound)."""
+
+    upper_K: float = 0.0
     control_input: int = 0  # 0: keep the loop's input
     ramp_rate_K_per_min: float = 0.0
 
@@ -140,21 +146,16 @@ class Zone:
 
 
 @dataclass
-class ControlOutput:
+class ControlOutput(LoopSettings):
     """One control loop and its output, updated every control interval."""
 
     mode: int = 0
     control_input: int = 0
     powerup_enable: int = 0
-    range: int = 0
     setpoint_K: float = 0.0
     ramp_setpoint_K: float = 0.0  # the setpoint the loop uses now (moves while ramping)
     ramp_enabled: int = 0
     ramp_rate_K_per_min: float = 10.0
-    p: float = 50.0
-    i: float = 20.0
-    d: float = 0.0
-    manual_output: float = 0.0
     output_percent: float = 0.0
     zones: list[Zone] = field(default_factory=lambda: [Zone() for _ in range(ZONES)])
     _integral: float = 0.0
@@ -184,8 +185,8 @@ class ControlOutput:
         if self.mode != 2:
             return
         zone = next((z for z in self.zones if self.setpoint_K <= z.upper_K), self.zones[-1])
-        self.p, self.i, self.d = zone.p, zone.i, zone.d
-        self.manual_output, self.range = zone.manual_output, zone.range
+        for setting in fields(LoopSettings):
+            setattr(self, setting.name, getattr(zone, setting.name))
         if zone.control_input:
             self.control_input = zone.control_input
         if self.ramp_enabled:

@@ -364,3 +364,22 @@ def test_zone_mode_and_the_status_byte_through_the_driver(sim):
     session = sim.open_session()  # a raw client without the driver's *ESR? after each message
     assert session.feed(b"BOGUS\n*STB?\n") == b"032\r\n"
     assert session.feed(b"*ESR?;*STB?\n") == b"032;000\r\n"  # reading the ESR clears ESB
+
+
+def test_zone_mode_runs_the_loop_with_the_zone_the_setpoint_lies_in(sim, lab):
+    """Zone mode: the first zone whose upper bound is at or above the setpoint sets P, I, D,
+    manual output and range (336 manual, zone settings); the loop then holds that setpoint."""
+    ls = LakeShore336(InProcessAdapter(sim))
+    out = ls.output_1
+    out.setup_heater(50, 1.0)
+    ls.write("ZONE 1,1,400,10,5,0,0,1,1,0")  # up to 400 K: low range, soft gains
+    ls.write("ZONE 1,2,600,50,20,0,0,3,1,0")  # up to 600 K: the factory gains, high range
+    out.set_output_mode("zone", "A")
+    out.setpoint = 450.0
+    lab.clock.advance(1.0)
+    assert (out.range, out.pid) == ("high", [50.0, 20.0, 0.0])
+    lab.clock.advance(10 * lab.config.oven.time_constant_s)
+    assert ls.input_A.kelvin == pytest.approx(450.0, abs=0.1)
+    out.setpoint = 350.0  # into zone 1
+    lab.clock.advance(1.0)
+    assert (out.range, out.pid) == ("low", [10.0, 5.0, 0.0])
