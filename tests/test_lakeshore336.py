@@ -383,3 +383,10 @@ def test_zone_mode_runs_the_loop_with_the_zone_the_setpoint_lies_in(sim, lab):
     out.setpoint = 350.0  # into zone 1
     lab.clock.advance(1.0)
     assert (out.range, out.pid) == ("low", [10.0, 5.0, 0.0])
+
+
+def test_a_message_longer_than_the_input_buffer_is_dropped_as_a_command_error(sim):
+    session = sim.open_session()
+    assert session.feed(b"SETP 1," + b"9" * sim.input_buffer_bytes + b"\n") == b""
+    assert session.feed(b"*ESR?\n") == b"160\r\n"  # power-on and command error
+    assert session.feed(b"SETP? 1\n") == session.feed(b"SETP? 1\r\n")  # the loop is untouched

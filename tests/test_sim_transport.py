@@ -268,3 +268,19 @@ def test_framing_reads_each_received_byte_a_bounded_number_of_times(lab):
     assert session.feed(b"\n") == b""  # an unknown header: no reply, -113 queued
     assert _CountingBuffer.scanned <= total + 2 * len(chunk)
     assert session.feed(b"SYST:ERR?\n") == b'-113,"Undefined header"\n'
+
+
+def test_a_busy_port_names_the_instrument_and_nothing_is_left_listening(lab):
+    from hotspin.simulators.server import PortInUseError
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    busy = blocker.getsockname()[1]
+    server = SimServer({"echo": (EchoInstrument(lab), 0), "coil_x": (keithley(lab), busy)})
+    try:
+        with pytest.raises(PortInUseError, match=f"coil_x cannot listen on 127.0.0.1:{busy}"):
+            server.start()
+        assert server.resources() == {}  # the servers started before it were stopped
+    finally:
+        blocker.close()
