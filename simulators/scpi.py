@@ -47,8 +47,8 @@ STB_ERROR_AVAILABLE = 4
 STB_EVENT_SUMMARY = 32
 STB_MASTER_SUMMARY = 64
 
-# (code, message) of the SCPI errors the simulators report (SCPI-99 vol. 2 error list; the same
-# codes and texts are in the 6220/6221 Reference Manual, Table B-1).
+# (code, message) of the SCPI errors the simulators report (SCPI-99 vol. 2 error list; the 6220/6221
+# Reference Manual's Table B-1 lists the same codes, -363 and -350 read there).
 COMMAND_ERROR = (-100, "Command error")
 PARAMETER_NOT_ALLOWED = (-108, "Parameter not allowed")
 MISSING_PARAMETER = (-109, "Missing parameter")
@@ -56,6 +56,9 @@ UNDEFINED_HEADER = (-113, "Undefined header")
 NUMERIC_DATA_ERROR = (-120, "Numeric data error")
 INVALID_CHARACTER_DATA = (-141, "Invalid character data")
 EXECUTION_ERROR = (-200, "Execution error")
+# SCPI-99's text for -222 is "Data out of range"; Keithley's SCPI instruments word it "Parameter
+# data out of range". The page of the 622x's Table B-1 that holds -222 was not read: the wording
+# rests on Keithley's other reference manuals (an assumption for the 6221).
 DATA_OUT_OF_RANGE = (-222, "Parameter data out of range")
 QUEUE_OVERFLOW = (-350, "Queue overflow")
 INPUT_BUFFER_OVERRUN = (-363, "Input buffer overrun")
