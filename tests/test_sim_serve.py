@@ -218,3 +218,26 @@ def test_a_client_station_needs_fixed_ports(tmp_path):
 def test_the_client_station_is_the_served_file_with_real_instruments(text):
     client = tomllib.loads(client_station_text(text))
     assert client["station"]["simulated"] is False
+
+
+def test_third_party_clients_reach_the_served_lab_unchanged(served):
+    """Lake Shore's own client and pymeasure's stock 6221 driver, host and port only."""
+    lakeshore = pytest.importorskip("lakeshore")
+    from pymeasure.instruments.keithley import Keithley6221 as StockKeithley6221
+
+    _, _, ports, _ = served
+    heater = lakeshore.Model336(ip_address="127.0.0.1", tcp_port=ports[NAMES.index("heater")])
+    try:
+        assert heater.model_number == "MODEL336"
+        assert 250.0 < heater.get_kelvin_reading("A") < 600.0
+    finally:
+        heater.disconnect_tcp()
+    coil = StockKeithley6221(
+        f"TCPIP::127.0.0.1::{ports[NAMES.index('coil_z')]}::SOCKET", read_termination="\n"
+    )
+    try:
+        assert coil.id.startswith("KEITHLEY INSTRUMENTS INC.,MODEL 6221,")
+        assert coil.status == "0"
+        assert coil.check_errors() == []
+    finally:
+        coil.adapter.close()
