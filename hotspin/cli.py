@@ -53,6 +53,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also write the station file that reaches the served lab over TCP, for "
         "'hotspin run/gui --station FILE': one lab that keeps its state between runs",
     )  # fmt: skip
+    serve.add_argument(
+        "--port-base", type=int, metavar="N",
+        help="serve every instrument on ports N, N+2, ..., N+12 (in the order heater, laser, "
+        "mount, digitiser, coil_x, coil_y, coil_z) instead of the station file's ports; the "
+        "--client-station file gets the same ports",
+    )  # fmt: skip
     reset = sim_commands.add_parser(
         "reset",
         help="start the embedded simulated lab again: cold, or ready to measure",
@@ -149,6 +155,7 @@ def _sim(args: argparse.Namespace) -> int:
         args.station,
         announce=lambda line: print(line, flush=True),
         client_station=args.client_station,
+        port_base=args.port_base,
     )
     return 0
 

@@ -1,8 +1,12 @@
 """`hotspin sim serve`: every simulated instrument of a station on its loopback port.
 
 The station file's resources give the ports (a simulated station's resources must point at
-127.0.0.1). Each served instrument answers its real command set, so the real drivers — or any
-VISA program — connect to `TCPIP::127.0.0.1::<port>::SOCKET` as to the hardware.
+127.0.0.1), or ``--port-base N`` moves them all at once: the instruments, in the station's order
+(heater, laser, mount, digitiser, coil_x, coil_y, coil_z), listen on N, N + 2, N + 4, ..., each
+keeping the port after its own free for a second line of the same instrument (the DLC pro's
+monitoring line is its command line + 1). Each served instrument answers its real command set,
+so the real drivers — or any VISA program — connect to `TCPIP::127.0.0.1::<port>::SOCKET` as to
+the hardware.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.checks import ParameterError, check_range
 from hotspin.instruments.station import (
     install_faults,
     lab_config_for,
@@ -26,7 +30,7 @@ from hotspin.instruments.station import (
 from hotspin.instruments.station_config import StationConfig, station_file_text
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.lab import SimulatedLab
-from hotspin.simulators.server import SimServer
+from hotspin.simulators.server import PortInUseError, SimServer
 
 MODELS = {
     "heater": "Lake Shore 336",
@@ -61,6 +65,50 @@ def loopback_port(resource: str, role: str) -> int:
     return port
 
 
+#: Ports per instrument under --port-base: its own and one for a second line.
+PORT_STRIDE = 2
+# Which station-file table holds which instruments' resources, in the order they appear there.
+_RESOURCE_TABLES = {
+    "heater": ("heater",),
+    "laser": ("laser",),
+    "polarimeter": ("mount",),
+    "digitiser": ("digitiser",),
+    "coils": ("coil_x", "coil_y", "coil_z"),
+}
+_TABLE_OR_RESOURCE = re.compile(
+    r'(?m)^[ \t]*\[(?P<table>[A-Za-z0-9_.]+)\][ \t]*(?:#.*)?$|"(?P<resource>TCPIP::[^"]*)"'
+)
+
+
+def moved_ports(names: list[str], port_base: int) -> dict[str, int]:
+    """Return the port of every instrument under ``--port-base``: base, base + 2, ..."""
+    highest = 65535 - PORT_STRIDE * len(names) + 1
+    check_range("--port-base", port_base, 1024, highest, "")
+    return {name: port_base + PORT_STRIDE * i for i, name in enumerate(names)}
+
+
+def with_ports(text: str, ports: dict[str, int]) -> str:
+    """Return station-file text whose instrument resources point at ``ports``, the rest kept."""
+    table, taken = "", {t: 0 for t in _RESOURCE_TABLES}
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal table
+        if match.group("table") is not None:
+            table = match.group("table")
+            return match.group(0)
+        names = _RESOURCE_TABLES.get(table, ())
+        if taken.get(table, 0) >= len(names):
+            return match.group(0)
+        name = names[taken[table]]
+        taken[table] += 1
+        return f'"TCPIP::127.0.0.1::{ports[name]}::SOCKET"'
+
+    moved = _TABLE_OR_RESOURCE.sub(replace, text)
+    if station_ports(StationConfig.from_mapping(tomllib.loads(moved))) != ports:
+        raise ParameterError("could not move the station file's resources to the new ports")
+    return moved
+
+
 def station_ports(config: StationConfig) -> dict[str, int]:
     """Return the port of every instrument of a station file."""
     return {name: loopback_port(r, name) for name, r in station_resources(config).items()}
@@ -91,10 +139,12 @@ def serve(
     announce: Callable[[str], None] = print,
     stop: threading.Event | None = None,
     client_station: str | Path | None = None,
+    port_base: int | None = None,
 ) -> None:
     """Serve a simulated station's instruments until ``stop`` is set, Ctrl-C or SIGTERM.
 
     ``client_station``: also write the station file clients use to reach the served lab.
+    ``port_base``: serve on port_base, port_base + 2, ... instead of the station file's ports.
     """
     config = StationConfig.load(station_path)
     if not config.simulated:
@@ -103,6 +153,8 @@ def serve(
             f"{station_path} describes real instruments"
         )
     ports = station_ports(config)
+    if port_base is not None:
+        ports = moved_ports(list(ports), port_base)
     if client_station is not None and 0 in ports.values():
         raise ParameterError(
             "a client station file needs a fixed port for every instrument; the station file "
@@ -119,7 +171,16 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    with SimServer({name: (instruments[name], port) for name, port in ports.items()}) as server:
+    planned = {name: (instruments[name], port) for name, port in ports.items()}
+    try:
+        server = SimServer(planned).start()
+    except PortInUseError as error:
+        raise ParameterError(
+            f"{MODELS[error.name]} ({error.name}): {error.strerror}. Stop the program that "
+            f"holds port {error.port}, or move every port at once with --port-base N "
+            "(ports N, N + 2, ... N + 12)"
+        ) from None
+    try:
         announce(
             f"hotspin simulated lab '{config.station.name}' on 127.0.0.1, clock x"
             f"{config.simulation.clock_speed:g}; Ctrl-C stops it"
@@ -127,7 +188,12 @@ def serve(
         for name in ports:
             announce(f"  {name:<10} {server.resource(name):<34} {MODELS[name]}")
         if client_station is not None:
-            Path(client_station).write_text(client_station_text(station_file_text(station_path)))
+            text = station_file_text(station_path)
+            if port_base is not None:
+                text = with_ports(text, ports)
+            Path(client_station).write_text(client_station_text(text))
             announce(f"clients: hotspin run NAME --station {client_station} (one lab, kept)")
         stop.wait()
         announce("stopping: closing every connection")
+    finally:
+        server.stop()

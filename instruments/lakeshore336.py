@@ -238,7 +238,8 @@ class LakeShore336Output(LakeShoreHeaterChannel):
 
 class LakeShore336(LakeShore3xx):
     """Lake Shore Model 336: four inputs (A–D), two current heater outputs (1, 2) and two
-    voltage outputs (3, 4); CR LF framing, TCP port 7777 or USB serial 57600 7O1."""
+    voltage outputs (3, 4); TCP port 7777 or USB serial 57600 7O1. It sends CR LF (the 336
+    also takes LF alone, as Lake Shore's own client sends) and reads CR LF."""
 
     input_A = Instrument.ChannelCreator(LakeShore336Input, "A")
     input_B = Instrument.ChannelCreator(LakeShore336Input, "B")

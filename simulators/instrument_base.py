@@ -3,6 +3,12 @@
 A simulated instrument answers its real command set. Each client connection (a TCP socket or an
 in-process adapter) gets a `Session` that buffers the incoming bytes, cuts them into complete
 commands the way the real instrument does, and returns the bytes the instrument would send back.
+
+Framing runs in time linear in the bytes received: each chunk is searched for the terminator
+once, from where the previous search stopped. The input buffer is bounded, as the instrument's
+own is: a command longer than `SimulatedInstrument.input_buffer_bytes` is answered with the
+instrument's overrun answer (`SimulatedInstrument.overrun`: -363 "Input buffer overrun" on a SCPI
+instrument) and the rest of it, up to its terminator, is discarded unread.
 """
 
 from __future__ import annotations
@@ -123,6 +129,11 @@ class SimulatedInstrument:
     default_port: int = 0
     #: A command the instrument does not know, for the ``error`` fault.
     invalid_command: bytes = b"BOGUS"
+    #: True when a message ends at the last byte of `input_terminator` and the bytes before it
+    #: are optional (the 336 ends a message at its LF; the CR before it may be left out).
+    terminator_prefix_optional: bool = False
+    #: Longest command the instrument buffers, in bytes; a longer one is an input overrun.
+    input_buffer_bytes: int = 1 << 20
 
     def __init__(self, lab: SimulatedLab, name: str) -> None:
         self.lab = lab
@@ -148,6 +159,10 @@ class SimulatedInstrument:
         """Execute one command and return the reply bytes, terminator included (b'' for none)."""
         raise NotImplementedError
 
+    def overrun(self) -> bytes:
+        """Answer a command longer than the input buffer (default: discard it silently)."""
+        return b""
+
     def error_reply(self, command: bytes) -> bytes:
         """Answer ``command`` as if it had been mistyped: the instrument's own error answer.
 
@@ -163,7 +178,13 @@ class Session:
 
     def __init__(self, instrument: SimulatedInstrument) -> None:
         self.instrument = instrument
-        self._pending = b""
+        self._pending = bytearray()
+        self._discarding = False  # inside a command that overran the input buffer
+        terminator = instrument.input_terminator
+        self._terminator = terminator[-1:] if instrument.terminator_prefix_optional else terminator
+        self._optional = terminator[:-1] if instrument.terminator_prefix_optional else b""
+        # An instrument that cuts commands its own way (the ELL14's fixed lengths) keeps `split`.
+        self._own_split = type(instrument).split is not SimulatedInstrument.split
 
     def greeting(self) -> bytes:
         """Return the bytes the instrument sends on connection."""
@@ -174,9 +195,12 @@ class Session:
 
         Raises ConnectionDropped when a ``drop`` fault strikes (the transport then closes).
         """
-        commands, self._pending = self.instrument.split(self._pending + data)
         replies = []
-        for command in commands:
+        for command in self._frame(data):
+            if command is None:  # an input buffer overrun
+                with self.instrument.lock:
+                    replies.append(self.instrument.overrun())
+                continue
             fault = self.instrument.faults.next()
             if fault is not None and fault.kind == "drop":
                 raise ConnectionDropped(self.instrument.name)
@@ -193,6 +217,41 @@ class Session:
                 reply = corrupt(reply, self.instrument.output_terminator)
             replies.append(reply)
         return b"".join(replies)
+
+    def _frame(self, data: bytes) -> list[bytes | None]:
+        """Return the complete commands in the bytes so far (None for an overrun), in order."""
+        limit = self.instrument.input_buffer_bytes
+        if self._own_split:
+            commands, rest = self.instrument.split(bytes(self._pending) + data)
+            self._pending = bytearray(rest)
+            if len(rest) <= limit:
+                return list(commands)
+            self._pending.clear()
+            return [*commands, None]
+        terminator, buffer = self._terminator, self._pending
+        keep = len(terminator) - 1  # bytes that may hold the start of a split terminator
+        start = max(0, len(buffer) - keep)  # everything before was searched already
+        buffer += data
+        commands: list[bytes | None] = []
+        begin = 0
+        while (end := buffer.find(terminator, start)) >= 0:
+            if self._discarding:
+                self._discarding = False  # the overrun was answered; its rest is dropped
+            elif end - begin > limit:
+                commands.append(None)
+            else:
+                command = bytes(buffer[begin:end])
+                if self._optional and command.endswith(self._optional):
+                    command = command[: -len(self._optional)]
+                commands.append(command)
+            begin = start = end + len(terminator)
+        del buffer[:begin]
+        if not self._discarding and len(buffer) > limit:
+            commands.append(None)  # answered now, as the instrument does when its buffer fills
+            self._discarding = True
+        if self._discarding:
+            del buffer[: len(buffer) - keep]
+        return commands
 
 
 def corrupt(reply: bytes, terminator: bytes) -> bytes:

@@ -1,108 +1,93 @@
 """A simulated Keithley 6221 current source driving one axis of the shield's coils.
 
-It parses SCPI as the 6221 does: short or long mnemonics in any case, optional nodes, ``;``
-chains in which a header without a leading colon continues the previous command's path, and
-the IEEE-488.2 common commands. Errors go to a first-in first-out queue read by ``SYST:ERR?``
-(``0,"No error"`` when empty) with the 6220/6221 Reference Manual's codes (Appendix B): unknown
-headers -113, malformed parameters -1xx (command error, ESR bit 5), values out of range -222
-(execution error, ESR bit 4).
+It parses SCPI through the shared session layer (`hotspin.simulators.scpi`): short or long
+mnemonics in any case, optional nodes, ``;`` chains that continue the previous command's path,
+the IEEE-488.2 common commands, the error queue read by ``SYST:ERR?`` (``0,"No error"`` when
+empty) with the 6220/6221 Reference Manual's codes (Appendix B, Table B-1): unknown headers -113,
+malformed parameters -1xx (command error, ESR bit 5), values out of range -222 (execution error,
+ESR bit 4), an input buffer overrun -363 (device-dependent error, ESR bit 3).
 
-The DC-source subset is simulated: level, range (a setting; auto-range follows the level),
-compliance, output, error queue, status. With the output on, the coil current is the source level
-unless ``|I|·R`` exceeds the compliance voltage, in which case it is limited to ``V_comp / R`` and
-bit B3 (Compliance) of the measurement condition register is set (Reference Manual §11, read with
-``STAT:MEAS:COND?``). With the output off the coil carries no current.
+The DC-source subset is simulated: level, range, compliance, output, source delay, error queue and
+the status model of Reference Manual §11 (status byte, standard event, measurement, operation
+and questionable registers, ``STAT:PRES``). With the output on, the coil current is the source
+level unless ``|I|·R`` exceeds the compliance voltage, in which case it is limited to
+``V_comp / R`` and bit B3 (Compliance) of the measurement condition register is set (§11, read
+with ``STAT:MEAS:COND?``). With the output off the coil carries no current.
+
+Ranges. Each range delivers up to 105 % of its full scale (the 100 mA range up to 105 mA): the
+Reference Manual's sweep section ("Source ranging", FIXED) gives the 2 mA range's largest level as
+2.1 mA. On a fixed range a level beyond that is refused with -222 "Parameter data out of range" and
+the old level stays — the manual documents the 105 % capability and -222's meaning but not the DC
+case in words, so the refusal rests on them and on the SCPI rule that an out-of-range value is not
+executed (SCPI-99: -222 is a value outside the legal range, not executed). A fixed range chosen
+below the present level clamps the output to the range's capability, as the sweep section describes
+for FIXED ranging.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from hotspin.analysis.checks import ParameterError, check_positive
-from hotspin.simulators.instrument_base import SimulatedInstrument
 from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.scpi import (
+    DATA_OUT_OF_RANGE,
+    NO_ERROR,
+    ScpiError,
+    ScpiInstrument,
+    boolean,
+    format_error,
+    numeric,
+    without_parameter,
+)
 
 MAX_CURRENT_A = 0.105
 COMPLIANCE_SPAN_V = (0.1, 105.0)
 # The 6221's DC source ranges in A; a range setting selects the smallest that holds it.
 SOURCE_RANGES_A = (2e-9, 20e-9, 200e-9, 2e-6, 20e-6, 200e-6, 2e-3, 20e-3, 100e-3)
-ERROR_QUEUE_LENGTH = 10  # as Keithley's SCPI instruments; the last slot reports the overflow
-
-ESR_OPERATION_COMPLETE = 1
-ESR_EXECUTION_ERROR = 16
-ESR_COMMAND_ERROR = 32
-ESR_DEVICE_ERROR = 8
+RANGE_CAPABILITY = 1.05  # a range delivers 105 % of its full scale (Reference Manual §4)
+SOURCE_DELAY_SPAN_S = (1e-3, 999999.999)  # :SOUR:DEL (Reference Manual, SOURce subsystem)
+# Keithley's SCPI instruments hold 10 errors; the last slot reports the overflow (-350).
+ERROR_QUEUE_LENGTH = 10
+# The Reference Manual does not state the input buffer size; 64 KiB holds the longest command a
+# client sends here (an arbitrary waveform of pymeasure's define_arbitary_waveform is ~100 kB and
+# is not simulated).
+INPUT_BUFFER_BYTES = 65536
 MEAS_COMPLIANCE = 8  # measurement condition register bit B3
+# Status byte summary bits (Reference Manual §11, Figure 11-1): MSB 1, QSB 8, OSB 128.
+STB_MEASUREMENT_SUMMARY = 1
+STB_QUESTIONABLE_SUMMARY = 8
+STB_OPERATION_SUMMARY = 128
 
 
-class _ScpiError(Exception):
-    """A SCPI error: its code and message go to the error queue."""
+class _EventRegister:
+    """A SCPI status register: condition (now), latched event, and the enable mask."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
+    def __init__(self) -> None:
+        self.event = 0
+        self.enable = 0
 
+    def read_event(self) -> str:
+        value, self.event = self.event, 0
+        return str(value)
 
-# (code, message) of the errors this simulator reports (Reference Manual, Table B-1).
-UNDEFINED_HEADER = (-113, "Undefined header")
-MISSING_PARAMETER = (-109, "Missing parameter")
-PARAMETER_NOT_ALLOWED = (-108, "Parameter not allowed")
-NUMERIC_DATA_ERROR = (-120, "Numeric data error")
-INVALID_CHARACTER_DATA = (-141, "Invalid character data")
-OUT_OF_RANGE = (-222, "Parameter data out of range")
-
-
-@dataclass(frozen=True)
-class _Node:
-    """One mnemonic of a header: ``CURRent`` answers to CURR and CURRENT."""
-
-    long: str
-    optional: bool
+    def set_enable(self, parameter: str) -> None:
+        value = numeric(parameter, 0, 65535, 0)
+        if value != int(value):
+            raise ScpiError(*DATA_OUT_OF_RANGE)
+        self.enable = int(value)
 
     @property
-    def short(self) -> str:
-        return "".join(c for c in self.long if c.isupper() or c.isdigit() or c == "*")
-
-    def matches(self, token: str) -> bool:
-        return token.upper() in (self.short, self.long.upper())
+    def summary(self) -> bool:
+        return bool(self.event & self.enable)
 
 
-def _nodes(pattern: str) -> tuple[_Node, ...]:
-    """Parse ``[:SOURce]:CURRent[:LEVel]`` into its nodes."""
-    return tuple(
-        _Node(name, optional=bool(bracket))
-        for bracket, name in re.findall(r"(\[?):?([A-Za-z*]+)\]?", pattern)
-    )
-
-
-def _matches(nodes: tuple[_Node, ...], tokens: list[str]) -> bool:
-    """Return True if ``tokens`` spell ``nodes`` (optional nodes may be left out)."""
-    if not nodes:
-        return not tokens
-    head, rest = nodes[0], nodes[1:]
-    if tokens and head.matches(tokens[0]) and _matches(rest, tokens[1:]):
-        return True
-    return head.optional and _matches(rest, tokens)
-
-
-@dataclass(frozen=True)
-class _Command:
-    nodes: tuple[_Node, ...]
-    setter: Callable[[str], None] | None
-    getter: Callable[[], str] | None
-
-
-class SimulatedKeithley6221(SimulatedInstrument):
+class SimulatedKeithley6221(ScpiInstrument):
     """Keithley 6221 on coil axis ``axis`` (0, 1, 2 = x, y, z) of ``lab``, LF framing."""
 
     input_terminator = b"\n"
     output_terminator = b"\n"
     default_port = 1394
+    error_queue_length = ERROR_QUEUE_LENGTH
+    input_buffer_bytes = INPUT_BUFFER_BYTES
 
     def __init__(
         self, lab: SimulatedLab, name: str, axis: int, coil_resistance_ohm: float = 10.0
@@ -112,142 +97,98 @@ class SimulatedKeithley6221(SimulatedInstrument):
             raise ParameterError(f"axis = {axis!r} is not one of [0, 1, 2]")
         self.axis = axis
         self.coil_resistance_ohm = check_positive("coil_resistance_ohm", coil_resistance_ohm, "Ω")
-        self._errors: deque[tuple[int, str]] = deque()
-        self._esr = 0
-        self._measurement_events = 0
+        self.esr = 0
+        self.measurement = _EventRegister()
+        self.operation = _EventRegister()
+        self.questionable = _EventRegister()
         level = "[:SOURce]:CURRent[:LEVel][:IMMediate][:AMPLitude]"
-        table: list[tuple[str, Callable[[str], None] | None, Callable[[], str] | None]] = [
-            ("*IDN", None, lambda: f"KEITHLEY INSTRUMENTS INC.,MODEL 6221,SIM000{axis},D04 /A02"),
-            ("*OPC", self._set_operation_complete, lambda: "1"),
-            ("*CLS", self._clear_status, None),
-            ("*RST", self._reset, None),
-            ("*ESR", None, self._read_esr),
-            (level, self._set_level, lambda: _sci(self.level_A)),
-            ("[:SOURce]:CURRent:COMPliance", self._set_compliance, lambda: _sci(self.compliance_V)),
-            ("[:SOURce]:CURRent:RANGe", self._set_range, lambda: _sci(self.range_A)),
-            (
-                "[:SOURce]:CURRent:RANGe:AUTO",
-                self._set_auto_range,
-                lambda: str(int(self.auto_range)),
-            ),
-            (":OUTPut[:STATe]", self._set_output, lambda: str(int(self.output_on))),
-            (":SYSTem:ERRor[:NEXT]", None, self._next_error),
-            (":STATus:MEASurement:CONDition", None, self._measurement_condition),
-            (":STATus:MEASurement[:EVENt]", None, self._read_measurement_events),
-        ]
-        self._commands = [_Command(_nodes(p), setter, getter) for p, setter, getter in table]
+        value = without_parameter
+        self.declare(
+            [
+                (level, self._set_level, value(lambda: _sci(self.level_A))),
+                ("[:SOURce]:CURRent:COMPliance", self._set_compliance,
+                 value(lambda: _sci(self.compliance_V))),
+                ("[:SOURce]:CURRent:RANGe", self._set_range, value(lambda: _sci(self.range_A))),
+                ("[:SOURce]:CURRent:RANGe:AUTO", self._set_auto_range,
+                 value(lambda: str(int(self.auto_range)))),
+                ("[:SOURce]:DELay", self._set_delay, value(lambda: _sci(self.delay_s))),
+                (":OUTPut[:STATe]", self._set_output, value(lambda: str(int(self.output_on)))),
+                (":SYSTem:ERRor[:NEXT]", None, value(self._next_error)),
+                (":SYSTem:ERRor:COUNt", None, value(lambda: str(len(self.errors)))),
+                (":SYSTem:ERRor:ALL", None, value(self._all_errors)),
+                (":SYSTem:ERRor:CLEar", self._common(self.errors.clear), None),
+                # SCPI 1999.0 is the standard's last edition; the 622x's own reply to
+                # SYST:VERS? is not in the sources read (an assumption).
+                (":SYSTem:VERSion", None, value(lambda: "1999.0")),
+                (":STATus:QUEue[:NEXT]", None, value(self._next_error)),
+                (":STATus:QUEue:CLEar", self._common(self.errors.clear), None),
+                (":STATus:PRESet", self._common(self._preset), None),
+                (":STATus:MEASurement[:EVENt]", None, value(self.measurement.read_event)),
+                (":STATus:MEASurement:CONDition", None, value(self._measurement_condition)),
+                (":STATus:MEASurement:ENABle", self.measurement.set_enable,
+                 value(lambda: str(self.measurement.enable))),
+                (":STATus:OPERation[:EVENt]", None, value(self.operation.read_event)),
+                (":STATus:OPERation:CONDition", None, value(lambda: "0")),
+                (":STATus:OPERation:ENABle", self.operation.set_enable,
+                 value(lambda: str(self.operation.enable))),
+                (":STATus:QUEStionable[:EVENt]", None, value(self.questionable.read_event)),
+                (":STATus:QUEStionable:CONDition", None, value(lambda: "0")),
+                (":STATus:QUEStionable:ENABle", self.questionable.set_enable,
+                 value(lambda: str(self.questionable.enable))),
+            ]
+        )  # fmt: skip
         with lab.lock:
             self._reset_settings()
 
-    # --- framing and parsing --------------------------------------------------------------------
-    def error_reply(self, command: bytes) -> bytes:
-        """Run an invalid command before the real one: the error lands where the driver looks."""
-        return self.handle(self.invalid_command) + self.handle(command)
+    def identity(self) -> str:
+        """Return the ``*IDN?`` reply (the manufacturer, model, serial, firmware form)."""
+        return f"KEITHLEY INSTRUMENTS INC.,MODEL 6221,SIM000{self.axis},D04 /A02"
+
+    def reset(self) -> None:
+        """*RST: the source's default settings, output off."""
+        self._reset_settings()
+
+    def summary_bits(self) -> int:
+        """Return the measurement, questionable and operation summary bits of the status byte."""
+        return (
+            (STB_MEASUREMENT_SUMMARY if self.measurement.summary else 0)
+            | (STB_QUESTIONABLE_SUMMARY if self.questionable.summary else 0)
+            | (STB_OPERATION_SUMMARY if self.operation.summary else 0)
+        )
 
     def handle(self, command: bytes) -> bytes:
-        """Execute one message; reply with its queries' answers joined by ``;``."""
-        replies = []
-        path: list[str] = []
-        for unit in command.decode("ascii", errors="replace").split(";"):
-            unit = unit.strip()
-            if not unit:
-                continue
-            try:
-                reply, path = self._execute(unit, path)
-            except _ScpiError as error:
-                self._push_error(error.code, error.message)
-                continue
-            if reply is not None:
-                replies.append(reply)
-        if not replies:
-            return b""
-        return ";".join(replies).encode("ascii") + self.output_terminator
-
-    def _execute(self, unit: str, path: list[str]) -> tuple[str | None, list[str]]:
-        """Run one program unit; return its reply and the path the next unit continues."""
-        header, _, parameter = unit.partition(" ")
-        parameter = parameter.strip()
-        query = header.endswith("?")
-        header = header.removesuffix("?")
-        if header.startswith("*"):
-            tokens, next_path = [header], path  # common commands leave the path alone
-        else:
-            tokens = header.removeprefix(":").split(":")
-            if not header.startswith(":"):
-                tokens = path + tokens
-            next_path = tokens[:-1]
-        command = next((c for c in self._commands if _matches(c.nodes, tokens)), None)
-        if command is None or (command.getter if query else command.setter) is None:
-            raise _ScpiError(*UNDEFINED_HEADER)
-        if query:
-            if parameter:
-                raise _ScpiError(*PARAMETER_NOT_ALLOWED)
-            return command.getter(), next_path
+        """Execute one message and put the delivered current into the coil."""
+        reply = super().handle(command)
         with self.lab.lock:
-            command.setter(parameter)
             self._drive_coil()
-        return None, next_path
-
-    @staticmethod
-    def _no_parameter(parameter: str) -> None:
-        if parameter:
-            raise _ScpiError(*PARAMETER_NOT_ALLOWED)
-
-    def _set_operation_complete(self, parameter: str) -> None:
-        self._no_parameter(parameter)
-        self._esr |= ESR_OPERATION_COMPLETE
-
-    @staticmethod
-    def _numeric(parameter: str, low: float, high: float, default: float) -> float:
-        """Parse a numeric parameter (or MIN/MAX/DEF) and check it lies in [low, high]."""
-        if not parameter:
-            raise _ScpiError(*MISSING_PARAMETER)
-        keyword = parameter.upper()
-        named = {"MIN": low, "MINIMUM": low, "MAX": high, "MAXIMUM": high}
-        named |= {"DEF": default, "DEFAULT": default}
-        if keyword in named:
-            return named[keyword]
-        try:
-            value = float(parameter)
-        except ValueError:
-            raise _ScpiError(*NUMERIC_DATA_ERROR) from None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise _ScpiError(*OUT_OF_RANGE)
-        return value
-
-    @staticmethod
-    def _boolean(parameter: str) -> bool:
-        if not parameter:
-            raise _ScpiError(*MISSING_PARAMETER)
-        values = {"ON": True, "OFF": False, "1": True, "0": False}
-        if parameter.upper() not in values:
-            raise _ScpiError(*INVALID_CHARACTER_DATA)
-        return values[parameter.upper()]
+        return reply
 
     # --- settings -------------------------------------------------------------------------------
     def _set_level(self, parameter: str) -> None:
-        self.level_A = self._numeric(parameter, -MAX_CURRENT_A, MAX_CURRENT_A, 0.0)
+        level = numeric(parameter, -MAX_CURRENT_A, MAX_CURRENT_A, 0.0)
         if self.auto_range:
-            self.range_A = _range_for(self.level_A)
+            self.range_A = _range_for(level)
+        elif abs(level) > self.range_A * RANGE_CAPABILITY * (1 + 1e-9):
+            raise ScpiError(*DATA_OUT_OF_RANGE)  # beyond the fixed range: not executed
+        self.level_A = level
 
     def _set_compliance(self, parameter: str) -> None:
-        self.compliance_V = self._numeric(parameter, *COMPLIANCE_SPAN_V, 10.0)
+        self.compliance_V = numeric(parameter, *COMPLIANCE_SPAN_V, 10.0)
 
     def _set_range(self, parameter: str) -> None:
-        self.range_A = _range_for(self._numeric(parameter, -MAX_CURRENT_A, MAX_CURRENT_A, 2e-3))
+        self.range_A = _range_for(numeric(parameter, -MAX_CURRENT_A, MAX_CURRENT_A, 2e-3))
         self.auto_range = False
 
     def _set_auto_range(self, parameter: str) -> None:
-        self.auto_range = self._boolean(parameter)
+        self.auto_range = boolean(parameter)
         if self.auto_range:
             self.range_A = _range_for(self.level_A)
 
-    def _set_output(self, parameter: str) -> None:
-        self.output_on = self._boolean(parameter)
+    def _set_delay(self, parameter: str) -> None:
+        self.delay_s = numeric(parameter, *SOURCE_DELAY_SPAN_S, SOURCE_DELAY_SPAN_S[0])
 
-    def _reset(self, parameter: str) -> None:
-        self._no_parameter(parameter)
-        self._reset_settings()
+    def _set_output(self, parameter: str) -> None:
+        self.output_on = boolean(parameter)
 
     def _reset_settings(self) -> None:
         """Set the *RST state: output off, 0 A, 10 V compliance, fixed 2 mA range."""
@@ -255,6 +196,7 @@ class SimulatedKeithley6221(SimulatedInstrument):
         self.compliance_V = 10.0
         self.range_A = 2e-3
         self.auto_range = False
+        self.delay_s = SOURCE_DELAY_SPAN_S[0]
         self.output_on = False
         self._drive_coil()
 
@@ -268,41 +210,36 @@ class SimulatedKeithley6221(SimulatedInstrument):
         """Put the delivered current into the lab's coil (called under lab.lock)."""
         current = 0.0
         if self.output_on:
-            limit = self.compliance_V / self.coil_resistance_ohm
+            # The compliance voltage and the range's capability both limit the current.
+            limit = min(
+                self.compliance_V / self.coil_resistance_ohm, self.range_A * RANGE_CAPABILITY
+            )
             current = max(-limit, min(limit, self.level_A))
         if self.in_compliance:
-            self._measurement_events |= MEAS_COMPLIANCE
+            self.measurement.event |= MEAS_COMPLIANCE
         self.lab.coils.currents_A[self.axis] = current
 
     # --- status and errors ----------------------------------------------------------------------
-    def _push_error(self, code: int, message: str) -> None:
-        self._esr |= ESR_COMMAND_ERROR if -199 <= code <= -100 else ESR_EXECUTION_ERROR
-        if len(self._errors) < ERROR_QUEUE_LENGTH - 1:
-            self._errors.append((code, message))
-        elif len(self._errors) == ERROR_QUEUE_LENGTH - 1:
-            self._errors.append((-350, "Queue overflow"))
-            self._esr |= ESR_DEVICE_ERROR
-
     def _next_error(self) -> str:
-        code, message = self._errors.popleft() if self._errors else (0, "No error")
-        return f'{code},"{message}"'
+        return format_error(self.errors.pop())
 
-    def _read_esr(self) -> str:
-        value, self._esr = self._esr, 0
-        return str(value)
+    def _all_errors(self) -> str:
+        """SYST:ERR:ALL?: every queued error, oldest first, or 0,"No error"."""
+        return ",".join(format_error(e) for e in self.errors.drain() or [NO_ERROR])
 
-    def _clear_status(self, parameter: str) -> None:
-        self._no_parameter(parameter)
-        self._errors.clear()
-        self._esr = 0
-        self._measurement_events = 0
+    def clear_status(self) -> None:
+        """*CLS: the event registers and the error queue (Reference Manual §11)."""
+        super().clear_status()
+        for register in (self.measurement, self.operation, self.questionable):
+            register.event = 0
+
+    def _preset(self) -> None:
+        """STAT:PRES: every enable register of the SCPI status model to 0 (Reference §11)."""
+        for register in (self.measurement, self.operation, self.questionable):
+            register.enable = 0
 
     def _measurement_condition(self) -> str:
         return str(MEAS_COMPLIANCE if self.in_compliance else 0)
-
-    def _read_measurement_events(self) -> str:
-        value, self._measurement_events = self._measurement_events, 0
-        return str(value)
 
 
 def _range_for(current_A: float) -> float:

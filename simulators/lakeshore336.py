@@ -1,10 +1,17 @@
 """A simulated Lake Shore 336 that heats the simulated cell with its own PID loop.
 
-It answers the 336's command set over CR LF (``;`` chains one message's commands, their replies
-are joined by ``;``). As on the real one, an unknown command or a malformed one gets no reply and
-sets the command-error bit (32) of the Standard Event Status Register; a value the 336 cannot
-take sets the execution-error bit (16). Zone, monitor-out and warm-up output modes are not
-simulated: selecting them is an execution error here.
+It answers the 336's command set through the shared session layer (`hotspin.simulators.scpi`): a
+message ends at its line feed, the carriage return before it optional; replies end in CR LF; ``;``
+chains one message's commands (a ``:`` before a header, as Lake Shore's own client joins commands,
+is accepted) and their replies are joined by ``;``. The IEEE-488.2 common commands are there (*IDN?
+*RST *CLS *ESE *ESE? *ESR? *SRE *SRE? *STB? *OPC *OPC? *WAI *TST?). As on the real one, an unknown
+command or a malformed one gets no reply and sets the command-error bit (32) of the Standard Event
+Status Register; a value the 336 cannot take sets the execution-error bit (16); there is no error
+queue (336 manual, remote operation: status system). Zone mode runs the zone table (``ZONE``);
+monitor-out and warm-up output modes are not simulated: selecting them is an execution error here.
+``INTYPE``, ``INCRV``, ``INNAME`` and ``CRVHDR?`` describe the sensors below; ``CRVHDR?`` knows the
+standard curves the inputs use (1 DT-670, 6 PT-100, 7 PT-1000) and refuses the others (execution
+error) instead of inventing their headers.
 
 What it is connected to:
 
@@ -37,10 +44,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from hotspin.simulators.instrument_base import SimulatedInstrument
 from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.scpi import (
+    COMMAND_ERROR,
+    ESR_COMMAND_ERROR,
+    EXECUTION_ERROR,
+    ScpiError,
+    ScpiInstrument,
+    split_arguments,
+)
 
 # Power decades per range step: the current scales by √10 per step (range 0 = off).
 RANGE_CURRENT_FACTOR = {0: 0.0, 1: 0.1, 2: 10**-0.5, 3: 1.0}
@@ -51,22 +66,41 @@ MAX_POWER_W = {1: 100.0, 2: 50.0}  # full scale of the current outputs 1 and 2
 # Setpoints and limits the simulator takes, in K (the driver refuses far less).
 TEMPERATURE_SPAN_K = (0.0, 2000.0)
 INPUTS = ("A", "B", "C", "D")
-SIMULATED_MODES = (0, 1, 3)  # off, closed-loop PID, open loop
+OUTPUTS = (1, 2, 3, 4)
 PT100_CURVE_K = (30.0, 800.0)  # Lake Shore's PT-100 standard curve
 
-ESR_OPERATION_COMPLETE = 1
-ESR_EXECUTION_ERROR = 16
-ESR_COMMAND_ERROR = 32
-ESR_POWER_ON = 128
-STB_EVENT_SUMMARY = 32
+SIMULATED_MODES = (0, 1, 2, 3)  # off, closed-loop PID, zone, open loop
+ZONES = 10  # zones per output (336 manual, ZONE)
+# INTYPE sensor types (336 manual, INTYPE): 0 disabled, 1 diode, 2 platinum RTD, 3 NTC RTD,
+# 4 thermocouple, 5 capacitance; units 1 K, 2 °C, 3 sensor.
+SENSOR_TYPES = range(6)
+# Standard curve headers (336 manual, Table of standard curves; CRVHDR? reply fields: name,
+# serial number, format 1 mV/K 2 V/K 3 Ω/K 4 log Ω/K, limit in K, coefficient 1 negative
+# 2 positive). Only the curves the simulated sensors use and the factory default are kept.
+STANDARD_CURVES = {
+    1: ("DT-670", "STANDARD", 2, 500.0, 1),
+    6: ("PT-100", "STANDARD", 3, 800.0, 2),
+    7: ("PT-1000", "STANDARD", 3, 800.0, 2),
+}
+# The 336 manual does not give the input buffer size; 4 KiB holds every message a client sends
+# (a chain of all four outputs' settings is under 200 bytes).
+INPUT_BUFFER_BYTES = 4096
 
 
-class _CommandError(Exception):
+class _CommandError(ScpiError):
     """The 336 could not parse the command (sets ESR bit 5)."""
 
+    def __init__(self, detail: object) -> None:
+        super().__init__(*COMMAND_ERROR)
+        self.detail = detail
 
-class _ExecutionError(Exception):
+
+class _ExecutionError(ScpiError):
     """The 336 parsed the command but cannot do it (sets ESR bit 4)."""
+
+    def __init__(self, detail: object) -> None:
+        super().__init__(*EXECUTION_ERROR)
+        self.detail = detail
 
 
 def pt100_resistance_ohm(temperature_K: float) -> float:
@@ -83,22 +117,47 @@ def _number(value: float) -> str:
 
 
 @dataclass
-class ControlOutput:
+class LoopSettings:
+    """What a zone sets on its control loop: PID, manual output in % and heater range."""
+
+    p: float = 50.0
+    i: float = 20.0
+    d: float = 0.0
+    manual_output: float = 0.0
+    range: int = 0
+
+
+@dataclass
+class Zone(LoopSettings):
+    """One zone of an output's zone table (336 manual, zone settings and ZONE): the loop settings
+    used while the setpoint lies at or below ``upper_K`` (and above the previous zone's bound)."""
+
+    upper_K: float = 0.0
+    control_input: int = 0  # 0: keep the loop's input
+    ramp_rate_K_per_min: float = 0.0
+
+    def reply(self) -> str:
+        """Return the ``ZONE?`` reply fields."""
+        return (
+            f"{self.upper_K:+.3f},{self.p:+.1f},{self.i:+.1f},{self.d:+.0f},"
+            f"{self.manual_output:+.2f},{self.range},{self.control_input},"
+            f"{self.ramp_rate_K_per_min:+.1f}"
+        )
+
+
+@dataclass
+class ControlOutput(LoopSettings):
     """One control loop and its output, updated every control interval."""
 
     mode: int = 0
     control_input: int = 0
     powerup_enable: int = 0
-    range: int = 0
     setpoint_K: float = 0.0
     ramp_setpoint_K: float = 0.0  # the setpoint the loop uses now (moves while ramping)
     ramp_enabled: int = 0
     ramp_rate_K_per_min: float = 10.0
-    p: float = 50.0
-    i: float = 20.0
-    d: float = 0.0
-    manual_output: float = 0.0
     output_percent: float = 0.0
+    zones: list[Zone] = field(default_factory=lambda: [Zone() for _ in range(ZONES)])
     _integral: float = 0.0
     _last_error: float | None = None
 
@@ -119,8 +178,23 @@ class ControlOutput:
         if not enabled or rate_K_per_min == 0:
             self.ramp_setpoint_K = self.setpoint_K
 
+    def apply_zone(self) -> None:
+        """In zone mode, take the settings of the zone the setpoint lies in (336 manual, zone
+        settings: the first zone whose upper bound is at or above the setpoint; above all, the
+        last)."""
+        if self.mode != 2:
+            return
+        zone = next((z for z in self.zones if self.setpoint_K <= z.upper_K), self.zones[-1])
+        for setting in fields(LoopSettings):
+            setattr(self, setting.name, getattr(zone, setting.name))
+        if zone.control_input:
+            self.control_input = zone.control_input
+        if self.ramp_enabled:
+            self.ramp_rate_K_per_min = zone.ramp_rate_K_per_min
+
     def step(self, reading_K: float | None, interval_s: float) -> float:
         """Advance the ramp and the control law by ``interval_s``; return the output in %."""
+        self.apply_zone()
         if self.ramping:
             step = self.ramp_rate_K_per_min / 60.0 * interval_s
             gap = self.setpoint_K - self.ramp_setpoint_K
@@ -154,6 +228,17 @@ class ControlOutput:
         return min(100.0, max(0.0, base + self._integral))
 
 
+Setter = Callable[[list[str]], None]
+Getter = Callable[[list[str]], str]
+
+
+def _listed(handler: Callable[[list[str]], Any] | None) -> Callable[[str], Any] | None:
+    """Give a handler of comma-separated arguments the parameter text the session layer sends."""
+    if handler is None:
+        return None
+    return lambda text: handler(split_arguments(text))
+
+
 def _default_outputs() -> dict[int, ControlOutput]:
     return {
         1: ControlOutput(mode=1, control_input=1),
@@ -163,94 +248,82 @@ def _default_outputs() -> dict[int, ControlOutput]:
     }
 
 
-class SimulatedLakeShore336(SimulatedInstrument):
+class SimulatedLakeShore336(ScpiInstrument):
     """Lake Shore 336 on the cell oven: input A on the cell, output 1 on its heater."""
 
+    # The 336 ends a message at its line feed, the carriage return before it is optional; it ends
+    # every reply with CR LF (336 manual, remote operation: message terminators). Lake Shore's own
+    # client sends LF alone (python-driver generic_instrument.py, _tcp_command).
     input_terminator = b"\r\n"
     output_terminator = b"\r\n"
+    terminator_prefix_optional = True
+    input_buffer_bytes = INPUT_BUFFER_BYTES
     default_port = 7777
+    register_format = "{:03d}"  # *ESR?, *ESE?, *STB?, *SRE?: "Format: nnn" (336 manual)
 
     def __init__(self, lab: SimulatedLab, name: str = "lakeshore336") -> None:
         super().__init__(lab, name)
-        self._commands: dict[str, Callable[[list[str]], str | None]] = {
-            "*IDN?": lambda args: "LSCI,MODEL336,SIM0001/#######,2.9",
-            "*ESR?": self._read_esr,
-            "*ESE": self._set_ese,
-            "*ESE?": lambda args: f"{self._ese:03d}",
-            "*STB?": self._read_stb,
-            "*CLS": self._clear_status,
-            "*RST": self._reset,
-            "*OPC": self._set_opc,
-            "*OPC?": lambda args: "1",
-            "KRDG?": lambda args: self._reading(args, lambda kelvin: kelvin),
-            "CRDG?": lambda args: self._reading(args, lambda kelvin: kelvin - 273.15),
-            "SRDG?": lambda args: self._reading(args, pt100_resistance_ohm),
-            "RDGST?": self._reading_status,
-            "TLIMIT": self._set_tlimit,
-            "TLIMIT?": lambda args: _number(self.temperature_limits_K[self._input(args)]),
-            "SETP": self._set_setpoint,
-            "SETP?": lambda args: _number(self._output(args).setpoint_K),
-            "RAMP": self._set_ramp,
-            "RAMP?": self._get_ramp,
-            "RAMPST?": lambda args: str(int(self._output(args).ramping)),
-            "RANGE": self._set_range,
-            "RANGE?": lambda args: str(self._output(args).range),
-            "HTR?": lambda args: f"{self._output(args, heaters=True).output_percent:+.2f}",
-            "MOUT": self._set_manual_output,
-            "MOUT?": lambda args: f"{self._output(args).manual_output:+.2f}",
-            "PID": self._set_pid,
-            "PID?": self._get_pid,
-            "OUTMODE": self._set_output_mode,
-            "OUTMODE?": self._get_output_mode,
-            "HTRSET": self._set_heater_setup,
-            "HTRSET?": self._get_heater_setup,
-            "HTRST?": self._read_heater_status,
-        }
+        table: list[tuple[str, Setter | None, Getter | None]] = [
+            ("KRDG", None, lambda args: self._reading(args, lambda kelvin: kelvin)),
+            ("CRDG", None, lambda args: self._reading(args, lambda kelvin: kelvin - 273.15)),
+            ("SRDG", None, lambda args: self._reading(args, pt100_resistance_ohm)),
+            ("RDGST", None, self._reading_status),
+            ("INTYPE", self._set_input_type, self._get_input_type),
+            ("INCRV", self._set_input_curve, self._get_input_curve),
+            # INNAME? pads the name to its 15 characters, as CRVHDR? pads a curve's name (QCoDeS's
+            # driver expects 15 characters back: an observed source, the manual gives the width).
+            ("INNAME", self._set_input_name,
+             lambda args: f"{self.input_names[self._input(args)]:<15}"),
+            ("CRVHDR", None, self._curve_header),
+            ("TLIMIT", self._set_tlimit,
+             lambda args: _number(self.temperature_limits_K[self._input(args)])),
+            ("SETP", self._set_setpoint, lambda args: _number(self._output(args).setpoint_K)),
+            ("RAMP", self._set_ramp, self._get_ramp),
+            ("RAMPST", None, lambda args: str(int(self._output(args).ramping))),
+            ("RANGE", self._set_range, lambda args: str(self._output(args).range)),
+            # HTR? of the voltage outputs 3 and 4 answers their output in % as for 1 and 2:
+            # the 336 manual lists HTR? for 1 and 2 only; QCoDeS's own 336 simulation
+            # (qcodes/instrument/sims/lakeshore_model336.yaml) answers HTR? 3 and 4, and its
+            # driver asks them in every snapshot (an observed source, not the manual).
+            ("HTR", None, lambda args: f"{self._output(args).output_percent:+.2f}"),
+            ("MOUT", self._set_manual_output,
+             lambda args: f"{self._output(args).manual_output:+.2f}"),
+            ("PID", self._set_pid, self._get_pid),
+            ("OUTMODE", self._set_output_mode, self._get_output_mode),
+            ("ZONE", self._set_zone, self._get_zone),
+            ("HTRSET", self._set_heater_setup, self._get_heater_setup),
+            ("HTRST", None, self._read_heater_status),
+        ]  # fmt: skip
+        self.declare([(header, _listed(set_), _listed(get)) for header, set_, get in table])
         #: The physical heater circuit on output 1: "ok", "open" or "short" (a bench action).
         self.heater_connection = "ok"
-        self._esr = ESR_POWER_ON
-        self._ese = 0
         self._heater_fault = 0
         with lab.lock:
             lab.update()  # the time before this controller was installed ran without it
             self._power_up()
             lab.heater_control = self._control
 
-    # --- framing and dispatch -------------------------------------------------------------------
-    def error_reply(self, command: bytes) -> bytes:
-        """Run an invalid command before the real one: the error lands where the driver looks."""
-        return self.handle(self.invalid_command) + self.handle(command)
+    # --- the session layer's hooks ----------------------------------------------------------
+    def identity(self) -> str:
+        """Return the ``*IDN?`` reply: LSCI,MODEL336,<serial>/<option serial>,<firmware>."""
+        return "LSCI,MODEL336,SIM0001/#######,2.9"
 
-    def handle(self, command: bytes) -> bytes:
-        """Execute one message (``;``-chained commands); reply with the joined answers."""
-        replies = []
-        with self.lab.lock:
-            # Settings change from now on: integrate the oven up to now under the old ones.
-            self.lab.update()
-            for part in command.decode("ascii", errors="replace").split(";"):
-                reply = self._execute(part.strip())
-                if reply is not None:
-                    replies.append(reply)
-        if not replies:
-            return b""
-        return ";".join(replies).encode("ascii") + self.output_terminator
+    def reset(self) -> None:
+        """*RST: the power-up settings."""
+        self._power_up()
 
-    def _execute(self, text: str) -> str | None:
-        """Run one command; a parse or range failure sets its ESR bit and gives no reply."""
-        if not text:
-            return None
-        header, _, rest = text.partition(" ")
-        args = [a.strip() for a in rest.split(",")] if rest.strip() else []
-        try:
-            handler = self._commands.get(header.upper())
-            if handler is None:
-                raise _CommandError(header)
-            return handler(args)
-        except _CommandError:
-            self._esr |= ESR_COMMAND_ERROR
-        except _ExecutionError:
-            self._esr |= ESR_EXECUTION_ERROR
-        return None
+    def before_command(self) -> None:
+        """Settings change from now on: integrate the oven up to now under the old ones."""
+        self.lab.update()
+
+    def overrun(self) -> bytes:
+        """A message longer than the input buffer is dropped as an invalid command.
+
+        The 336 has no error queue and its manual does not describe an overrun; the command
+        error bit is the one its parser sets for a message it cannot take (an assumption).
+        """
+        self.esr |= ESR_COMMAND_ERROR
+        return b""
 
     # --- argument parsing -----------------------------------------------------------------------
     @staticmethod
@@ -285,10 +358,10 @@ class SimulatedLakeShore336(SimulatedInstrument):
             raise _ExecutionError(args)
         return args[0].upper()
 
-    def _output(self, args: list[str], heaters: bool = False) -> ControlOutput:
+    def _output(self, args: list[str]) -> ControlOutput:
         if not args:
             raise _CommandError("output missing")
-        return self.outputs[self._int(args[0], (1, 2) if heaters else (1, 2, 3, 4))]
+        return self.outputs[self._int(args[0], OUTPUTS)]
 
     # --- inputs ---------------------------------------------------------------------------------
     def _readings_K(self, cell_K: float) -> dict[str, float | None]:
@@ -320,6 +393,47 @@ class SimulatedLakeShore336(SimulatedInstrument):
         self._count(args, 1)
         readings = self._readings_K(self.lab.oven.temperature_K)
         return f"{self._status_bits(readings[self._input(args)]):03d}"
+
+    def _set_input_type(self, args: list[str]) -> None:
+        """INTYPE <input>,<type>,<autorange>,<range>,<compensation>,<units> (336 manual)."""
+        self._count(args, 6)
+        name = self._input(args)
+        sensor_type = self._int(args[1], SENSOR_TYPES)
+        autorange = self._int(args[2], (0, 1))
+        input_range = self._int(args[3], range(9))  # NTC RTD has ranges 0-8, the widest list
+        compensation = self._int(args[4], (0, 1))
+        units = self._int(args[5], (1, 2, 3))
+        self.input_types[name] = (sensor_type, autorange, input_range, compensation, units)
+
+    def _get_input_type(self, args: list[str]) -> str:
+        self._count(args, 1)
+        return ",".join(str(v) for v in self.input_types[self._input(args)])
+
+    def _set_input_curve(self, args: list[str]) -> None:
+        self._count(args, 2)
+        self.input_curves[self._input(args)] = self._int(args[1], range(60))
+
+    def _get_input_curve(self, args: list[str]) -> str:
+        """INCRV? reply: the curve number, two digits (Lake Shore 331/336 manuals: nn)."""
+        self._count(args, 1)
+        return f"{self.input_curves[self._input(args)]:02d}"
+
+    def _set_input_name(self, args: list[str]) -> None:
+        """INNAME <input>,"<name>": at most 15 characters, the quotes optional."""
+        self._count(args, 2)
+        name = args[1].strip().strip('"').rstrip()
+        if len(name) > 15:
+            raise _ExecutionError(args[1])
+        self.input_names[self._input(args)] = name
+
+    def _curve_header(self, args: list[str]) -> str:
+        """CRVHDR? <curve>: name, serial number, format, limit in K, coefficient."""
+        self._count(args, 1)
+        number = self._int(args[0], range(1, 60))
+        if number not in STANDARD_CURVES:
+            raise _ExecutionError(args[0])  # a curve this simulator does not hold
+        name, serial, data_format, limit_K, coefficient = STANDARD_CURVES[number]
+        return f"{name:<15},{serial:<10},{data_format},{limit_K:+.3f},{coefficient}"
 
     def _set_tlimit(self, args: list[str]) -> None:
         self._count(args, 2)
@@ -375,6 +489,28 @@ class SimulatedLakeShore336(SimulatedInstrument):
         output = self._output(args)
         return f"{output.mode},{output.control_input},{output.powerup_enable}"
 
+    def _set_zone(self, args: list[str]) -> None:
+        """ZONE <output>,<zone>,<upper>,<P>,<I>,<D>,<mout>,<range>,<input>,<rate> (336 manual)."""
+        self._count(args, 10)
+        number = self._int(args[0], (1, 2, 3, 4))
+        zone = self._int(args[1], range(1, ZONES + 1))
+        rate = self._bounded(args[9], 0.0, 100.0)
+        self.outputs[number].zones[zone - 1] = Zone(
+            upper_K=self._bounded(args[2], *TEMPERATURE_SPAN_K),
+            p=self._bounded(args[3], 0.1, 1000.0),
+            i=self._bounded(args[4], 0.1, 1000.0),
+            d=self._bounded(args[5], 0.0, 200.0),
+            manual_output=self._bounded(args[6], 0.0, 100.0),
+            range=self._int(args[7], (0, 1, 2, 3) if number <= 2 else (0, 1)),
+            control_input=self._int(args[8], range(len(INPUTS) + 1)),
+            ramp_rate_K_per_min=rate,
+        )
+
+    def _get_zone(self, args: list[str]) -> str:
+        self._count(args, 2)
+        output = self._output(args)
+        return output.zones[self._int(args[1], range(1, ZONES + 1)) - 1].reply()
+
     def _set_heater_setup(self, args: list[str]) -> None:
         self._count(args, 5)
         number = self._int(args[0], (1, 2))
@@ -390,7 +526,14 @@ class SimulatedLakeShore336(SimulatedInstrument):
         self.heater_setups[number] = (resistance, preset, user_current, display)
 
     def _get_heater_setup(self, args: list[str]) -> str:
-        resistance, preset, user_current, display = self.heater_setups[self._int(args[0], (1, 2))]
+        """HTRSET? <output>: resistance, max-current preset, user max current, display.
+
+        Outputs 3 and 4 are voltage outputs without a heater setup (``HTRSET 3,...`` is an
+        execution error); their query answers the power-up record of an unset output, so that
+        QCoDeS's snapshot, which asks it of every output, is not held up by four timeouts.
+        What the real 336 answers there is not documented: an assumption.
+        """
+        resistance, preset, user_current, display = self.heater_setups[self._int(args[0], OUTPUTS)]
         return f"{resistance},{preset},{user_current:+.3f},{display}"
 
     def _read_heater_status(self, args: list[str]) -> str:
@@ -400,27 +543,7 @@ class SimulatedLakeShore336(SimulatedInstrument):
         code, self._heater_fault = self._heater_fault, 0  # latched until read
         return str(code)
 
-    # --- status system --------------------------------------------------------------------------
-    def _read_esr(self, args: list[str]) -> str:
-        value, self._esr = self._esr, 0
-        return f"{value:03d}"
-
-    def _set_ese(self, args: list[str]) -> None:
-        self._count(args, 1)
-        self._ese = self._int(args[0], range(256))
-
-    def _read_stb(self, args: list[str]) -> str:
-        return f"{STB_EVENT_SUMMARY if self._esr & self._ese else 0:03d}"
-
-    def _clear_status(self, args: list[str]) -> None:
-        self._esr = 0
-
-    def _set_opc(self, args: list[str]) -> None:
-        self._esr |= ESR_OPERATION_COMPLETE
-
-    def _reset(self, args: list[str]) -> None:
-        self._power_up()
-
+    # --- power-up state -----------------------------------------------------------------------
     def _power_up(self) -> None:
         """Set the power-up state: heaters off, output 1 in closed loop on input A, and a
         heater setup that matches the oven's heater (as if saved by a previous session)."""
@@ -429,8 +552,16 @@ class SimulatedLakeShore336(SimulatedInstrument):
         for output in self.outputs.values():
             output.set_setpoint(cell_K)
         self.temperature_limits_K = dict.fromkeys(INPUTS, 0.0)
+        # A and B: Pt100s on curve 6 (PT-100), autorange, kelvin; C and D: disabled, still on
+        # the factory curve 1 (DT-670).
+        platinum = (2, 1, 3, 1, 1)
+        self.input_types = {"A": platinum, "B": platinum, "C": (0, 0, 0, 0, 1)}
+        self.input_types["D"] = self.input_types["C"]
+        self.input_curves = {"A": 6, "B": 6, "C": 1, "D": 1}
+        self.input_names = {"A": "Cell", "B": "Oven ambient", "C": "Input C", "D": "Input D"}
         resistance = 1 if self.lab.config.oven.heater_resistance_ohm < 37.5 else 2
         self.heater_setups = {1: (resistance, 2, 0.0, 1), 2: (resistance, 2, 0.0, 1)}
+        self.heater_setups |= dict.fromkeys((3, 4), (1, 0, 0.0, 1))
 
     # --- the control loop, called by the lab (under lab.lock) every control interval -----------
     def _control(self, time_s: float, temperature_K: float, interval_s: float) -> float:

@@ -132,6 +132,7 @@ def keithley(request, sim):
 def test_driver_sets_the_coil_current(keithley, lab):
     assert keithley.id.startswith("KEITHLEY INSTRUMENTS INC.,MODEL 6221,")
     keithley.source_compliance = 5.0
+    keithley.source_range = 0.02  # the *RST range, 2 mA, cannot hold 12.3 mA
     keithley.source_current = 0.0123
     assert lab.coils.currents_A[1] == 0.0  # output still off
     keithley.source_enabled = True
@@ -183,7 +184,7 @@ def test_scpi_short_long_forms_case_and_paths(sim, lab):
     assert session.feed(b"SYST:ERR?\n") == b'-113,"Undefined header"\n'
     assert session.feed(b"SOUR:CURRE?\n") == b""  # neither short nor long form
     assert session.feed(b"SYST:ERR:NEXT?\n") == b'-113,"Undefined header"\n'
-    assert session.feed(b"SOUR:CURR MAX\n") == b""  # 105 mA: 1.05 V on 10 Ω, inside 5 V
+    assert session.feed(b"SOUR:CURR:RANG:AUTO ON;:SOUR:CURR MAX\n") == b""  # 105 mA: 1.05 V on 10 Ω
     assert lab.coils.currents_A[1] == pytest.approx(0.105)
 
 
@@ -191,6 +192,7 @@ def test_compliance_limits_the_coil_current(lab):
     sim = SimulatedKeithley6221(lab, "coil_x", axis=0, coil_resistance_ohm=10.0)
     keithley = Keithley6221(InProcessAdapter(sim))
     keithley.source_compliance = 0.1  # 10 mA through 10 Ω at most
+    keithley.source_range = 0.1
     keithley.source_current = -0.05
     keithley.source_enabled = True
     assert lab.coils.currents_A[0] == pytest.approx(-0.01)
@@ -209,6 +211,7 @@ def test_three_sources_set_the_field_through_the_coil_matrix(lab):
     ]
     currents = np.array([0.004, -0.0025, 0.001])
     for source, current in zip(sources, currents, strict=True):
+        source.source_range = 0.02
         source.source_current = current
         source.source_enabled = True
     coils = lab.config.coils
@@ -224,3 +227,53 @@ def test_an_unknown_query_gets_no_reply_and_times_out(sim):
     with pytest.raises(InstrumentTimeoutError):
         keithley.ask(":SOUR:CURR:LIMIT?")
     assert keithley.next_error == [-113.0, '"Undefined header"']
+
+
+def test_status_byte_and_source_delay():
+    """*STB? → status byte (Reference Manual §11: bit 2 error available); :SOUR:DEL <n> and
+    :SOUR:DEL? (§14, SOURce subsystem; pymeasure's source_delay)."""
+    with expected_protocol(
+        Keithley6221,
+        [("*STB?", "4"), (":SOUR:DEL 0.01", None), (":SOUR:DEL?", "1.000000E-02")],
+    ) as k:
+        assert k.status == "4"
+        k.source_delay = 0.01
+        assert k.source_delay == 0.01
+
+
+def test_status_system_through_the_driver_over_lf(keithley):
+    """LF framing both ways; an error sets EAV (bit 2) of the status byte until read; the
+    measurement summary (bit 0) follows the enabled compliance event; STAT:PRES clears enables."""
+    keithley.write(":SOUR:CURR:LIMIT 1")
+    assert int(keithley.status) & 4
+    assert keithley.ask("SYST:ERR:COUN?") == "1"
+    assert keithley.ask("SYST:ERR:ALL?") == '-113,"Undefined header"'
+    assert int(keithley.status) == 0
+    keithley.source_delay = 0.25
+    assert keithley.source_delay == pytest.approx(0.25)
+    keithley.write(":STAT:MEAS:ENAB 8")
+    keithley.source_range = 0.02
+    keithley.source_compliance = 0.1  # 10 mA through 10 Ω at most
+    keithley.source_current = 0.015
+    keithley.source_enabled = True
+    assert keithley.in_compliance is True
+    assert int(keithley.status) & 1  # measurement summary bit
+    keithley.write(":STAT:PRES")
+    assert keithley.ask(":STAT:MEAS:ENAB?") == "0"
+    assert keithley.ask("SYST:VERS?") == "1999.0"
+    assert keithley.ask("*TST?") == "0"
+    assert keithley.ask("*ESE 16;*ESE?;*SRE 4;*SRE?") == "16;4"
+
+
+def test_a_level_beyond_a_fixed_range_is_refused_and_a_smaller_range_clamps(sim, lab):
+    """Each range delivers 105 % of full scale (Reference Manual §4, source ranging); a level
+    beyond it on a fixed range is -222 and not executed."""
+    session = sim.open_session()
+    assert session.feed(b"OUTP ON;:SOUR:CURR 2.1E-3\n") == b""  # 105 % of the 2 mA range
+    assert lab.coils.currents_A[sim.axis] == pytest.approx(2.1e-3)
+    assert session.feed(b"SOUR:CURR 2.2E-3;:SYST:ERR?\n") == b'-222,"Parameter data out of range"\n'
+    assert session.feed(b"SOUR:CURR?\n") == b"2.100000E-03\n"
+    assert session.feed(b"SOUR:CURR:RANG 2E-3;:SOUR:CURR:RANG:AUTO ON;:SOUR:CURR 0.05\n") == b""
+    assert lab.coils.currents_A[sim.axis] == pytest.approx(0.05)
+    assert session.feed(b"SOUR:CURR:RANG 2E-4\n") == b""  # below the level: the output clamps
+    assert lab.coils.currents_A[sim.axis] == pytest.approx(2.1e-4)

@@ -332,3 +332,61 @@ def test_heater_fault_is_latched_until_queried(sim, lab):
     lab.clock.advance(60.0)
     assert ls.input_A.kelvin > 350.0
     assert ls.output_1.heater_status == HeaterStatus.NO_ERROR
+
+
+def test_driver_with_lf_only_framing_as_lake_shores_own_client_sends():
+    """The 336 ends a message at its LF (the CR is optional) and always replies CR LF."""
+    lab = SimulatedLab(clock=SimClock(manual=True))
+    with SimServer({"ls336": (SimulatedLakeShore336(lab), 0)}) as server:
+        ls = LakeShore336(server.resource("ls336"), timeout=2000, write_termination="\n")
+        try:
+            assert ls.id.startswith("LSCI,MODEL336,")
+            assert ls.input_A.kelvin == pytest.approx(lab.cell_temperature_K, abs=1e-3)
+            ls.output_1.setpoint = 321.5
+            assert ls.output_1.setpoint == 321.5
+            with pytest.raises(InstrumentCommandError, match="command error"):
+                ls.write("HEAT 1,100")
+        finally:
+            ls.adapter.close()
+
+
+def test_zone_mode_and_the_status_byte_through_the_driver(sim):
+    """OUTMODE mode 2 (zone) is taken; *ESE/*STB: the event summary bit 5 follows ESR & ESE."""
+    ls = LakeShore336(InProcessAdapter(sim))
+    out = ls.output_1
+    out.set_output_mode("zone", "A")
+    assert out.output_mode == [2, 1, 0]
+    ls.write("ZONE 1,1,500,40,25,0,0,3,1,0")
+    assert ls.ask("ZONE? 1,1") == "+500.000,+40.0,+25.0,+0,+0.00,3,1,+0.0"
+    ls.write("*ESE 32")
+    assert ls.ask("*ESE?") == "032"
+    assert ls.status == 0  # the appended *ESR? of each message keeps the ESR clear
+    session = sim.open_session()  # a raw client without the driver's *ESR? after each message
+    assert session.feed(b"BOGUS\n*STB?\n") == b"032\r\n"
+    assert session.feed(b"*ESR?;*STB?\n") == b"032;000\r\n"  # reading the ESR clears ESB
+
+
+def test_zone_mode_runs_the_loop_with_the_zone_the_setpoint_lies_in(sim, lab):
+    """Zone mode: the first zone whose upper bound is at or above the setpoint sets P, I, D,
+    manual output and range (336 manual, zone settings); the loop then holds that setpoint."""
+    ls = LakeShore336(InProcessAdapter(sim))
+    out = ls.output_1
+    out.setup_heater(50, 1.0)
+    ls.write("ZONE 1,1,400,10,5,0,0,1,1,0")  # up to 400 K: low range, soft gains
+    ls.write("ZONE 1,2,600,50,20,0,0,3,1,0")  # up to 600 K: the factory gains, high range
+    out.set_output_mode("zone", "A")
+    out.setpoint = 450.0
+    lab.clock.advance(1.0)
+    assert (out.range, out.pid) == ("high", [50.0, 20.0, 0.0])
+    lab.clock.advance(10 * lab.config.oven.time_constant_s)
+    assert ls.input_A.kelvin == pytest.approx(450.0, abs=0.1)
+    out.setpoint = 350.0  # into zone 1
+    lab.clock.advance(1.0)
+    assert (out.range, out.pid) == ("low", [10.0, 5.0, 0.0])
+
+
+def test_a_message_longer_than_the_input_buffer_is_dropped_as_a_command_error(sim):
+    session = sim.open_session()
+    assert session.feed(b"SETP 1," + b"9" * sim.input_buffer_bytes + b"\n") == b""
+    assert session.feed(b"*ESR?\n") == b"160\r\n"  # power-on and command error
+    assert session.feed(b"SETP? 1\n") == session.feed(b"SETP? 1\r\n")  # the loop is untouched

@@ -13,7 +13,7 @@ from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.station import Station
 
 from hotspin.cli import main
-from hotspin.serve import client_station_text, loopback_port
+from hotspin.serve import client_station_text, loopback_port, serve, station_ports
 
 
 @pytest.fixture
@@ -108,6 +108,63 @@ def test_a_busy_port_is_reported(tmp_path):
         blocker.close()
     assert result.returncode == 2
     assert "Address already in use" in result.stderr
+    # It names the instrument and its port, and says how to move every port at once.
+    assert "Lake Shore 336 (heater)" in result.stderr and f"port {ports[0]}" in result.stderr
+    assert "--port-base N" in result.stderr
+
+
+def free_port_base(count):
+    """Return a base port with ``count`` consecutive free ports above it."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return base
+    raise RuntimeError("no run of free ports")
+
+
+def test_port_base_moves_every_port_and_the_client_station_follows(tmp_path):
+    base = free_port_base(2 * len(NAMES))
+    served_file = tmp_path / "served.toml"
+    served_file.write_text(station_text(free_ports(len(NAMES)), simulated=True))
+    client_file = tmp_path / "lab.toml"
+    command = ["sim", "serve", "--station", str(served_file), "--port-base", str(base),
+               "--client-station", str(client_file)]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hotspin.cli", *command], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(2 + len(NAMES))]
+        expected = {name: base + 2 * i for i, name in enumerate(NAMES)}
+        for name, port in expected.items():
+            assert any(
+                line.split()[:2] == [name, f"TCPIP::127.0.0.1::{port}::SOCKET"] for line in lines
+            ), lines
+        client = Station.from_file(client_file)
+        assert station_ports(client.config) == expected
+        with client as station:
+            assert station.snapshot()["heater"]["idn"].startswith("LSCI,MODEL336")
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+
+
+def test_a_port_base_too_high_is_refused_before_anything_listens(tmp_path):
+    path = tmp_path / "served.toml"
+    path.write_text(station_text(free_ports(len(NAMES)), simulated=True))
+    with pytest.raises(ParameterError, match="--port-base"):
+        serve(path, announce=lambda line: None, port_base=65530)
 
 
 def test_a_client_station_file_reaches_one_lab_that_keeps_its_state(tmp_path, capsys):
@@ -161,3 +218,26 @@ def test_a_client_station_needs_fixed_ports(tmp_path):
 def test_the_client_station_is_the_served_file_with_real_instruments(text):
     client = tomllib.loads(client_station_text(text))
     assert client["station"]["simulated"] is False
+
+
+def test_third_party_clients_reach_the_served_lab_unchanged(served):
+    """Lake Shore's own client and pymeasure's stock 6221 driver, host and port only."""
+    lakeshore = pytest.importorskip("lakeshore")
+    from pymeasure.instruments.keithley import Keithley6221 as StockKeithley6221
+
+    _, _, ports, _ = served
+    heater = lakeshore.Model336(ip_address="127.0.0.1", tcp_port=ports[NAMES.index("heater")])
+    try:
+        assert heater.model_number == "MODEL336"
+        assert 250.0 < heater.get_kelvin_reading("A") < 600.0
+    finally:
+        heater.disconnect_tcp()
+    coil = StockKeithley6221(
+        f"TCPIP::127.0.0.1::{ports[NAMES.index('coil_z')]}::SOCKET", read_termination="\n"
+    )
+    try:
+        assert coil.id.startswith("KEITHLEY INSTRUMENTS INC.,MODEL 6221,")
+        assert coil.status == "0"
+        assert coil.check_errors() == []
+    finally:
+        coil.adapter.close()
