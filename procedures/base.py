@@ -28,7 +28,7 @@ import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InstrumentError
 from hotspin.procedures.parameters import parse_value
-from hotspin.procedures.recorder import RunAborted, RunFile
+from hotspin.procedures.recorder import RunAborted, RunFile, write_attributes
 from pymeasure.experiment import Parameter, Procedure
 
 log = logging.getLogger(__name__)
@@ -235,14 +235,15 @@ def run_procedure(
 
     procedure.emit = emit
     parameters = dict(procedure.values())
-    # The apparatus under the names `hotspin analyze` reads (ApparatusParameters fields).
-    parameters.update(dataclasses.asdict(station.apparatus()))
     parameters["units"] = {
         key: getattr(p, "units", None) or "" for key, p in procedure.parameter_map().items()
     }
     with RunFile(path, procedure.NAME, parameters) as run:
         procedure.run = run
         try:
+            # The apparatus under the names `hotspin analyze` reads (ApparatusParameters
+            # fields), read inside the run so that an instrument failing here is recorded.
+            write_attributes(run.file["parameters"], dataclasses.asdict(station.apparatus()))
             run.write_snapshot("start", station.snapshot())
             procedure.execute()
             procedure.check_stop()

@@ -25,6 +25,7 @@ from hotspin.analysis.fits import (
 )
 from hotspin.analysis.magnetometry import spin_noise_to_shot_noise
 from hotspin.analysis.spectra import Spectrum, StreamingPSD
+from hotspin.instruments.errors import InstrumentError
 from hotspin.procedures.analyze import FIELD_COLUMNS, welch_attributes
 from hotspin.procedures.base import HotspinProcedure
 from hotspin.procedures.parameters import BoundedVectorParameter
@@ -103,14 +104,18 @@ class SpectrumProcedure(HotspinProcedure):
                     f"a spin-noise spectrum needs: run `hotspin run warmup` first"
                 )
         self.ensure_probe_light()  # as the run would, so that one short record shows the balance
-        if station.laser.emitting:
-            record = station.polarimeter.acquire(READINESS_SAMPLES)
-            if record.clipped:
-                raise ParameterError(
-                    f"the polarimeter clips at the plate's present angle "
-                    f"({station.polarimeter.plate_angle_deg:.2f}°; V_diff/V_sum far from 0): "
-                    f"run `hotspin run balance` first"
-                )
+        try:
+            record = (
+                station.polarimeter.acquire(READINESS_SAMPLES) if station.laser.emitting else None
+            )
+        except InstrumentError:  # a failing instrument is the run's to record, not a refusal
+            record = None
+        if record is not None and record.clipped:
+            raise ParameterError(
+                f"the polarimeter clips at the plate's present angle "
+                f"({station.polarimeter.plate_angle_deg:.2f}°; V_diff/V_sum far from 0): "
+                f"run `hotspin run balance` first"
+            )
 
     def measure_spectrum(self, progress: tuple[float, float] = (0.0, 1.0)) -> SpinNoiseStep:
         """Average the records into a spectrum, fit the model, and return both (not recorded).

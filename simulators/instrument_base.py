@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,9 @@ class Fault:
 class FaultInjector:
     """The faults planned for one simulated instrument, consumed command by command."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        """``now``: the clock a stall's duration is counted on (the simulated lab's)."""
+        self._now = now
         self._lock = threading.Lock()
         self._planned: list[Fault] = []
         self._stalled_until: float | None = None
@@ -89,7 +91,7 @@ class FaultInjector:
     def next(self) -> Fault | None:
         """Return the fault this command meets, if any, and count the command."""
         with self._lock:
-            now = time.monotonic()
+            now = self._now()
             if self._stalled_until is not None:
                 if now < self._stalled_until:
                     return Fault("stall")
@@ -140,7 +142,7 @@ class SimulatedInstrument:
         self.name = name
         # One command at a time, as the real instrument's parser; shared by every connection.
         self.lock = threading.RLock()
-        self.faults = FaultInjector()
+        self.faults = FaultInjector(lab.clock.now)
 
     def open_session(self) -> Session:
         """Return a new session for one client connection."""
