@@ -284,7 +284,11 @@ class Station:
                 opener("laser")(), current_limit_A=c.laser.max_current_A, **options("laser")
             ),
             "mount": lambda: drivers["mount"](
-                opener("mount")(), address=c.polarimeter.mount_address, **options("mount")
+                opener("mount")(),
+                address=c.polarimeter.mount_address,
+                now=self.clock.now,
+                sleep=self.clock.sleep,
+                **options("mount"),
             ),
             "digitiser": lambda: drivers["digitiser"](
                 opener("digitiser")(), sleep=self.clock.sleep, **options("digitiser")

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from hotspin.simulators.instrument_base import ConnectionDropped, SimulatedInstrument
+from hotspin.simulators.unsolicited import UnsolicitedSession
 
 _RECEIVE_CHUNK = 65536
 #: Connections the kernel queues before they are accepted (socketserver's default is 5).
@@ -53,6 +54,8 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         session = self.server.instrument.open_session()
         connection: socket.socket = self.request
+        if isinstance(session, UnsolicitedSession):  # it also speaks unprompted (ELL14 moves)
+            session.attach_output(connection.sendall)
         try:
             greeting = session.greeting()
             if greeting:
@@ -69,6 +72,9 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
             return  # a simulated fault: the instrument closes this connection
         except OSError:
             return  # the client went away, or the server is shutting down
+        finally:
+            if isinstance(session, UnsolicitedSession):
+                session.close()
 
     def finish(self) -> None:
         self.server.track(self.request, add=False)
