@@ -53,7 +53,7 @@ def timestamp() -> str:
 
 
 @dataclass
-class _Subscription:
+class Subscription:
     name: str
     interval_s: float
     threshold: float | None
@@ -86,7 +86,7 @@ class _MonitoringHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         connection: socket.socket = self.request
-        subscriptions: dict[str, _Subscription] = {}
+        subscriptions: dict[str, Subscription] = {}
         pending = b""
         try:
             while not self.server.stopping.is_set():
@@ -107,7 +107,7 @@ class _MonitoringHandler(socketserver.BaseRequestHandler):
         except OSError:
             return  # the client went away, or the server is stopping
 
-    def _request(self, line: str, subscriptions: dict[str, _Subscription]) -> None:
+    def _request(self, line: str, subscriptions: dict[str, Subscription]) -> None:
         if not line:
             return
         match = _REQUEST.match(line)
@@ -131,9 +131,9 @@ class _MonitoringHandler(socketserver.BaseRequestHandler):
             name = args[0].lstrip("'") if match and args else ""
             self._send(f"(Error: {decop.code} ({timestamp()} '{name}) {decop.message})\n")
             return
-        subscriptions[name] = _Subscription(name, max(interval_s, 0.0), threshold)
+        subscriptions[name] = Subscription(name, max(interval_s, 0.0), threshold)
 
-    def _send_updates(self, subscriptions: dict[str, _Subscription]) -> None:
+    def _send_updates(self, subscriptions: dict[str, Subscription]) -> None:
         now = time.monotonic()
         for subscription in list(subscriptions.values()):
             if subscription.due_s > now:

@@ -7,7 +7,10 @@ purged up to ``"\\n> "``, replies read up to ``"\\n> "`` with an optional ``"\\r
 line end and the prompt as a separate read, exactly the bytes on the wire.
 """
 
+import datetime
 import math
+import re
+import socket
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
 from hotspin.instruments.toptica_dlcpro import DLCpro
 from hotspin.simulators.clock import SimClock
+from hotspin.simulators.decop_monitoring import MonitoringLineServer, Subscription
 from hotspin.simulators.inprocess import InProcessAdapter
 from hotspin.simulators.lab import SimulatedLab
 from hotspin.simulators.server import SimServer
@@ -309,3 +313,110 @@ def test_a_request_left_unanswered_is_a_timeout(lab):
     dlc = DLCpro(InProcessAdapter(SimulatedDLCpro(lab)))
     with pytest.raises(InstrumentTimeoutError):
         dlc.read()
+
+
+# --- the simulated controller's command line and monitoring line ---------------------------------
+def command_line(sim):
+    """A session on the simulated command line, past the welcome; returns a request function."""
+    session = sim.open_session()
+    assert session.greeting().endswith(b"DeCoF Command Line\r\n> ")  # CR LF lines (QMI dlc.py)
+
+    def request(line):
+        reply = session.feed(line.encode() + b"\n")
+        assert reply.endswith(b"\n> ")
+        return reply[: -len(b"\n> ")].decode()
+
+    return request
+
+
+def test_get_set_value_display_and_identity_parameters(lab):
+    request = command_line(SimulatedDLCpro(lab))
+    assert request("(param-set! 'laser1:dl:cc:current-set 101.5)") == "0"
+    assert request("(param-gsv 'laser1:dl:cc:current-set)") == "101.5"
+    assert request("(param-disp 'laser1:dl:cc:current-set)") == "laser1:dl:cc:current-set = 101.5"
+    node = request("(param-disp 'laser1:dl:tc)").split("\n")
+    assert "laser1:dl:tc:temp-set = 22.0" in node
+    assert all(line.startswith("laser1:dl:tc:") for line in node)
+    assert request("(param-ref 'laser1:product-name)") == '"DL pro 795"'
+    assert request("(param-ref 'system-health)") == "0"
+    assert request("(param-ref 'system-health-txt)") == '"OK"'
+    assert request("(param-disp 'laser9)") == "Error: -4 invalid parameter"
+    assert request("(param-gsv 'emission #t)") == "Error: -2 parse error"
+
+
+def test_system_health_reports_an_unsettled_tec(lab):
+    request = command_line(SimulatedDLCpro(lab))
+    assert request("(param-set! 'laser1:dl:tc:temp-set 25)") == "0"
+    assert request("(param-ref 'system-health)") == "2"  # bit 1: temperature control
+    lab.clock.advance(30 * TEC_TIME_CONSTANT_S)
+    assert request("(param-ref 'system-health)") == "0"
+
+
+def test_exec_change_ul_and_system_summary(lab):
+    request = command_line(SimulatedDLCpro(lab))
+    assert request('(exec \'change-ul 4 "")') == "4"  # read-only
+    assert request('(param-set! \'system-label "x")') == "Error: -3 access denied"
+    assert request('(exec \'change-ul 1 "guess")') == "4"  # a wrong password keeps the level
+    assert request('(exec \'change-ul 3 "")') == "3"
+    assert request("(param-ref 'ul)") == "3"
+    summary = request("(exec 'system-summary)").split("\n")
+    assert summary[-1] == "()"  # the return value line: none
+    assert summary[0].startswith("System type: DLCpro")
+    assert request("(exec 'emission)") == "Error: -7 unknown operation"
+    assert request("(exec 'no-such-command)") == "Error: -4 invalid parameter"
+
+
+MONITOR_UPDATE = re.compile(
+    r"^\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) '(?P<name>[^ ]+) (?P<value>.*)\)$"
+)
+
+
+@pytest.fixture
+def monitoring(lab):
+    """A socket on the simulated monitoring line, and a function reading its next line."""
+    sim = SimulatedDLCpro(lab)
+    with (
+        MonitoringLineServer(sim, 0) as line,
+        socket.create_connection(("127.0.0.1", line.port), timeout=5) as link,
+    ):
+        stream = link.makefile("rb")
+        yield sim, link, lambda: stream.readline().decode()
+
+
+def test_the_monitoring_line_sends_the_value_then_its_changes(monitoring, lab):
+    sim, link, next_line = monitoring
+    link.sendall(b"(add 'laser1:dl:cc:current-set 10)\n")
+    first = MONITOR_UPDATE.match(next_line().rstrip("\n"))
+    assert first is not None
+    assert (first["name"], first["value"]) == ("laser1:dl:cc:current-set", "120.0")
+    datetime.datetime.strptime(first[1], "%Y-%m-%dT%H:%M:%S.%fZ")  # the SDK's format
+    request = command_line(sim)
+    assert request("(param-set! 'laser1:dl:cc:current-set 111)") == "0"
+    assert MONITOR_UPDATE.match(next_line().rstrip("\n"))["value"] == "111.0"
+    link.sendall(b"(remove 'laser1:dl:cc:current-set)\n(add 'emission)\n")
+    request("(param-set! 'laser1:dl:cc:current-set 112)")
+    assert MONITOR_UPDATE.match(next_line().rstrip("\n"))["name"] == "emission"
+
+
+def test_the_monitoring_line_answers_an_unknown_parameter_with_an_error(monitoring):
+    _, link, next_line = monitoring
+    link.sendall(b"(add 'laser1:no-such-thing)\n")
+    assert re.fullmatch(
+        r"\(Error: -4 \(\S+Z 'laser1:no-such-thing\) invalid parameter\)\n", next_line()
+    )
+
+
+def test_a_threshold_holds_back_small_changes():
+    update = Subscription("laser1:dl:cc:current-act", 0.1, threshold=5.0, last_text="120.0")
+    assert not update.changed("124.9")
+    assert update.changed("125.0")
+    assert Subscription("x", 0.1, None, last_text='"a"').changed('"b"')
+
+
+def test_an_occupied_monitoring_port_is_named(lab):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"laser monitoring line: port {port}.*command-line"):
+            MonitoringLineServer(SimulatedDLCpro(lab, "laser"), port).start()
