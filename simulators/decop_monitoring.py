@@ -54,6 +54,8 @@ def timestamp() -> str:
 
 @dataclass
 class Subscription:
+    """One parameter a client subscribed to: its interval, threshold and what was last sent."""
+
     name: str
     interval_s: float
     threshold: float | None
