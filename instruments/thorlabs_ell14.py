@@ -9,7 +9,9 @@ The Elliptec protocol (ELLx communications protocol manual; field layout as deco
 * ``in`` → ``IN`` + model (2 hex) + serial (8) + year (4 decimal) + firmware (2) + hardware (2,
   bit 7 set for imperial threads) + travel (4 hex, 360 for a rotation mount) + pulses per travel
   (8 hex; 143360 = 0x23000 for the ELL14).
-* ``gs`` → ``GS`` + status (2 hex), see `ELLStatus`.
+* ``gs`` → ``GS`` + status (2 hex), see `ELLStatus`. A command refused with a fault status is
+  answered with that status once more by the next ``gs`` (pyLabLib ``_parse_status``, observed
+  on the hardware), so the driver reads the status once after a refusal to clear it.
 * ``gp`` → ``PO`` + position (8 hex, 32-bit two's complement encoder pulses).
 * ``ma`` + 8 hex (absolute), ``mr`` + 8 hex (relative, two's complement), ``ho`` + direction
   (0 clockwise, 1 counter-clockwise) start a move. The device answers a move **when it ends**,
@@ -249,8 +251,17 @@ class ELL14(Instrument):
         if mnemonic == reply:
             return data
         if mnemonic == "GS":
-            raise self._command_error(self._status_code(data), command)
+            code = self._status_code(data)
+            self._clear_fault()
+            raise self._command_error(code, command)
         raise GarbledReplyError(self.name, f"expected {reply} after {command!r}, got {mnemonic}")
+
+    def _clear_fault(self) -> None:
+        """Read the status once: the mount answers a fault again at the next ``gs`` (pyLabLib)."""
+        self.write(f"{self.address}gs")
+        mnemonic, _ = self._read_message()
+        while mnemonic == "PO":
+            mnemonic, _ = self._read_message()
 
     def _read_message(self) -> tuple[str, str]:
         """Read one reply from this mount; return its mnemonic and data."""

@@ -27,8 +27,10 @@ Modelling choices the manual leaves open: an absolute move goes straight to its 
 wrap-around), a relative move or jog may cross zero and the position is then taken modulo one
 turn, homing goes straight back to zero whichever direction is asked (the home offset is stored
 and reported, not applied), an ``ma`` target outside one turn and a velocity outside 1–100 % are
-refused ``GS04`` (value out of range), the status is not sticky (``gs`` after an error answers the
-present state), and CR/LF bytes between commands are skipped (thorlabs-elliptec appends them).
+refused ``GS04`` (value out of range), and CR/LF bytes between commands are skipped
+(thorlabs-elliptec appends them). A fault status a command was answered with is answered once
+more by the next ``gs`` (pyLabLib, observed on the hardware: after a faulty status it sends
+``gs`` "to clear the fault status, otherwise it is returned as the next status result").
 The motor-information values are plausible numbers, not a measured mount's.
 """
 
@@ -106,6 +108,7 @@ class SimulatedELL14(UnsolicitedInstrument):
         self.velocity_percent = 100
         self.jog_pulses = DEFAULT_JOG_PULSES
         self.home_offset_pulses = 0
+        self._unread_fault: int | None = None  # answered again by the next gs (see module doc)
         lab.motion_updates.append(self._turn_plate)  # the plate turns whether asked or not
 
     def split(self, buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -157,7 +160,7 @@ class SimulatedELL14(UnsolicitedInstrument):
     def _execute(self, mnemonic: str, data: str) -> bytes:
         queries = {
             "in": lambda: self._reply("IN", self._info()),
-            "gs": lambda: self._status(STATUS_BUSY if self._move else STATUS_OK),
+            "gs": self._get_status,
             "gp": lambda: self._reply("PO", self._position_hex()),
             "gj": lambda: self._reply("GJ", f"{self.jog_pulses & 0xFFFFFFFF:08X}"),
             "go": lambda: self._reply("HO", f"{self.home_offset_pulses & 0xFFFFFFFF:08X}"),
@@ -262,7 +265,17 @@ class SimulatedELL14(UnsolicitedInstrument):
     def _position_hex(self) -> str:
         return f"{round(self._pulses) & 0xFFFFFFFF:08X}"
 
+    def _get_status(self) -> bytes:
+        """``gs``: a fault answered since the last ``gs`` first, once; then the present state."""
+        code, self._unread_fault = self._unread_fault, None
+        if code is None:
+            code = STATUS_BUSY if self._move else STATUS_OK
+        return self._reply("GS", f"{code:02X}")
+
     def _status(self, code: int) -> bytes:
+        """Answer a command with a status; a fault is also kept for the next ``gs``."""
+        if code not in (STATUS_OK, STATUS_BUSY):
+            self._unread_fault = code
         return self._reply("GS", f"{code:02X}")
 
     def _reply(self, mnemonic: str, data: str) -> bytes:

@@ -61,7 +61,8 @@ def test_a_refused_command_is_reported_the_clients_way(rotator, caplog):
         status = rotator.move("absolute", 0x23000)  # one full turn: outside the travel
     assert status == ("0", "GS", "4")
     assert "Value Out of Range" in caplog.text
-    assert rotator.get("status") == ("0", "GS", "0")  # the link is still in step
+    assert rotator.get("status") == ("0", "GS", "4")  # the fault is answered once more
+    assert rotator.get("status") == ("0", "GS", "0")  # then the link is in step again
 
 
 def test_no_device_at_an_address_raises_the_clients_error(controller):

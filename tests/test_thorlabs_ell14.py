@@ -132,9 +132,10 @@ def test_waiting_for_a_move_uses_the_injected_clock():
     assert mount.position_deg == pytest.approx(180.0, abs=PULSE_DEG)
 
 
-def test_an_error_status_in_place_of_a_reply_raises():
+def test_an_error_status_in_place_of_a_reply_raises_and_is_cleared():
+    """The refusal is answered again by the next gs (pyLabLib): the driver reads it once."""
     with (
-        ell14(("0zz", "0GS03")) as mount,
+        ell14(("0zz", "0GS03"), ("0gs", "0GS03")) as mount,
         pytest.raises(InstrumentCommandError, match="command error") as error,
     ):
         mount.send_command("zz", "ZZ")
@@ -232,7 +233,15 @@ def test_an_invalid_command_gets_the_command_error_status(connected):
     with pytest.raises(InstrumentCommandError) as error:
         mount.send_command("zz", "ZZ")
     assert error.value.code == ELLStatus.COMMAND_ERROR
-    assert mount.status is ELLStatus.OK  # the link is still in step
+    assert mount.status is ELLStatus.OK  # the link is still in step, the fault read and gone
+
+
+def test_a_fault_status_is_answered_once_more_by_the_next_gs(lab):
+    session = SimulatedELL14(lab).open_session()
+    assert session.feed(b"0ma00023000") == b"0GS04\r\n"  # 360°: out of range
+    assert session.feed(b"0gs") == b"0GS04\r\n"  # the fault, once more
+    assert session.feed(b"0gs") == b"0GS00\r\n"
+    assert session.feed(b"0gp") == b"0PO00000000\r\n"
 
 
 def test_a_move_that_never_ends_times_out(lab):
