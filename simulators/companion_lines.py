@@ -29,7 +29,7 @@ class CompanionLines:
         self._monitoring: dict[str, MonitoringLineServer] = {}
 
     def start(self) -> CompanionLines:
-        """Open every companion line (an occupied monitoring port raises OSError naming it)."""
+        """Open every companion line (an occupied monitoring port raises PortInUseError)."""
         try:
             for name, instrument in self._instruments.items():
                 if isinstance(instrument, SimulatedELL14):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import re
 import select
 import socket
@@ -32,6 +33,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
+from hotspin.simulators.server import PortInUseError
 from hotspin.simulators.toptica_dlcpro import PARSE_ERROR, DecopError, SimulatedDLCpro
 
 #: Update interval when a subscription names none, s.
@@ -191,16 +193,14 @@ class MonitoringLineServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> MonitoringLineServer:
-        """Bind the port (OSError names it if it is taken) and start serving."""
+        """Bind the port (PortInUseError names it if it is taken) and start serving."""
         try:
             self._server = _MonitoringServer((self.host, self._requested_port), self.dlcpro)
         except OSError as error:
-            raise OSError(
-                error.errno,
-                f"{self.dlcpro.name} monitoring line: port {self._requested_port} on {self.host}"
-                f" is not free ({error.strerror}); it is always the command-line port + 1, so"
-                " move the command line to another port",
-            ) from None
+            if error.errno != errno.EADDRINUSE:
+                raise
+            name = f"{self.dlcpro.name} monitoring line"
+            raise PortInUseError(name, self.host, self._requested_port) from None
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             name=f"sim-{self.dlcpro.name}-monitoring",

@@ -21,7 +21,7 @@ from hotspin.simulators.clock import SimClock
 from hotspin.simulators.decop_monitoring import MonitoringLineServer, Subscription
 from hotspin.simulators.inprocess import InProcessAdapter
 from hotspin.simulators.lab import SimulatedLab
-from hotspin.simulators.server import SimServer
+from hotspin.simulators.server import PortInUseError, SimServer
 from hotspin.simulators.toptica_dlcpro import TEC_TIME_CONSTANT_S, SimulatedDLCpro
 from pymeasure.test import expected_protocol
 
@@ -418,5 +418,5 @@ def test_an_occupied_monitoring_port_is_named(lab):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match=f"laser monitoring line: port {port}.*command-line"):
+        with pytest.raises(PortInUseError, match=f"laser monitoring line .*:{port}: Address"):
             MonitoringLineServer(SimulatedDLCpro(lab, "laser"), port).start()
