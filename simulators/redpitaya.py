@@ -43,10 +43,14 @@ wait skips the older stretch (the atoms evolve exactly through it), and a trigge
 a skip leaves the skipped pre-trigger samples unwritten. Nothing is connected to the external or
 generator triggers: they never fire and a driver waiting for one times out.
 
-Not simulated: the generator, averaging (``ACQ:AVG``: the real board averages the skipped
-samples by default; here a sample is the atoms' signal at its instant plus the white noise of
-the sampled band), split-trigger and deep-memory commands are absent and answer ``-113``, as
-unknown commands do.
+Averaging (``ACQ:AVG ON|OFF``, ON after ``ACQ:RST`` as in acq_SetDefault) is stored and read
+back; the samples do not depend on it yet: a sample is the atoms' signal at its instant plus
+the white noise of the sampled band.
+
+Deep memory (``ACQ:AXI:*``, OS 2.00-18 and later) is `redpitaya_capture.DeepMemory`: with a
+buffer enabled, ``ACQ:START`` starts the DDR writer instead of the 16 384-sample buffer, and the
+two share the trigger. Not simulated: the generator and split-trigger commands answer ``-113``,
+as unknown commands do.
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.simulators.instrument_base import Session, SimulatedInstrument
 from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.redpitaya_capture import (
+    DDR_REGION_BYTES,
+    DeepMemory,
+    adc_codes,
+    valid_axi_decimation,
+)
 
 ADC_CLOCK_Hz = 125e6
 BUFFER_SIZE = 16384
@@ -85,11 +95,20 @@ LEVEL_TRIGGERS = {"CH1_PE": (0, 1), "CH1_NE": (0, -1), "CH2_PE": (1, 1), "CH2_NE
 MAX_WATCHED_SAMPLES = 4 * 16384  # looked at per question; an older stretch is skipped
 DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault of the rp library (acq_handler.c, OS 2.x)
 IDENTITY = "REDPITAYA,INSTR,SIMULATED,hotspin"
+# rp_GetVersion (the OS's ecosystem version): a deep-memory-capable 2.x OS, simulated.
+ECOSYSTEM_VERSION = "2.00-18-simulated"
+# rp_hw-profiles stem_125_14_v1.1.cpp: boardName and the rp_HPeModels_t value STEM_125_14_v1_1.
+BOARD_NAME = "STEMlab 125-14 v1.1"
+BOARD_ID = 2
+ADC_SAMPLE_PERIOD_NS = 8  # acq_GetADCSamplePeriod: 1 / 125 MHz
+ESB_BIT = 0x20  # *STB? bit 5: an enabled event of the ESR is set
+MSS_BIT = 0x40  # *STB? bit 6: master summary (an enabled STB bit is set)
 ERROR_QUEUE_SIZE = 16  # SCPI_ERROR_QUEUE_SIZE in scpi-server/src/main.cpp
 ERROR_QUEUE_BIT = 0x04  # STB_QMA: "error/event queue message available"
 DEVICE_ERROR_BASE = 9000  # rp_Log: RP_ERR_CODE for errors, RP_ERR_CODE_FATAL for critical ones
 DEVICE_FATAL_BASE = 9500
 MISSING_PARAMETER = -109
+RP_EOOR = 6  # rp.h: "Value out of range."
 
 # Parser error texts (scpi-parser error.h) for the codes this board produces.
 SCPI_ERRORS = {
@@ -169,6 +188,9 @@ class _BoardSession(Session):
         self.device_errors: deque[tuple[int, str]] = deque()
         self.queue_flag = False
         self.esr = 0
+        self.ese = 0  # *ESE, *SRE: per connection, as each client has its own scpi context
+        self.sre = 0
+        self.little_endian = False  # ACQ:DATA:BYTE:ORDER, per connection (user_context_t)
         self.pushed = 0  # errors queued so far, to tell whether a command queued one
 
     def feed(self, data: bytes) -> bytes:
@@ -274,6 +296,19 @@ class _Parameters:
             return None
         return token.upper()
 
+    def boolean(self) -> bool | None:
+        """Return an ON/OFF (or numeric) parameter as SCPI_ParamBool reads it, or None."""
+        token = self._next(True)
+        if token is None:
+            return None
+        if token.upper() in ("ON", "OFF"):
+            return token.upper() == "ON"
+        number = _NUMBER.fullmatch(token)
+        if number is None or number.group(2):
+            self.session.push_scpi_error(-104)
+            return None
+        return float(number.group(1)) != 0.0
+
     def characters(self) -> str | None:
         """Return the raw text of the next parameter, or None after queueing the error."""
         return self._next(True)
@@ -295,7 +330,11 @@ class SimulatedRedPitaya(SimulatedInstrument):
     default_port = 5000
 
     def __init__(
-        self, lab: SimulatedLab, name: str = "redpitaya", jumpers: tuple[str, str] = ("LV", "LV")
+        self,
+        lab: SimulatedLab,
+        name: str = "redpitaya",
+        jumpers: tuple[str, str] = ("LV", "LV"),
+        ddr_bytes: int = DDR_REGION_BYTES,
     ) -> None:
         super().__init__(lab, name)
         for jumper in jumpers:
@@ -316,6 +355,10 @@ class SimulatedRedPitaya(SimulatedInstrument):
         self._watched_s: float | None = None
         self._recent = np.zeros((2, 0), dtype=np.int16)
         self._edge_ready = False  # the input has been beyond the level by the hysteresis
+        #: The deep-memory region and its writer (``ddr_bytes`` reserved, 2 MiB by default).
+        self.deep = DeepMemory(lab, self.jumpers, ddr_bytes)
+        self.deep_mode = False  # ACQ:START started the DDR writer, not the 16 384 buffer
+        self.axi_units = "VOLTS"  # axi_unit, a global of acquire_axi.cpp (not reset by ACQ:RST)
         self._reset()
 
     def open_session(self) -> _BoardSession:
@@ -325,9 +368,13 @@ class SimulatedRedPitaya(SimulatedInstrument):
     def _reset(self) -> None:
         """Stop and restore the acquisition defaults (ACQ:RST), keeping the buffer contents."""
         self._stop()
+        self.deep.reset()
+        self.deep_mode = False
         self.decimation = 1
+        self.averaging = True  # acq_SetDefault: acq_SetAveraging(channel, true)
         self.trigger_source = "DISABLED"
         self.trigger_delay = 0
+        self.trigger_delay_ns: int | None = None  # set by ACQ:TRig:DLY:NS: kept across ACQ:DEC
         self.trigger_level_V = 0.0
         self.trigger_hysteresis_V = DEFAULT_HYSTERESIS_V
         self.gains = ["LV", "LV"]
@@ -337,6 +384,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
     def _stop(self) -> None:
         """Stop writing samples (ACQ:STOP): an unfinished capture keeps what it wrote."""
         self.armed = False
+        self.deep.stop()
         if self._capture is not None:
             self._capture.stopped_s = min(self._capture.stopped_s, self.lab.clock.now())
 
@@ -359,7 +407,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         """Digitise ``n`` samples of both inputs from ``start_s``; return the true start, codes."""
         record = self.lab.record(n, fs, start_s)
         inputs = (record.v_diff, record.v_sum)
-        codes = np.stack([_adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
+        codes = np.stack([adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
         return record.start_s, codes
 
     def _trigger_now(self) -> None:
@@ -454,14 +502,118 @@ class SimulatedRedPitaya(SimulatedInstrument):
     def _data(self, session: _BoardSession, channel: int, start: int, size: int) -> bytes:
         """Return the reply: ``size`` samples of ``channel`` from buffer position ``start``."""
         codes = _circular(self.memory[channel - 1], start % BUFFER_SIZE, min(size, BUFFER_SIZE))
-        if self.units == "RAW":
-            values, binary, text = codes, ">i2", "{:d}"
+        return self._samples_reply(session, codes, channel, self.units)
+
+    def _samples_reply(
+        self, session: _BoardSession, codes: np.ndarray, channel: int, units: str
+    ) -> bytes:
+        """Format ADC codes as the server sends them: RAW or VOLTS, a binary block or ASCII."""
+        order = "<" if session.little_endian else ">"
+        if units == "RAW":
+            values, binary, text = codes, order + "i2", "{:d}"
         else:
             scale = np.float32(FULL_SCALE_V[self.gains[channel - 1]] / CODES_PER_FULL_SCALE)
-            values, binary, text = codes.astype(np.float32) * scale, ">f4", "{:f}"
+            values, binary, text = codes.astype(np.float32) * scale, order + "f4", "{:f}"
         if session.binary:
-            return _binary_block(values.astype(binary).tobytes())
+            return _binary_block(values.astype(binary, copy=False).tobytes())
         return ("{" + ",".join(text.format(v) for v in values.tolist()) + "}").encode("ascii")
+
+    # --- deep memory (acquire_axi.cpp) ------------------------------------------------------------
+    def _deep_trigger(self) -> None:
+        """Hand the trigger source to the running DDR writer (NOW fires, a level arms)."""
+        if not (self.armed and self.deep_mode):
+            return
+        if self.trigger_source == "NOW":
+            self.deep.trigger_now()
+            self.trigger_source = "DISABLED"
+        elif self.trigger_source in LEVEL_TRIGGERS:
+            channel, edge = LEVEL_TRIGGERS[self.trigger_source]
+            codes_per_V = CODES_PER_FULL_SCALE / FULL_SCALE_V[self.gains[channel]]
+            level = round(self.trigger_level_V * codes_per_V)
+            self.deep.arm_trigger(
+                channel, edge, level, round(self.trigger_hysteresis_V * codes_per_V)
+            )
+
+    def _axi_fail(self, s: _BoardSession, text: str, code: int = RP_EOOR) -> _CommandFailedError:
+        """Queue an API failure as RP_LOG_CRIT does (9500 + the API code)."""
+        s.push_device_error(DEVICE_FATAL_BASE + code, f"*{self._header} {text}")
+        return _CommandFailedError()
+
+    def _set_axi_units(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        units = p.choice(("VOLTS", "RAW"))
+        if units is None:
+            raise self._fail(s, "Missing first parameter.")
+        self.axi_units = units
+
+    def _get_axi_units(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return self.axi_units.encode("ascii")
+
+    def _set_axi_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        if not valid_axi_decimation(value):
+            raise self._axi_fail(s, "Failed to set decimation: Value out of range.")
+        self.deep.decimation = value
+
+    def _get_axi_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.decimation).encode("ascii")
+
+    def _axi_start(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.region_start).encode("ascii")
+
+    def _axi_size(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.region_bytes).encode("ascii")
+
+    def _axi_set_buffer(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        channel = self._channel(s, n)
+        address = p.integer()
+        if address is None:
+            raise self._fail(s, "Missing START parameter.")
+        size = p.integer()
+        if size is None:
+            raise self._fail(s, "Missing SIZE parameter.")
+        if not self.deep.set_buffer(channel, address, size):
+            raise self._axi_fail(s, "Failed to set write addresses: Value out of range.")
+
+    def _axi_enable(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        channel = self._channel(s, n)
+        state = p.boolean()
+        if state is None:
+            raise self._fail(s, "Missing first parameter.")
+        if state and not self.deep.buffers[channel - 1].samples:
+            raise self._axi_fail(s, "Failed to start data capture: Value out of range.")
+        self.deep.buffers[channel - 1].enabled = state
+
+    def _axi_set_delay(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        channel = self._channel(s, n)
+        value = p.integer(mandatory=False, unsigned=False)
+        self.deep.buffers[channel - 1].trigger_delay = value or 0
+
+    def _axi_get_delay(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.buffers[self._channel(s, n) - 1].trigger_delay).encode("ascii")
+
+    def _axi_write_position(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.write_position(self._channel(s, n))).encode("ascii")
+
+    def _axi_trigger_position(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.trigger_position(self._channel(s, n))).encode("ascii")
+
+    def _axi_fill(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"1" if self.deep.filled(self._channel(s, n)) else b"0"
+
+    def _axi_data(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        channel = self._channel(s, n)
+        start = p.integer()
+        if start is None:
+            raise self._fail(s, "Missing START parameter.")
+        size = p.integer()
+        if size is None:
+            raise self._fail(s, "Missing SIZE parameter.")
+        if size > self.deep.region_bytes:  # new float[size] would fail on the board's 512 MB
+            raise self._fail(s, "Failed allocate buffer", code=-200)
+        codes = self.deep.read(channel, start, size)
+        return self._samples_reply(s, codes, channel, self.axi_units)
 
     # --- the SCPI interpreter --------------------------------------------------------------------
     def error_reply(self, command: bytes) -> bytes:
@@ -532,7 +684,8 @@ class SimulatedRedPitaya(SimulatedInstrument):
         """*RST: the server's reset callback only logs; the acquisition keeps its settings."""
 
     def _stb(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(ERROR_QUEUE_BIT if s.queue_flag else 0).encode("ascii")
+        stb = (ERROR_QUEUE_BIT if s.queue_flag else 0) | (ESB_BIT if s.esr & s.ese else 0)
+        return str(stb | (MSS_BIT if stb & s.sre else 0)).encode("ascii")
 
     def _esr(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         value, s.esr = s.esr, 0
@@ -540,6 +693,42 @@ class SimulatedRedPitaya(SimulatedInstrument):
 
     def _opc(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return b"1"
+
+    def _opc_set(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        s.esr |= 0x01  # every command completes before the next: operation complete at once
+
+    def _wai(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        """*WAI: commands run one after another, so there is nothing to wait for."""
+
+    def _tst(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"0"  # SCPI_CoreTstQ (scpi-parser ieee488.c): the self-test passes, 0
+
+    def _set_ese(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise _CommandFailedError()
+        s.ese = value & 0xFF
+
+    def _get_ese(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(s.ese).encode("ascii")
+
+    def _set_sre(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise _CommandFailedError()
+        s.sre = value & 0xBF  # bit 6 cannot be enabled (IEEE 488.2 §11.3.2)
+
+    def _get_sre(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(s.sre).encode("ascii")
+
+    def _version(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return ECOSYSTEM_VERSION.encode("ascii")
+
+    def _board_name(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return BOARD_NAME.encode("ascii")
+
+    def _board_id(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(BOARD_ID).encode("ascii")
 
     def _error_next(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         code, text = s.pop_error()
@@ -549,7 +738,15 @@ class SimulatedRedPitaya(SimulatedInstrument):
         return str(len(s.scpi_errors) + len(s.device_errors)).encode("ascii")
 
     def _start(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        self._arm()
+        # With a deep-memory buffer enabled the AXI writer takes the ADC stream instead.
+        self.deep_mode = self.deep.enabled
+        if self.deep_mode:
+            self._stop()
+            self.armed = True
+            self.deep.start()
+            self._deep_trigger()
+        else:
+            self._arm()
 
     def _acq_stop(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         self._stop()
@@ -564,7 +761,38 @@ class SimulatedRedPitaya(SimulatedInstrument):
             raise self._fail(s, "Missing first parameter.")
         if value not in DECIMATIONS:
             raise self._fail(s, "Parameter decimation is invalid.")
+        self._decimate(value)
+
+    def _decimate(self, value: int) -> None:
+        """Set the decimation; a delay set in ns keeps its time (acq_SetDecimationFactor)."""
         self.decimation = value
+        if self.trigger_delay_ns is not None:
+            self._delay_from_ns(self.trigger_delay_ns)
+
+    def _set_decimation_factor(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        if not valid_axi_decimation(value):  # the same rule: 1, 2, 4, 8 or 16…65536
+            s.push_device_error(
+                DEVICE_FATAL_BASE + RP_EOOR,
+                f"*{self._header} Failed to set decimation factor: Value out of range.",
+            )
+            raise _CommandFailedError()
+        self._decimate(value)
+
+    def _sample_rate(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        # RP_AcqSamplingRateHzQ: sprintf("%9.0f Hz") of the float rate, sent as a mnemonic.
+        return f"{float(np.float32(ADC_CLOCK_Hz / self.decimation)):9.0f} Hz".encode("ascii")
+
+    def _set_averaging(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.boolean()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        self.averaging = value
+
+    def _get_averaging(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"ON" if self.averaging else b"OFF"
 
     def _get_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return str(self.decimation).encode("ascii")
@@ -574,6 +802,9 @@ class SimulatedRedPitaya(SimulatedInstrument):
         if source is None:
             raise self._fail(s, "Missing first parameter.")
         self.trigger_source = source
+        if self.deep_mode:
+            self._deep_trigger()
+            return
         # The software trigger acts when written, and only on an armed acquisition (the command
         # list orders ACQ:START before ACQ:TRig NOW); set earlier, it is lost [unverified].
         if source == "NOW" and self.armed and not self.triggered:
@@ -583,6 +814,8 @@ class SimulatedRedPitaya(SimulatedInstrument):
     def _trigger_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         # TD when triggered or when the source is DISABLED (commands-acq, ACQ:TRig:STAT?).
         self._watch()
+        if self.deep_mode and self.deep.triggered:
+            self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
         return b"WAIT" if self.armed and self.trigger_source != "DISABLED" else b"TD"
 
     def _fill_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
@@ -593,9 +826,24 @@ class SimulatedRedPitaya(SimulatedInstrument):
         value = p.integer(mandatory=False, unsigned=False)
         # acq_SetTriggerDelay: below −8192 the FPGA delay is 0 (the trigger ends the buffer).
         self.trigger_delay = max(value or 0, -BUFFER_SIZE // 2)
+        self.trigger_delay_ns = None
 
     def _get_delay(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return str(self.trigger_delay).encode("ascii")
+
+    def _delay_from_ns(self, delay_ns: int) -> None:
+        """Set the delay in samples from ns, as cnvTimeToSmpls: round(ns / (8 ns × dec))."""
+        samples = round(delay_ns / (ADC_SAMPLE_PERIOD_NS * self.decimation))
+        self.trigger_delay = max(samples, -BUFFER_SIZE // 2)
+
+    def _set_delay_ns(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer(mandatory=False, unsigned=False)
+        self.trigger_delay_ns = value or 0
+        self._delay_from_ns(self.trigger_delay_ns)
+
+    def _get_delay_ns(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        # cnvSmplsToTime: samples × 8 ns × decimation, sent with SCPI_ResultInt32.
+        return str(self.trigger_delay * ADC_SAMPLE_PERIOD_NS * self.decimation).encode("ascii")
 
     def _set_level(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         value = p.volts()
@@ -659,6 +907,21 @@ class SimulatedRedPitaya(SimulatedInstrument):
 
     def _get_format(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return b"BIN" if s.binary else b"ASCII"
+
+    def _set_byte_order(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.characters()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        # RP_AcqDataEndian: strncasecmp over the parameter's length, as ACQ:DATA:FORMAT.
+        if "LEND".startswith(value.upper()):
+            s.little_endian = True
+        elif "BEND".startswith(value.upper()):
+            s.little_endian = False
+        else:
+            raise _CommandFailedError()  # logged at info level only: the parser queues -200
+
+    def _get_byte_order(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"LEND" if s.little_endian else b"BEND"
 
     def _buffer_size(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return str(BUFFER_SIZE).encode("ascii")
@@ -727,13 +990,6 @@ def _circular(buffer: np.ndarray, start: int, size: int) -> np.ndarray:
     return np.concatenate((buffer[start:], buffer[: end - buffer.size]))
 
 
-def _adc_codes(volts: np.ndarray, jumper: str) -> np.ndarray:
-    """Quantise input voltages to 14-bit codes of the jumper's range, clipping at its ends."""
-    codes = np.rint(volts * (CODES_PER_FULL_SCALE / FULL_SCALE_V[jumper]))
-    np.clip(codes, -CODES_PER_FULL_SCALE, CODES_PER_FULL_SCALE - 1, out=codes)
-    return codes.astype(np.int16)
-
-
 def _compound(previous: str, header: str) -> str:
     """Prefix a relative header with the path of the previous one (IEEE 488.2 compound rule)."""
     if not previous or header.startswith((":", "*")) or previous.startswith("*"):
@@ -762,6 +1018,16 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("*STB?", SimulatedRedPitaya._stb),
         ("*ESR?", SimulatedRedPitaya._esr),
         ("*OPC?", SimulatedRedPitaya._opc),
+        ("*OPC", SimulatedRedPitaya._opc_set),
+        ("*ESE", SimulatedRedPitaya._set_ese),
+        ("*ESE?", SimulatedRedPitaya._get_ese),
+        ("*SRE", SimulatedRedPitaya._set_sre),
+        ("*SRE?", SimulatedRedPitaya._get_sre),
+        ("*TST?", SimulatedRedPitaya._tst),
+        ("*WAI", SimulatedRedPitaya._wai),
+        ("SYSTem:VERSion?", SimulatedRedPitaya._version),
+        ("SYSTem:BRD:ID?", SimulatedRedPitaya._board_id),
+        ("SYSTem:BRD:Name?", SimulatedRedPitaya._board_name),
         ("SYSTem:ERRor[:NEXT]?", SimulatedRedPitaya._error_next),
         ("SYSTem:ERRor:COUNt?", SimulatedRedPitaya._error_count),
         ("ACQ:START", SimulatedRedPitaya._start),
@@ -769,11 +1035,18 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("ACQ:RST", SimulatedRedPitaya._acq_reset),
         ("ACQ:DEC", SimulatedRedPitaya._set_decimation),
         ("ACQ:DEC?", SimulatedRedPitaya._get_decimation),
+        ("ACQ:DEC:Factor", SimulatedRedPitaya._set_decimation_factor),
+        ("ACQ:DEC:Factor?", SimulatedRedPitaya._get_decimation),
+        ("ACQ:SRATe?", SimulatedRedPitaya._sample_rate),
+        ("ACQ:AVG", SimulatedRedPitaya._set_averaging),
+        ("ACQ:AVG?", SimulatedRedPitaya._get_averaging),
         ("ACQ:TRig", SimulatedRedPitaya._set_trigger),
         ("ACQ:TRig:STAT?", SimulatedRedPitaya._trigger_status),
         ("ACQ:TRig:FILL?", SimulatedRedPitaya._fill_status),
         ("ACQ:TRig:DLY", SimulatedRedPitaya._set_delay),
         ("ACQ:TRig:DLY?", SimulatedRedPitaya._get_delay),
+        ("ACQ:TRig:DLY:NS", SimulatedRedPitaya._set_delay_ns),
+        ("ACQ:TRig:DLY:NS?", SimulatedRedPitaya._get_delay_ns),
         ("ACQ:TRig:LEV", SimulatedRedPitaya._set_level),
         ("ACQ:TRig:LEV?", SimulatedRedPitaya._get_level),
         ("ACQ:TRig:HYST", SimulatedRedPitaya._set_hysteresis),
@@ -786,6 +1059,8 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("ACQ:DATA:Units?", SimulatedRedPitaya._get_units),
         ("ACQ:DATA:FORMAT", SimulatedRedPitaya._set_format),
         ("ACQ:DATA:FORMAT?", SimulatedRedPitaya._get_format),
+        ("ACQ:DATA:BYTE:ORDER", SimulatedRedPitaya._set_byte_order),
+        ("ACQ:DATA:BYTE:ORDER?", SimulatedRedPitaya._get_byte_order),
         ("ACQ:BUF:SIZE?", SimulatedRedPitaya._buffer_size),
         ("ACQ:SOUR#:DATA:STArt:End?", SimulatedRedPitaya._data_start_end),
         ("ACQ:SOUR#:DATA:Start:End?", SimulatedRedPitaya._data_start_end),
@@ -794,5 +1069,21 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("ACQ:SOUR#:DATA:Old:N?", SimulatedRedPitaya._data_oldest),
         ("ACQ:SOUR#:DATA?", SimulatedRedPitaya._data_all),
         ("ACQ:SOUR#:DATA:LATest:N?", SimulatedRedPitaya._data_latest),
+        # Deep memory: scpi-commands.cpp registers these, handled in acquire_axi.cpp.
+        ("ACQ:AXI:DATA:Units", SimulatedRedPitaya._set_axi_units),
+        ("ACQ:AXI:DATA:Units?", SimulatedRedPitaya._get_axi_units),
+        ("ACQ:AXI:DEC", SimulatedRedPitaya._set_axi_decimation),
+        ("ACQ:AXI:DEC?", SimulatedRedPitaya._get_axi_decimation),
+        ("ACQ:AXI:START?", SimulatedRedPitaya._axi_start),
+        ("ACQ:AXI:SIZE?", SimulatedRedPitaya._axi_size),
+        ("ACQ:AXI:SOUR#:Trig:Fill?", SimulatedRedPitaya._axi_fill),
+        ("ACQ:AXI:SOUR#:Trig:Dly", SimulatedRedPitaya._axi_set_delay),
+        ("ACQ:AXI:SOUR#:Trig:Dly?", SimulatedRedPitaya._axi_get_delay),
+        ("ACQ:AXI:SOUR#:Write:Pos?", SimulatedRedPitaya._axi_write_position),
+        ("ACQ:AXI:SOUR#:Trig:Pos?", SimulatedRedPitaya._axi_trigger_position),
+        ("ACQ:AXI:SOUR#:ENable", SimulatedRedPitaya._axi_enable),
+        ("ACQ:AXI:SOUR#:DATA:Start:N?", SimulatedRedPitaya._axi_data),
+        ("ACQ:AXI:SOUR#:DATA:STArt:N?", SimulatedRedPitaya._axi_data),
+        ("ACQ:AXI:SOUR#:SET:Buffer", SimulatedRedPitaya._axi_set_buffer),
     )
 )
