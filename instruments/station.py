@@ -221,7 +221,10 @@ class Station:
                 opener("mount")(), address=c.polarimeter.mount_address, **options("mount")
             ),
             "digitiser": lambda: RedPitaya(
-                opener("digitiser")(), sleep=self.clock.sleep, **options("digitiser")
+                opener("digitiser")(),
+                sleep=self.clock.sleep,
+                now=self.clock.now,
+                **options("digitiser"),
             ),
         }
         for name in ("coil_x", "coil_y", "coil_z"):

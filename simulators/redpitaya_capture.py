@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.simulators.lab import SimulatedLab
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 ADC_CLOCK_Hz = 125e6
 CODES_PER_FULL_SCALE = 8192  # 14-bit signed codes span ±2¹³ over ± full scale
@@ -54,6 +54,8 @@ DEFAULT_AXI_TRIGGER_DELAY = 1  # acq_SetDefault: acq_axi_SetTriggerDelay(channel
 CHUNK_DURATION_S = 0.02  # signal generated at a time: the lag of an apparatus change
 MAX_CHUNK_SAMPLES = 1 << 16
 MIN_CHUNK_SAMPLES = 256
+# Found once: a fresh threadpool_limits scans the loaded libraries each time (0.7 ms a call).
+_THREADPOOLS = ThreadpoolController()
 
 
 def adc_codes(volts: np.ndarray, jumper: str) -> np.ndarray:
@@ -257,7 +259,7 @@ class DeepMemory:
         target = int(min(due, writer.stop_index))
         if target <= writer.written:
             return
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _THREADPOOLS.limit(limits=1, user_api="blas"):
             self._write_until(writer, target)
 
     def _write_until(self, writer: _Writer, target: int) -> None:

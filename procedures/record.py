@@ -1,0 +1,81 @@
+"""Continuous record: the polarimeter's two outputs streamed without a break into the run file.
+
+The digitiser's deep-memory ring is read behind its write pointer (`RedPitaya.stream`); every
+sample lands in `records/polarimeter` (int16 codes of V_diff and V_sum with their volts per
+code), every sample the ring lost before it was read lands in the record's gap table. The file
+is live while it grows: another process reads it in SWMR mode (`procedures.recorder`). The
+apparatus state is the run's parameters and its start and end snapshots, as for every run.
+"""
+
+from __future__ import annotations
+
+from hotspin.instruments.redpitaya import ADC_CLOCK_Hz, StreamBlock, check_axi_decimation
+from hotspin.procedures.base import HotspinProcedure
+from pymeasure.experiment import FloatParameter, IntegerParameter
+
+RECORD_NAME = "polarimeter"
+MAX_DURATION_S = 7 * 86400.0
+
+
+class Record(HotspinProcedure):
+    """A gap-accounted continuous record of V_diff and V_sum for a given time."""
+
+    NAME = "record"
+    SUMMARY = "a continuous record of the polarimeter outputs (deep memory, every sample kept)"
+    WATCHES = ("interlock",)
+    LIVE = True
+
+    duration_s = FloatParameter(
+        "length of the record", units="s", minimum=1e-3, maximum=MAX_DURATION_S, default=10.0
+    )
+    decimation = IntegerParameter(
+        "digitiser decimation (1, 2, 4, 8 or 16…65536; sample rate 125 MHz / decimation)",
+        minimum=1, maximum=65536, default=64,
+    )  # fmt: skip
+
+    def check_limits(self, station: object) -> None:
+        """Refuse a decimation the deep-memory writer does not take, before anything moves."""
+        check_axi_decimation(int(self.decimation))
+
+    def execute(self) -> None:
+        """Stream the record into the run file, flushed at least every second."""
+        assert self.run is not None
+        self.ensure_probe_light()
+        self.watch()
+        polarimeter = self.station.polarimeter
+        diff, total = polarimeter.config.diff_channel, polarimeter.config.sum_channel
+        fs = ADC_CLOCK_Hz / int(self.decimation)
+        n = max(1, round(float(self.duration_s) * fs))
+        stream = polarimeter.digitiser.call(
+            lambda board: board.stream(decimation=int(self.decimation), n_samples=n)
+        )
+        record = self.run.create_record(
+            RECORD_NAME,
+            {
+                "v_diff": stream.volts_per_code[diff - 1],
+                "v_sum": stream.volts_per_code[total - 1],
+            },
+            stream.sample_rate_Hz,
+            stream.decimation,
+            stream.start_time_s,
+        )
+        self.run.start_swmr()
+        try:
+            for item in stream:
+                if isinstance(item, StreamBlock):
+                    record.append(item.first_index, item.codes[[diff - 1, total - 1]])
+                    self.progress(item.end_index / n, f"{item.end_index / fs:.1f} s recorded")
+                else:
+                    record.add_gap(item.first_index, item.length)
+                self.check_stop()
+        finally:
+            polarimeter.digitiser.call(lambda board: stream.close())
+            record.flush()
+            self.run.end_swmr()
+        self.record_summary(
+            {
+                "samples_recorded": (float(record.stored), 0.0, "samples"),
+                "samples_missing": (float(record.missing), 0.0, "samples"),
+                "recorded_fraction": (record.stored / n, 0.0, ""),
+            }
+        )
