@@ -9,8 +9,17 @@ apparatus state is the run's parameters and its start and end snapshots, as for 
 
 from __future__ import annotations
 
-from hotspin.instruments.redpitaya import ADC_CLOCK_Hz, StreamBlock, check_axi_decimation
+import contextlib
+
+from hotspin.instruments.redpitaya import (
+    ADC_CLOCK_Hz,
+    DeepMemoryStream,
+    StreamBlock,
+    check_axi_decimation,
+)
+from hotspin.instruments.resilience import RETRYABLE
 from hotspin.procedures.base import HotspinProcedure
+from hotspin.procedures.recorder import ContinuousRecord
 from pymeasure.experiment import FloatParameter, IntegerParameter
 
 RECORD_NAME = "polarimeter"
@@ -43,35 +52,31 @@ class Record(HotspinProcedure):
         self.ensure_probe_light()
         self.watch()
         polarimeter = self.station.polarimeter
-        diff, total = polarimeter.config.diff_channel, polarimeter.config.sum_channel
-        fs = ADC_CLOCK_Hz / int(self.decimation)
+        link = polarimeter.digitiser
+        channels = [polarimeter.config.diff_channel - 1, polarimeter.config.sum_channel - 1]
+        decimation = int(self.decimation)
+        fs = ADC_CLOCK_Hz / decimation
         n = max(1, round(float(self.duration_s) * fs))
-        stream = polarimeter.digitiser.call(
-            lambda board: board.stream(decimation=int(self.decimation), n_samples=n)
-        )
+        stream = link.call(lambda board: board.stream(decimation=decimation, n_samples=n))
+        scales = stream.volts_per_code
         record = self.run.create_record(
             RECORD_NAME,
-            {
-                "v_diff": stream.volts_per_code[diff - 1],
-                "v_sum": stream.volts_per_code[total - 1],
-            },
+            {"v_diff": scales[channels[0]], "v_sum": scales[channels[1]]},
             stream.sample_rate_Hz,
-            stream.decimation,
+            decimation,
             stream.start_time_s,
         )
         self.run.start_swmr()
         try:
-            for item in stream:
-                if isinstance(item, StreamBlock):
-                    record.append(item.first_index, item.codes[[diff - 1, total - 1]])
-                    self.progress(item.end_index / n, f"{item.end_index / fs:.1f} s recorded")
-                else:
-                    record.add_gap(item.first_index, item.length)
-                self.check_stop()
+            self._stream_into(record, stream, n)
         finally:
-            polarimeter.digitiser.call(lambda board: stream.close())
             record.flush()
             self.run.end_swmr()
+        if record.missing:
+            self.notes.append(
+                f"{self.NAME}: {record.missing} of {n} samples lost in "
+                f"{record.gap_count} gaps (the gap table says where)"
+            )
         self.record_summary(
             {
                 "samples_recorded": (float(record.stored), 0.0, "samples"),
@@ -79,3 +84,47 @@ class Record(HotspinProcedure):
                 "recorded_fraction": (record.stored / n, 0.0, ""),
             }
         )
+
+    def _stream_into(self, record: ContinuousRecord, stream: DeepMemoryStream, n: int) -> None:
+        """Append the stream's blocks and gaps until ``n`` samples are accounted for; after a
+        link fault, start a new stream on a new connection and carry on.
+
+        A new stream counts from its own start. Its place in the record is the time between the
+        two starts (to the clock's precision, a few samples), so what was written in between
+        becomes a gap; a new stream that seems to begin before the record's end is placed at it.
+        """
+        link = self.station.polarimeter.digitiser
+        config = self.station.polarimeter.config
+        channels = [config.diff_channel - 1, config.sum_channel - 1]
+        first_start_s, offset, failures = stream.start_time_s, 0, 0
+        while True:
+            try:
+                for item in stream:
+                    start = offset + item.first_index
+                    if isinstance(item, StreamBlock):
+                        record.append(start, item.codes[channels][:, : n - start])
+                        failures = 0
+                    else:
+                        record.add_gap(start, min(item.length, n - start))
+                    self.progress(record.next_index / n, f"{record.next_index} of {n} samples")
+                    if record.next_index >= n:
+                        return
+                    self.check_stop()
+                return
+            except (*RETRYABLE, ValueError) as error:
+                failures += 1
+                if failures > link.retries:
+                    raise
+                self.notes.append(f"{self.NAME}: stream restarted after {error}")
+                link.disconnect()
+            finally:
+                with contextlib.suppress(*RETRYABLE, ValueError):
+                    stream.close()
+            stream = link.call(lambda board: board.stream(decimation=int(self.decimation)))
+            offset = round((stream.start_time_s - first_start_s) * stream.sample_rate_Hz)
+            offset = max(offset, record.next_index)
+            if offset > record.next_index:
+                record.add_gap(record.next_index, min(offset, n) - record.next_index)
+            if record.next_index >= n:
+                stream.close()
+                return

@@ -145,7 +145,9 @@ class RunFile:
         """Leave SWMR mode (close and reopen the file) so that objects can be added again."""
         if self.file.swmr_mode:
             self.file.close()
-            self.file = h5py.File(self.path, "r+", libver="latest")
+            # Without file locking: an SWMR reader may still hold the file (the monitor, say);
+            # it reads what was flushed, and reopens the file for what the run adds at its end.
+            self.file = h5py.File(self.path, "r+", libver="latest", locking=False)
 
     def create_record(
         self,
@@ -340,6 +342,7 @@ class ContinuousRecord:
         self.next_index = int(first_index)  # the index the next block must start at
         self.stored = 0  # samples per channel stored so far
         self.missing = 0  # samples per channel lost in gaps
+        self.gap_count = 0  # rows of the gap table
         self._flush_interval_s = flush_interval_s
         self._clock = clock
         self._flushed_at = clock()
@@ -372,12 +375,13 @@ class ContinuousRecord:
                 f"gap of {length} from sample {first_index}: gaps start at the record's next "
                 f"sample, {self.next_index}, and are at least one sample long"
             )
-        rows = self.gap_columns[0].shape[0]
+        rows = self.gap_count
         for column, value in zip(self.gap_columns, (first_index, length, self.stored), strict=True):
             column.resize((rows + 1,))
             column[rows] = value
         self.next_index += length
         self.missing += length
+        self.gap_count += 1
         self._flush_if_due()
 
     def flush(self) -> None:

@@ -56,27 +56,26 @@ as unknown commands do.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.simulators.instrument_base import Session, SimulatedInstrument
 from hotspin.simulators.lab import SimulatedLab
 from hotspin.simulators.redpitaya_capture import (
+    BUFFER_SIZE,
+    CODES_PER_FULL_SCALE,
     DDR_REGION_BYTES,
+    FULL_SCALE_V,
+    LEVEL_TRIGGERS,
     DeepMemory,
-    adc_codes,
+    TriggeredCapture,
     valid_axi_decimation,
 )
 
 ADC_CLOCK_Hz = 125e6
-BUFFER_SIZE = 16384
-CODES_PER_FULL_SCALE = 8192  # 14-bit signed codes span ±2¹³ over ± full scale
-FULL_SCALE_V = {"LV": 1.0, "HV": 20.0}
 DECIMATIONS = tuple(2**k for k in range(17))
 TRIGGER_SOURCES = (
     "DISABLED",
@@ -90,9 +89,6 @@ TRIGGER_SOURCES = (
     "AWG_PE",
     "AWG_NE",
 )
-# The level triggers: (input index, +1 for the positive edge, −1 for the negative one).
-LEVEL_TRIGGERS = {"CH1_PE": (0, 1), "CH1_NE": (0, -1), "CH2_PE": (1, 1), "CH2_NE": (1, -1)}
-MAX_WATCHED_SAMPLES = 4 * 16384  # looked at per question; an older stretch is skipped
 DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault of the rp library (acq_handler.c, OS 2.x)
 IDENTITY = "REDPITAYA,INSTR,SIMULATED,hotspin"
 # rp_GetVersion (the OS's ecosystem version): a deep-memory-capable 2.x OS, simulated.
@@ -155,26 +151,6 @@ def _header_regex(pattern: str) -> re.Pattern[str]:
         elif part:
             regex += ":".join(_node_regex(node) for node in part.split(":"))
     return re.compile(":?" + regex + (r"\?" if query else ""), re.IGNORECASE)
-
-
-@dataclass
-class _Capture:
-    """One triggered acquisition: the samples the FPGA writes into the circular buffer."""
-
-    armed_s: float  # samples before ACQ:START are never written
-    start_s: float  # time of the first sample of the data buffer
-    sample_rate_Hz: float
-    codes: np.ndarray  # (2, BUFFER_SIZE) int16, oldest first
-    first_position: int  # buffer position of the first sample
-    stopped_s: float = math.inf  # ACQ:STOP ends the writing
-
-    def written(self, now_s: float) -> tuple[int, int]:
-        """Return the [first, end) sample indices written by ``now_s``."""
-        fs = self.sample_rate_Hz
-        # A part-per-million of a sample absorbs rounding in clocks that step by exact durations.
-        first = math.ceil((self.armed_s - self.start_s) * fs - 1e-6)
-        end = math.floor((min(now_s, self.stopped_s) - self.start_s) * fs + 1e-6) + 1
-        return min(max(first, 0), BUFFER_SIZE), min(max(end, 0), BUFFER_SIZE)
 
 
 class _BoardSession(Session):
@@ -343,18 +319,8 @@ class SimulatedRedPitaya(SimulatedInstrument):
         #: The input-range jumpers of IN1 and IN2 (hardware, set by hand: "LV" ±1 V, "HV" ±20 V).
         self.jumpers = list(jumpers)
         self.session: _BoardSession | None = None
-        self.memory = np.zeros((2, BUFFER_SIZE), dtype=np.int16)  # the circular buffer, codes
-        self.write_position = BUFFER_SIZE - 1  # latest written sample (ACQ:WPOS?)
-        self.trigger_position = 0  # sample at the trigger (ACQ:TPOS?)
-        self.armed_s = self.lab.clock.now()
-        self.triggered = False
-        self.filled = False
-        self._capture: _Capture | None = None
-        # A level trigger's watch: the signal is examined up to this time; the codes just
-        # before it (for the pre-trigger part) and the last sample of the trigger input.
-        self._watched_s: float | None = None
-        self._recent = np.zeros((2, 0), dtype=np.int16)
-        self._edge_ready = False  # the input has been beyond the level by the hysteresis
+        #: The 16 384-sample buffer of triggered acquisitions and its trigger.
+        self.capture = TriggeredCapture(lab, self.jumpers, self)
         #: The deep-memory region and its writer (``ddr_bytes`` reserved, 2 MiB by default).
         self.deep = DeepMemory(lab, self.jumpers, ddr_bytes)
         self.deep_mode = False  # ACQ:START started the DDR writer, not the 16 384 buffer
@@ -367,7 +333,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
 
     def _reset(self) -> None:
         """Stop and restore the acquisition defaults (ACQ:RST), keeping the buffer contents."""
-        self._stop()
+        self.capture.stop()
         self.deep.reset()
         self.deep_mode = False
         self.decimation = 1
@@ -380,128 +346,9 @@ class SimulatedRedPitaya(SimulatedInstrument):
         self.gains = ["LV", "LV"]
         self.units = "VOLTS"  # a global of acquire.cpp, shared by every connection
 
-    # --- the acquisition -------------------------------------------------------------------------
-    def _stop(self) -> None:
-        """Stop writing samples (ACQ:STOP): an unfinished capture keeps what it wrote."""
-        self.armed = False
-        self.deep.stop()
-        if self._capture is not None:
-            self._capture.stopped_s = min(self._capture.stopped_s, self.lab.clock.now())
-
-    def _arm(self) -> None:
-        """Start writing samples and wait for the trigger (ACQ:START)."""
-        self._watched_s = None  # a level trigger still waiting is replaced, not looked for
-        self._commit()
-        self._capture = None
-        self.armed = True
-        self.armed_s = self.lab.clock.now()
-        self.triggered = False
-        self.filled = False
-        self._start_watch()
-
-    def _samples_after_trigger(self) -> int:
-        """Return how many samples of the data buffer are written from the trigger on."""
-        return max(0, self.trigger_delay + BUFFER_SIZE // 2)
-
-    def _codes(self, n: int, fs: float, start_s: float) -> tuple[float, np.ndarray]:
-        """Digitise ``n`` samples of both inputs from ``start_s``; return the true start, codes."""
-        record = self.lab.record(n, fs, start_s)
-        inputs = (record.v_diff, record.v_sum)
-        codes = np.stack([adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
-        return record.start_s, codes
-
-    def _trigger_now(self) -> None:
-        """Fire the trigger: record the polarimeter for the whole data buffer around it."""
-        fs = ADC_CLOCK_Hz / self.decimation
-        before = BUFFER_SIZE - self._samples_after_trigger()
-        start_s, codes = self._codes(BUFFER_SIZE, fs, self.lab.clock.now() - before / fs)
-        self._fire(start_s, codes, self.armed_s)
-
-    def _fire(self, start_s: float, codes: np.ndarray, written_from_s: float) -> None:
-        """Trigger on the data buffer ``codes`` that starts at ``start_s`` (samples before
-        ``written_from_s`` are never written)."""
-        fs = ADC_CLOCK_Hz / self.decimation
-        position = round(start_s * fs) % BUFFER_SIZE  # the ADC writes continuously
-        self._capture = _Capture(written_from_s, start_s, fs, codes, position)
-        after = self._samples_after_trigger()
-        self.trigger_position = (position + BUFFER_SIZE - after) % BUFFER_SIZE
-        self.triggered = True
-        self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
-        self._watched_s = None
-
-    def _start_watch(self) -> None:
-        """Begin watching the trigger input, if armed with a level trigger."""
-        if self.armed and not self.triggered and self.trigger_source in LEVEL_TRIGGERS:
-            self._watched_s = self.lab.clock.now()
-            self._recent = np.zeros((2, 0), dtype=np.int16)
-            self._edge_ready = False
-
-    def _watch(self) -> None:
-        """Look for the level trigger's edge in the signal acquired since the last look."""
-        watching = self.armed and not self.triggered and self.trigger_source in LEVEL_TRIGGERS
-        if self._watched_s is None or not watching:
-            return
-        fs = ADC_CLOCK_Hz / self.decimation
-        n = math.floor((self.lab.clock.now() - self._watched_s) * fs + 1e-6)
-        if n <= 0:
-            return
-        if n > MAX_WATCHED_SAMPLES:  # skip the older stretch: nothing of it is kept
-            self._watched_s += (n - MAX_WATCHED_SAMPLES) / fs
-            self._recent = np.zeros((2, 0), dtype=np.int16)
-            self._edge_ready = False
-            n = MAX_WATCHED_SAMPLES
-        start_s, codes = self._codes(n, fs, self._watched_s)
-        channel, edge = LEVEL_TRIGGERS[self.trigger_source]
-        codes_per_V = CODES_PER_FULL_SCALE / FULL_SCALE_V[self.gains[channel]]
-        level = round(self.trigger_level_V * codes_per_V)
-        hysteresis = round(self.trigger_hysteresis_V * codes_per_V)
-        # A Schmitt trigger: the input must first be beyond the level by the hysteresis on the
-        # far side, then reach the level. Sign-flipped for the negative edge, both edges read
-        # "from below level − hysteresis to at or above level".
-        signal = edge * codes[channel].astype(np.int32)
-        below = np.flatnonzero(signal < edge * level - hysteresis)
-        ready = 0 if self._edge_ready else (int(below[0]) + 1 if below.size else n)
-        reached = np.flatnonzero(signal[ready:] >= edge * level)
-        if reached.size == 0:
-            self._edge_ready = ready < n or self._edge_ready
-            self._recent = np.concatenate((self._recent, codes), axis=1)[:, -BUFFER_SIZE:]
-            self._watched_s = start_s + n / fs
-            return
-        trigger = ready + int(reached[0])
-        after = self._samples_after_trigger()
-        history = np.concatenate((self._recent, codes[:, :trigger]), axis=1)
-        history = history[:, history.shape[1] - min(history.shape[1], BUFFER_SIZE - after) :]
-        following = codes[:, trigger:]
-        if following.shape[1] < after:  # the rest of the buffer is still to come
-            _, more = self._codes(after - following.shape[1], fs, start_s + n / fs)
-            following = np.concatenate((following, more), axis=1)
-        missing = BUFFER_SIZE - after - history.shape[1]  # skipped: never written
-        buffer = np.concatenate(
-            (np.zeros((2, missing), dtype=np.int16), history, following[:, :after]), axis=1
-        )
-        trigger_s = start_s + trigger / fs
-        written_from = max(self.armed_s, trigger_s - history.shape[1] / fs)
-        self._fire(trigger_s - (BUFFER_SIZE - after) / fs, buffer, written_from)
-
-    def _commit(self) -> None:
-        """Write the samples the capture has acquired by now into the buffer."""
-        self._watch()
-        capture = self._capture
-        if capture is None:
-            return
-        first, end = capture.written(self.lab.clock.now())
-        if end > first:
-            positions = (capture.first_position + np.arange(first, end)) % BUFFER_SIZE
-            self.memory[:, positions] = capture.codes[:, first:end]
-            self.write_position = int(positions[-1])
-        if end == BUFFER_SIZE:
-            self.filled = True
-        if end == BUFFER_SIZE or capture.stopped_s < math.inf:
-            self._capture = None  # nothing more will be written
-
     def _data(self, session: _BoardSession, channel: int, start: int, size: int) -> bytes:
         """Return the reply: ``size`` samples of ``channel`` from buffer position ``start``."""
-        codes = _circular(self.memory[channel - 1], start % BUFFER_SIZE, min(size, BUFFER_SIZE))
+        codes = self.capture.read(channel, start, size)
         return self._samples_reply(session, codes, channel, self.units)
 
     def _samples_reply(
@@ -521,7 +368,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
     # --- deep memory (acquire_axi.cpp) ------------------------------------------------------------
     def _deep_trigger(self) -> None:
         """Hand the trigger source to the running DDR writer (NOW fires, a level arms)."""
-        if not (self.armed and self.deep_mode):
+        if not (self.capture.armed and self.deep_mode):
             return
         if self.trigger_source == "NOW":
             self.deep.trigger_now()
@@ -741,15 +588,17 @@ class SimulatedRedPitaya(SimulatedInstrument):
         # With a deep-memory buffer enabled the AXI writer takes the ADC stream instead.
         self.deep_mode = self.deep.enabled
         if self.deep_mode:
-            self._stop()
-            self.armed = True
+            self.capture.stop()
+            self.deep.stop()
+            self.capture.armed = True
             self.deep.start()
             self._deep_trigger()
         else:
-            self._arm()
+            self.capture.arm()
 
     def _acq_stop(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        self._stop()
+        self.capture.stop()
+        self.deep.stop()
 
     def _acq_reset(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         self._reset()
@@ -807,20 +656,20 @@ class SimulatedRedPitaya(SimulatedInstrument):
             return
         # The software trigger acts when written, and only on an armed acquisition (the command
         # list orders ACQ:START before ACQ:TRig NOW); set earlier, it is lost [unverified].
-        if source == "NOW" and self.armed and not self.triggered:
-            self._trigger_now()
-        self._start_watch()
+        if source == "NOW" and self.capture.armed and not self.capture.triggered:
+            self.capture.trigger_now()
+        self.capture.start_watch()
 
     def _trigger_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         # TD when triggered or when the source is DISABLED (commands-acq, ACQ:TRig:STAT?).
-        self._watch()
+        self.capture.watch()
         if self.deep_mode and self.deep.triggered:
             self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
-        return b"WAIT" if self.armed and self.trigger_source != "DISABLED" else b"TD"
+        return b"WAIT" if self.capture.armed and self.trigger_source != "DISABLED" else b"TD"
 
     def _fill_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        self._commit()
-        return b"1" if self.filled else b"0"
+        self.capture.commit()
+        return b"1" if self.capture.filled else b"0"
 
     def _set_delay(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         value = p.integer(mandatory=False, unsigned=False)
@@ -868,11 +717,11 @@ class SimulatedRedPitaya(SimulatedInstrument):
         return f"{self.trigger_hysteresis_V:g}".encode("ascii")
 
     def _write_pointer(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        self._commit()
-        return str(self.write_position).encode("ascii")
+        self.capture.commit()
+        return str(self.capture.write_position).encode("ascii")
 
     def _trigger_pointer(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.trigger_position).encode("ascii")
+        return str(self.capture.trigger_position).encode("ascii")
 
     def _set_gain(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         channel = self._channel(s, n)
@@ -928,25 +777,25 @@ class SimulatedRedPitaya(SimulatedInstrument):
 
     def _data_all(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
-        self._commit()
-        return self._data(s, channel, self.write_position + 1, BUFFER_SIZE)
+        self.capture.commit()
+        return self._data(s, channel, self.capture.write_position + 1, BUFFER_SIZE)
 
     def _data_oldest(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
         size = p.integer()
         if size is None:
             raise self._fail(s, "Missing SIZE parameter.")
-        self._commit()
-        return self._data(s, channel, self.write_position + 1, size)
+        self.capture.commit()
+        return self._data(s, channel, self.capture.write_position + 1, size)
 
     def _data_latest(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
         size = p.integer()
         if size is None:
             raise self._fail(s, "Missing first parameter.")
-        self._commit()
+        self.capture.commit()
         size = min(size, BUFFER_SIZE)
-        return self._data(s, channel, self.write_position + 1 - size, size)
+        return self._data(s, channel, self.capture.write_position + 1 - size, size)
 
     def _data_start_n(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
@@ -956,7 +805,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         size = p.integer()
         if size is None:
             raise self._fail(s, "Missing SIZE parameter.")
-        self._commit()
+        self.capture.commit()
         return self._data(s, channel, start, size)
 
     def _data_start_end(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
@@ -967,7 +816,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         end = p.integer()
         if end is None:
             raise self._fail(s, "Unable to read END parameter.")
-        self._commit()
+        self.capture.commit()
         return self._data(s, channel, start, (end + BUFFER_SIZE - start) % BUFFER_SIZE + 1)
 
 
@@ -980,14 +829,6 @@ def _binary_block(payload: bytes) -> bytes:
     """
     count = str(len(payload))
     return f"#{len(count)}{count}".encode("ascii") + payload
-
-
-def _circular(buffer: np.ndarray, start: int, size: int) -> np.ndarray:
-    """Return ``size`` elements of a circular buffer from ``start``, wrapping at its end."""
-    end = start + size
-    if end <= buffer.size:
-        return buffer[start:end]
-    return np.concatenate((buffer[start:], buffer[: end - buffer.size]))
 
 
 def _compound(previous: str, header: str) -> str:

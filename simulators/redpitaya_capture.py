@@ -1,9 +1,10 @@
 """The simulated Red Pitaya's acquisition memory: ADC quantisation and the deep-memory (DDR) ring.
 
 The command table lives in `hotspin.simulators.redpitaya`; this module is what its commands act
-on. `DeepMemory` is the board's deep-memory acquisition (OS 2.00-18 and later, "Deep Memory
-Mode" in the Red Pitaya documentation; API in RedPitaya/RedPitaya ``rp-api/api/src``
-``acq_handler.cpp`` ``acq_axi_*`` and ``oscilloscope.cpp`` ``osc_axi_*``):
+on. `TriggeredCapture` is the 16 384-sample buffer of triggered acquisitions. `DeepMemory` is
+the board's deep-memory acquisition (OS 2.00-18 and later, "Deep Memory Mode" in the Red Pitaya
+documentation; API in RedPitaya/RedPitaya ``rp-api/api/src`` ``acq_handler.cpp`` ``acq_axi_*``
+and ``oscilloscope.cpp`` ``osc_axi_*``):
 
 - The OS reserves one DDR region (``ACQ:AXI:START?`` its address, ``ACQ:AXI:SIZE?`` its bytes;
   2 MiB here, configurable). Each input writes into its own buffer inside it, set by
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError
@@ -41,8 +43,12 @@ from hotspin.simulators.lab import SimulatedLab
 from threadpoolctl import ThreadpoolController
 
 ADC_CLOCK_Hz = 125e6
+BUFFER_SIZE = 16384
 CODES_PER_FULL_SCALE = 8192  # 14-bit signed codes span ±2¹³ over ± full scale
 FULL_SCALE_V = {"LV": 1.0, "HV": 20.0}
+# The level triggers: (input index, +1 for the positive edge, −1 for the negative one).
+LEVEL_TRIGGERS = {"CH1_PE": (0, 1), "CH1_NE": (0, -1), "CH2_PE": (1, 1), "CH2_NE": (1, -1)}
+MAX_WATCHED_SAMPLES = 4 * 16384  # looked at per question; an older stretch is skipped
 # The OS-reserved region. Its address comes from the board's device tree; this one is the
 # simulation's own choice. Its size is what Red Pitaya OS 2.x reserves by default.
 DDR_REGION_START = 0x1000000
@@ -86,6 +92,204 @@ def schmitt_edge(signal: np.ndarray, level: int, hysteresis: int, ready: bool) -
     if reached.size:
         return start + int(reached[0]), True
     return -1, True
+
+
+@dataclass
+class _Capture:
+    """One triggered acquisition: the samples the FPGA writes into the circular buffer."""
+
+    armed_s: float  # samples before ACQ:START are never written
+    start_s: float  # time of the first sample of the data buffer
+    sample_rate_Hz: float
+    codes: np.ndarray  # (2, BUFFER_SIZE) int16, oldest first
+    first_position: int  # buffer position of the first sample
+    stopped_s: float = math.inf  # ACQ:STOP ends the writing
+
+    def written(self, now_s: float) -> tuple[int, int]:
+        """Return the [first, end) sample indices written by ``now_s``."""
+        fs = self.sample_rate_Hz
+        # A part-per-million of a sample absorbs rounding in clocks that step by exact durations.
+        first = math.ceil((self.armed_s - self.start_s) * fs - 1e-6)
+        end = math.floor((min(now_s, self.stopped_s) - self.start_s) * fs + 1e-6) + 1
+        return min(max(first, 0), BUFFER_SIZE), min(max(end, 0), BUFFER_SIZE)
+
+
+class AcquisitionSettings(Protocol):
+    """The board's acquisition settings a triggered capture follows (the SCPI server's)."""
+
+    decimation: int
+    trigger_source: str
+    trigger_delay: int
+    trigger_level_V: float
+    trigger_hysteresis_V: float
+    gains: list[str]
+
+
+class TriggeredCapture:
+    """The 16 384-sample circular buffer per input, written around a trigger in simulated time.
+
+    The samples are written as simulated time passes (`lab.clock`), so the fill state turns
+    true only once the post-trigger part has been acquired, and every data query until the
+    next trigger reads the same buffer. The data buffer ends ``ACQ:TRig:DLY`` + 8192 samples
+    after the trigger (trigger at sample 8192 for a delay of 0). Samples from before
+    ``ACQ:START`` are never written: they keep the previous contents, as the FPGA writes only
+    while armed. The level triggers watch the input's codes as a Schmitt trigger (see the
+    board's module docstring); the capture clears ``settings.trigger_source`` when it fires, as
+    the FPGA does.
+    """
+
+    def __init__(
+        self, lab: SimulatedLab, jumpers: list[str], settings: AcquisitionSettings
+    ) -> None:
+        self.lab = lab
+        self.jumpers = jumpers  # shared with the board: the inputs' range jumpers
+        self.settings = settings
+        self.memory = np.zeros((2, BUFFER_SIZE), dtype=np.int16)  # the circular buffer, codes
+        self.write_position = BUFFER_SIZE - 1  # latest written sample (ACQ:WPOS?)
+        self.trigger_position = 0  # sample at the trigger (ACQ:TPOS?)
+        self.armed = False
+        self.armed_s = self.lab.clock.now()
+        self.triggered = False
+        self.filled = False
+        self._capture: _Capture | None = None
+        # A level trigger's watch: the signal is examined up to this time; the codes just
+        # before it (for the pre-trigger part) and the last sample of the trigger input.
+        self._watched_s: float | None = None
+        self._recent = np.zeros((2, 0), dtype=np.int16)
+        self._edge_ready = False  # the input has been beyond the level by the hysteresis
+
+    def read(self, channel: int, start: int, size: int) -> np.ndarray:
+        """Return ``size`` codes of input ``channel`` from buffer position ``start``."""
+        return _circular(self.memory[channel - 1], start % BUFFER_SIZE, min(size, BUFFER_SIZE))
+
+    def stop(self) -> None:
+        """Stop writing samples (ACQ:STOP): an unfinished capture keeps what it wrote."""
+        self.armed = False
+        if self._capture is not None:
+            self._capture.stopped_s = min(self._capture.stopped_s, self.lab.clock.now())
+
+    def arm(self) -> None:
+        """Start writing samples and wait for the trigger (ACQ:START)."""
+        self._watched_s = None  # a level trigger still waiting is replaced, not looked for
+        self.commit()
+        self._capture = None
+        self.armed = True
+        self.armed_s = self.lab.clock.now()
+        self.triggered = False
+        self.filled = False
+        self.start_watch()
+
+    def _samples_after_trigger(self) -> int:
+        """Return how many samples of the data buffer are written from the trigger on."""
+        return max(0, self.settings.trigger_delay + BUFFER_SIZE // 2)
+
+    def _codes(self, n: int, fs: float, start_s: float) -> tuple[float, np.ndarray]:
+        """Digitise ``n`` samples of both inputs from ``start_s``; return the true start, codes."""
+        record = self.lab.record(n, fs, start_s)
+        inputs = (record.v_diff, record.v_sum)
+        codes = np.stack([adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
+        return record.start_s, codes
+
+    def trigger_now(self) -> None:
+        """Fire the trigger: record the polarimeter for the whole data buffer around it."""
+        fs = ADC_CLOCK_Hz / self.settings.decimation
+        before = BUFFER_SIZE - self._samples_after_trigger()
+        start_s, codes = self._codes(BUFFER_SIZE, fs, self.lab.clock.now() - before / fs)
+        self._fire(start_s, codes, self.armed_s)
+
+    def _fire(self, start_s: float, codes: np.ndarray, written_from_s: float) -> None:
+        """Trigger on the data buffer ``codes`` that starts at ``start_s`` (samples before
+        ``written_from_s`` are never written)."""
+        fs = ADC_CLOCK_Hz / self.settings.decimation
+        position = round(start_s * fs) % BUFFER_SIZE  # the ADC writes continuously
+        self._capture = _Capture(written_from_s, start_s, fs, codes, position)
+        after = self._samples_after_trigger()
+        self.trigger_position = (position + BUFFER_SIZE - after) % BUFFER_SIZE
+        self.triggered = True
+        self.settings.trigger_source = (
+            "DISABLED"  # the FPGA clears the source once it has triggered
+        )
+        self._watched_s = None
+
+    def start_watch(self) -> None:
+        """Begin watching the trigger input, if armed with a level trigger."""
+        if self.armed and not self.triggered and self.settings.trigger_source in LEVEL_TRIGGERS:
+            self._watched_s = self.lab.clock.now()
+            self._recent = np.zeros((2, 0), dtype=np.int16)
+            self._edge_ready = False
+
+    def watch(self) -> None:
+        """Look for the level trigger's edge in the signal acquired since the last look."""
+        watching = (
+            self.armed and not self.triggered and self.settings.trigger_source in LEVEL_TRIGGERS
+        )
+        if self._watched_s is None or not watching:
+            return
+        fs = ADC_CLOCK_Hz / self.settings.decimation
+        n = math.floor((self.lab.clock.now() - self._watched_s) * fs + 1e-6)
+        if n <= 0:
+            return
+        if n > MAX_WATCHED_SAMPLES:  # skip the older stretch: nothing of it is kept
+            self._watched_s += (n - MAX_WATCHED_SAMPLES) / fs
+            self._recent = np.zeros((2, 0), dtype=np.int16)
+            self._edge_ready = False
+            n = MAX_WATCHED_SAMPLES
+        start_s, codes = self._codes(n, fs, self._watched_s)
+        channel, edge = LEVEL_TRIGGERS[self.settings.trigger_source]
+        codes_per_V = CODES_PER_FULL_SCALE / FULL_SCALE_V[self.settings.gains[channel]]
+        level = round(self.settings.trigger_level_V * codes_per_V)
+        hysteresis = round(self.settings.trigger_hysteresis_V * codes_per_V)
+        # A Schmitt trigger: the input must first be beyond the level by the hysteresis on the
+        # far side, then reach the level. Sign-flipped for the negative edge, both edges read
+        # "from below level − hysteresis to at or above level".
+        signal = edge * codes[channel].astype(np.int32)
+        below = np.flatnonzero(signal < edge * level - hysteresis)
+        ready = 0 if self._edge_ready else (int(below[0]) + 1 if below.size else n)
+        reached = np.flatnonzero(signal[ready:] >= edge * level)
+        if reached.size == 0:
+            self._edge_ready = ready < n or self._edge_ready
+            self._recent = np.concatenate((self._recent, codes), axis=1)[:, -BUFFER_SIZE:]
+            self._watched_s = start_s + n / fs
+            return
+        trigger = ready + int(reached[0])
+        after = self._samples_after_trigger()
+        history = np.concatenate((self._recent, codes[:, :trigger]), axis=1)
+        history = history[:, history.shape[1] - min(history.shape[1], BUFFER_SIZE - after) :]
+        following = codes[:, trigger:]
+        if following.shape[1] < after:  # the rest of the buffer is still to come
+            _, more = self._codes(after - following.shape[1], fs, start_s + n / fs)
+            following = np.concatenate((following, more), axis=1)
+        missing = BUFFER_SIZE - after - history.shape[1]  # skipped: never written
+        buffer = np.concatenate(
+            (np.zeros((2, missing), dtype=np.int16), history, following[:, :after]), axis=1
+        )
+        trigger_s = start_s + trigger / fs
+        written_from = max(self.armed_s, trigger_s - history.shape[1] / fs)
+        self._fire(trigger_s - (BUFFER_SIZE - after) / fs, buffer, written_from)
+
+    def commit(self) -> None:
+        """Write the samples the capture has acquired by now into the buffer."""
+        self.watch()
+        capture = self._capture
+        if capture is None:
+            return
+        first, end = capture.written(self.lab.clock.now())
+        if end > first:
+            positions = (capture.first_position + np.arange(first, end)) % BUFFER_SIZE
+            self.memory[:, positions] = capture.codes[:, first:end]
+            self.write_position = int(positions[-1])
+        if end == BUFFER_SIZE:
+            self.filled = True
+        if end == BUFFER_SIZE or capture.stopped_s < math.inf:
+            self._capture = None  # nothing more will be written
+
+
+def _circular(buffer: np.ndarray, start: int, size: int) -> np.ndarray:
+    """Return ``size`` elements of a circular buffer from ``start``, wrapping at its end."""
+    end = start + size
+    if end <= buffer.size:
+        return buffer[start:end]
+    return np.concatenate((buffer[start:], buffer[: end - buffer.size]))
 
 
 @dataclass

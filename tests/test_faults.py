@@ -114,6 +114,7 @@ TARGET = {
     "detuning_sweep": "laser",
     "entanglement": "digitiser",
     "sensitivity": "coil_x",
+    "record": "digitiser",
 }
 RUN_TIMEOUT_S = 60.0
 

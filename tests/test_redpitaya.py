@@ -467,7 +467,7 @@ def test_a_level_trigger_fires_on_the_edge_of_the_input(board, lab, source, edge
     pitaya.acq_trigger_hysteresis = 0.0  # every crossing of the level counts
     pitaya.acq_trigger_delay_samples = 0  # after acquire(), which puts the trigger first
     lab.clock.advance(0.1)
-    simulated.memory[:] = 0  # as after power-on: the samples written from now on stand out
+    simulated.capture.memory[:] = 0  # as after power-on: the samples written from now on stand out
     pitaya.acquisition_start()
     pitaya.acq_trigger_source = source
     assert pitaya.acq_trigger_status is False  # no time has passed: nothing seen yet
