@@ -224,6 +224,8 @@ class RedPitaya(RedPitayaScpi):
     """Red Pitaya STEMlab 125-14 over its SCPI server: decimation, trigger, two fast inputs.
 
     ``sleep`` is what waiting for the buffer uses; tests pass a simulated clock's sleep.
+    ``now`` is the clock `stream` counts the deep-memory writer's laps with: it must run at the
+    board's rate (the wall clock for a real board, the simulated lab's clock for a simulated one).
     """
 
     analog_in = Instrument.MultiChannelCreator(FastInput, (1, 2), prefix="ain")

@@ -45,7 +45,9 @@ generator triggers: they never fire and a driver waiting for one times out.
 
 Averaging (``ACQ:AVG ON|OFF``, ON after ``ACQ:RST`` as in acq_SetDefault) is stored and read
 back; the samples do not depend on it yet: a sample is the atoms' signal at its instant plus
-the white noise of the sampled band.
+the white noise of the sampled band. (The boxcar over each decimated sample belongs in
+`SimulatedLab.record`; `TriggeredCapture._codes` and `DeepMemory._generate` are the two calls
+that would pass the board's ``averaging`` to it.)
 
 Deep memory (``ACQ:AXI:*``, OS 2.00-18 and later) is `redpitaya_capture.DeepMemory`: with a
 buffer enabled, ``ACQ:START`` starts the DDR writer instead of the 16 384-sample buffer, and the
@@ -429,6 +431,8 @@ class SimulatedRedPitaya(SimulatedInstrument):
         if state is None:
             raise self._fail(s, "Missing first parameter.")
         if state and not self.deep.buffers[channel - 1].samples:
+            # After ACQ:RST the buffer is empty (acq_SetDefault sets 0 bytes); the API would
+            # reserve nothing and the writer have nowhere to write. The simulation refuses it.
             raise self._axi_fail(s, "Failed to start data capture: Value out of range.")
         self.deep.buffers[channel - 1].enabled = state
 

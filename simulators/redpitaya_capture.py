@@ -330,6 +330,7 @@ class DeepMemory:
         self.region_start = DDR_REGION_START
         self.region_bytes = int(region_bytes)
         self.memory = np.zeros(self.region_bytes // 2, dtype=np.int16)
+        self._writer: _Writer | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -337,7 +338,7 @@ class DeepMemory:
         self.stop()
         self.decimation = 1
         self.buffers = [AxiBuffer(self.region_start), AxiBuffer(self.region_start)]
-        self._writer: _Writer | None = None
+        self._writer = None
         self.trigger: tuple[int, int, int, int] | None = None  # (channel, edge, level, hyst)
         self._edge_ready = False
 
@@ -373,10 +374,9 @@ class DeepMemory:
 
     def stop(self) -> None:
         """Stop writing now (ACQ:STOP): what was written stays."""
-        writer = getattr(self, "_writer", None)
-        if writer is not None:
+        if self._writer is not None:
             self.catch_up()
-            writer.stop_index = min(writer.stop_index, writer.written)
+            self._writer.stop_index = min(self._writer.stop_index, self._writer.written)
 
     @property
     def running(self) -> bool:
@@ -454,7 +454,7 @@ class DeepMemory:
 
     def catch_up(self) -> None:
         """Write every sample the ADCs have produced by now into the enabled buffers."""
-        writer = getattr(self, "_writer", None)
+        writer = self._writer
         if writer is None:
             return
         fs = writer.sample_rate_Hz
