@@ -6,7 +6,8 @@ a board would. This process is the client: `RedPitaya.stream` over pyvisa-py, ev
 gap appended to a `ContinuousRecord` in a live (SWMR) HDF5 file, as the `record` procedure does.
 For each decimation it prints the samples recorded ÷ the samples the board wrote (every index
 is either recorded or in a gap), the number of gaps, the client's CPU time per wall second and
-the server process's CPU per wall second.
+the server process's CPU per wall second, and the client's peak memory (flat: blocks are
+appended and dropped).
 
 Then, in this process, the board's generation rate: simulated seconds of both inputs written
 into the ring per wall second when a client polls it every 10 ms of signal (nothing skipped).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -142,6 +144,8 @@ def main() -> None:
         server_wall = time.perf_counter() - server_wall
     server.join(timeout=10)
     print(f"server process CPU over all runs: {server_cpu / server_wall:.2f} s/s")
+    peak_MiB = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"client peak memory (max RSS) after all runs: {peak_MiB:.0f} MiB")
     for decimation in (64, 32):
         rate = generation_rate(decimation)
         print(

@@ -155,7 +155,8 @@ def python(code: str, *args: str) -> subprocess.Popen:
 def test_an_swmr_reader_in_another_process_sees_the_record_grow(station, tmp_path):
     path = tmp_path / "live.h5"
     reader = python(READER.format(deadline=DEADLINE_S), str(path))
-    procedure = PROCEDURES["record"].from_values({"duration_s": 4.5, "decimation": 1024})
+    # 7 s flushed about every second: the reader, however late it starts, sees several sizes.
+    procedure = PROCEDURES["record"].from_values({"duration_s": 7.0, "decimation": 1024})
     run_procedure(procedure, station, path)
     out, err = reader.communicate(timeout=DEADLINE_S)
     seen = [int(n) for n in out.split()]
