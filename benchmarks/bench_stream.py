@@ -9,7 +9,9 @@ is either recorded or in a gap), the number of gaps, the client's CPU time per w
 the server process's CPU per wall second, and the client's peak memory (flat: blocks are
 appended and dropped).
 
-Then, in this process, the board's generation rate: simulated seconds of both inputs written
+With ``--in-process`` the same runs follow with the board in this process (its adapter in
+place of TCP; board and client then share one interpreter). Then, in this process, the board's
+generation rate: simulated seconds of both inputs written
 into the ring per wall second when a client polls it every 10 ms of signal (nothing skipped).
 
 Run: .venv/bin/python benchmarks/bench_stream.py            # 60 s at each decimation
@@ -19,6 +21,7 @@ Run: .venv/bin/python benchmarks/bench_stream.py            # 60 s at each decim
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import resource
 import tempfile
@@ -48,9 +51,20 @@ def serve(pipe: Connection) -> None:
         pipe.send(time.process_time())
 
 
-def stream_once(port: int, decimation: int, duration_s: float, directory: Path) -> dict:
+def in_process_board() -> RedPitaya:
+    """Return the driver on a simulated board in this process (wall-speed clock, no TCP)."""
+    from hotspin.simulators.inprocess import InProcessAdapter
+    from hotspin.simulators.lab import LabConfig, SimulatedLab
+    from hotspin.simulators.redpitaya import SimulatedRedPitaya
+
+    lab = SimulatedLab(LabConfig(seed=1))
+    lab.laser.emission_enabled = True
+    lab.hwp_angle_deg = lab.config.polarimeter.hwp_zero_deg
+    return RedPitaya(InProcessAdapter(SimulatedRedPitaya(lab)), now=lab.clock.now)
+
+
+def stream_once(pitaya: RedPitaya, decimation: int, duration_s: float, directory: Path) -> dict:
     """Stream ``duration_s`` at ``decimation`` into a live run file; return the figures."""
-    pitaya = RedPitaya(f"TCPIP::127.0.0.1::{port}::SOCKET", timeout=10_000)
     n = round(duration_s * 125e6 / decimation)
     path = directory / f"stream_{decimation}.h5"
     with RunFile(path, "record", {"decimation": decimation}, live=True) as run:
@@ -74,7 +88,6 @@ def stream_once(port: int, decimation: int, duration_s: float, directory: Path) 
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         stream.close()
         record.flush()
-    pitaya.adapter.close()
     size = path.stat().st_size
     path.unlink()
     return {
@@ -118,6 +131,9 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--full", action="store_true", help="600 s at decimation 64 only")
     parser.add_argument("--decimations", type=int, nargs="+", default=[64, 32, 16, 8])
+    parser.add_argument(
+        "--in-process", action="store_true", help="the board in this process, no TCP, as well"
+    )
     args = parser.parse_args()
     runs = [(64, 600.0)] if args.full else [(d, args.duration_s) for d in args.decimations]
     context = multiprocessing.get_context("spawn")
@@ -128,17 +144,22 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as directory:
         server_wall = time.perf_counter()
-        for decimation, duration in runs:
-            result = stream_once(port, decimation, duration, Path(directory))
+        pitaya = RedPitaya(f"TCPIP::127.0.0.1::{port}::SOCKET", timeout=10_000)
+        boards = [("TCP", pitaya)] + (
+            [("in-process", in_process_board())] if args.in_process else []
+        )
+        for (link, board), (decimation, duration) in itertools.product(boards, runs):
+            result = stream_once(board, decimation, duration, Path(directory))
             results.append(result)
             print(
-                f"decimation {decimation:5d} ({125e6 / decimation / 1e6:6.3f} MS/s x 2): "
+                f"{link}: decimation {decimation:5d} ({125e6 / decimation / 1e6:6.3f} MS/s x 2): "
                 f"{duration:g} s, recorded/written {result['recorded']}/{result['written']} "
                 f"= {result['fraction']:.6f} (target >= {TARGET_FRACTION}), "
                 f"gaps {result['gaps']}, client CPU {result['client_cpu']:.2f} s/s, "
                 f"file {result['bytes_per_pair']:.2f} B per sample pair",
                 flush=True,
             )
+        pitaya.adapter.close()
         ours.send("stop")
         server_cpu = ours.recv()
         server_wall = time.perf_counter() - server_wall
