@@ -21,8 +21,16 @@ command list at redpitaya.readthedocs.io ``commands-acq``):
   ``*<header> <text>``. ``*STB?`` bit 2 (value 4) flags them. A query that fails sends nothing.
 - RAW data are the ADC's signed 14-bit codes, −8192…8191; VOLTS are code × full scale / 8192 with
   full scale 1 V (LV) or 20 V (HV) (``rp_hw-profiles`` for the 125-14: ``fast_adc_full_scale = 1``,
-  gains 1 and 20). Binary replies are IEEE 488.2 blocks of big-endian int16 or float32, ASCII
+  gains 1 and 20). Binary replies are IEEE 488.2 blocks of big-endian int16 or float32 (little-
+  endian after ``ACQ:DATA:BYTE:ORDER LEND``, per connection: ``RP_AcqDataEndian``), ASCII
   replies ``{v1,v2,…}``.
+- Registered in ``scpi-commands.cpp`` and answered as their handlers do: ``*ESE``/``*ESE?``,
+  ``*SRE``/``*SRE?`` (per connection), ``*OPC``, ``*WAI``, ``*TST?`` (``0``, scpi-parser's
+  ``SCPI_CoreTstQ``); ``SYSTem:VERSion?`` (``rp_GetVersion``), ``SYSTem:BRD:Name?`` and
+  ``SYSTem:BRD:ID?`` (``common.cpp``, the STEMlab 125-14 v1.1 profile); ``acquire.cpp``:
+  ``ACQ:AVG``/``ACQ:AVG?`` (``ON``/``OFF``), ``ACQ:TRig:DLY:NS``/``?`` (samples = round(ns /
+  (8 ns × decimation)), kept in time across ``ACQ:DEC`` as ``triggerDelayInNs`` does),
+  ``ACQ:SRATe?`` (``sprintf("%9.0f Hz")``), ``ACQ:DEC:Factor``/``?`` (1, 2, 4, 8, 16…65536).
 - The input range is a jumper on the board (`jumpers`); ``ACQ:SOUR<n>:GAIN`` only tells the
   software how to scale codes to volts, so a gain setting that disagrees with the jumper gives
   volts off by 20, as on the real board.
