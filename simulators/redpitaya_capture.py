@@ -27,8 +27,8 @@ change of the apparatus shows up within one chunk (≤ 20 ms of signal). Stretch
 overwritten before anyone could read them are not generated: the atoms evolve exactly through
 them (`SimulatedLab.record` advances the state), and the ring holds what it would.
 
-Generation runs with one BLAS thread (threadpoolctl): the spin model's 6 × 6 matrices and
-thin products are slower with OpenBLAS's threads on a busy machine (BENCHMARKS.md).
+Both generate with one BLAS thread (threadpoolctl): the spin model's 6 × 6 expm, eig and thin
+products stall on OpenBLAS's worker threads on a busy machine (10–24 ms per expm, issue 13).
 """
 
 from __future__ import annotations
@@ -185,7 +185,8 @@ class TriggeredCapture:
 
     def _codes(self, n: int, fs: float, start_s: float) -> tuple[float, np.ndarray]:
         """Digitise ``n`` samples of both inputs from ``start_s``; return the true start, codes."""
-        record = self.lab.record(n, fs, start_s)
+        with _THREADPOOLS.limit(limits=1, user_api="blas"):  # the 6 × 6 expm and eig
+            record = self.lab.record(n, fs, start_s)
         inputs = (record.v_diff, record.v_sum)
         codes = np.stack([adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
         return record.start_s, codes
