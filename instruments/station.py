@@ -291,7 +291,10 @@ class Station:
                 **options("mount"),
             ),
             "digitiser": lambda: drivers["digitiser"](
-                opener("digitiser")(), sleep=self.clock.sleep, **options("digitiser")
+                opener("digitiser")(),
+                sleep=self.clock.sleep,
+                now=self.clock.now,
+                **options("digitiser"),
             ),
         }
         for name in ("coil_x", "coil_y", "coil_z"):

@@ -1,10 +1,11 @@
 """`hotspin analyze FILE.h5`: re-run the spin-noise analysis of a run file and write it back.
 
 Two kinds of file are understood:
-* a `hotspin simulate` record: the angle is calibrated from `traces/v_diff` and `traces/v_sum`
-  with the detector gains in `parameters` (or read from `traces/theta` when the gains or the sum
-  channel are missing), its Welch spectrum is computed and stored under `spectra/` if the file has
-  none, and fitted;
+* a continuous record (`hotspin simulate`, the `record` procedure): the angle is calibrated from
+  `records/polarimeter` (V_diff and V_sum codes × their volts per code) or, in older files, from
+  `traces/v_diff` and `traces/v_sum`, with the detector gains in `parameters` (or read from
+  `traces/theta` when the gains or the sum channel are missing); its Welch spectrum is computed
+  and stored under `spectra/` if the file has none, and fitted;
 * a saved run with `spectra/psd` rows: every row is fitted. The apparatus comes from the run's
   `parameters`, stored under the names of `ApparatusParameters`; a `results/<name>` column
   named like a scalar apparatus parameter (e.g. `temperature_K`) overrides it row by row, and
@@ -186,8 +187,10 @@ def _trace_spectrum(
     notes: list[str],
 ) -> tuple[Spectrum, str]:
     """Return the Welch spectrum of the record's rotation angle and where it came from."""
-    traces = f["traces"]
     gains = (parameters.get("gain_diff_V_per_A"), parameters.get("gain_sum_V_per_A"))
+    if "records/polarimeter" in f:
+        return _record_spectrum(f["records/polarimeter"], parameters, derived, gains, notes)
+    traces = f["traces"]
     calibrated = "v_diff" in traces and "v_sum" in traces and None not in gains
     if calibrated:
         source = "traces/v_diff, traces/v_sum (θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)])"
@@ -217,6 +220,45 @@ def _trace_spectrum(
             psd.add(angle_from_difference_and_sum(v_diff, v_sum, *gains))
         else:
             psd.add(traces["theta"][start:stop])
+    return replace(psd.spectrum(), clipped_samples=clipped), source
+
+
+def _record_spectrum(
+    record: h5py.Group,
+    parameters: dict[str, Any],
+    derived: DerivedQuantities,
+    gains: tuple[Any, Any],
+    notes: list[str],
+) -> tuple[Spectrum, str]:
+    """Return the Welch spectrum of a continuous record's angle (its stored samples in order)."""
+    if None in gains:
+        raise ValueError("a continuous record needs the detector gains in the run's parameters")
+    n = min(record["v_diff"].shape[0], record["v_sum"].shape[0])
+    expected = int(parameters.get("samples", n))
+    if n < expected:
+        notes.append(f"only {n} of {expected} samples were written before the run stopped")
+    gaps = record["gaps/length"][...]
+    if gaps.size:
+        notes.append(
+            f"{int(gaps.sum())} samples missing in {gaps.size} gaps; the spectrum joins the "
+            "stored samples"
+        )
+    if n < 64:
+        raise ValueError(f"the record holds {n} samples: too few for a spectrum")
+    fs = float(record.attrs["sample_rate_Hz"])
+    narrowest = derived.model.eigenmodes(derived.coupling_upper_rad, derived.coupling_lower_rad)[0]
+    length = min(MAX_SEGMENT_LENGTH, segment_length_for(n, fs, max(narrowest.hwhm_Hz / 2, 1e-3)))
+    psd = StreamingPSD(length, fs, window=WINDOW, overlap=OVERLAP)
+    scale = {name: float(record[name].attrs["volts_per_code"]) for name in ("v_diff", "v_sum")}
+    clipped = 0
+    for start in range(0, n, BLOCK_SAMPLES):
+        stop = min(n, start + BLOCK_SAMPLES)
+        v_diff = record["v_diff"][start:stop] * scale["v_diff"]
+        v_sum = record["v_sum"][start:stop] * scale["v_sum"]
+        clipped += _count_clipped(v_diff, DETECTOR_SATURATION_V)
+        clipped += _count_clipped(v_sum, DETECTOR_SATURATION_V)
+        psd.add(angle_from_difference_and_sum(v_diff, v_sum, *gains))
+    source = "records/polarimeter v_diff, v_sum (θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)])"
     return replace(psd.spectrum(), clipped_samples=clipped), source
 
 
@@ -361,7 +403,8 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
         truth = {k: plain(v) for k, v in f["truth"].attrs.items()} if "truth" in f else None
         analysis = FileAnalysis(path, procedure, status, "", notes, truth=truth)
         has_rows = "spectra" in f and "psd" in f["spectra"] and f["spectra/psd"].shape[0] > 0
-        if "traces" in f and (procedure == "simulate" or not has_rows):
+        recorded = "traces" in f or "records/polarimeter" in f
+        if recorded and (procedure == "simulate" or not has_rows):
             derived = derive(apparatus)
             computed, analysis.source = _trace_spectrum(
                 f, parameters, derived, status == "completed", notes
