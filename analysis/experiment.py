@@ -16,6 +16,20 @@ from hotspin.analysis import optics, vapour
 from hotspin.analysis.checks import ParameterError, check_positive, check_range, check_vector
 from hotspin.analysis.spin_model import SpinModel
 
+# The probe's 1/e² intensity radius when none is given (the station example's measured beam).
+DEFAULT_BEAM_WAIST_m = 1.0e-3
+
+
+def effective_beam_area_m2(beam_waist_m: float) -> float:
+    """Return the spin-noise area (∫I)²/∫I² = π w² of a Gaussian beam of 1/e² intensity radius w."""
+    return math.pi * check_positive("beam_waist_m", beam_waist_m, "m") ** 2
+
+
+def transit_time_s(beam_waist_m: float, diffusion_constant_m2_per_s: float) -> float:
+    """Return τ_D = w²/(4D): the correlation of the beam-weighted spin falls as 1/(1 + τ/τ_D)."""
+    w = check_positive("beam_waist_m", beam_waist_m, "m")
+    return w * w / (4.0 * check_positive("diffusion_constant_m2_per_s", diffusion_constant_m2_per_s))
+
 
 @dataclass(frozen=True)
 class ApparatusParameters:
@@ -25,7 +39,12 @@ class ApparatusParameters:
     field_T: tuple[float, float, float] = (500e-9, 0.0, 0.0)
     probe_power_W: float = 1.0e-3  # into the cell
     probe_detuning_Hz: float = 60e9  # from the D1 line of F = 2; positive is blue
-    beam_area_m2: float = 3.1e-6  # effective area of the probe beam
+    # The probe beam: its 1/e² intensity radius w, or its effective area π w² (give either; the
+    # other follows; neither: DEFAULT_BEAM_WAIST_m). w also sets the transit time τ_D = w²/(4D).
+    beam_waist_m: float | None = None
+    beam_area_m2: float | None = None
+    # False holds the atoms in place across the beam (the model without transit, to compare).
+    beam_transit: bool = True
     cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)  # z is along the probe
     n2_fill_pressure_Torr: float = 100.0
     n2_fill_temperature_K: float = 293.15
@@ -45,7 +64,7 @@ class ApparatusParameters:
             )
         check_range("probe_power_W", self.probe_power_W, 0.0, 1.0, "W")
         check_range("probe_detuning_Hz", self.probe_detuning_Hz, -1e12, 1e12, "Hz")
-        check_positive("beam_area_m2", self.beam_area_m2, "m^2")
+        self._settle_beam()
         dims = check_vector("cell_dimensions_m", self.cell_dimensions_m, 3, "m")
         if np.any(dims <= 0):
             raise ParameterError(f"cell_dimensions_m = {dims.tolist()} must all lie in (0, inf) m")
@@ -58,8 +77,31 @@ class ApparatusParameters:
         check_range("nep_W_per_rtHz", self.nep_W_per_rtHz, 0.0, 1e-6, "W/√Hz")
         check_range("optics_transmission", self.optics_transmission, 0.0, 1.0, low_open=True)
 
+    def _settle_beam(self) -> None:
+        """Fill in the beam's waist or area from the other; refuse the two when they disagree."""
+        waist, area = self.beam_waist_m, self.beam_area_m2
+        if waist is None and area is None:
+            waist = DEFAULT_BEAM_WAIST_m
+        if waist is None:
+            waist = math.sqrt(check_positive("beam_area_m2", area, "m^2") / math.pi)
+        expected = effective_beam_area_m2(waist)
+        if area is not None:
+            check_positive("beam_area_m2", area, "m^2")
+            if not math.isclose(area, expected, rel_tol=1e-9):
+                raise ParameterError(
+                    f"beam_area_m2 = {area:g} disagrees with beam_waist_m = {waist:g}: the area "
+                    f"must be π w² = {expected:g} m^2 (give one of the two)"
+                )
+        object.__setattr__(self, "beam_waist_m", float(waist))
+        object.__setattr__(self, "beam_area_m2", float(expected if area is None else area))
+
     def with_changes(self, **changes: object) -> ApparatusParameters:
         """Return a copy with some parameters changed (validated again)."""
+        # A new waist (or area) replaces the beam: the other one follows from it.
+        if "beam_waist_m" in changes and "beam_area_m2" not in changes:
+            changes["beam_area_m2"] = None
+        if "beam_area_m2" in changes and "beam_waist_m" not in changes:
+            changes["beam_waist_m"] = None
         return replace(self, **changes)
 
     @classmethod
@@ -79,7 +121,9 @@ class DerivedQuantities:
     collisional_spin_destruction_rate: float
     probe_pumping_rate: float
     diffusion_rate: float
-    atom_number: float
+    diffusion_constant_m2_per_s: float
+    transit_time_s: float  # τ_D = w²/(4D) across the probe beam
+    atom_number: float  # of the beam-weighted mode: n π w² L
     optical_fwhm_D1_Hz: float
     cross_section_m2: float
     cell_transmission: float
@@ -135,6 +179,8 @@ class DerivedQuantities:
             probe_pumping_rate_per_s=self.probe_pumping_rate,
             spin_destruction_rate_per_s=self.spin_destruction_rate,
             diffusion_rate_per_s=self.diffusion_rate,
+            diffusion_constant_m2_per_s=self.diffusion_constant_m2_per_s,
+            transit_time_s=self.transit_time_s,
             atom_number=self.atom_number,
             optical_fwhm_D1_Hz=self.optical_fwhm_D1_Hz,
             cross_section_m2=self.cross_section_m2,
@@ -171,6 +217,9 @@ def derive(parameters: ApparatusParameters) -> DerivedQuantities:
     r_sd = vapour.spin_destruction_rate(T, n2)
     r_se = vapour.spin_exchange_rate(T)
     r_d = vapour.diffusion_rate(T, n2, p.cell_dimensions_m)
+    diffusion = vapour.diffusion_constant_m2_per_s(T, n2)
+    assert p.beam_waist_m is not None  # settled in ApparatusParameters
+    tau_d = transit_time_s(p.beam_waist_m, diffusion) if p.beam_transit else math.inf
     atom_number = n * p.beam_area_m2 * length
     c_a, c_b = optics.faraday_couplings_rad(p.probe_detuning_Hz, broadening, p.beam_area_m2)
     detected = p.probe_power_W * cell_transmission * p.optics_transmission
@@ -180,6 +229,7 @@ def derive(parameters: ApparatusParameters) -> DerivedQuantities:
         spin_destruction_rate=r_sd + r_pr,
         diffusion_rate=r_d,
         atom_number=atom_number,
+        transit_time_s=tau_d,
     )
     return DerivedQuantities(
         parameters=p,
@@ -189,6 +239,8 @@ def derive(parameters: ApparatusParameters) -> DerivedQuantities:
         collisional_spin_destruction_rate=r_sd,
         probe_pumping_rate=r_pr,
         diffusion_rate=r_d,
+        diffusion_constant_m2_per_s=diffusion,
+        transit_time_s=tau_d,
         atom_number=atom_number,
         optical_fwhm_D1_Hz=fwhm_d1,
         cross_section_m2=sigma,

@@ -83,13 +83,18 @@ def _sqrt(variance: float) -> float:
 # --- what the apparatus fixes ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProbeGeometry:
-    """The known inputs of the fit: couplings, field direction, probe axis and R_D."""
+    """The known inputs of the fit: couplings, field direction, probe axis, R_D and τ_D.
+
+    ``transit_time_s`` τ_D = w²/(4D) is the time to diffuse across the beam (inf: no transit);
+    the fit holds it unless asked to free it.
+    """
 
     coupling_upper_rad: float
     coupling_lower_rad: float
     field_direction: np.ndarray
     diffusion_rate: float
     probe_axis: np.ndarray = field(default_factory=lambda: PROBE_AXIS.copy())
+    transit_time_s: float = math.inf
 
     def __post_init__(self) -> None:
         for name in ("coupling_upper_rad", "coupling_lower_rad"):
@@ -103,6 +108,8 @@ class ProbeGeometry:
                 raise ValueError(f"{name} must be a nonzero vector")
             object.__setattr__(self, name, vector / norm)
         check_range("diffusion_rate", self.diffusion_rate, 0.0, math.inf, "s^-1", high_open=True)
+        if self.transit_time_s != math.inf:
+            check_positive("transit_time_s", self.transit_time_s, "s")
 
     @classmethod
     def from_apparatus(cls, derived: DerivedQuantities) -> ProbeGeometry:
@@ -114,6 +121,7 @@ class ProbeGeometry:
             coupling_lower_rad=derived.coupling_lower_rad,
             field_direction=direction,
             diffusion_rate=derived.diffusion_rate,
+            transit_time_s=derived.transit_time_s,
         )
 
     @property
@@ -128,14 +136,16 @@ class ProbeGeometry:
         spin_exchange_rate: float,
         spin_destruction_rate: float,
         atom_number: float = 1.0,
+        transit_time_s: float | None = None,
     ) -> SpinModel:
-        """Return the spin model with the field along the known direction."""
+        """Return the spin model with the field along the known direction (τ_D: the geometry's)."""
         return SpinModel(
             field_T=field_magnitude_T * self.field_direction,
             spin_exchange_rate=spin_exchange_rate,
             spin_destruction_rate=spin_destruction_rate,
             diffusion_rate=self.diffusion_rate,
             atom_number=atom_number,
+            transit_time_s=self.transit_time_s if transit_time_s is None else transit_time_s,
         )
 
 
@@ -151,7 +161,8 @@ def angle_autocovariance(
 
     Per block of the field frame, R(k) = Re w κ Φᵏ s with Φ = exp(X/f_s); the powers Φᵏ s are
     built by doubling (log₂ lags matrix products), which stays exact at the exceptional point
-    where the block has no eigenbasis.
+    where the block has no eigenbasis. The transit modes multiply it by Σ_m w_m e^{−s_m k/(f_s τ_D)}
+    (each mode's Φ is the wall mode's times a scalar), exactly the block model's R(k).
     """
     fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
     kappa = np.array([coupling_upper, -coupling_lower])
@@ -170,6 +181,8 @@ def angle_autocovariance(
             )
             step = step @ step
         total += weight * (kappa[0] * first[:lags] + kappa[1] * second[:lags]).real
+    if model.transit_time_s != math.inf:
+        total *= model.transit_correlation(np.arange(lags) / fs)
     return total
 
 
@@ -185,6 +198,7 @@ class _Outcome:
     dof: int
     p_value: float
     flags: tuple[str, ...]
+    deviance: float  # Whittle deviance 2 Σ (P/M − 1 − ln P/M) / s²: −2 ln L up to a constant
 
 
 def _deviance(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,6 +313,8 @@ def _whittle_fit(
         scale = float(residual @ residual) / dof
     covariance[np.ix_(free, free)] = scale * inverse @ gram @ inverse
     chi2 = float(residual @ residual) / scale
+    deviance_residuals = _deviance(observed, predicted)[0]
+    deviance = float(deviance_residuals @ deviance_residuals) / scale
     if scale_flag is None:
         # Correlated, Gamma-shaped bins: Var(χ²) ≈ dof·(2 + 6 s²)·(1 + 2 Σ_j c_j²).
         correlation = spectrum.bin_correlation[1:]
@@ -315,6 +331,7 @@ def _whittle_fit(
         dof=dof,
         p_value=p_value,
         flags=tuple(flags),
+        deviance=deviance,
     )
 
 
@@ -378,10 +395,15 @@ SPIN_NOISE_PARAMETERS: dict[str, str] = {
     "field_T": "T",  # |B|, along the apparatus's field direction
     "spin_exchange_rate": "s^-1",  # R_SE
     "spin_destruction_rate": "s^-1",  # R_SD′ = R_SD + R_pr
-    "atom_number": "",  # N in the beam
+    "atom_number": "",  # N of the beam-weighted mode (n π w² L)
     "white_noise_psd": "rad^2/Hz",  # shot noise + detector noise, one-sided
-    "flicker_coefficient": "rad^2",  # A of the electronic A/f term
+    "transit_time_s": "s",  # τ_D = w²/(4D), when freed
+    "flicker_coefficient": "rad^2",  # A of the technical A/f term
 }
+# The parameters fitted in ln (all but the flicker coefficient, which may be 0).
+_LOG_PARAMETERS = tuple(n for n in SPIN_NOISE_PARAMETERS if n != "flicker_coefficient")
+# Of those, the ones the model depends on nonlinearly (N and S_w enter linearly).
+_NONLINEAR = ("field_T", "spin_exchange_rate", "spin_destruction_rate", "transit_time_s")
 
 
 @dataclass(frozen=True)
@@ -411,6 +433,7 @@ class SpinNoiseFit:
     frequency_Hz: np.ndarray = field(repr=False)  # the fitted bins
     predicted: np.ndarray = field(repr=False)  # the fitted model on them (to plot)
     geometry: ProbeGeometry = field(repr=False)
+    deviance: float = math.nan  # −2 ln L (Whittle) up to a constant, for likelihood ratios
 
     @property
     def reduced_chi2(self) -> float:
@@ -436,18 +459,24 @@ class SpinNoiseFit:
 
 
 class _SpinNoiseSpectrum:
-    """The model spectrum on the fitted bins, per atom, for given (|B|, R_SE, R_SD′)."""
+    """The model spectrum on the fitted bins, per atom, for given (|B|, R_SE, R_SD′[, τ_D])."""
 
     def __init__(self, spectrum: Spectrum, geometry: ProbeGeometry, mask: np.ndarray) -> None:
         self.spectrum, self.geometry, self.mask = spectrum, geometry, mask
         self.frequency_Hz = spectrum.frequency_Hz[mask]
 
-    def per_atom(self, field_T: float, spin_exchange: float, spin_destruction: float) -> np.ndarray:
+    def per_atom(
+        self,
+        field_T: float,
+        spin_exchange: float,
+        spin_destruction: float,
+        transit_time_s: float | None = None,
+    ) -> np.ndarray:
         """Return the atomic PSD of one atom on the fitted bins, in rad²/Hz."""
         g, s = self.geometry, self.spectrum
         if s.sample_rate_Hz is None:
-            return self.rough_per_atom(field_T, spin_exchange, spin_destruction)
-        model = g.model(field_T, spin_exchange, spin_destruction)
+            return self.rough_per_atom(field_T, spin_exchange, spin_destruction, transit_time_s)
+        model = g.model(field_T, spin_exchange, spin_destruction, transit_time_s=transit_time_s)
         c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
         if s.window is not None:
             R = angle_autocovariance(model, c_a, c_b, s.window.size, s.sample_rate_Hz, g.probe_axis)
@@ -455,7 +484,11 @@ class _SpinNoiseSpectrum:
         return model.sampled_psd(self.frequency_Hz, s.sample_rate_Hz, c_a, c_b, g.probe_axis)
 
     def rough_per_atom(
-        self, field_T: float, spin_exchange: float, spin_destruction: float
+        self,
+        field_T: float,
+        spin_exchange: float,
+        spin_destruction: float,
+        transit_time_s: float | None = None,
     ) -> np.ndarray:
         """Return the continuous PSD of one atom on the fitted bins: no window, no aliasing.
 
@@ -463,7 +496,7 @@ class _SpinNoiseSpectrum:
         and close enough to choose where a fit starts.
         """
         g = self.geometry
-        model = g.model(field_T, spin_exchange, spin_destruction)
+        model = g.model(field_T, spin_exchange, spin_destruction, transit_time_s=transit_time_s)
         c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
         return model.psd(self.frequency_Hz, c_a, c_b, g.probe_axis)
 
@@ -476,17 +509,25 @@ def fit_spin_noise(
     fmin_Hz: float | None = None,
     fmax_Hz: float | None = None,
     flicker: bool = False,
+    free_transit: bool = False,
 ) -> SpinNoiseFit:
-    """Fit |B|, R_SE, R_SD′, N, the white floor (and A/f) to a spin-noise spectrum.
+    """Fit |B|, R_SE, R_SD′, N, the white floor (and τ_D, A/f) to a spin-noise spectrum.
 
     ``initial`` holds starting values for field_T, spin_exchange_rate, spin_destruction_rate,
     atom_number and white_noise_psd (e.g. from `initial_values`); the field, N and the floor are
     first matched to the data's peak. ``fmin_Hz``/``fmax_Hz`` limit the fitted band (default:
-    every bin but DC, those biased by mean removal and Nyquist); ``flicker`` adds A/f, A ≥ 0.
+    every bin but DC, those biased by mean removal and Nyquist); ``flicker`` adds A/f, A ≥ 0;
+    ``free_transit`` fits τ_D (starting from the geometry's) instead of holding it. N is the atom
+    number of the beam-weighted mode.
     """
-    names = [n for n in SPIN_NOISE_PARAMETERS if flicker or n != "flicker_coefficient"]
+    if free_transit and geometry.transit_time_s == math.inf:
+        raise ValueError("free_transit needs a finite starting transit_time_s in the geometry")
+    logs = [n for n in _LOG_PARAMETERS if free_transit or n != "transit_time_s"]
+    names = logs + (["flicker_coefficient"] if flicker else [])
+    nonlinear = [i for i, n in enumerate(logs) if n in _NONLINEAR]
+    i_atoms, i_floor = logs.index("atom_number"), logs.index("white_noise_psd")
     mask, flags = _fit_mask(spectrum, fmin_Hz, fmax_Hz, len(names))
-    for name in names[:5]:
+    for name in logs[:5]:
         check_positive(f"initial {name}", initial[name], SPIN_NOISE_PARAMETERS[name])
     grid = _SpinNoiseSpectrum(spectrum, geometry, mask)
     f = grid.frequency_Hz
@@ -494,38 +535,42 @@ def fit_spin_noise(
     flicker_unit = floor0 * f[0]  # A in units of the floor at the lowest fitted frequency
 
     def physical(x: np.ndarray) -> dict[str, float]:
-        values = {n: math.exp(x[i]) for i, n in enumerate(names[:5])}
+        values = {n: math.exp(x[i]) for i, n in enumerate(logs)}
         if flicker:
-            values["flicker_coefficient"] = x[5] * flicker_unit
+            values["flicker_coefficient"] = x[-1] * flicker_unit
         return values
+
+    def shape(log_nonlinear: np.ndarray) -> np.ndarray:
+        return grid.per_atom(*np.exp(log_nonlinear))
 
     def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = physical(x)
-        nonlinear = x[:3]
-        per_atom = grid.per_atom(*np.exp(nonlinear))
+        base = x[nonlinear]
+        per_atom = shape(base)
         atomic = v["atom_number"] * per_atom
         predicted = atomic + v["white_noise_psd"]
         columns = [np.empty(0)] * len(names)
-        for i in range(3):
-            shifted = nonlinear.copy()
-            shifted[i] += _DIFFERENCE_STEP
-            columns[i] = v["atom_number"] * (grid.per_atom(*np.exp(shifted)) - per_atom)
-            columns[i] /= _DIFFERENCE_STEP
-        columns[3] = atomic
-        columns[4] = np.full(f.size, v["white_noise_psd"])
+        for k, i in enumerate(nonlinear):
+            shifted = base.copy()
+            shifted[k] += _DIFFERENCE_STEP
+            columns[i] = v["atom_number"] * (shape(shifted) - per_atom) / _DIFFERENCE_STEP
+        columns[i_atoms] = atomic
+        columns[i_floor] = np.full(f.size, v["white_noise_psd"])
         if flicker:
             predicted = predicted + v["flicker_coefficient"] / f
-            columns[5] = flicker_unit / f
+            columns[-1] = flicker_unit / f
         return predicted, np.column_stack(columns)
 
     start = _starting_values(grid, initial)
-    x0 = np.array([math.log(start[n]) for n in names[:5]] + ([0.0] if flicker else []))
-    lower = np.concatenate([x0[:5] - _LOG_RANGE, [0.0] if flicker else []])
-    upper = np.concatenate([x0[:5] + _LOG_RANGE, [math.inf] if flicker else []])
+    if free_transit:
+        start["transit_time_s"] = geometry.transit_time_s
+    x0 = np.array([math.log(start[n]) for n in logs] + ([0.0] if flicker else []))
+    lower = np.concatenate([x0[: len(logs)] - _LOG_RANGE, [0.0] if flicker else []])
+    upper = np.concatenate([x0[: len(logs)] + _LOG_RANGE, [math.inf] if flicker else []])
     outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper, names)
     values = physical(outcome.x)
     # Jacobian of the SI parameters with respect to x: diagonal.
-    scale = np.array([values[n] for n in names[:5]] + ([flicker_unit] if flicker else []))
+    scale = np.array([values[n] for n in logs] + ([flicker_unit] if flicker else []))
     covariance = outcome.covariance * np.outer(scale, scale)
     parameters = {
         n: Estimate(values[n], _sqrt(covariance[i, i]), SPIN_NOISE_PARAMETERS[n])
@@ -546,6 +591,7 @@ def fit_spin_noise(
         frequency_Hz=f,
         predicted=outcome.predicted,
         geometry=geometry,
+        deviance=outcome.deviance,
     )
 
 
