@@ -14,7 +14,12 @@ import numpy as np
 from hotspin.analysis import constants as k
 from hotspin.analysis import optics, vapour
 from hotspin.analysis.checks import ParameterError, check_positive, check_range, check_vector
-from hotspin.analysis.spin_model import SpinModel
+from hotspin.analysis.spin_model import (
+    QUADRATIC_ZEEMAN_TOLERANCE,
+    SpinModel,
+    quadratic_zeeman_peak_change,
+)
+from scipy import optimize
 
 # The probe's 1/e² intensity radius when none is given (the station example's measured beam).
 DEFAULT_BEAM_WAIST_m = 1.0e-3
@@ -28,7 +33,9 @@ def effective_beam_area_m2(beam_waist_m: float) -> float:
 def transit_time_s(beam_waist_m: float, diffusion_constant_m2_per_s: float) -> float:
     """Return τ_D = w²/(4D): the correlation of the beam-weighted spin falls as 1/(1 + τ/τ_D)."""
     w = check_positive("beam_waist_m", beam_waist_m, "m")
-    return w * w / (4.0 * check_positive("diffusion_constant_m2_per_s", diffusion_constant_m2_per_s))
+    return (
+        w * w / (4.0 * check_positive("diffusion_constant_m2_per_s", diffusion_constant_m2_per_s))
+    )
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,26 @@ class DerivedQuantities:
         return attributes
 
 
+def _refuse_quadratic_zeeman(model: SpinModel, c_a: float, c_b: float) -> None:
+    """Raise ParameterError where the neglected quadratic Zeeman term changes the spectrum > 1 %."""
+    ratio = model.quadratic_zeeman_ratio(c_a, c_b)
+    error = quadratic_zeeman_peak_change(ratio)
+    if error <= QUADRATIC_ZEEMAN_TOLERANCE:
+        return
+    b = float(np.linalg.norm(model.field_T))
+    # The spread grows as B² at a fixed line width: the largest field at this width.
+    largest_ratio = optimize.brentq(
+        lambda r: quadratic_zeeman_peak_change(r) - QUADRATIC_ZEEMAN_TOLERANCE, 0.0, ratio
+    )
+    limit = b * math.sqrt(largest_ratio / ratio)
+    raise ParameterError(
+        f"field_T = {model.field_T.tolist()} (|B| = {b:.3g} T) is outside the model's range: the "
+        f"quadratic Zeeman splitting would change the spectrum by {100 * error:.2g} % "
+        f"(> {100 * QUADRATIC_ZEEMAN_TOLERANCE:g} %), which the model leaves out; at this "
+        f"temperature and probe |B| must lie in [0, {limit:.3g}] T"
+    )
+
+
 def derive(parameters: ApparatusParameters) -> DerivedQuantities:
     """Return the rates, atom number, couplings, noise floor and spin model of an apparatus."""
     p = parameters
@@ -231,6 +258,7 @@ def derive(parameters: ApparatusParameters) -> DerivedQuantities:
         atom_number=atom_number,
         transit_time_s=tau_d,
     )
+    _refuse_quadratic_zeeman(model, c_a, c_b)
     return DerivedQuantities(
         parameters=p,
         number_density_m3=n,

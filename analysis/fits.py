@@ -38,7 +38,14 @@ import numpy as np
 from hotspin.analysis.checks import check_positive, check_range, check_vector
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.spectra import Spectrum
-from hotspin.analysis.spin_model import PROBE_AXIS, THERMAL_VARIANCE_PER_ATOM, SpinModel, exp2x2
+from hotspin.analysis.spin_model import (
+    PROBE_AXIS,
+    QUADRATIC_ZEEMAN_TOLERANCE,
+    THERMAL_VARIANCE_PER_ATOM,
+    SpinModel,
+    exp2x2,
+    quadratic_zeeman_peak_change,
+)
 from scipy import optimize, signal, stats
 
 # Relative step of the forward differences of the model in its nonlinear log-parameters.
@@ -577,6 +584,20 @@ def fit_spin_noise(
         for i, n in enumerate(names)
     }
     modes, larmor = _mode_estimates(geometry, outcome.x, outcome.covariance)
+    fitted_model = geometry.model(
+        values["field_T"], values["spin_exchange_rate"], values["spin_destruction_rate"]
+    )
+    change = quadratic_zeeman_peak_change(
+        fitted_model.quadratic_zeeman_ratio(
+            geometry.coupling_upper_rad, geometry.coupling_lower_rad, geometry.probe_axis
+        )
+    )
+    if change > QUADRATIC_ZEEMAN_TOLERANCE:
+        flags.append(
+            f"quadratic Zeeman effect: the fitted field's splitting changes this spectrum by "
+            f"{100 * change:.2g} % (> {100 * QUADRATIC_ZEEMAN_TOLERANCE:g} %), which the model "
+            "leaves out"
+        )
     return SpinNoiseFit(
         parameters=parameters,
         covariance=covariance,

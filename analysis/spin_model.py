@@ -95,6 +95,36 @@ def exp2x2(matrix: np.ndarray) -> np.ndarray:
     return 0.5 * (upper + lower) * np.eye(2) + divided * (matrix - t * np.eye(2))
 
 
+# Quadratic Zeeman effect (Breit–Rabi, second order in x = (g_J − g_I) μ_B B/(h ν_hfs)): the
+# F = 2 level m moves by (ν_hfs x²/4)(1 − m²/4), so the line m ↔ m−1 moves by (ν_hfs x²/16)(1 − 2m):
+# −3, −1, +1, +3 units for m = 2 … −1, seen by spin noise with weights F(F+1) − m(m−1) = 4, 6, 6,
+# 4 (F = 1: ±1 unit, smaller). A Lorentzian of half width Γ split over lines at δ_i changes at
+# its peak by 1 − Σ p_i/(1 + δ_i²/Γ²) ≈ ⟨δ²⟩/Γ² relative: the model, which has no such term, is
+# refused where that exceeds QUADRATIC_ZEEMAN_TOLERANCE. (Spin exchange narrows the spread in
+# SERF, so the refusal is conservative there, where it only matters at high field.)
+QUADRATIC_ZEEMAN_TOLERANCE = 0.01
+_QUADRATIC_ZEEMAN_SHIFTS = np.array([-3.0, -1.0, 1.0, 3.0])  # units of ν_hfs x²/16
+_QUADRATIC_ZEEMAN_WEIGHTS = np.array([4.0, 6.0, 6.0, 4.0]) / 20.0
+_QUADRATIC_ZEEMAN_RMS_UNITS = math.sqrt(
+    float(_QUADRATIC_ZEEMAN_WEIGHTS @ _QUADRATIC_ZEEMAN_SHIFTS**2)
+)
+# A mode must carry this share of the observed variance to count as a precessing line.
+_LINE_MIN_FRACTION = 0.1
+
+
+def quadratic_zeeman_spread_rad_per_s(field_magnitude_T: float) -> float:
+    """Return the rms second-order Zeeman shift of the F = 2 spin-noise lines, in rad/s."""
+    x = (k.G_J - k.G_I) * k.BOHR_MAGNETON_OVER_h_Hz_per_T * field_magnitude_T
+    x /= k.HYPERFINE_SPLITTING_Hz
+    return 2 * math.pi * _QUADRATIC_ZEEMAN_RMS_UNITS * k.HYPERFINE_SPLITTING_Hz * x * x / 16.0
+
+
+def quadratic_zeeman_peak_change(ratio: float) -> float:
+    """Return 1 − Σ p_i/(1 + δ_i²/Γ²), the relative change of a line's peak, from rms δ/Γ."""
+    relative = (ratio / _QUADRATIC_ZEEMAN_RMS_UNITS * _QUADRATIC_ZEEMAN_SHIFTS) ** 2
+    return float(_QUADRATIC_ZEEMAN_WEIGHTS @ (relative / (1.0 + relative)))
+
+
 @dataclass(frozen=True)
 class Mode:
     """One eigenmode of the spin dynamics as seen by an observable."""
@@ -293,6 +323,24 @@ class SpinModel:
                 lagged += share * weight * (kappa[0] * u1 + kappa[1] * u2)
         variance = float(kappa @ s)
         return (2.0 / fs) * (variance + 2.0 * lagged.real)
+
+    def quadratic_zeeman_ratio(
+        self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS
+    ) -> float:
+        """Return the rms quadratic Zeeman spread over Γ, the narrowest precessing line's decay.
+
+        Γ is the wall mode's (transit only broadens the line, so this is an upper bound); 0 when
+        the probe sees no precessing line.
+        """
+        lines = [
+            m
+            for m in self.eigenmodes(coupling_upper, coupling_lower, axis)
+            if m.frequency_Hz > 0 and m.fraction >= _LINE_MIN_FRACTION
+        ]
+        if not lines:
+            return 0.0
+        spread = quadratic_zeeman_spread_rad_per_s(float(np.linalg.norm(self.field_T)))
+        return spread / lines[0].decay_rate
 
     def eigenmodes(
         self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS

@@ -77,8 +77,8 @@ def test_fit_recovers_the_parameters_within_its_uncertainties(regime):
     assert fit.flags == ()
     for name, pull in pulls(fit, truth).items():
         assert abs(pull) < 3, f"{name}: {fit.parameters[name]} vs truth {truth[name]:.6g}"
-        if regime == SLOW and name == "spin_destruction_rate":
-            # Transit through the beam (τ_D ≈ 1 ms) adds more decay than R_SD′/8 does here.
+        if regime == SLOW and name in ("spin_exchange_rate", "spin_destruction_rate"):
+            # Transit through the beam (τ_D ≈ 1 ms) broadens both lines as much as the rates.
             continue
         assert fit.parameters[name].uncertainty < 0.35 * fit.parameters[name].value
     assert fit.p_value > 1e-3
