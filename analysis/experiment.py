@@ -30,6 +30,30 @@ def effective_beam_area_m2(beam_waist_m: float) -> float:
     return math.pi * check_positive("beam_waist_m", beam_waist_m, "m") ** 2
 
 
+def settle_beam(
+    beam_waist_m: float | None, beam_area_m2: float | None, prefix: str = ""
+) -> tuple[float, float]:
+    """Return (w, π w²) from either; refuse the two when they disagree, naming them.
+
+    Neither given: DEFAULT_BEAM_WAIST_m. ``prefix`` names where they came from ("cell.").
+    """
+    waist, area = beam_waist_m, beam_area_m2
+    if waist is None and area is None:
+        waist = DEFAULT_BEAM_WAIST_m
+    if waist is None:
+        waist = math.sqrt(check_positive(f"{prefix}beam_area_m2", area, "m^2") / math.pi)
+    expected = math.pi * check_positive(f"{prefix}beam_waist_m", waist, "m") ** 2
+    if area is None:
+        return float(waist), float(expected)
+    check_positive(f"{prefix}beam_area_m2", area, "m^2")
+    if not math.isclose(area, expected, rel_tol=1e-9):
+        raise ParameterError(
+            f"{prefix}beam_area_m2 = {area:g} disagrees with {prefix}beam_waist_m = {waist:g}: "
+            f"the area must be π w² = {expected:g} m^2 (give one of the two)"
+        )
+    return float(waist), float(area)
+
+
 def transit_time_s(beam_waist_m: float, diffusion_constant_m2_per_s: float) -> float:
     """Return τ_D = w²/(4D): the correlation of the beam-weighted spin falls as 1/(1 + τ/τ_D)."""
     w = check_positive("beam_waist_m", beam_waist_m, "m")
@@ -85,22 +109,10 @@ class ApparatusParameters:
         check_range("optics_transmission", self.optics_transmission, 0.0, 1.0, low_open=True)
 
     def _settle_beam(self) -> None:
-        """Fill in the beam's waist or area from the other; refuse the two when they disagree."""
-        waist, area = self.beam_waist_m, self.beam_area_m2
-        if waist is None and area is None:
-            waist = DEFAULT_BEAM_WAIST_m
-        if waist is None:
-            waist = math.sqrt(check_positive("beam_area_m2", area, "m^2") / math.pi)
-        expected = effective_beam_area_m2(waist)
-        if area is not None:
-            check_positive("beam_area_m2", area, "m^2")
-            if not math.isclose(area, expected, rel_tol=1e-9):
-                raise ParameterError(
-                    f"beam_area_m2 = {area:g} disagrees with beam_waist_m = {waist:g}: the area "
-                    f"must be π w² = {expected:g} m^2 (give one of the two)"
-                )
-        object.__setattr__(self, "beam_waist_m", float(waist))
-        object.__setattr__(self, "beam_area_m2", float(expected if area is None else area))
+        """Fill in the beam's waist or area from the other (see `settle_beam`)."""
+        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2)
+        object.__setattr__(self, "beam_waist_m", waist)
+        object.__setattr__(self, "beam_area_m2", area)
 
     def with_changes(self, **changes: object) -> ApparatusParameters:
         """Return a copy with some parameters changed (validated again)."""

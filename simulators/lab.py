@@ -20,7 +20,12 @@ from hotspin.analysis.checks import (
     check_vector,
     dataclass_from_mapping,
 )
-from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, derive
+from hotspin.analysis.experiment import (
+    ApparatusParameters,
+    DerivedQuantities,
+    derive,
+    settle_beam,
+)
 from hotspin.simulators.cell_oven import CellOven, OvenConfig
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.coils import CoilConfig, Coils
@@ -42,7 +47,8 @@ class LabConfig:
     cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)
     n2_fill_pressure_Torr: float = 100.0
     n2_fill_temperature_K: float = 293.15
-    beam_area_m2: float = 3.1e-6
+    beam_waist_m: float | None = None  # 1/e² intensity radius; sets area π w² and τ_D
+    beam_area_m2: float | None = None  # or the area; the other follows
     oven: OvenConfig = field(default_factory=OvenConfig)
     laser: LaserDiodeConfig = field(default_factory=LaserDiodeConfig)
     coils: CoilConfig = field(default_factory=CoilConfig)
@@ -55,7 +61,9 @@ class LabConfig:
             "n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0.0, 3000.0, "Torr", low_open=True
         )
         check_positive("n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
-        check_positive("beam_area_m2", self.beam_area_m2, "m^2")
+        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2)
+        object.__setattr__(self, "beam_waist_m", waist)
+        object.__setattr__(self, "beam_area_m2", area)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> LabConfig:
@@ -127,7 +135,7 @@ class SimulatedLab:
                 field_T=tuple(self.coils.field_T() if field_T is None else field_T),
                 probe_power_W=self.laser.power_at_cell_W,
                 probe_detuning_Hz=self.laser.detuning_Hz,
-                beam_area_m2=c.beam_area_m2,
+                beam_waist_m=c.beam_waist_m,
                 cell_dimensions_m=c.cell_dimensions_m,
                 n2_fill_pressure_Torr=c.n2_fill_pressure_Torr,
                 n2_fill_temperature_K=c.n2_fill_temperature_K,
