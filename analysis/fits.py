@@ -46,7 +46,7 @@ from hotspin.analysis.spin_model import (
     exp2x2,
     quadratic_zeeman_peak_change,
 )
-from scipy import optimize, signal, stats
+from scipy import optimize, signal, special, stats
 
 # Relative step of the forward differences of the model in its nonlinear log-parameters.
 _DIFFERENCE_STEP = 1e-6
@@ -540,6 +540,7 @@ def fit_spin_noise(
     f = grid.frequency_Hz
     floor0 = float(initial["white_noise_psd"])
     flicker_unit = floor0 * f[0]  # A in units of the floor at the lowest fitted frequency
+    flicker_shape = _flicker_shape(spectrum, mask) if flicker else np.empty(0)
 
     def physical(x: np.ndarray) -> dict[str, float]:
         values = {n: math.exp(x[i]) for i, n in enumerate(logs)}
@@ -564,8 +565,8 @@ def fit_spin_noise(
         columns[i_atoms] = atomic
         columns[i_floor] = np.full(f.size, v["white_noise_psd"])
         if flicker:
-            predicted = predicted + v["flicker_coefficient"] / f
-            columns[-1] = flicker_unit / f
+            predicted = predicted + v["flicker_coefficient"] * flicker_shape
+            columns[-1] = flicker_unit * flicker_shape
         return predicted, np.column_stack(columns)
 
     start = _starting_values(grid, initial)
@@ -613,6 +614,96 @@ def fit_spin_noise(
         predicted=outcome.predicted,
         geometry=geometry,
         deviance=outcome.deviance,
+    )
+
+
+# The lowest frequency of the 1/f model's band, relative to the sample rate: below the record's
+# length, where it only moves the mean, which the Welch segments remove.
+_FLICKER_LOW_EDGE = 1e-9
+
+
+def _flicker_shape(spectrum: Spectrum, mask: np.ndarray) -> np.ndarray:
+    """Return the mean Welch estimate of a unit 1/f noise on the fitted bins, in 1/Hz.
+
+    Without a window: 1/f. With one: the exact expectation of a 1/f noise sampled at f_s, from
+    its autocovariance R(k) = −Ci(2π f_low k/f_s) at lags k ≥ 1 (∫ cos(2πfτ)/f df above f_low).
+    The window's leakage of the steep 1/f into the lowest bins is a few per cent (≈ 1/(3k²) at
+    bin k for Hann), which A/f at the bin frequency misses. Two parts of R are not determined by
+    the spectrum and need no knowledge of the band: f_low only adds a constant (it goes to the
+    removed mean), and R(0), set by how far above f_s the noise reaches, is flat in frequency
+    (it reads as part of the white floor); R(0) = ln(f_s/(2 f_low)) is the band ending at Nyquist.
+    """
+    f = spectrum.frequency_Hz[mask]
+    if spectrum.window is None or spectrum.sample_rate_Hz is None:
+        return 1.0 / f
+    lags = np.arange(1, spectrum.window.size, dtype=float)
+    R = np.concatenate(
+        [
+            [math.log(0.5 / _FLICKER_LOW_EDGE)],
+            -special.sici(2 * math.pi * _FLICKER_LOW_EDGE * lags)[1],
+        ]
+    )
+    return spectrum.expectation(R)[mask]
+
+
+# Flicker is added when the likelihood ratio rejects "no flicker" at this level.
+FLICKER_TEST_LEVEL = 0.01
+
+
+@dataclass(frozen=True)
+class FlickerTest:
+    """Whether a spectrum calls for the A/f term: the likelihood-ratio test of A = 0."""
+
+    statistic: float  # −2 ln(L₀/L₁), divided by the bin-correlation inflation
+    p_value: float  # under A = 0: ½χ²₀ + ½χ²₁ (A ≥ 0 sits on the boundary)
+    selected: bool  # p_value < FLICKER_TEST_LEVEL: the fit with A/f is the one reported
+
+    def summary(self) -> str:
+        """Return one line for a report: the test's statistic, p-value and decision."""
+        verdict = "A/f fitted" if self.selected else "no A/f term"
+        return (
+            f"flicker LR test: statistic {self.statistic:.3g}, p = {self.p_value:.3g} ({verdict})"
+        )
+
+
+def fit_spin_noise_testing_flicker(
+    spectrum: Spectrum,
+    geometry: ProbeGeometry,
+    initial: Mapping[str, float],
+    *,
+    fmin_Hz: float | None = None,
+    fmax_Hz: float | None = None,
+    free_transit: bool = False,
+) -> tuple[SpinNoiseFit, FlickerTest]:
+    """Fit with and without A/f; return the fit the likelihood-ratio test picks, and the test.
+
+    Neighbouring Welch bins are correlated, which inflates the deviance difference by about
+    1 + 2 Σ_j C̃(j) for a term as smooth as A/f; the statistic is divided by it.
+    """
+    band = {"fmin_Hz": fmin_Hz, "fmax_Hz": fmax_Hz, "free_transit": free_transit}
+    without = fit_spin_noise(spectrum, geometry, initial, **band)
+    start = {n: e.value for n, e in without.parameters.items()}
+    with_flicker = fit_spin_noise(spectrum, geometry, start, flicker=True, **band)
+    inflation = 1.0 + 2.0 * float(np.sum(spectrum.bin_correlation[1:]))
+    statistic = max(without.deviance - with_flicker.deviance, 0.0) / inflation
+    p_value = 0.5 * float(stats.chi2.sf(statistic, 1)) if statistic > 0 else 1.0
+    test = FlickerTest(statistic, p_value, p_value < FLICKER_TEST_LEVEL)
+    return (with_flicker if test.selected else without), test
+
+
+def split_white_floor(
+    fit: SpinNoiseFit, shot_noise_psd_rad2_per_Hz: float
+) -> tuple[Estimate, Estimate]:
+    """Return (photon shot noise, electronic noise) of the fitted white floor, in rad²/Hz.
+
+    The shot noise 1/(2Φ) follows from the detected power (no fitted uncertainty); the rest of
+    the floor is the detector's (and digitiser's) electronic noise, with the floor's uncertainty.
+    """
+    shot = check_positive("shot_noise_psd_rad2_per_Hz", shot_noise_psd_rad2_per_Hz, "rad²/Hz")
+    floor = fit.parameters["white_noise_psd"]
+    return (
+        Estimate(shot, 0.0, floor.unit),
+        Estimate(floor.value - shot, floor.uncertainty, floor.unit),
     )
 
 
