@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from hotspin.analysis.checks import check_positive, check_range, check_vector
+from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.spectra import Spectrum
 from hotspin.analysis.spin_model import (
@@ -93,7 +94,8 @@ class ProbeGeometry:
     """The known inputs of the fit: couplings, field direction, probe axis, R_D and τ_D.
 
     ``transit_time_s`` τ_D = w²/(4D) is the time to diffuse across the beam (inf: no transit);
-    the fit holds it unless asked to free it.
+    the fit holds it unless asked to free it. ``detection`` makes the expected spectrum that of
+    the samples behind the detector's pole and the digitiser's (averaging) decimation.
     """
 
     coupling_upper_rad: float
@@ -102,6 +104,8 @@ class ProbeGeometry:
     diffusion_rate: float
     probe_axis: np.ndarray = field(default_factory=lambda: PROBE_AXIS.copy())
     transit_time_s: float = math.inf
+    # The detector's pole and the digitiser's decimation (None: ideal, instantaneous samples).
+    detection: DetectionChain | None = None
 
     def __post_init__(self) -> None:
         for name in ("coupling_upper_rad", "coupling_lower_rad"):
@@ -119,7 +123,9 @@ class ProbeGeometry:
             check_positive("transit_time_s", self.transit_time_s, "s")
 
     @classmethod
-    def from_apparatus(cls, derived: DerivedQuantities) -> ProbeGeometry:
+    def from_apparatus(
+        cls, derived: DerivedQuantities, detection: DetectionChain | None = None
+    ) -> ProbeGeometry:
         """Return the geometry of an apparatus (a zero field is taken along x, across the probe)."""
         field_T = np.asarray(derived.parameters.field_T, dtype=float)
         direction = field_T if np.any(field_T) else np.array([1.0, 0.0, 0.0])
@@ -129,6 +135,7 @@ class ProbeGeometry:
             field_direction=direction,
             diffusion_rate=derived.diffusion_rate,
             transit_time_s=derived.transit_time_s,
+            detection=detection,
         )
 
     @property
@@ -471,6 +478,18 @@ class _SpinNoiseSpectrum:
     def __init__(self, spectrum: Spectrum, geometry: ProbeGeometry, mask: np.ndarray) -> None:
         self.spectrum, self.geometry, self.mask = spectrum, geometry, mask
         self.frequency_Hz = spectrum.frequency_Hz[mask]
+        chain = geometry.detection
+        self.floor_shape = np.ones(self.frequency_Hz.size)  # of a unit white PSD
+        if chain is not None:
+            if spectrum.window is None or spectrum.sample_rate_Hz is None:
+                raise ValueError("a detection chain needs a Welch spectrum with its window")
+            if not math.isclose(spectrum.sample_rate_Hz, chain.sample_rate_Hz, rel_tol=1e-9):
+                raise ValueError(
+                    f"the spectrum's sample rate {spectrum.sample_rate_Hz:g} Hz is not the "
+                    f"detection chain's {chain.sample_rate_Hz:g} Hz"
+                )
+            R = detected_white_noise(chain).autocovariance(spectrum.window.size)
+            self.floor_shape = spectrum.expectation(R)[mask]
 
     def per_atom(
         self,
@@ -485,6 +504,10 @@ class _SpinNoiseSpectrum:
             return self.rough_per_atom(field_T, spin_exchange, spin_destruction, transit_time_s)
         model = g.model(field_T, spin_exchange, spin_destruction, transit_time_s=transit_time_s)
         c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
+        if g.detection is not None:
+            assert s.window is not None  # checked when the grid was made
+            output = detected_atoms(model, c_a, c_b, g.detection, g.probe_axis)
+            return s.expectation(output.autocovariance(s.window.size))[self.mask]
         if s.window is not None:
             R = angle_autocovariance(model, c_a, c_b, s.window.size, s.sample_rate_Hz, g.probe_axis)
             return s.expectation(R)[self.mask]
@@ -556,14 +579,15 @@ def fit_spin_noise(
         base = x[nonlinear]
         per_atom = shape(base)
         atomic = v["atom_number"] * per_atom
-        predicted = atomic + v["white_noise_psd"]
+        floor = v["white_noise_psd"] * grid.floor_shape
+        predicted = atomic + floor
         columns = [np.empty(0)] * len(names)
         for k, i in enumerate(nonlinear):
             shifted = base.copy()
             shifted[k] += _DIFFERENCE_STEP
             columns[i] = v["atom_number"] * (shape(shifted) - per_atom) / _DIFFERENCE_STEP
         columns[i_atoms] = atomic
-        columns[i_floor] = np.full(f.size, v["white_noise_psd"])
+        columns[i_floor] = floor
         if flicker:
             predicted = predicted + v["flicker_coefficient"] * flicker_shape
             columns[-1] = flicker_unit * flicker_shape

@@ -22,11 +22,17 @@ Both work in units of √N (x̃ = x/√N), where every matrix is of order one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
 import numpy as np
 from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.detection import (
+    DetectionChain,
+    DiscreteOutput,
+    detected_atoms,
+    detected_white_noise,
+)
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.spin_model import SpinModel
 from scipy import linalg, signal
@@ -306,3 +312,92 @@ class FastAngleNoise(_ApparatusGenerator):
         n = int(check_range("n", n, 1, math.inf, "samples"))
         y, self._zi = signal.sosfilt(self.sos, self.rng.standard_normal(n), zi=self._zi)
         return y
+
+
+class _OutputRecursion:
+    """Samples y_k = scale·(H s_k + u_k) of s_{k+1} = Φ s_k + w_k, exact, by modal recursion."""
+
+    def __init__(self, output: DiscreteOutput, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.scale = output.scale
+        eigenvalues, V = np.linalg.eig(output.transition)
+        if np.linalg.cond(V) > _MAX_EIGENVECTOR_CONDITION:
+            raise np.linalg.LinAlgError("transition matrix is defective: no modal recursion")
+        keep = eigenvalues.imag >= 0
+        self._eigenvalues = eigenvalues[keep]
+        weighted = V[:, keep] * np.where(self._eigenvalues.imag > 0, 2.0, 1.0)
+        self._from_modes = np.hstack([weighted.real, -weighted.imag])
+        self._to_modes = np.linalg.inv(V)[keep]
+        n = output.transition.shape[0]
+        root = _matrix_sqrt(output.noise)  # of the joint (w_k, u_k)
+        self._driving = self._to_modes @ root[:n]
+        self._output_noise = root[n]
+        self._output = output.output
+        self._state = _matrix_sqrt(output.stationary) @ rng.standard_normal(n)
+
+    def block(self, n: int) -> np.ndarray:
+        """Return the next ``n`` outputs; the state after them is kept."""
+        draws = self.rng.standard_normal((self._output_noise.size, n))
+        driving = self._driving @ draws
+        z0 = self._to_modes @ self._state
+        trajectories = np.empty((self._eigenvalues.size, n), dtype=complex)
+        last = np.empty(self._eigenvalues.size, dtype=complex)
+        for j, lam in enumerate(self._eigenvalues):
+            following, _ = signal.lfilter([1.0], [1.0, -lam], driving[j], zi=[lam * z0[j]])
+            trajectories[j, 0] = z0[j]
+            trajectories[j, 1:] = following[:-1]
+            last[j] = following[-1]
+        states = self._from_modes @ np.concatenate([trajectories.real, trajectories.imag])
+        self._state = self._from_modes @ np.concatenate([last.real, last.imag])
+        return self.scale * (self._output @ states + self._output_noise @ draws)
+
+
+class DetectedAngleNoise(_ApparatusGenerator):
+    """The recorded angle behind the detector's pole and the digitiser's decimation, exact.
+
+    Atoms and white noise (shot plus detector) pass the chain as `analysis.detection` derives
+    it: two independent exact recursions, one of the 6M + 1 atomic and pole states with its
+    boxcar, one of the white noise's pole. The model is fixed for the life of the generator.
+    """
+
+    def __init__(
+        self,
+        model: SpinModel,
+        coupling_upper: float,
+        coupling_lower: float,
+        white_psd_rad2_per_Hz: float,
+        chain: DetectionChain,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        white = check_range(
+            "white_psd_rad2_per_Hz", white_psd_rad2_per_Hz, 0.0, math.inf, "rad²/Hz"
+        )
+        self.chain = chain
+        self.sample_rate_Hz = chain.sample_rate_Hz
+        self.rng = np.random.default_rng(seed)
+        atoms = detected_atoms(model, coupling_upper, coupling_lower, chain)
+        self._atoms = _OutputRecursion(atoms, self.rng)
+        noise = detected_white_noise(chain)
+        self._white = _OutputRecursion(replace(noise, scale=math.sqrt(white)), self.rng)
+
+    @classmethod
+    def from_derived(  # type: ignore[override]
+        cls,
+        derived: DerivedQuantities,
+        chain: DetectionChain,
+        seed: int | np.random.Generator | None = None,
+    ) -> Self:
+        """Return the generator of an apparatus behind ``chain``."""
+        return cls(
+            derived.model,
+            derived.coupling_upper_rad,
+            derived.coupling_lower_rad,
+            derived.white_noise_psd_rad2_per_Hz,
+            chain,
+            seed=seed,
+        )
+
+    def block(self, n: int) -> np.ndarray:
+        """Return the next ``n`` recorded samples of the angle in rad."""
+        n = int(check_range("n", n, 1, math.inf, "samples"))
+        return self._atoms.block(n) + self._white.block(n)
