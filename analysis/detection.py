@@ -38,6 +38,8 @@ PDB450A_BANDWIDTH_Hz: dict[float, float] = {
     1e7: 100e3,
 }
 RED_PITAYA_ADC_RATE_Hz = 125e6
+# Beyond this condition number of Φ's eigenvectors the lagged covariances are built by doubling.
+_MAX_EIGENVECTOR_CONDITION = 1e8
 
 
 def pdb450a_bandwidth_Hz(gain_V_per_A: float) -> float:
@@ -105,14 +107,35 @@ class DiscreteOutput:
         H, P, Phi = self.output, self.stationary, self.transition
         first = float(H @ P @ H + self.noise[n, n])
         g = Phi @ P @ H + self.noise[:n, n]  # Cov(s_{j+1}, y_j)
-        # Columns Φᵏ g for k = 0 … lags−2, by doubling (log₂ lags products, exact without an
-        # eigenbasis).
-        columns = g[:, None]
-        step = Phi
-        while columns.shape[1] < lags - 1:
-            columns = np.hstack([columns, step @ columns])
-            step = step @ step
-        return self.scale**2 * np.concatenate([[first], H @ columns[:, : lags - 1]])
+        eigenvalues, V = np.linalg.eig(Phi)
+        if np.linalg.cond(V) < _MAX_EIGENVECTOR_CONDITION:
+            # R(k) = Σ_j (HV)_j (V⁻¹g)_j μ_jᵏ⁻¹, elementwise: no BLAS call on a lags-long array
+            # (OpenBLAS's threads stall such calls on a busy machine).
+            weights = (H @ V) * np.linalg.solve(V, g)
+            # μᵏ = μ^{Bm} μʳ for k = Bm + r: two short cumulative products instead of lags powers.
+            block = 128
+            small = np.cumprod(np.hstack([np.ones((eigenvalues.size, 1)),
+                                          np.repeat(eigenvalues[:, None], block - 1, axis=1)]),
+                               axis=1)  # fmt: skip
+            big = np.cumprod(
+                np.hstack(
+                    [
+                        np.ones((eigenvalues.size, 1)),
+                        np.repeat((eigenvalues**block)[:, None], -(-lags // block) - 1, axis=1),
+                    ]
+                ),
+                axis=1,
+            )
+            lagged = np.einsum("j,jm,jr->mr", weights, big, small).real.ravel()[: lags - 1]
+        else:
+            # Near an exceptional point: columns Φᵏ g by doubling (exact without an eigenbasis).
+            columns = g[:, None]
+            step = Phi
+            while columns.shape[1] < lags - 1:
+                columns = np.hstack([columns, step @ columns])
+                step = step @ step
+            lagged = H @ columns[:, : lags - 1]
+        return self.scale**2 * np.concatenate([[first], lagged])
 
 
 def detected_atoms(
@@ -124,12 +147,35 @@ def detected_atoms(
 ) -> DiscreteOutput:
     """Return the exact discrete output model of the atomic angle behind the detection chain.
 
-    In units of √N for the spins and of the angle's standard deviation σ_θ for v and y.
+    In units of √N for the spins and of the angle's standard deviation σ_θ for v and y. The
+    transit modes are independent and the chain is linear, so each mode gets its own pole state
+    (v = Σ_m v_m) and the 7-dimensional systems are solved one by one (a 21×21 exponential each
+    instead of one of 21M×21M): the state is (x₁, v₁, x₂, v₂, …), y = Σ_m y_m.
     """
     A, Q, S, C = model.block_model(coupling_upper, coupling_lower, axis)
     atoms = model.atom_number
     sigma = math.sqrt(float(C @ S @ C))
     Q, S, C = Q / atoms, S / atoms, C * math.sqrt(atoms) / sigma
+    parts = [
+        _detected_mode(A[b, b], Q[b, b], S[b, b], C[b], chain)
+        for b in (slice(6 * m, 6 * m + 6) for m in range(A.shape[0] // 6))
+    ]
+    size = 7 * len(parts)
+    Phi = linalg.block_diag(*(part[0] for part in parts))
+    H = np.concatenate([part[1] for part in parts])
+    P = linalg.block_diag(*(part[3] for part in parts))
+    noise = np.zeros((size + 1, size + 1))
+    noise[:size, :size] = linalg.block_diag(*(part[2][:7, :7] for part in parts))
+    noise[:size, size] = np.concatenate([part[2][:7, 7] for part in parts])
+    noise[size, :size] = noise[:size, size]
+    noise[size, size] = sum(float(part[2][7, 7]) for part in parts)
+    return DiscreteOutput(Phi, H, noise, P, sigma)
+
+
+def _detected_mode(
+    A: np.ndarray, Q: np.ndarray, S: np.ndarray, C: np.ndarray, chain: DetectionChain
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (Φ, H, joint noise of (w, u), P) of one transit mode and its pole state."""
     n = A.shape[0]
     w = chain.pole_rate
     # s = (x, v): the pole follows the atomic angle.
@@ -137,8 +183,6 @@ def detected_atoms(
     As[:n, :n] = A
     As[n, :n] = w * C
     As[n, n] = -w
-    Qs = np.zeros((n + 1, n + 1))
-    Qs[:n, :n] = Q
     Ps = np.zeros((n + 1, n + 1))
     Ps[:n, :n] = S
     # Cov(x, v) and Var v from the stationary Lyapunov equation A_s P + P A_sᵀ + Q_s = 0: its
@@ -154,7 +198,7 @@ def detected_atoms(
     noise = np.zeros((n + 2, n + 2))
     noise[: n + 1, : n + 1] = 0.5 * (W + W.T)
     if not chain.decimation_averaging:
-        return DiscreteOutput(Phi, h, noise, Ps, sigma)
+        return Phi, h, noise, Ps
     # y_k = (1/T)∫ v dt over the interval: H = h J₁/T; Var y = (2/T²) h J₂ P hᵀ (stationary);
     # Cov(s_{k+1}, y_k) = J₁ P hᵀ/T. The noise parts are what H s_k does not explain.
     H = h @ J1 / T
@@ -162,7 +206,7 @@ def detected_atoms(
     cross = J1 @ Ps @ h / T - Phi @ Ps @ H
     noise[: n + 1, n + 1] = cross
     noise[n + 1, : n + 1] = cross
-    return DiscreteOutput(Phi, H, noise, Ps, sigma)
+    return Phi, H, noise, Ps
 
 
 def _integrated_exponentials(A: np.ndarray, T: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
