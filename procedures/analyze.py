@@ -39,12 +39,14 @@ from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, 
 from hotspin.analysis.fits import (
     SPIN_NOISE_PARAMETERS,
     Estimate,
+    FlickerTest,
     LorentzianFit,
     ProbeGeometry,
     SpinNoiseFit,
     fit_lorentzian,
-    fit_spin_noise,
+    fit_spin_noise_testing_flicker,
     initial_values,
+    split_white_floor,
 )
 from hotspin.analysis.magnetometry import (
     FieldSweepAnalysis,
@@ -94,6 +96,9 @@ class SpectrumAnalysis:
     witness: WitnessResult | None = None
     field_resolution_fT_per_rtHz: float = math.nan
     error: str | None = None
+    flicker_test: FlickerTest | None = None  # whether the spectrum called for A/f
+    shot_noise: Estimate | None = None  # the white floor's photon shot noise (from the power)
+    electronic_noise: Estimate | None = None  # and the rest of it, the detector's
 
 
 @dataclass
@@ -318,7 +323,9 @@ def analyze_spectrum(
     try:
         derived = derive(apparatus)
         geometry = ProbeGeometry.from_apparatus(derived)
-        fit = fit_spin_noise(spectrum, geometry, initial_values(derived))
+        fit, result.flicker_test = fit_spin_noise_testing_flicker(
+            spectrum, geometry, initial_values(derived)
+        )
     except _ANALYSIS_ERRORS as error:
         result.error = f"{type(error).__name__}: {error}"
         return result
@@ -331,6 +338,14 @@ def analyze_spectrum(
         except _ANALYSIS_ERRORS as error:
             failures.append(f"{name} failed ({type(error).__name__}: {error}); the fit is kept")
             return None
+
+    if math.isfinite(derived.shot_noise_psd_rad2_per_Hz):
+        floor = derived_quantity(
+            "floor split",
+            lambda: split_white_floor(fit, derived.shot_noise_psd_rad2_per_Hz),
+        )
+        if floor is not None:
+            result.shot_noise, result.electronic_noise = floor
 
     result.lorentzian = derived_quantity(
         "single-Lorentzian fit", lambda: fit_lorentzian(spectrum, geometry)
@@ -472,8 +487,12 @@ def _quantities(result: SpectrumAnalysis) -> dict[str, tuple[Estimate | None, st
     """Return every scalar result of a spectrum as {name: (estimate, units)}."""
     fit, lorentzian, witness = result.fit, result.lorentzian, result.witness
     values: dict[str, tuple[Estimate | None, str]] = {}
-    for name in list(SPIN_NOISE_PARAMETERS)[:5]:  # the flicker term is not fitted here
-        values[name] = (fit.parameters[name] if fit else None, SPIN_NOISE_PARAMETERS[name])
+    for name in (*list(SPIN_NOISE_PARAMETERS)[:5], "flicker_coefficient"):
+        # The A/f term is fitted when the spectrum calls for it (else it is reported as absent).
+        estimate = fit.parameters.get(name) if fit else None
+        values[name] = (estimate, SPIN_NOISE_PARAMETERS[name])
+    values["shot_noise_psd"] = (result.shot_noise, "rad^2/Hz")
+    values["electronic_noise_psd"] = (result.electronic_noise, "rad^2/Hz")
     values["larmor_frequency"] = (fit.larmor_frequency_Hz if fit else None, "Hz")
     values["linewidth_hwhm"] = (fit.linewidth_hwhm_Hz if fit else None, "Hz")
     values["lorentzian_atom_number"] = (
@@ -566,6 +585,18 @@ def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None)
             ):
                 data = np.array([pick(e) if e is not None else math.nan for e in estimates])
                 group.create_dataset(name + suffix, data=data).attrs["units"] = unit
+        for name, pick_test in (
+            ("flicker_lr_statistic", lambda t: t.statistic),
+            ("flicker_p_value", lambda t: t.p_value),
+            ("flicker_selected", lambda t: float(t.selected)),
+        ):
+            data = np.array(
+                [
+                    pick_test(r.flicker_test) if r.flicker_test else math.nan
+                    for r in analysis.spectra
+                ]
+            )
+            group.create_dataset(name, data=data).attrs["units"] = ""
         for name, pick_float in (
             ("chi2", lambda r: r.fit.chi2 if r.fit else math.nan),
             ("dof", lambda r: r.fit.dof if r.fit else math.nan),
@@ -602,8 +633,11 @@ _SHOWN: dict[str, tuple[str, str, float]] = {
     "field_T": ("|B|", "nT", 1e9),
     "spin_exchange_rate": ("R_SE", "1/s", 1.0),
     "spin_destruction_rate": ("R_SD'", "1/s", 1.0),
-    "atom_number": ("N (model fit)", "", 1.0),
+    "atom_number": ("N (beam-weighted)", "", 1.0),  # the beam-weighted mode's atom number
     "white_noise_psd": ("white floor", "rad^2/Hz", 1.0),
+    "flicker_coefficient": ("A of A/f", "rad^2", 1.0),
+    "shot_noise_psd": ("  of it shot noise", "rad^2/Hz", 1.0),
+    "electronic_noise_psd": ("  electronic", "rad^2/Hz", 1.0),
     "larmor_frequency": ("Larmor frequency", "Hz", 1.0),
     "linewidth_hwhm": ("linewidth (HWHM)", "Hz", 1.0),
     "lorentzian_atom_number": ("N (one Lorentzian)", "", 1.0),
@@ -665,6 +699,8 @@ def format_report(analysis: FileAnalysis) -> str:
             lines.append(row.rstrip())
         fit = result.fit
         lines.append(f"  {'chi^2/dof':<20} {fit.chi2:.1f}/{fit.dof} (p = {fit.p_value:.3g})")
+        if result.flicker_test is not None:
+            lines.append(f"  {result.flicker_test.summary()}")
         if math.isfinite(result.field_resolution_fT_per_rtHz):
             lines.append(
                 f"  {'field resolution':<20} {result.field_resolution_fT_per_rtHz:.3g} fT/rtHz "

@@ -186,7 +186,7 @@ def test_command_line_analyze(tmp_path, capsys):
     path = simulated(tmp_path)
     assert main(["analyze", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "N (model fit)" in out and "results written" in out
+    assert "N (beam-weighted)" in out and "results written" in out
     not_hdf5 = tmp_path / "notes.h5"
     not_hdf5.write_text("not a run file")
     assert main(["analyze", str(not_hdf5)]) == 2
