@@ -9,17 +9,16 @@ default). `CompanionLines` starts them for every such instrument of a `SimServer
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 
 from hotspin.simulators.decop_monitoring import MonitoringLineServer
 from hotspin.simulators.instrument_base import SimulatedInstrument
 from hotspin.simulators.pty_serial import PtySerialServer
-from hotspin.simulators.server import SimServer
+from hotspin.simulators.server import Served, SimServer
 from hotspin.simulators.thorlabs_ell14 import SimulatedELL14
 from hotspin.simulators.toptica_dlcpro import SimulatedDLCpro
 
 
-class CompanionLines:
+class CompanionLines(Served):
     """Pseudo-terminals for the ELL14s and monitoring lines for the DLC pros of a served lab."""
 
     def __init__(self, instruments: Mapping[str, SimulatedInstrument], server: SimServer) -> None:
@@ -69,14 +68,3 @@ class CompanionLines:
             line.stop()
         self._ptys.clear()
         self._monitoring.clear()
-
-    def __enter__(self) -> CompanionLines:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

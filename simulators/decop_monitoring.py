@@ -31,9 +31,8 @@ import socketserver
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
-from hotspin.simulators.server import PortInUseError
+from hotspin.simulators.server import PortInUseError, Served
 from hotspin.simulators.toptica_dlcpro import PARSE_ERROR, DecopError, SimulatedDLCpro
 
 #: Update interval when a subscription names none, s.
@@ -182,7 +181,7 @@ class _MonitoringServer(socketserver.ThreadingTCPServer):
                     connection.shutdown(socket.SHUT_RDWR)
 
 
-class MonitoringLineServer:
+class MonitoringLineServer(Served):
     """The monitoring line of one simulated DLC pro, on its own loopback port."""
 
     def __init__(self, dlcpro: SimulatedDLCpro, port: int, host: str = "127.0.0.1") -> None:
@@ -228,14 +227,3 @@ class MonitoringLineServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
-
-    def __enter__(self) -> MonitoringLineServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -22,15 +22,15 @@ import os
 import select
 import threading
 import tty
-from types import TracebackType
 
 from hotspin.simulators.instrument_base import ConnectionDropped, Session, SimulatedInstrument
+from hotspin.simulators.server import Served
 from hotspin.simulators.unsolicited import UnsolicitedSession
 
 _READ_CHUNK = 4096
 
 
-class PtySerialServer:
+class PtySerialServer(Served):
     """One simulated instrument on its own pseudo-terminal."""
 
     def __init__(self, instrument: SimulatedInstrument) -> None:
@@ -118,14 +118,3 @@ class PtySerialServer:
                     os.close(fd)
             self._master = self._slave = None
         self._thread = None
-
-    def __enter__(self) -> PtySerialServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -22,6 +22,7 @@ import socketserver
 import threading
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from hotspin.simulators.instrument_base import ConnectionDropped, SimulatedInstrument
 from hotspin.simulators.unsolicited import UnsolicitedSession
@@ -29,6 +30,24 @@ from hotspin.simulators.unsolicited import UnsolicitedSession
 _RECEIVE_CHUNK = 65536
 #: Connections the kernel queues before they are accepted (socketserver's default is 5).
 LISTEN_BACKLOG = 128
+
+
+class Served:
+    """The context protocol of every server here: `start` on entering, `stop` on leaving.
+
+    A subclass defines `start()` (returning itself) and `stop()`.
+    """
+
+    def __enter__(self) -> Any:
+        return self.start()  # type: ignore[attr-defined]
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()  # type: ignore[attr-defined]
 
 
 class PortInUseError(OSError):
@@ -116,7 +135,7 @@ class _InstrumentServer(socketserver.ThreadingTCPServer):
                     connection.shutdown(socket.SHUT_RDWR)
 
 
-class SimServer:
+class SimServer(Served):
     """Every simulated instrument of a lab, each on its own loopback port."""
 
     def __init__(
@@ -173,14 +192,3 @@ class SimServer:
             thread.join(timeout=5)
         self._servers.clear()
         self._threads.clear()
-
-    def __enter__(self) -> SimServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
