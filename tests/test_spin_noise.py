@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hotspin.analysis.spin_model import SpinModel
 from hotspin.simulators.spin_noise import ExactSpinNoise, FastAngleNoise
-from scipy import signal
+from scipy import integrate, signal
 from scipy.linalg import expm
 
 COUPLING = 1e-12  # rad per unit spin, both manifolds (far-detuned probe)
@@ -129,7 +129,9 @@ def test_welch_psd_matches_the_analytic_spectrum(regime, kind):
     variance = model.variance(COUPLING, COUPLING) + white * fs / 2
     grid = np.linspace(0, fs / 2, 200_001)
     duration = total / fs
-    error = math.sqrt(np.trapezoid(expected_psd(model, white, fs, grid) ** 2, grid) / duration)
+    error = math.sqrt(
+        integrate.trapezoid(expected_psd(model, white, fs, grid) ** 2, grid) / duration
+    )
     assert abs(np.var(record) - variance) < 4 * error
 
 
