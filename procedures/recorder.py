@@ -102,6 +102,7 @@ class RunFile:
         attrs["status"] = "running"
         write_attributes(self.file.create_group("parameters"), parameters)
         self._steps = 0
+        self._checkpointed_at: float | None = None
         self.flush()
 
     # --- context manager: a run that raises is marked, never left 'running' -------------------
@@ -266,11 +267,49 @@ class RunFile:
             write_attributes(spectra["psd"], attributes or {})
         if not np.array_equal(spectra["frequency"][...], frequency_Hz):
             raise ValueError("every spectrum of a run must share one frequency axis")
+        if "running" in spectra:  # the step's running average is now the step itself
+            del spectra["running"]
+        self._checkpointed_at = None
         for name, values in columns.items():
             rows = spectra[name]
             rows.resize(rows.shape[0] + 1, axis=0)
             rows[-1] = values
         self.flush()
+
+    def checkpoint_average(
+        self,
+        frequency_Hz: np.ndarray,
+        psd_rad2_per_Hz: np.ndarray,
+        records: int,
+        segments: int,
+    ) -> None:
+        """Keep the running average of the spectrum in progress in `spectra/running` and flush
+        it (`checkpoint_due` says when): a killed run keeps every average finished by the last
+        flush. `append_spectrum` removes it when the step is recorded.
+        """
+        running = self.file.require_group("spectra").require_group("running")
+        for name, values, units in (
+            ("frequency", frequency_Hz, "Hz"), ("psd", psd_rad2_per_Hz, "rad^2/Hz"),
+        ):  # fmt: skip
+            values = np.asarray(values, dtype=float)
+            if name in running and running[name].shape != values.shape:
+                del running[name]
+            if name not in running:
+                running.create_dataset(name, data=values).attrs["units"] = units
+            else:
+                running[name][...] = values
+        running.attrs["records"] = int(records)
+        running.attrs["segments"] = int(segments)
+        self.flush()
+        self._checkpointed_at = time.monotonic()
+
+    def checkpoint_due(self, interval_s: float = FLUSH_INTERVAL_S) -> bool:
+        """Return whether the running average was last written ``interval_s`` ago or more.
+
+        Wall-clock time on purpose: what a kill can lose is measured in real seconds.
+        """
+        last = self._checkpointed_at
+        return last is None or time.monotonic() - last >= interval_s
 
     def append_results(self, row: Mapping[str, tuple[float, str]]) -> None:
         """Append one step's scalar results, {name: (value, units)}, to the `results` table."""
