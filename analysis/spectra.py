@@ -1,4 +1,4 @@
-"""Polarimeter calibration and streaming power spectra of the rotation angle (PHYSICS.md §4).
+"""Polarimeter calibration and streaming power spectra of the rotation angle (docs/physics.md §4).
 
 Calibration: at balance V_diff = G_d ℛ (P₊ − P₋) and V_sum = G_s ℛ (P₊ + P₋) with
 (P₊ − P₋)/(P₊ + P₋) = sin 2θ, so θ = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)]; without a sum channel

@@ -1,4 +1,4 @@
-"""Generated spin noise against the analytic model (PHYSICS.md §3), in every regime.
+"""Generated spin noise against the analytic model (docs/physics.md §3), in every regime.
 
 Statistical errors are computed, not assumed: a record is cut into independent pieces, each gets
 its own Welch spectrum, and the spread of the pieces gives the standard error of their mean. A
@@ -20,7 +20,7 @@ ATOMS = 1e12
 
 
 def regime_model(name):
-    """Return (model, white PSD, sample rate, nperseg) for a regime of PHYSICS.md §3."""
+    """Return (model, white PSD, sample rate, nperseg) for a regime of docs/physics.md §3."""
     if name == "slow":  # R_SE ≪ ω: F=2 and F=1 lines at 6.996 and 7.024 Hz/nT, resolved
         field, r_se, r_sd, fs, nperseg = 2000.0, 200.0, 10.0, 50e3, 1 << 15
     elif name == "crossover":  # R_SE ~ ω
