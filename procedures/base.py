@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InstrumentError
+from hotspin.instruments.interrupts import interrupts_held
 from hotspin.procedures.parameters import parse_value
 from hotspin.procedures.recorder import RunAborted, RunFile, write_attributes
 from pymeasure.experiment import Parameter, Procedure
@@ -254,14 +255,16 @@ def run_procedure(
             # run stops here, safely, with what it has; the reason goes into the file.
             raise RunAborted(f"{type(error).__name__}: {error}") from error
         finally:
-            failures = station.safe_state()
-            if failures:
-                run.file.attrs["safe_state_failures"] = "; ".join(failures)
-            if procedure.notes:
-                run.file.attrs["notes"] = "\n".join(dict.fromkeys(procedure.notes))
-            try:
-                run.write_snapshot("end", station.snapshot())
-            except Exception as error:  # the end snapshot is a record, not a reason to fail
-                log.error("end snapshot failed: %s", error)
-            run.flush()
+            # Safe state, notes and end snapshot as one: a second Ctrl-C or a SIGTERM waits.
+            with interrupts_held():
+                failures = station.safe_state()
+                if failures:
+                    run.file.attrs["safe_state_failures"] = "; ".join(failures)
+                if procedure.notes:
+                    run.file.attrs["notes"] = "\n".join(dict.fromkeys(procedure.notes))
+                try:
+                    run.write_snapshot("end", station.snapshot())
+                except Exception as error:  # the end snapshot is a record, not a reason to fail
+                    log.error("end snapshot failed: %s", error)
+                run.flush()
     return Path(path)

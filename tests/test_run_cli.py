@@ -55,12 +55,19 @@ def test_an_unbalanced_polarimeter_is_refused_saying_what_to_run(tmp_path, capsy
     assert not out.exists()
 
 
+def default_interrupts() -> None:
+    """In the child: Ctrl-C acts as from a terminal, even when the test runner ignores it (a
+    shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(out, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "hotspin.cli", "run", "warmup", "--set", "sample_interval_s=2",
          "--set", "dwell_s=3000",
          "--out", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_interrupts,
     )  # fmt: skip
 
 
@@ -176,7 +183,7 @@ def test_a_sweep_stopped_by_ctrl_c_or_killed_keeps_every_finished_spectrum(tmp_p
     out = tmp_path / "sweep.h5"
     process = subprocess.Popen(
         [sys.executable, "-c", SWEEP_SCRIPT, str(out)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, preexec_fn=default_interrupts,
     )  # fmt: skip
     steps_seen = 0
     while steps_seen < 3:

@@ -41,6 +41,12 @@ with terminating_interrupts(), Station(config) as station:
 """
 
 
+def default_interrupts() -> None:
+    """In the child: Ctrl-C acts as from a terminal, even when the test runner ignores it (a
+    shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     "signals", [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]],
     ids=["SIGTERM", "SIGHUP", "double-Ctrl-C"],
@@ -50,6 +56,7 @@ def test_a_signal_during_a_field_sweep_aborts_it_with_the_coils_off(tmp_path, si
     process = subprocess.Popen(
         [sys.executable, "-c", SWEEP_SCRIPT, str(out)], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_interrupts,
     )  # fmt: skip
     for _ in range(2):
         assert process.stdout.readline() == "step\n", process.stderr.read()
@@ -86,10 +93,14 @@ def test_a_hung_supply_leaves_the_other_two_at_zero_and_off_and_is_named():
 
 
 def test_held_interrupts_are_delivered_after_the_block():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever ran before
     order = []
-    with pytest.raises(KeyboardInterrupt), interrupts_held():
-        signal.raise_signal(signal.SIGINT)
-        order.append("the block finished")
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupts_held():
+            signal.raise_signal(signal.SIGINT)
+            order.append("the block finished")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert order == ["the block finished"]
 
 
