@@ -1,17 +1,21 @@
 """Faults: injected into the simulated instruments, survived by the links, the procedures and the
 files — the fault matrix, watchdogs, concurrent clients and shared instrument locks."""
 
+import select
+import socket
 import threading
+import types
 
 import h5py
 import numpy as np
 import pytest
 from helpers import SMALL
 from hotspin.analysis.checks import ParameterError
-from hotspin.instruments.errors import InstrumentTimeoutError
+from hotspin.instruments.errors import InstrumentTimeoutError, LinkLostError
 from hotspin.instruments.keithley6221 import Keithley6221
 from hotspin.instruments.lakeshore336 import LakeShore336
-from hotspin.instruments.resilience import ResilientLink
+from hotspin.instruments.redpitaya import RedPitaya
+from hotspin.instruments.resilience import ResilientLink, bounded_clear
 from hotspin.instruments.station import Station
 from hotspin.instruments.station_config import StationConfig
 from hotspin.procedures.base import run_procedure
@@ -23,7 +27,10 @@ from hotspin.simulators.instrument_base import FAULT_KINDS, Fault, FaultInjector
 from hotspin.simulators.keithley6221 import SimulatedKeithley6221
 from hotspin.simulators.lab import SimulatedLab
 from hotspin.simulators.lakeshore336 import SimulatedLakeShore336
+from hotspin.simulators.redpitaya import SimulatedRedPitaya
 from hotspin.simulators.server import SimServer
+from pyvisa.constants import StatusCode
+from pyvisa.errors import VisaIOError
 
 
 def test_fault_injector_counts_commands_and_stalls_for_a_duration():
@@ -100,6 +107,75 @@ def test_a_hung_instrument_raises_a_timeout_after_the_retries_and_never_hangs(pa
         heater.call(lambda d: float(d.input_A.kelvin))
     sims["heater"].faults.clear()
     assert heater.call(lambda d: float(d.input_A.kelvin)) == pytest.approx(295.0, abs=0.01)
+
+
+# --- a socket the peer closed: a lost link, never a hang (pyvisa-py's clear loops on it) ------
+@pytest.mark.timeout(60)
+def test_a_digitiser_socket_closed_by_the_peer_is_a_lost_link_that_names_it():
+    lab = SimulatedLab(clock=SimClock(manual=True))
+    sim = SimulatedRedPitaya(lab, "digitiser")
+    with SimServer({"digitiser": (sim, 0)}) as server:
+        resource = server.resource("digitiser")
+        link = ResilientLink(
+            "digitiser",
+            lambda: RedPitaya(resource, timeout=300, visa_library="@py"),
+            resource=resource,
+        )
+        assert link.call(lambda d: d.decimation) == 1
+        sim.faults.add(Fault("drop"))  # the board closes the connection once: reconnected
+        assert link.call(lambda d: d.decimation) == 1
+        assert link.faults_survived == ["LinkLostError"]
+        sim.faults.add(Fault("drop", count=100))  # it closes every connection: given up, named
+        with pytest.raises(LinkLostError) as lost:
+            link.call(lambda d: d.decimation)
+    message = str(lost.value)
+    assert message.startswith(f"Red Pitaya STEMlab 125-14 ({resource}): connection lost")
+    assert "Error" not in message  # the instrument, not a Python class
+
+
+def _session(connection, timeout_s):
+    """The parts of a pyvisa-py raw-socket session `bounded_clear` works on."""
+    return types.SimpleNamespace(
+        _pending_buffer=bytearray(b"stale"), interface=connection, timeout=timeout_s
+    )
+
+
+@pytest.mark.timeout(30)
+def test_bounded_clear_reports_a_closed_socket_and_stops_at_the_timeout():
+    ours, peer = socket.socketpair()
+    peer.sendall(b"late reply\n")
+    session = _session(ours, 0.2)
+    assert bounded_clear(session) == StatusCode.success  # drained, then quiet
+    assert session._pending_buffer == b"" and not _readable(ours)
+    peer.close()
+    with pytest.raises(VisaIOError) as closed:
+        bounded_clear(session)
+    assert closed.value.error_code == StatusCode.error_connection_lost
+    ours.close()
+    # A peer that never stops talking: discarding ends at the session's timeout.
+    ours, peer = socket.socketpair()
+    stop = threading.Event()
+
+    def chatter():
+        while not stop.is_set():
+            try:
+                peer.sendall(b"x" * 1024)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    try:
+        assert bounded_clear(_session(ours, 0.3)) == StatusCode.success
+    finally:
+        stop.set()
+        ours.close()
+        thread.join(timeout=10)
+        peer.close()
+
+
+def _readable(connection):
+    return bool(select.select([connection], [], [], 0)[0])
 
 
 # --- the fault matrix -------------------------------------------------------------------------
