@@ -179,32 +179,31 @@ def _readable(connection):
 
 
 # --- the fault matrix -------------------------------------------------------------------------
-# The instrument each procedure leans on most: that is where its fault strikes.
-TARGET = {
-    "warmup": "heater",
-    "balance": "mount",
-    "field_zeroing": "coil_x",
-    "spin_noise": "digitiser",
-    "field_sweep": "coil_x",
-    "temperature_sweep": "heater",
-    "probe_power_sweep": "laser",
-    "detuning_sweep": "laser",
-    "entanglement": "digitiser",
-    "sensitivity": "coil_x",
-}
+# Every run of the matrix plans its faults on every instrument of the station as the procedure's
+# measurement starts (after the readiness probe and the start snapshot, which tolerate a failing
+# instrument anyway): the four transient kinds spaced by more commands than one exchange takes,
+# so that each exchange meets at most one, in one run; a stall in another. A stall hangs an
+# instrument for 2.5 simulated seconds: longer than its link's three tries in-process (where a
+# read of nothing times out at once: the run aborts), shorter than one TCP timeout (300 ms of
+# wall time, 150 simulated s: survived), and always shorter than the station's patience for a
+# safe state (it is reached). The patience is counted on the simulated clock too, at 500 times
+# wall time, so it is set long enough for a slow pass over seven instruments on a busy machine.
+TRANSIENT = {"drop": 2, "delay": 14, "corrupt": 26, "error": 38}  # kind: commands before it
+STALL = {"stall": 2}
+INSTRUMENTS = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
 
 
-@pytest.fixture(scope="module")
-def faulty_station(tmp_path_factory):
+@pytest.fixture(scope="module", params=["inprocess", "tcp"])
+def faulty_station(request, tmp_path_factory):
     config = StationConfig.from_mapping(
         {
-            "station": {"timeout_ms": 300, "retries": 2},
-            "simulation": {"clock_speed": 500.0, "seed": 2},
+            "station": {"timeout_ms": 300, "retries": 2, "safe_state_patience_s": 600.0},
+            "simulation": {"clock_speed": 500.0, "seed": 2, "transport": request.param},
         }
     )
     station = Station(config)
     station.configure()
-    directory = tmp_path_factory.mktemp("matrix")
+    directory = tmp_path_factory.mktemp(f"matrix-{request.param}")
     for name, values in (("warmup", {"dwell_s": 5.0}), ("balance", {})):
         run_procedure(PROCEDURES[name].from_values(values), station, directory / f"{name}.h5")
     yield station, directory
@@ -219,58 +218,91 @@ def assert_safe(station):
     assert station.heater.heater_range == "high"  # the station holds the heater
 
 
-def assert_steps_kept(path):
+def assert_steps_kept(path, steps_recorded):
+    """Every step the procedure recorded is in the file, all columns alike."""
     with h5py.File(path, "r") as f:
         if "results" not in f:
-            return 0
+            assert steps_recorded == 0
+            return
         lengths = {column.shape[0] for column in f["results"].values()}
-        assert len(lengths) == 1, "results columns of different lengths"
-        steps = lengths.pop()
+        assert lengths == {steps_recorded}, "a recorded step is missing, or columns differ"
         if "spectra" in f:
-            assert f["spectra/psd"].shape[0] <= steps
-        return steps
+            assert f["spectra/psd"].shape[0] <= steps_recorded
 
 
+def run_with_faults(station, procedure_name, faults, path):
+    """Run a procedure with ``faults`` ({kind: after}) planned on every instrument as its
+    measurement starts; return (status, steps recorded, {(kind, instrument)} committed)."""
+    procedure = PROCEDURES[procedure_name].from_values(SMALL[procedure_name])
+    sims = station.simulated_instruments
+    measure = procedure.execute
+
+    def execute_under_faults():
+        for name in INSTRUMENTS:
+            for kind, after in faults.items():
+                sims[name].faults.add(Fault(kind, after=after, delay_s=0.05, duration_s=2.5))
+        measure()
+
+    procedure.execute = execute_under_faults
+    steps = []
+    before = {name: len(sims[name].faults.committed) for name in INSTRUMENTS}
+    try:
+        run_procedure(procedure, station, path, on_step=steps.append)
+    except RunAborted:
+        pass
+    finally:
+        for name in INSTRUMENTS:
+            sims[name].faults.clear()
+    committed = {
+        (kind, name) for name in INSTRUMENTS for kind in sims[name].faults.committed[before[name] :]
+    }
+    with h5py.File(path, "r") as f:
+        status = str(f.attrs["status"])
+        assert "safe_state_failures" not in f.attrs, (procedure_name, dict(f.attrs))
+    return status, len(steps), committed
+
+
+@pytest.mark.timeout(900)  # every run is bounded by timeouts; this bounds them all
 def test_fault_matrix(faulty_station, capsys):
+    """Every fault kind on every instrument, in every procedure: survived, safe, nothing lost."""
     station, directory = faulty_station
-    table = {}
+    transport = station.config.simulation.transport
+    table, tried = {}, set()
     for procedure in PROCEDURES:
-        for kind in FAULT_KINDS:
+        row = []
+        for label, faults in (("transient", TRANSIENT), ("stall", STALL)):
             # What each run expects to find: an aborted run may have left the plate or the
             # laser elsewhere (a run stopped half way is not expected to tidy those).
             station.laser.current_A = 0.12
             station.polarimeter.plate_angle_deg = station.polarimeter.balanced_angle_deg
             station.heater.setpoint_K = 450.0
-            target = station.simulated_instruments[TARGET[procedure]]
-            # A stall hangs the instrument for 2.5 s: longer than the link's three tries (the
-            # run aborts), shorter than the station's patience for a safe state (it is reached).
-            fault = Fault(kind, after=6, delay_s=0.05, duration_s=2.5)
-            target.faults.add(fault)
-            path = directory / f"{procedure}-{kind}.h5"
-            try:
-                run_procedure(PROCEDURES[procedure].from_values(SMALL[procedure]), station, path)
-            except RunAborted:
-                pass
-            finally:
-                target.faults.clear()
-            with h5py.File(path, "r") as f:
-                status = str(f.attrs["status"])
-                assert "safe_state_failures" not in f.attrs, (procedure, kind)
-            assert status in ("completed", "aborted"), (procedure, kind, status)
-            if kind != "stall":
-                assert status == "completed", (procedure, kind)
+            path = directory / f"{procedure}-{label}.h5"
+            status, steps, committed = run_with_faults(station, procedure, faults, path)
+            assert status in ("completed", "aborted"), (procedure, label, status)
+            if label == "transient":
+                assert status == "completed", (procedure, label)
             assert_safe(station)
-            assert_steps_kept(path)
-            table.setdefault(procedure, []).append(status)
+            assert_steps_kept(path, steps)
+            tried |= {(procedure, kind, name) for kind, name in committed}
+            row.append(f"{status} ({len(committed)} faults)")
+        table[procedure] = row
+    # Each kind struck each instrument in some procedure; every run met faults (a procedure
+    # that sends an instrument fewer commands than a fault waits for does not meet that one).
+    kinds = (*TRANSIENT, *STALL)
+    assert sorted(kinds) == sorted(FAULT_KINDS)
+    assert {(k, n) for _, k, n in tried} == {(k, n) for k in kinds for n in INSTRUMENTS}
+    for procedure in PROCEDURES:
+        met = {k for p, k, _ in tried if p == procedure}
+        assert {"drop", "stall"} <= met, (procedure, met)
     with capsys.disabled():
-        print("\nfault matrix: how each run ended, with its instruments safe and its steps kept")
-        print(f"{'procedure':<18}" + "".join(f"{k:>11}" for k in FAULT_KINDS) + "   survived")
+        print(f"\nfault matrix over {transport}: how each run ended, instruments safe, steps kept")
+        print(f"{'procedure':<18}{'transient kinds':>28}{'stall':>28}")
         for procedure, row in table.items():
-            print(
-                f"{procedure:<18}" + "".join(f"{s:>11}" for s in row) + f"   {len(row)}/{len(row)}"
-            )
-        total = sum(len(row) for row in table.values())
-        print(f"faults survived / tried: {total}/{total}")
+            print(f"{procedure:<18}" + "".join(f"{cell:>28}" for cell in row))
+        print(
+            f"faults survived / tried over {transport} (procedure x kind x instrument): "
+            f"{len(tried)}/{len(tried)} of {len(PROCEDURES) * len(kinds) * len(INSTRUMENTS)}"
+        )
 
 
 def test_watchdog_pauses_on_an_open_interlock_and_resumes(faulty_station, tmp_path):
