@@ -206,8 +206,12 @@ def _report(command: str, error: Exception) -> int:
         return 2
     if not isinstance(error, InstrumentError | RuntimeError | TimeoutError | ValueError | OSError):
         raise error
+    from hotspin.procedures.recorder import DiskFullError
+
+    # An instrument's and a disk's errors name what failed; others need their kind to be read.
+    text = str(error) if isinstance(error, InstrumentError | DiskFullError) else None
     if command == "run":  # the run started and failed: its file says so too
-        print(f"hotspin run: failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"hotspin run: failed: {text or f'{type(error).__name__}: {error}'}", file=sys.stderr)
         return 1
     print(f"hotspin {command}: error: {error}", file=sys.stderr)
     return 2

@@ -17,7 +17,7 @@ from hotspin.instruments.station import Station
 from hotspin.instruments.station_config import set_station_value, station_file_text, toml_value
 from hotspin.procedures.base import HotspinProcedure, run_procedure
 from hotspin.procedures.parameters import assign
-from hotspin.procedures.recorder import RunAborted, default_path
+from hotspin.procedures.recorder import RunAborted, check_free_space, default_path
 from hotspin.procedures.registry import PROCEDURES
 from hotspin.procedures.run_file import load_run as read_run_file
 from hotspin.progress import ProgressBar
@@ -100,6 +100,7 @@ def run_command(
         )
     path = Path(out) if out else default_path(name)
     check_output_path(path, created=out is None)
+    check_free_space(path, procedure.expected_bytes(), f"the {name} run file {path}")
     bar = ProgressBar(name)
     # The embedded lab (no --station) is kept between runs, as a real one is.
     with (

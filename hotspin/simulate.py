@@ -21,7 +21,7 @@ from hotspin.analysis.checks import check_range
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.procedures.analyze import apparatus_from_settings
 from hotspin.procedures.parameters import BoundedVectorParameter
-from hotspin.procedures.recorder import RunFile
+from hotspin.procedures.recorder import RunFile, check_free_space
 from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
 from hotspin.simulators.spin_noise import FastAngleNoise
 
@@ -109,6 +109,8 @@ def simulate_record(
         raise ValueError(
             f"duration_s = {duration_s:g} at sample_rate_Hz = {sample_rate_Hz:g} gives no sample"
         )
+    # Three float32 traces (v_diff, v_sum, theta) of `total` samples each.
+    check_free_space(out, 3 * 4 * total, f"a record of {total} samples")
     apparatus = apparatus_from_settings(values)
     derived = derive(apparatus)
     rng = np.random.default_rng(values["seed"])

@@ -33,6 +33,10 @@ from pymeasure.experiment import Parameter, Procedure
 
 log = logging.getLogger(__name__)
 
+#: A run file without its spectra: parameters, two station snapshots, results and events (the
+#: files of the test runs are 50-150 kB), with room to spare.
+RUN_FILE_BASE_BYTES = 1 << 20
+
 ProgressCallback = Callable[[float, str], None]
 """(percent done, message) → None"""
 StepCallback = Callable[[dict[str, float]], None]
@@ -98,6 +102,17 @@ class HotspinProcedure(Procedure):
 
         The default checks nothing; procedures that drive a limited quantity override it.
         """
+
+    def expected_bytes(self) -> int:
+        """Return about how large this run's file grows: its fixed part and its spectra.
+
+        Each step of a spectrum-taking procedure writes a row of PSD, standard error and model
+        (8-byte floats, segment_length / 2 + 1 bins each); a sweep has `points` steps.
+        """
+        steps = int(getattr(self, "points", 1) or 1)
+        segment = getattr(self, "segment_length", None)
+        spectra = 0 if segment is None else steps * 3 * 8 * (int(segment) // 2 + 1)
+        return RUN_FILE_BASE_BYTES + spectra
 
     def check_ready(self, station: Any) -> None:
         """Refuse (ParameterError) when the apparatus cannot give this procedure a result as it
