@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InstrumentError
-from hotspin.procedures.parameters import parse_value
+from hotspin.procedures.parameters import check_station_maximum, parse_value
 from hotspin.procedures.recorder import RunAborted, RunFile, write_attributes
 from pymeasure.experiment import Parameter, Procedure
 
@@ -75,9 +75,15 @@ class HotspinProcedure(Procedure):
             if isinstance(value, Parameter)
         }
 
+    #: Parameters a station setting bounds from above, {parameter: "table.key"}: given the
+    #: station file, a value above that setting is refused naming it, before the parameter's
+    #: own (wider) range is looked at, so the limit named is the one that applies.
+    STATION_MAXIMA: ClassVar[dict[str, str]] = {}
+
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> HotspinProcedure:
-        """Return a procedure with ``values`` checked and set (defaults for the rest)."""
+    def from_values(cls, values: Mapping[str, Any], config: Any = None) -> HotspinProcedure:
+        """Return a procedure with ``values`` checked and set (defaults for the rest);
+        ``config``, the station file, adds its limits (`STATION_MAXIMA`)."""
         parameters = cls.parameter_map()
         unknown = sorted(set(values) - set(parameters))
         if unknown:
@@ -91,7 +97,20 @@ class HotspinProcedure(Procedure):
             if value is None:
                 raise ParameterError(f"{cls.NAME}: parameter {key} has no value and no default")
             checked[key] = parse_value(key, parameter, value)
+        for key, (limit, setting) in cls.station_maxima(config).items():
+            check_station_maximum(key, parameters[key], checked[key], limit, setting)
         return cls(**checked)
+
+    @classmethod
+    def station_maxima(cls, config: Any) -> dict[str, tuple[float, str]]:
+        """Return {parameter: (limit, "table.key")} of the station file ``config`` (None: {})."""
+        if config is None:
+            return {}
+        maxima = {}
+        for key, setting in cls.STATION_MAXIMA.items():
+            table, name = setting.split(".")
+            maxima[key] = (float(getattr(getattr(config, table), name)), setting)
+        return maxima
 
     def values(self) -> dict[str, Any]:
         """Return every parameter's value by attribute name."""
