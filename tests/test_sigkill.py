@@ -37,8 +37,8 @@ print("done", flush=True)
 KILLS = 10
 SCENARIOS = {
     # (procedure, parameters, progress messages in a whole run)
-    "sweep": ("field_sweep", {"points": 30, "averages": 2}, 60),
-    "long average": ("spin_noise", {"averages": 400}, 400),
+    "sweep": ("field_sweep", {"points": 8, "averages": 2}, 16),
+    "long average": ("spin_noise", {"averages": 60}, 60),
 }
 
 
