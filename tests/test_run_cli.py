@@ -215,3 +215,16 @@ def test_the_progress_bar_redraws_on_change_and_ends_its_line_once():
         "100",
     ]
     assert stream.getvalue().count("\n") == 1 and frames[-1].startswith("sweep [##########] 100%")
+
+
+@pytest.mark.timeout(120)
+def test_a_station_nobody_answers_names_the_instrument_and_resource_and_exits_3(tmp_path, capsys):
+    ports = free_ports(len(NAMES))
+    station = tmp_path / "dead.toml"
+    station.write_text(station_text(ports, simulated=False))  # nothing listens on these ports
+    out = tmp_path / "never.h5"
+    assert main(["run", "warmup", "--station", str(station), "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hotspin run: failed: ")
+    assert "::SOCKET)" in err and any(f"127.0.0.1::{port}::SOCKET" in err for port in ports)
+    assert "Error:" not in err  # the instrument and where it is, not a Python class
