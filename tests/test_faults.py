@@ -188,7 +188,7 @@ def _readable(connection):
 # wall time, 150 simulated s: survived), and always shorter than the station's patience for a
 # safe state (it is reached). The patience is counted on the simulated clock too, at 500 times
 # wall time, so it is set long enough for a slow pass over seven instruments on a busy machine.
-TRANSIENT = {"drop": 2, "delay": 14, "corrupt": 26, "error": 38}  # kind: commands before it
+TRANSIENT = {"drop": 2, "delay": 10, "corrupt": 18, "error": 26}  # kind: commands before it
 STALL = {"stall": 2}
 INSTRUMENTS = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
 
