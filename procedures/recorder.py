@@ -396,8 +396,8 @@ class RunFile:
             write_attributes(spectra["psd"], attributes or {})
         if not np.array_equal(spectra["frequency"][...], frequency_Hz):
             raise ValueError("every spectrum of a run must share one frequency axis")
-        if "running" in spectra:  # the step's running average is now the step itself
-            del spectra["running"]
+        if "running_spectrum" in self.file:  # the step's running average is now the step itself
+            del self.file["running_spectrum"]
         self._checkpointed_at = None
         for name, values in columns.items():
             rows = spectra[name]
@@ -413,11 +413,12 @@ class RunFile:
         records: int,
         segments: int,
     ) -> None:
-        """Keep the running average of the spectrum in progress in `spectra/running` and flush
+        """Keep the running average of the spectrum in progress in `running_spectrum` and flush
         it (`checkpoint_due` says when): a killed run keeps every average finished by the last
         flush. `append_spectrum` removes it when the step is recorded.
         """
-        running = self.file.require_group("spectra").require_group("running")
+        # Apart from `spectra`, which holds finished steps only (readers count on its rows).
+        running = self.file.require_group("running_spectrum")
         for name, values, units in (
             ("frequency", frequency_Hz, "Hz"), ("psd", psd_rad2_per_Hz, "rad^2/Hz"),
         ):  # fmt: skip

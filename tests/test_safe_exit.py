@@ -136,7 +136,7 @@ def test_a_killed_long_average_keeps_the_average_flushed_before_the_kill(tmp_pat
     process.wait(timeout=60)
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "running"  # killed: nobody marked it
-        running = f["spectra/running"]
+        running = f["running_spectrum"]
         assert running.attrs["records"] >= seen
         psd, frequency = running["psd"][...], running["frequency"][...]
         assert psd.shape == frequency.shape and np.all(np.isfinite(psd)) and psd[1:].min() > 0
