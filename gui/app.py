@@ -18,6 +18,7 @@ from hotspin.gui.commands import CommandQueue
 from hotspin.gui.instrument_panel import InstrumentPanel
 from hotspin.gui.monitor import LiveView
 from hotspin.gui.polling import InstrumentPoller, station_readers
+from hotspin.gui.qnd_panel import QndPanel, QndTracker, QndWorker, RecordStreamIndex
 from hotspin.gui.run_viewer import RunViewer
 from hotspin.gui.runner import ProcedureRunner
 from hotspin.gui.stream import (
@@ -76,6 +77,14 @@ class MainWindow(QMainWindow):
         self.poller = InstrumentPoller(station_readers(station))
         self.commands = CommandQueue(self)
 
+        # The QND panel: the witness of each fit and the continuous filter over the θ blocks.
+        self.qnd_tracker = QndTracker()
+        self.qnd_worker = QndWorker(self.qnd_tracker, lambda: self.fitter.latest)
+        stream_index = RecordStreamIndex()
+        self.processor.theta_sink = lambda theta, rate, contiguous: self.qnd_worker.offer(
+            stream_index.index(theta.size, rate, contiguous), theta, rate
+        )
+        self.qnd_panel = QndPanel(self.qnd_tracker)
         self.live_view = LiveView(
             self.processor, self.fitter, self.source, temperature_K=self._cell_temperature_K
         )
@@ -95,6 +104,7 @@ class MainWindow(QMainWindow):
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live_view, "Live")
+        self.tabs.addTab(self.qnd_panel, "QND")
         self.tabs.addTab(self.viewer, "Run viewer")
         self.setCentralWidget(self.tabs)
         scroll = QScrollArea()
@@ -110,6 +120,7 @@ class MainWindow(QMainWindow):
         self._add_clock_control()
 
         self.processor.start()
+        self.qnd_worker.start()
         self.fitter.start()
         self.poller.start()
         if self.source is not None:
@@ -150,6 +161,8 @@ class MainWindow(QMainWindow):
             self.source.stop()
         self.fitter.stop()
         self.processor.stop()
+        self.qnd_panel.timer.stop()
+        self.qnd_worker.stop()
         self.poller.stop()
         self.commands.shutdown()
 

@@ -196,6 +196,9 @@ class SignalProcessor:
         self._power_W = math.nan
         self._average = 0  # counts the averages started (reset, new rate, new segment length)
         self._pending: tuple[Any, float, str] | None = None  # (block, imbalance, message) to show
+        #: Called with (θ, sample rate, contiguous) of every block in the spectrum
+        #: (the QND panel's filter), in the processor's thread; it must not block.
+        self.theta_sink: Callable[[np.ndarray, float, bool], None] | None = None
         self._state: ApparatusState | None = None  # the apparatus the average is taken under
         self.average_reason = "monitor started"
         self._average_started = time.monotonic()
@@ -355,6 +358,8 @@ class SignalProcessor:
                 if self._records == 1 or not math.isfinite(self._power_W)
                 else self._power_W + (power - self._power_W) / self._records
             )
+        if self.theta_sink is not None:
+            self.theta_sink(theta, fs, contiguous and self._continues)
         self._continues = True
         self.counts.processed += 1
         self._pending = (record, imbalance, "")
