@@ -84,7 +84,7 @@ class MainWindow(QMainWindow):
         self.processor.theta_sink = lambda theta, rate, contiguous: self.qnd_worker.offer(
             stream_index.index(theta.size, rate, contiguous), theta, rate
         )
-        self.qnd_panel = QndPanel(self.qnd_tracker)
+        self.qnd_panel = QndPanel(self.qnd_tracker, self.qnd_worker)
         self.live_view = LiveView(
             self.processor, self.fitter, self.source, temperature_K=self._cell_temperature_K
         )

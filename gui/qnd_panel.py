@@ -33,13 +33,16 @@ from hotspin.analysis.qnd import (
 )
 from hotspin.gui.stream import FitFrame
 from PyQt5.QtCore import Qt, QTimer
-from PyQt5.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from PyQt5.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 #: Points of the conditional spin trace (one per block, the block's last estimate, decimated).
 SPIN_POINTS = 2000
 #: Points of the ξ²(t) history (one per fit).
 HISTORY_POINTS = 1000
 REDRAW_INTERVAL_MS = 100
+#: Shortest time between two filters: each fit's witness is shown, but a new filter must run in
+#: again from the prior (a per-sample loop over its settling time), so not with every fit.
+REFILTER_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ class QndFrame:
 class QndTracker:
     """Follows the fits (witness, filter model) and filters θ blocks with the latest model."""
 
-    def __init__(self) -> None:
+    def __init__(self, refilter_interval_s: float = REFILTER_INTERVAL_S) -> None:
+        self.refilter_interval_s = float(refilter_interval_s)
+        self._filtered_at = -math.inf
         self.latest: QndFrame | None = None
         self._lock = threading.Lock()
         self._filter: ContinuousKalmanFilter | None = None
@@ -76,11 +81,23 @@ class QndTracker:
         self._offset = 0  # the first index the present filter saw (its sample 0)
 
     def update_fit(self, fit: SpinNoiseFit, sample_rate_Hz: float) -> None:
-        """Take a new model: its witness, and a new filter for the blocks that follow."""
+        """Take a new model: its witness, and (at most every ``refilter_interval_s``, or at a
+        new sample rate) a new filter for the blocks that follow."""
+        now = time.monotonic()
+        current = self._filter
+        refilter = (
+            current is None
+            or current.sample_rate_Hz != sample_rate_Hz
+            or now - self._filtered_at >= self.refilter_interval_s
+        )
         try:
             witness = entanglement_witness(fit)
-            kalman = ContinuousKalmanFilter.from_readout(
-                ContinuousReadout.from_fit(fit), sample_rate_Hz, bound=witness.bound
+            kalman = (
+                ContinuousKalmanFilter.from_readout(
+                    ContinuousReadout.from_fit(fit), sample_rate_Hz, bound=witness.bound
+                )
+                if refilter
+                else current
             )
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
             with self._lock:
@@ -89,13 +106,12 @@ class QndTracker:
             self._publish()
             return
         with self._lock:
-            self._witness, self._filter, self._error = witness, kalman, ""
-            self._offset = -1
+            self._witness, self._error = witness, ""
+            if kalman is not current:
+                self._filter, self._offset, self._filtered_at = kalman, -1, now
+                self._spin.clear()
             xi2 = witness.squeezing_parameter.value
-            self._history.append(
-                (time.monotonic() - self._started, xi2, witness.entangled_atoms.value)
-            )
-            self._spin.clear()
+            self._history.append((now - self._started, xi2, witness.entangled_atoms.value))
         self._publish()
 
     def add(self, first_index: int, theta_rad: np.ndarray) -> None:
@@ -175,12 +191,17 @@ class QndWorker:
         self.tracker = tracker
         self.fits = fits
         self.dropped = 0
+        #: Off by default: the witness and filter run in this process, and with the filter on,
+        #: the monitor's 2 MS/s benchmark misses its redraw and latency targets (BENCHMARKS.md).
+        self.enabled = threading.Event()
         self._queue: queue.Queue[tuple[int, np.ndarray, float] | None] = queue.Queue(blocks)
         self._thread: threading.Thread | None = None
         self._fit_version = -1
 
     def offer(self, first_index: int, theta_rad: np.ndarray, sample_rate_Hz: float) -> None:
         """Queue a θ block (absolute index of its first sample), or drop it if behind."""
+        if not self.enabled.is_set():
+            return
         try:
             self._queue.put_nowait((first_index, theta_rad, sample_rate_Hz))
         except queue.Full:
@@ -227,10 +248,16 @@ class QndWorker:
 class QndPanel(QWidget):
     """ξ²(t) with the separable bound, N_ent, τ_ent, the innovations and the conditional spin."""
 
-    def __init__(self, tracker: QndTracker, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, tracker: QndTracker, worker: QndWorker | None = None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.tracker = tracker
+        self.worker = worker
         self._drawn = -1
+        self.enable_box = QCheckBox("witness and Kalman filter on the live stream")
+        self.enable_box.setEnabled(worker is not None)
+        self.enable_box.toggled.connect(self._enable)
         self.witness_label = QLabel("witness: waiting for a fit of the spectrum")
         self.witness_label.setWordWrap(True)
         self.innovations_label = QLabel("innovations: –")
@@ -261,12 +288,20 @@ class QndPanel(QWidget):
         grid.addWidget(self.atoms_plot, 0, 1)
         grid.addWidget(self.spin_plot, 1, 0, 1, 2)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.enable_box)
         layout.addWidget(self.witness_label)
         layout.addWidget(self.innovations_label)
         layout.addLayout(grid, 1)
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.refresh)
         self.timer.start(REDRAW_INTERVAL_MS)
+
+    def _enable(self, enabled: bool) -> None:
+        if self.worker is not None:
+            if enabled:
+                self.worker.enabled.set()
+            else:
+                self.worker.enabled.clear()
 
     def refresh(self) -> None:
         """Draw the tracker's newest frame if it changed."""

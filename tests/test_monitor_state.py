@@ -141,3 +141,14 @@ def test_apparatus_states_name_what_changed():
     assert b.changes_from(a) == ["heater setpoint", "laser emission"]
     assert a.changes_from(a) == []
     assert math.isclose(a.plate_angle_deg, 12.0)
+
+
+def test_the_qnd_tab_switches_the_live_filter_on_and_off(window):  # noqa: F811
+    tabs = window.tabs
+    assert "QND" in [tabs.tabText(i) for i in range(tabs.count())]
+    worker = window.qnd_worker
+    assert not worker.enabled.is_set()  # off by default (BENCHMARKS.md, issue 14)
+    window.qnd_panel.enable_box.click()
+    assert worker.enabled.is_set()
+    window.qnd_panel.enable_box.click()
+    assert not worker.enabled.is_set()
