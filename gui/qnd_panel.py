@@ -1,7 +1,7 @@
 """The QND panel: the entanglement witness and the continuous Kalman filter, live.
 
-Each new fit of the running spectrum gives the model of the readout: the panel's tracker takes
-its witness (ξ², the entangled atoms and τ_ent, computed as `hotspin analyze` computes them, by
+A fit of the running spectrum (at most one every REFILTER_INTERVAL_S) gives the model of the
+readout: the panel's tracker takes its witness (ξ², the entangled atoms and τ_ent, computed as `hotspin analyze` computes them, by
 ``entanglement_witness``) and builds the continuous Kalman filter of that model, which then
 filters the θ blocks of the stream: the conditional spin estimate against time, and the
 innovations' normalised variance and running whiteness test, which say whether the model (and so
@@ -40,8 +40,9 @@ SPIN_POINTS = 2000
 #: Points of the ξ²(t) history (one per fit).
 HISTORY_POINTS = 1000
 REDRAW_INTERVAL_MS = 100
-#: Shortest time between two filters: each fit's witness is shown, but a new filter must run in
-#: again from the prior (a per-sample loop over its settling time), so not with every fit.
+#: Shortest time between two models taken from the fits: the witness (its uncertainties need
+#: dozens of Riccati solutions) and a new filter (which runs in again from the prior, a
+#: per-sample loop) hold the GIL for long; with every fit (2/s) the monitor missed its targets.
 REFILTER_INTERVAL_S = 5.0
 
 
@@ -81,23 +82,20 @@ class QndTracker:
         self._offset = 0  # the first index the present filter saw (its sample 0)
 
     def update_fit(self, fit: SpinNoiseFit, sample_rate_Hz: float) -> None:
-        """Take a new model: its witness, and (at most every ``refilter_interval_s``, or at a
-        new sample rate) a new filter for the blocks that follow."""
+        """Take a new model: its witness and a new filter for the blocks that follow (at most
+        every ``refilter_interval_s``, or at once at a new sample rate)."""
         now = time.monotonic()
         current = self._filter
-        refilter = (
-            current is None
-            or current.sample_rate_Hz != sample_rate_Hz
-            or now - self._filtered_at >= self.refilter_interval_s
-        )
+        if (
+            current is not None
+            and current.sample_rate_Hz == sample_rate_Hz
+            and now - self._filtered_at < self.refilter_interval_s
+        ):
+            return
         try:
             witness = entanglement_witness(fit)
-            kalman = (
-                ContinuousKalmanFilter.from_readout(
-                    ContinuousReadout.from_fit(fit), sample_rate_Hz, bound=witness.bound
-                )
-                if refilter
-                else current
+            kalman = ContinuousKalmanFilter.from_readout(
+                ContinuousReadout.from_fit(fit), sample_rate_Hz, bound=witness.bound
             )
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
             with self._lock:
@@ -107,9 +105,8 @@ class QndTracker:
             return
         with self._lock:
             self._witness, self._error = witness, ""
-            if kalman is not current:
-                self._filter, self._offset, self._filtered_at = kalman, -1, now
-                self._spin.clear()
+            self._filter, self._offset, self._filtered_at = kalman, -1, now
+            self._spin.clear()
             xi2 = witness.squeezing_parameter.value
             self._history.append((now - self._started, xi2, witness.entangled_atoms.value))
         self._publish()
@@ -191,8 +188,9 @@ class QndWorker:
         self.tracker = tracker
         self.fits = fits
         self.dropped = 0
-        #: Off by default: the witness and filter run in this process, and with the filter on,
-        #: the monitor's 2 MS/s benchmark misses its redraw and latency targets (BENCHMARKS.md).
+        #: Off by default: the witness and filter run in this process, holding the GIL, and with
+        #: them on the monitor's 2 MS/s benchmark misses its redraw and latency targets
+        #: (BENCHMARKS.md); a child process, as the fitter has, is the way to take them out.
         self.enabled = threading.Event()
         self._queue: queue.Queue[tuple[int, np.ndarray, float] | None] = queue.Queue(blocks)
         self._thread: threading.Thread | None = None
@@ -261,7 +259,7 @@ class QndPanel(QWidget):
         self.witness_label = QLabel("witness: waiting for a fit of the spectrum")
         self.witness_label.setWordWrap(True)
         self.innovations_label = QLabel("innovations: –")
-        self.xi2_plot = pg.PlotWidget(title="ξ² of the conditional state (fit by fit)")
+        self.xi2_plot = pg.PlotWidget(title="ξ² of the conditional state (one point per model taken)")
         self.xi2_plot.setLabel("bottom", "time", units="s")
         self.xi2_plot.setLabel("left", "ξ²")
         self.xi2_curve = self.xi2_plot.plot(pen=None, symbol="o", symbolSize=5)
