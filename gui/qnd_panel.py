@@ -1,13 +1,14 @@
 """The QND panel: the entanglement witness and the continuous Kalman filter, live.
 
 A fit of the running spectrum (at most one every REFILTER_INTERVAL_S) gives the model of the
-readout: the panel's tracker takes its witness (ξ², the entangled atoms and τ_ent, computed as `hotspin analyze` computes them, by
-``entanglement_witness``) and builds the continuous Kalman filter of that model, which then
-filters the θ blocks of the stream: the conditional spin estimate against time, and the
-innovations' normalised variance and running whiteness test, which say whether the model (and so
-the witness) describes the signal. ξ²(t) is drawn with the separable bound (ξ² = 1: below it the
-state is entangled). A new fit restarts the filter (a new model); the stream's gaps are the
-filter's missing samples. The tracker runs off the GUI thread; the panel only draws its frames.
+readout: the panel's tracker takes its witness (ξ², the entangled atoms and τ_ent, computed as
+`hotspin analyze` computes them, by ``entanglement_witness``) and builds the continuous Kalman
+filter of that model, which then filters the θ blocks of the stream: the conditional spin
+estimate against time, and the innovations' normalised variance and running whiteness test,
+which say whether the model (and so the witness) describes the signal. ξ²(t) is drawn with the
+separable bound (ξ² = 1: below it the state is entangled). A new model restarts the filter; the
+stream's gaps are the filter's missing samples. The tracker runs off the GUI thread (off by
+default: see QndWorker); the panel only draws its frames.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ class QndPanel(QWidget):
         self.witness_label = QLabel("witness: waiting for a fit of the spectrum")
         self.witness_label.setWordWrap(True)
         self.innovations_label = QLabel("innovations: –")
-        self.xi2_plot = pg.PlotWidget(title="ξ² of the conditional state (one point per model taken)")
+        self.xi2_plot = pg.PlotWidget(title="ξ² of the conditional state (a point per model)")
         self.xi2_plot.setLabel("bottom", "time", units="s")
         self.xi2_plot.setLabel("left", "ξ²")
         self.xi2_curve = self.xi2_plot.plot(pen=None, symbol="o", symbolSize=5)
