@@ -171,3 +171,23 @@ def test_a_model_whose_covariance_is_not_stationary_is_refused():
     A = -np.eye(2)
     with pytest.raises(ValueError, match="stationary"):
         StateSpaceModel(A, np.eye(2), np.array([1.0, 0.0]), 1.0, 3 * np.eye(2))
+
+
+def test_a_twelve_dimensional_block_model_of_two_spatial_modes(setup):
+    """A 6·M-dimensional block model (M = 2 spatial modes, the second decaying three times
+    faster and seen half as strongly): the filter runs it as it runs one mode."""
+    readout, record = setup
+    A1, _, sigma1, C1 = readout.unit_matrices()
+    A = linalg.block_diag(A1, 3.0 * A1)
+    sigma = linalg.block_diag(sigma1, 0.5 * sigma1)
+    Q = -(A @ sigma + sigma @ A.T)
+    C = np.concatenate([C1, 0.5 * C1])
+    model = StateSpaceModel(A, 0.5 * (Q + Q.T), C, readout.intensity, sigma)
+    kalman = ContinuousKalmanFilter(model, RATE)
+    assert kalman.projection.shape == (3, 12)
+    y = record[:20_000]
+    out = list(kalman.run(_split(y, [5000, 15_000])))
+    states, _, _ = reference_filter(model, RATE, y)
+    expected = states @ kalman.projection.T
+    spin = np.concatenate([b.spin for b in out])
+    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
