@@ -79,7 +79,7 @@ class MainWindow(QMainWindow):
 
         # The QND panel: the witness of each fit and the continuous filter over the θ blocks.
         self.qnd_tracker = QndTracker()
-        self.qnd_worker = QndWorker(self.qnd_tracker, lambda: self.fitter.latest)
+        self.qnd_worker = QndWorker(self.qnd_tracker, lambda: self.fitter.latest, in_child=True)
         stream_index = RecordStreamIndex()
         self.processor.theta_sink = lambda theta, rate, contiguous: self.qnd_worker.offer(
             stream_index.index(theta.size, rate, contiguous), theta, rate

@@ -21,6 +21,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -41,6 +44,8 @@ SPIN_POINTS = 2000
 #: Points of the ξ²(t) history (one per fit).
 HISTORY_POINTS = 1000
 REDRAW_INTERVAL_MS = 100
+#: Shortest time between two frames the tracking process sends back.
+PUBLISH_INTERVAL_S = 0.05
 #: Shortest time between two models taken from the fits: the witness (its uncertainties need
 #: dozens of Riccati solutions) and a new filter (which runs in again from the prior, a
 #: per-sample loop) hold the GIL for long; with every fit (2/s) the monitor missed its targets.
@@ -180,19 +185,55 @@ class RecordStreamIndex:
         return first
 
 
+def _tracking_process(connection: Connection) -> None:
+    """Track in a child process: take ("fit", fit, rate) and ("block", first, θ) messages and
+    answer with the tracker's newest frame, at most every PUBLISH_INTERVAL_S."""
+    tracker = QndTracker()
+    sent, sent_at = -1, 0.0
+    while True:
+        try:
+            message = connection.recv()
+        except EOFError:  # the monitor has gone
+            return
+        try:
+            if message[0] == "fit":
+                tracker.update_fit(message[1], message[2])
+            else:
+                tracker.add(message[1], message[2])
+        except Exception as error:  # shown on the panel; the stream goes on
+            tracker.fail(f"filter: {type(error).__name__}: {error}")
+        frame = tracker.latest
+        now = time.monotonic()
+        if frame is not None and frame.version != sent and now - sent_at >= PUBLISH_INTERVAL_S:
+            connection.send(frame)
+            sent, sent_at = frame.version, now
+
+
 class QndWorker:
     """Feeds a tracker off the GUI thread: the fitter's new fits and the stream's θ blocks
     (bounded queue; a block offered while the worker is behind is dropped and counted, and is
-    a gap to the filter)."""
+    a gap to the filter).
 
-    def __init__(self, tracker: QndTracker, fits: Callable[[], FitFrame | None], blocks: int = 8):
+    ``in_child``: the tracker's work runs in a child process (as the fitter's does) and its
+    frames come back through a pipe; in this process the filter's sections, run-ins and the
+    witness held the GIL so long that the monitor missed its redraw and latency targets.
+    """
+
+    def __init__(
+        self,
+        tracker: QndTracker,
+        fits: Callable[[], FitFrame | None],
+        blocks: int = 8,
+        in_child: bool = False,
+    ):
         self.tracker = tracker
         self.fits = fits
+        self.in_child = in_child
         self.dropped = 0
-        #: Off by default: the witness and filter run in this process, holding the GIL, and with
-        #: them on the monitor's 2 MS/s benchmark misses its redraw and latency targets
-        #: (BENCHMARKS.md); a child process, as the fitter has, is the way to take them out.
+        #: Off by default (a checkbox on the QND tab): see BENCHMARKS.md for its cost.
         self.enabled = threading.Event()
+        self._process: Any = None
+        self._connection: Connection | None = None
         self._queue: queue.Queue[tuple[int, np.ndarray, float] | None] = queue.Queue(blocks)
         self._thread: threading.Thread | None = None
         self._fit_version = -1
@@ -224,6 +265,34 @@ class QndWorker:
                         self._queue.get_nowait()
             self._thread.join(timeout=10.0)
             self._thread = None
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(timeout=10.0)
+            self._process = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _child(self) -> Connection:
+        """Return the connection to the tracking process, starting it if need be."""
+        if self._process is None or not self._process.is_alive():
+            context = get_context("spawn")  # a forked copy of a Qt process is not safe
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_tracking_process, args=(theirs,), name="monitor-qnd", daemon=True
+            )
+            process.start()
+            theirs.close()
+            self._process, self._connection = process, ours
+        assert self._connection is not None
+        return self._connection
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        """Hand one message to the child and take every frame it has answered meanwhile."""
+        connection = self._child()
+        connection.send(message)
+        while connection.poll():
+            self.tracker.latest = connection.recv()
 
     def _run(self) -> None:
         while True:
@@ -235,7 +304,20 @@ class QndWorker:
                 return
             first, theta, rate = item
             frame = self.fits()
-            if frame is not None and frame.version != self._fit_version and frame.fit is not None:
+            new_fit = (
+                frame is not None and frame.version != self._fit_version and frame.fit is not None
+            )
+            if self.in_child:
+                try:
+                    if new_fit:
+                        self._fit_version = frame.version
+                        self._send(("fit", frame.fit, rate))
+                    self._send(("block", first, theta))
+                except (EOFError, OSError) as error:  # the child died: the next block restarts it
+                    self._process = None
+                    self.tracker.fail(f"the QND process stopped: {type(error).__name__}: {error}")
+                continue
+            if new_fit:
                 self._fit_version = frame.version
                 self.tracker.update_fit(frame.fit, rate)
             try:

@@ -62,3 +62,32 @@ def test_records_apart_in_time_are_a_gap_in_the_stream_index():
     assert index.index(100, 1e3, False) == 0
     assert index.index(100, 1e3, True) == 100
     assert index.index(100, 1e3, False) >= 201  # at least one missing sample between them
+
+
+def test_the_worker_tracks_in_a_child_process_with_the_same_witness(qtbot, tmp_path):
+    from hotspin.gui.qnd_panel import QndWorker
+    from hotspin.gui.stream import FitFrame
+
+    values = assign(SIMULATE_PARAMETERS, ENTANGLING)
+    path = simulate_record(tmp_path / "record.h5", 1.0, RATE, values)
+    (result,) = analyze_file(path, write=False).spectra
+    frame = FitFrame(1, result.fit, "", 0, None, 0.0)
+    tracker = QndTracker()
+    worker = QndWorker(tracker, lambda: frame, in_child=True)
+    worker.enabled.set()
+    worker.start()
+    try:
+        theta = record_theta(path)
+        theta = theta - theta.mean()
+        for start in range(0, theta.size, BLOCK):
+            worker.offer(start, theta[start : start + BLOCK], RATE)
+        qtbot.waitUntil(
+            lambda: tracker.latest is not None and tracker.latest.spin.shape[0] >= 2,
+            timeout=30_000,
+        )
+        assert tracker.latest.xi2[-1] == pytest.approx(
+            result.witness.squeezing_parameter.value, rel=1e-12
+        )
+    finally:
+        worker.stop()
+    assert worker._process is None
