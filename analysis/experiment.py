@@ -14,7 +14,52 @@ import numpy as np
 from hotspin.analysis import constants as k
 from hotspin.analysis import optics, vapour
 from hotspin.analysis.checks import ParameterError, check_positive, check_range, check_vector
-from hotspin.analysis.spin_model import SpinModel
+from hotspin.analysis.spin_model import (
+    QUADRATIC_ZEEMAN_TOLERANCE,
+    SpinModel,
+    quadratic_zeeman_peak_change,
+)
+from scipy import optimize
+
+# The probe's 1/e² intensity radius when none is given (the station example's measured beam).
+DEFAULT_BEAM_WAIST_m = 1.0e-3
+
+
+def effective_beam_area_m2(beam_waist_m: float) -> float:
+    """Return the spin-noise area (∫I)²/∫I² = π w² of a Gaussian beam of 1/e² intensity radius w."""
+    return math.pi * check_positive("beam_waist_m", beam_waist_m, "m") ** 2
+
+
+def settle_beam(
+    beam_waist_m: float | None, beam_area_m2: float | None, prefix: str = ""
+) -> tuple[float, float]:
+    """Return (w, π w²) from either; refuse the two when they disagree, naming them.
+
+    Neither given: DEFAULT_BEAM_WAIST_m. ``prefix`` names where they came from ("cell.").
+    """
+    waist, area = beam_waist_m, beam_area_m2
+    if waist is None and area is None:
+        waist = DEFAULT_BEAM_WAIST_m
+    if waist is None:
+        waist = math.sqrt(check_positive(f"{prefix}beam_area_m2", area, "m^2") / math.pi)
+    expected = math.pi * check_positive(f"{prefix}beam_waist_m", waist, "m") ** 2
+    if area is None:
+        return float(waist), float(expected)
+    check_positive(f"{prefix}beam_area_m2", area, "m^2")
+    if not math.isclose(area, expected, rel_tol=1e-9):
+        raise ParameterError(
+            f"{prefix}beam_area_m2 = {area:g} disagrees with {prefix}beam_waist_m = {waist:g}: "
+            f"the area must be π w² = {expected:g} m^2 (give one of the two)"
+        )
+    return float(waist), float(area)
+
+
+def transit_time_s(beam_waist_m: float, diffusion_constant_m2_per_s: float) -> float:
+    """Return τ_D = w²/(4D): the correlation of the beam-weighted spin falls as 1/(1 + τ/τ_D)."""
+    w = check_positive("beam_waist_m", beam_waist_m, "m")
+    return (
+        w * w / (4.0 * check_positive("diffusion_constant_m2_per_s", diffusion_constant_m2_per_s))
+    )
 
 
 @dataclass(frozen=True)
@@ -25,7 +70,12 @@ class ApparatusParameters:
     field_T: tuple[float, float, float] = (500e-9, 0.0, 0.0)
     probe_power_W: float = 1.0e-3  # into the cell
     probe_detuning_Hz: float = 60e9  # from the D1 line of F = 2; positive is blue
-    beam_area_m2: float = 3.1e-6  # effective area of the probe beam
+    # The probe beam: its 1/e² intensity radius w, or its effective area π w² (give either; the
+    # other follows; neither: DEFAULT_BEAM_WAIST_m). w also sets the transit time τ_D = w²/(4D).
+    beam_waist_m: float | None = None
+    beam_area_m2: float | None = None
+    # False holds the atoms in place across the beam (the model without transit, to compare).
+    beam_transit: bool = True
     cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)  # z is along the probe
     n2_fill_pressure_Torr: float = 100.0
     n2_fill_temperature_K: float = 293.15
@@ -45,7 +95,7 @@ class ApparatusParameters:
             )
         check_range("probe_power_W", self.probe_power_W, 0.0, 1.0, "W")
         check_range("probe_detuning_Hz", self.probe_detuning_Hz, -1e12, 1e12, "Hz")
-        check_positive("beam_area_m2", self.beam_area_m2, "m^2")
+        self._settle_beam()
         dims = check_vector("cell_dimensions_m", self.cell_dimensions_m, 3, "m")
         if np.any(dims <= 0):
             raise ParameterError(f"cell_dimensions_m = {dims.tolist()} must all lie in (0, inf) m")
@@ -58,8 +108,19 @@ class ApparatusParameters:
         check_range("nep_W_per_rtHz", self.nep_W_per_rtHz, 0.0, 1e-6, "W/√Hz")
         check_range("optics_transmission", self.optics_transmission, 0.0, 1.0, low_open=True)
 
+    def _settle_beam(self) -> None:
+        """Fill in the beam's waist or area from the other (see `settle_beam`)."""
+        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2)
+        object.__setattr__(self, "beam_waist_m", waist)
+        object.__setattr__(self, "beam_area_m2", area)
+
     def with_changes(self, **changes: object) -> ApparatusParameters:
         """Return a copy with some parameters changed (validated again)."""
+        # A new waist (or area) replaces the beam: the other one follows from it.
+        if "beam_waist_m" in changes and "beam_area_m2" not in changes:
+            changes["beam_area_m2"] = None
+        if "beam_area_m2" in changes and "beam_waist_m" not in changes:
+            changes["beam_waist_m"] = None
         return replace(self, **changes)
 
     @classmethod
@@ -79,7 +140,9 @@ class DerivedQuantities:
     collisional_spin_destruction_rate: float
     probe_pumping_rate: float
     diffusion_rate: float
-    atom_number: float
+    diffusion_constant_m2_per_s: float
+    transit_time_s: float  # τ_D = w²/(4D) across the probe beam
+    atom_number: float  # of the beam-weighted mode: n π w² L
     optical_fwhm_D1_Hz: float
     cross_section_m2: float
     cell_transmission: float
@@ -135,6 +198,8 @@ class DerivedQuantities:
             probe_pumping_rate_per_s=self.probe_pumping_rate,
             spin_destruction_rate_per_s=self.spin_destruction_rate,
             diffusion_rate_per_s=self.diffusion_rate,
+            diffusion_constant_m2_per_s=self.diffusion_constant_m2_per_s,
+            transit_time_s=self.transit_time_s,
             atom_number=self.atom_number,
             optical_fwhm_D1_Hz=self.optical_fwhm_D1_Hz,
             cross_section_m2=self.cross_section_m2,
@@ -150,6 +215,26 @@ class DerivedQuantities:
             serf_larmor_frequency_Hz=serf * self.field_magnitude_T / (2 * math.pi),
         )
         return attributes
+
+
+def _refuse_quadratic_zeeman(model: SpinModel, c_a: float, c_b: float) -> None:
+    """Raise ParameterError where the neglected quadratic Zeeman term changes the spectrum > 1 %."""
+    ratio = model.quadratic_zeeman_ratio(c_a, c_b)
+    error = quadratic_zeeman_peak_change(ratio)
+    if error <= QUADRATIC_ZEEMAN_TOLERANCE:
+        return
+    b = float(np.linalg.norm(model.field_T))
+    # The spread grows as B² at a fixed line width: the largest field at this width.
+    largest_ratio = optimize.brentq(
+        lambda r: quadratic_zeeman_peak_change(r) - QUADRATIC_ZEEMAN_TOLERANCE, 0.0, ratio
+    )
+    limit = b * math.sqrt(largest_ratio / ratio)
+    raise ParameterError(
+        f"field_T = {model.field_T.tolist()} (|B| = {b:.3g} T) is outside the model's range: the "
+        f"quadratic Zeeman splitting would change the spectrum by {100 * error:.2g} % "
+        f"(> {100 * QUADRATIC_ZEEMAN_TOLERANCE:g} %), which the model leaves out; at this "
+        f"temperature and probe |B| must lie in [0, {limit:.3g}] T"
+    )
 
 
 def derive(parameters: ApparatusParameters) -> DerivedQuantities:
@@ -171,6 +256,9 @@ def derive(parameters: ApparatusParameters) -> DerivedQuantities:
     r_sd = vapour.spin_destruction_rate(T, n2)
     r_se = vapour.spin_exchange_rate(T)
     r_d = vapour.diffusion_rate(T, n2, p.cell_dimensions_m)
+    diffusion = vapour.diffusion_constant_m2_per_s(T, n2)
+    assert p.beam_waist_m is not None  # settled in ApparatusParameters
+    tau_d = transit_time_s(p.beam_waist_m, diffusion) if p.beam_transit else math.inf
     atom_number = n * p.beam_area_m2 * length
     c_a, c_b = optics.faraday_couplings_rad(p.probe_detuning_Hz, broadening, p.beam_area_m2)
     detected = p.probe_power_W * cell_transmission * p.optics_transmission
@@ -180,7 +268,9 @@ def derive(parameters: ApparatusParameters) -> DerivedQuantities:
         spin_destruction_rate=r_sd + r_pr,
         diffusion_rate=r_d,
         atom_number=atom_number,
+        transit_time_s=tau_d,
     )
+    _refuse_quadratic_zeeman(model, c_a, c_b)
     return DerivedQuantities(
         parameters=p,
         number_density_m3=n,
@@ -189,6 +279,8 @@ def derive(parameters: ApparatusParameters) -> DerivedQuantities:
         collisional_spin_destruction_rate=r_sd,
         probe_pumping_rate=r_pr,
         diffusion_rate=r_d,
+        diffusion_constant_m2_per_s=diffusion,
+        transit_time_s=tau_d,
         atom_number=atom_number,
         optical_fwhm_D1_Hz=fwhm_d1,
         cross_section_m2=sigma,

@@ -36,10 +36,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from hotspin.analysis.checks import check_positive, check_range, check_vector
+from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.spectra import Spectrum
-from hotspin.analysis.spin_model import PROBE_AXIS, THERMAL_VARIANCE_PER_ATOM, SpinModel, exp2x2
-from scipy import optimize, signal, stats
+from hotspin.analysis.spin_model import (
+    PROBE_AXIS,
+    QUADRATIC_ZEEMAN_TOLERANCE,
+    THERMAL_VARIANCE_PER_ATOM,
+    SpinModel,
+    exp2x2,
+    quadratic_zeeman_peak_change,
+)
+from scipy import optimize, signal, special, stats
 
 # Relative step of the forward differences of the model in its nonlinear log-parameters.
 _DIFFERENCE_STEP = 1e-6
@@ -83,13 +91,21 @@ def _sqrt(variance: float) -> float:
 # --- what the apparatus fixes ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProbeGeometry:
-    """The known inputs of the fit: couplings, field direction, probe axis and R_D."""
+    """The known inputs of the fit: couplings, field direction, probe axis, R_D and τ_D.
+
+    ``transit_time_s`` τ_D = w²/(4D) is the time to diffuse across the beam (inf: no transit);
+    the fit holds it unless asked to free it. ``detection`` makes the expected spectrum that of
+    the samples behind the detector's pole and the digitiser's (averaging) decimation.
+    """
 
     coupling_upper_rad: float
     coupling_lower_rad: float
     field_direction: np.ndarray
     diffusion_rate: float
     probe_axis: np.ndarray = field(default_factory=lambda: PROBE_AXIS.copy())
+    transit_time_s: float = math.inf
+    # The detector's pole and the digitiser's decimation (None: ideal, instantaneous samples).
+    detection: DetectionChain | None = None
 
     def __post_init__(self) -> None:
         for name in ("coupling_upper_rad", "coupling_lower_rad"):
@@ -103,9 +119,13 @@ class ProbeGeometry:
                 raise ValueError(f"{name} must be a nonzero vector")
             object.__setattr__(self, name, vector / norm)
         check_range("diffusion_rate", self.diffusion_rate, 0.0, math.inf, "s^-1", high_open=True)
+        if self.transit_time_s != math.inf:
+            check_positive("transit_time_s", self.transit_time_s, "s")
 
     @classmethod
-    def from_apparatus(cls, derived: DerivedQuantities) -> ProbeGeometry:
+    def from_apparatus(
+        cls, derived: DerivedQuantities, detection: DetectionChain | None = None
+    ) -> ProbeGeometry:
         """Return the geometry of an apparatus (a zero field is taken along x, across the probe)."""
         field_T = np.asarray(derived.parameters.field_T, dtype=float)
         direction = field_T if np.any(field_T) else np.array([1.0, 0.0, 0.0])
@@ -114,6 +134,8 @@ class ProbeGeometry:
             coupling_lower_rad=derived.coupling_lower_rad,
             field_direction=direction,
             diffusion_rate=derived.diffusion_rate,
+            transit_time_s=derived.transit_time_s,
+            detection=detection,
         )
 
     @property
@@ -128,14 +150,16 @@ class ProbeGeometry:
         spin_exchange_rate: float,
         spin_destruction_rate: float,
         atom_number: float = 1.0,
+        transit_time_s: float | None = None,
     ) -> SpinModel:
-        """Return the spin model with the field along the known direction."""
+        """Return the spin model with the field along the known direction (τ_D: the geometry's)."""
         return SpinModel(
             field_T=field_magnitude_T * self.field_direction,
             spin_exchange_rate=spin_exchange_rate,
             spin_destruction_rate=spin_destruction_rate,
             diffusion_rate=self.diffusion_rate,
             atom_number=atom_number,
+            transit_time_s=self.transit_time_s if transit_time_s is None else transit_time_s,
         )
 
 
@@ -151,7 +175,8 @@ def angle_autocovariance(
 
     Per block of the field frame, R(k) = Re w κ Φᵏ s with Φ = exp(X/f_s); the powers Φᵏ s are
     built by doubling (log₂ lags matrix products), which stays exact at the exceptional point
-    where the block has no eigenbasis.
+    where the block has no eigenbasis. The transit modes multiply it by Σ_m w_m e^{−s_m k/(f_s τ_D)}
+    (each mode's Φ is the wall mode's times a scalar), exactly the block model's R(k).
     """
     fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
     kappa = np.array([coupling_upper, -coupling_lower])
@@ -170,6 +195,8 @@ def angle_autocovariance(
             )
             step = step @ step
         total += weight * (kappa[0] * first[:lags] + kappa[1] * second[:lags]).real
+    if model.transit_time_s != math.inf:
+        total *= model.transit_correlation(np.arange(lags) / fs)
     return total
 
 
@@ -185,6 +212,7 @@ class _Outcome:
     dof: int
     p_value: float
     flags: tuple[str, ...]
+    deviance: float  # Whittle deviance 2 Σ (P/M − 1 − ln P/M) / s²: −2 ln L up to a constant
 
 
 def _deviance(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,6 +327,8 @@ def _whittle_fit(
         scale = float(residual @ residual) / dof
     covariance[np.ix_(free, free)] = scale * inverse @ gram @ inverse
     chi2 = float(residual @ residual) / scale
+    deviance_residuals = _deviance(observed, predicted)[0]
+    deviance = float(deviance_residuals @ deviance_residuals) / scale
     if scale_flag is None:
         # Correlated, Gamma-shaped bins: Var(χ²) ≈ dof·(2 + 6 s²)·(1 + 2 Σ_j c_j²).
         correlation = spectrum.bin_correlation[1:]
@@ -315,6 +345,7 @@ def _whittle_fit(
         dof=dof,
         p_value=p_value,
         flags=tuple(flags),
+        deviance=deviance,
     )
 
 
@@ -378,10 +409,15 @@ SPIN_NOISE_PARAMETERS: dict[str, str] = {
     "field_T": "T",  # |B|, along the apparatus's field direction
     "spin_exchange_rate": "s^-1",  # R_SE
     "spin_destruction_rate": "s^-1",  # R_SD′ = R_SD + R_pr
-    "atom_number": "",  # N in the beam
+    "atom_number": "",  # N of the beam-weighted mode (n π w² L)
     "white_noise_psd": "rad^2/Hz",  # shot noise + detector noise, one-sided
-    "flicker_coefficient": "rad^2",  # A of the electronic A/f term
+    "transit_time_s": "s",  # τ_D = w²/(4D), when freed
+    "flicker_coefficient": "rad^2",  # A of the technical A/f term
 }
+# The parameters fitted in ln (all but the flicker coefficient, which may be 0).
+_LOG_PARAMETERS = tuple(n for n in SPIN_NOISE_PARAMETERS if n != "flicker_coefficient")
+# Of those, the ones the model depends on nonlinearly (N and S_w enter linearly).
+_NONLINEAR = ("field_T", "spin_exchange_rate", "spin_destruction_rate", "transit_time_s")
 
 
 @dataclass(frozen=True)
@@ -411,6 +447,7 @@ class SpinNoiseFit:
     frequency_Hz: np.ndarray = field(repr=False)  # the fitted bins
     predicted: np.ndarray = field(repr=False)  # the fitted model on them (to plot)
     geometry: ProbeGeometry = field(repr=False)
+    deviance: float = math.nan  # −2 ln L (Whittle) up to a constant, for likelihood ratios
 
     @property
     def reduced_chi2(self) -> float:
@@ -436,26 +473,52 @@ class SpinNoiseFit:
 
 
 class _SpinNoiseSpectrum:
-    """The model spectrum on the fitted bins, per atom, for given (|B|, R_SE, R_SD′)."""
+    """The model spectrum on the fitted bins, per atom, for given (|B|, R_SE, R_SD′[, τ_D])."""
 
     def __init__(self, spectrum: Spectrum, geometry: ProbeGeometry, mask: np.ndarray) -> None:
         self.spectrum, self.geometry, self.mask = spectrum, geometry, mask
         self.frequency_Hz = spectrum.frequency_Hz[mask]
+        chain = geometry.detection
+        self.floor_shape = np.ones(self.frequency_Hz.size)  # of a unit white PSD
+        if chain is not None:
+            if spectrum.window is None or spectrum.sample_rate_Hz is None:
+                raise ValueError("a detection chain needs a Welch spectrum with its window")
+            if not math.isclose(spectrum.sample_rate_Hz, chain.sample_rate_Hz, rel_tol=1e-9):
+                raise ValueError(
+                    f"the spectrum's sample rate {spectrum.sample_rate_Hz:g} Hz is not the "
+                    f"detection chain's {chain.sample_rate_Hz:g} Hz"
+                )
+            R = detected_white_noise(chain).autocovariance(spectrum.window.size)
+            self.floor_shape = spectrum.expectation(R)[mask]
 
-    def per_atom(self, field_T: float, spin_exchange: float, spin_destruction: float) -> np.ndarray:
+    def per_atom(
+        self,
+        field_T: float,
+        spin_exchange: float,
+        spin_destruction: float,
+        transit_time_s: float | None = None,
+    ) -> np.ndarray:
         """Return the atomic PSD of one atom on the fitted bins, in rad²/Hz."""
         g, s = self.geometry, self.spectrum
         if s.sample_rate_Hz is None:
-            return self.rough_per_atom(field_T, spin_exchange, spin_destruction)
-        model = g.model(field_T, spin_exchange, spin_destruction)
+            return self.rough_per_atom(field_T, spin_exchange, spin_destruction, transit_time_s)
+        model = g.model(field_T, spin_exchange, spin_destruction, transit_time_s=transit_time_s)
         c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
+        if g.detection is not None:
+            assert s.window is not None  # checked when the grid was made
+            output = detected_atoms(model, c_a, c_b, g.detection, g.probe_axis)
+            return s.expectation(output.autocovariance(s.window.size))[self.mask]
         if s.window is not None:
             R = angle_autocovariance(model, c_a, c_b, s.window.size, s.sample_rate_Hz, g.probe_axis)
             return s.expectation(R)[self.mask]
         return model.sampled_psd(self.frequency_Hz, s.sample_rate_Hz, c_a, c_b, g.probe_axis)
 
     def rough_per_atom(
-        self, field_T: float, spin_exchange: float, spin_destruction: float
+        self,
+        field_T: float,
+        spin_exchange: float,
+        spin_destruction: float,
+        transit_time_s: float | None = None,
     ) -> np.ndarray:
         """Return the continuous PSD of one atom on the fitted bins: no window, no aliasing.
 
@@ -463,7 +526,7 @@ class _SpinNoiseSpectrum:
         and close enough to choose where a fit starts.
         """
         g = self.geometry
-        model = g.model(field_T, spin_exchange, spin_destruction)
+        model = g.model(field_T, spin_exchange, spin_destruction, transit_time_s=transit_time_s)
         c_a, c_b = g.coupling_upper_rad, g.coupling_lower_rad
         return model.psd(self.frequency_Hz, c_a, c_b, g.probe_axis)
 
@@ -476,62 +539,90 @@ def fit_spin_noise(
     fmin_Hz: float | None = None,
     fmax_Hz: float | None = None,
     flicker: bool = False,
+    free_transit: bool = False,
 ) -> SpinNoiseFit:
-    """Fit |B|, R_SE, R_SD′, N, the white floor (and A/f) to a spin-noise spectrum.
+    """Fit |B|, R_SE, R_SD′, N, the white floor (and τ_D, A/f) to a spin-noise spectrum.
 
     ``initial`` holds starting values for field_T, spin_exchange_rate, spin_destruction_rate,
     atom_number and white_noise_psd (e.g. from `initial_values`); the field, N and the floor are
     first matched to the data's peak. ``fmin_Hz``/``fmax_Hz`` limit the fitted band (default:
-    every bin but DC, those biased by mean removal and Nyquist); ``flicker`` adds A/f, A ≥ 0.
+    every bin but DC, those biased by mean removal and Nyquist); ``flicker`` adds A/f, A ≥ 0;
+    ``free_transit`` fits τ_D (starting from the geometry's) instead of holding it. N is the atom
+    number of the beam-weighted mode.
     """
-    names = [n for n in SPIN_NOISE_PARAMETERS if flicker or n != "flicker_coefficient"]
+    if free_transit and geometry.transit_time_s == math.inf:
+        raise ValueError("free_transit needs a finite starting transit_time_s in the geometry")
+    logs = [n for n in _LOG_PARAMETERS if free_transit or n != "transit_time_s"]
+    names = logs + (["flicker_coefficient"] if flicker else [])
+    nonlinear = [i for i, n in enumerate(logs) if n in _NONLINEAR]
+    i_atoms, i_floor = logs.index("atom_number"), logs.index("white_noise_psd")
     mask, flags = _fit_mask(spectrum, fmin_Hz, fmax_Hz, len(names))
-    for name in names[:5]:
+    for name in logs[:5]:
         check_positive(f"initial {name}", initial[name], SPIN_NOISE_PARAMETERS[name])
     grid = _SpinNoiseSpectrum(spectrum, geometry, mask)
     f = grid.frequency_Hz
     floor0 = float(initial["white_noise_psd"])
     flicker_unit = floor0 * f[0]  # A in units of the floor at the lowest fitted frequency
+    flicker_shape = _flicker_shape(spectrum, mask) if flicker else np.empty(0)
 
     def physical(x: np.ndarray) -> dict[str, float]:
-        values = {n: math.exp(x[i]) for i, n in enumerate(names[:5])}
+        values = {n: math.exp(x[i]) for i, n in enumerate(logs)}
         if flicker:
-            values["flicker_coefficient"] = x[5] * flicker_unit
+            values["flicker_coefficient"] = x[-1] * flicker_unit
         return values
+
+    def shape(log_nonlinear: np.ndarray) -> np.ndarray:
+        return grid.per_atom(*np.exp(log_nonlinear))
 
     def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = physical(x)
-        nonlinear = x[:3]
-        per_atom = grid.per_atom(*np.exp(nonlinear))
+        base = x[nonlinear]
+        per_atom = shape(base)
         atomic = v["atom_number"] * per_atom
-        predicted = atomic + v["white_noise_psd"]
+        floor = v["white_noise_psd"] * grid.floor_shape
+        predicted = atomic + floor
         columns = [np.empty(0)] * len(names)
-        for i in range(3):
-            shifted = nonlinear.copy()
-            shifted[i] += _DIFFERENCE_STEP
-            columns[i] = v["atom_number"] * (grid.per_atom(*np.exp(shifted)) - per_atom)
-            columns[i] /= _DIFFERENCE_STEP
-        columns[3] = atomic
-        columns[4] = np.full(f.size, v["white_noise_psd"])
+        for k, i in enumerate(nonlinear):
+            shifted = base.copy()
+            shifted[k] += _DIFFERENCE_STEP
+            columns[i] = v["atom_number"] * (shape(shifted) - per_atom) / _DIFFERENCE_STEP
+        columns[i_atoms] = atomic
+        columns[i_floor] = floor
         if flicker:
-            predicted = predicted + v["flicker_coefficient"] / f
-            columns[5] = flicker_unit / f
+            predicted = predicted + v["flicker_coefficient"] * flicker_shape
+            columns[-1] = flicker_unit * flicker_shape
         return predicted, np.column_stack(columns)
 
     start = _starting_values(grid, initial)
-    x0 = np.array([math.log(start[n]) for n in names[:5]] + ([0.0] if flicker else []))
-    lower = np.concatenate([x0[:5] - _LOG_RANGE, [0.0] if flicker else []])
-    upper = np.concatenate([x0[:5] + _LOG_RANGE, [math.inf] if flicker else []])
+    if free_transit:
+        start["transit_time_s"] = geometry.transit_time_s
+    x0 = np.array([math.log(start[n]) for n in logs] + ([0.0] if flicker else []))
+    lower = np.concatenate([x0[: len(logs)] - _LOG_RANGE, [0.0] if flicker else []])
+    upper = np.concatenate([x0[: len(logs)] + _LOG_RANGE, [math.inf] if flicker else []])
     outcome = _whittle_fit(spectrum, mask, predict, x0, lower, upper, names)
     values = physical(outcome.x)
     # Jacobian of the SI parameters with respect to x: diagonal.
-    scale = np.array([values[n] for n in names[:5]] + ([flicker_unit] if flicker else []))
+    scale = np.array([values[n] for n in logs] + ([flicker_unit] if flicker else []))
     covariance = outcome.covariance * np.outer(scale, scale)
     parameters = {
         n: Estimate(values[n], _sqrt(covariance[i, i]), SPIN_NOISE_PARAMETERS[n])
         for i, n in enumerate(names)
     }
     modes, larmor = _mode_estimates(geometry, outcome.x, outcome.covariance)
+    fitted_model = geometry.model(
+        values["field_T"], values["spin_exchange_rate"], values["spin_destruction_rate"]
+    )
+    change = quadratic_zeeman_peak_change(
+        fitted_model.quadratic_zeeman_ratio(
+            geometry.coupling_upper_rad, geometry.coupling_lower_rad, geometry.probe_axis
+        )
+    )
+    if change > QUADRATIC_ZEEMAN_TOLERANCE:
+        flags.append(
+            f"quadratic Zeeman effect: the fitted field's splitting changes this spectrum by "
+            f"{100 * change:.2g} % (> {100 * QUADRATIC_ZEEMAN_TOLERANCE:g} %), which the model "
+            "leaves out"
+        )
     return SpinNoiseFit(
         parameters=parameters,
         covariance=covariance,
@@ -546,6 +637,97 @@ def fit_spin_noise(
         frequency_Hz=f,
         predicted=outcome.predicted,
         geometry=geometry,
+        deviance=outcome.deviance,
+    )
+
+
+# The lowest frequency of the 1/f model's band, relative to the sample rate: below the record's
+# length, where it only moves the mean, which the Welch segments remove.
+_FLICKER_LOW_EDGE = 1e-9
+
+
+def _flicker_shape(spectrum: Spectrum, mask: np.ndarray) -> np.ndarray:
+    """Return the mean Welch estimate of a unit 1/f noise on the fitted bins, in 1/Hz.
+
+    Without a window: 1/f. With one: the exact expectation of a 1/f noise sampled at f_s, from
+    its autocovariance R(k) = −Ci(2π f_low k/f_s) at lags k ≥ 1 (∫ cos(2πfτ)/f df above f_low).
+    The window's leakage of the steep 1/f into the lowest bins is a few per cent (≈ 1/(3k²) at
+    bin k for Hann), which A/f at the bin frequency misses. Two parts of R are not determined by
+    the spectrum and need no knowledge of the band: f_low only adds a constant (it goes to the
+    removed mean), and R(0), set by how far above f_s the noise reaches, is flat in frequency
+    (it reads as part of the white floor); R(0) = ln(f_s/(2 f_low)) is the band ending at Nyquist.
+    """
+    f = spectrum.frequency_Hz[mask]
+    if spectrum.window is None or spectrum.sample_rate_Hz is None:
+        return 1.0 / f
+    lags = np.arange(1, spectrum.window.size, dtype=float)
+    R = np.concatenate(
+        [
+            [math.log(0.5 / _FLICKER_LOW_EDGE)],
+            -special.sici(2 * math.pi * _FLICKER_LOW_EDGE * lags)[1],
+        ]
+    )
+    return spectrum.expectation(R)[mask]
+
+
+# Flicker is added when the likelihood ratio rejects "no flicker" at this level.
+FLICKER_TEST_LEVEL = 0.01
+
+
+@dataclass(frozen=True)
+class FlickerTest:
+    """Whether a spectrum calls for the A/f term: the likelihood-ratio test of A = 0."""
+
+    statistic: float  # −2 ln(L₀/L₁), divided by the bin-correlation inflation
+    p_value: float  # under A = 0: ½χ²₀ + ½χ²₁ (A ≥ 0 sits on the boundary)
+    selected: bool  # p_value < FLICKER_TEST_LEVEL: the fit with A/f is the one reported
+
+    def summary(self) -> str:
+        """Return one line for a report: the test's statistic, p-value and decision."""
+        verdict = "A/f fitted" if self.selected else "no A/f term"
+        return (
+            f"flicker LR test: statistic {self.statistic:.3g}, p = {self.p_value:.3g} ({verdict})"
+        )
+
+
+def fit_spin_noise_testing_flicker(
+    spectrum: Spectrum,
+    geometry: ProbeGeometry,
+    initial: Mapping[str, float],
+    *,
+    fmin_Hz: float | None = None,
+    fmax_Hz: float | None = None,
+    free_transit: bool = False,
+) -> tuple[SpinNoiseFit, FlickerTest]:
+    """Fit with and without A/f; return the fit the likelihood-ratio test picks, and the test.
+
+    Neighbouring Welch bins are correlated, which inflates the deviance difference by about
+    1 + 2 Σ_j C̃(j) for a term as smooth as A/f; the statistic is divided by it.
+    """
+    band = {"fmin_Hz": fmin_Hz, "fmax_Hz": fmax_Hz, "free_transit": free_transit}
+    without = fit_spin_noise(spectrum, geometry, initial, **band)
+    start = {n: e.value for n, e in without.parameters.items()}
+    with_flicker = fit_spin_noise(spectrum, geometry, start, flicker=True, **band)
+    inflation = 1.0 + 2.0 * float(np.sum(spectrum.bin_correlation[1:]))
+    statistic = max(without.deviance - with_flicker.deviance, 0.0) / inflation
+    p_value = 0.5 * float(stats.chi2.sf(statistic, 1)) if statistic > 0 else 1.0
+    test = FlickerTest(statistic, p_value, p_value < FLICKER_TEST_LEVEL)
+    return (with_flicker if test.selected else without), test
+
+
+def split_white_floor(
+    fit: SpinNoiseFit, shot_noise_psd_rad2_per_Hz: float
+) -> tuple[Estimate, Estimate]:
+    """Return (photon shot noise, electronic noise) of the fitted white floor, in rad²/Hz.
+
+    The shot noise 1/(2Φ) follows from the detected power (no fitted uncertainty); the rest of
+    the floor is the detector's (and digitiser's) electronic noise, with the floor's uncertainty.
+    """
+    shot = check_positive("shot_noise_psd_rad2_per_Hz", shot_noise_psd_rad2_per_Hz, "rad²/Hz")
+    floor = fit.parameters["white_noise_psd"]
+    return (
+        Estimate(shot, 0.0, floor.unit),
+        Estimate(floor.value - shot, floor.uncertainty, floor.unit),
     )
 
 

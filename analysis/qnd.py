@@ -323,11 +323,16 @@ class ContinuousReadout:
         return self.white_noise_psd / 2.0
 
     def unit_matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Return (A, Q/N, Σ/N, C√N): the model in units of √N."""
+        """Return (A, Q/N, Σ/N, C√N): the model with its transit modes, in units of √N.
+
+        The state stacks the M spatial modes of the atoms' transit through the beam (one 6-dim
+        block without transit); the beam-weighted spin is their sum (`spin_projection`).
+        """
         m, n = self.model, self.model.atom_number
-        Q = m.noise_covariance() / n
-        C = m.observation_vector(self.coupling_upper_rad, self.coupling_lower_rad, self.probe_axis)
-        return m.drift_matrix(), 0.5 * (Q + Q.T), m.stationary_covariance() / n, C * math.sqrt(n)
+        A, Q, S, C = m.block_model(
+            self.coupling_upper_rad, self.coupling_lower_rad, self.probe_axis
+        )
+        return A, Q / n, S / n, C * math.sqrt(n)
 
     def unit_conditional_covariance(self) -> np.ndarray:
         """Return Σ_c/N, the stationary covariance given the record (R_c = S_θ/2)."""

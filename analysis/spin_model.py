@@ -10,6 +10,29 @@ along B relaxes with R, the two circular components transverse to B evolve with 
 each of the others with sin²α/2. Spectra are evaluated block by block in closed form, which is
 exact, fast (a fit evaluates it thousands of times) and well conditioned at the exceptional
 point where the two transverse modes merge on the way into SERF.
+
+Transit through the probe beam (Lucivero et al., PRA 96, 062702 (2017)). The probe weights each
+atom by the intensity I(r) ∝ exp(−2r²/w²) at its place (w the 1/e² intensity radius). Atoms
+diffuse freely across the beam (the cell is much wider than w), so the correlation of the
+beam-weighted spin is ∫∫ I(r) I(r′) G(r − r′, τ) / ∫ I² = 1/(1 + τ/τ_D) with τ_D = w²/(4D): the
+intensity autocorrelation has a variance w²/2 per axis, and the diffusion kernel adds 2Dτ. That
+factor multiplies the wall mode's correlation. To stay a linear Gaussian state-space model, it
+is written as an exponential sum, 1/(1 + x) = ∫₀^∞ e^{−s} e^{−sx} ds ≈ Σ_m w_m e^{−s_m x}: M
+copies of the 6-dim model ("transit modes"), copy m with the extra decay s_m/τ_D and stationary
+covariance w_m Σ (w_m N of the atoms). Copies are independent and all seen by the same C.
+
+The quadrature: Gauss–Laguerre converges slowly here (its nodes leave out the long 1/x tail that
+a slow wall mode reaches: 7 % error in the spectrum with 8 nodes when Γ τ_D = 0.1), so the
+integral is taken in u = ln s by the trapezoidal (sinc) rule, s_m = exp(u₀ + m h), weights
+∝ h s_m e^{−s_m} scaled to Σ w_m = 1 (the variance stays exact). With M = 7, h = 1.28,
+u₀ = −7 (s from 9×10⁻⁴ to 2.0): the spectrum of any line whose decay without transit Γ
+satisfies Γτ_D ≥ 0.01 is within 1 % of the exact one (the Laplace transform of the sum is within
+0.8 % of e^p E₁(p) for Re p ≥ 0.01, where the maximum principle puts the worst case), the
+correlation is within 0.4 % of 1 absolutely at every τ and within 0.7 % relatively for
+τ ≤ 10 τ_D. (tests/test_spin_model.py checks these against the closed forms.)
+
+The atom number N is that of the beam-weighted mode: N = n π w² L, the atoms in the effective
+area A = (∫I)²/∫I² = π w² of the beam, so that Var θ = Σ c² Var(F)·N holds as without transit.
 """
 
 from __future__ import annotations
@@ -27,6 +50,25 @@ M_SD = np.array([[-7.0, 15.0], [3.0, -11.0]]) / 16.0
 # Thermal variance per atom and per axis of F⁽ᵃ⁾ and F⁽ᵇ⁾: 5/8·2 and 3/8·2/3.
 THERMAL_VARIANCE_PER_ATOM = np.array([5.0 / 4.0, 1.0 / 4.0])
 PROBE_AXIS = np.array([0.0, 0.0, 1.0])
+# The transit quadrature (module docstring): M nodes s_m = exp(u₀ + m h) of the sinc rule in ln s.
+TRANSIT_MODE_COUNT = 7
+_TRANSIT_FIRST_LOG_NODE = -7.0
+_TRANSIT_LOG_STEP = 1.28
+#: What the transit quadrature guarantees: spectra within this for Γ τ_D ≥ TRANSIT_MIN_DECAY.
+TRANSIT_SPECTRUM_ACCURACY = 0.01
+TRANSIT_MIN_DECAY = 0.01
+
+
+def transit_quadrature(count: int = TRANSIT_MODE_COUNT) -> tuple[np.ndarray, np.ndarray]:
+    """Return (s_m, w_m) with 1/(1 + x) ≈ Σ w_m e^{−s_m x}, Σ w_m = 1: the transit modes.
+
+    ``count`` other than the default keeps the step and the upper end (for convergence tests).
+    """
+    count = int(check_range("count", count, 1, 64, "modes"))
+    top = _TRANSIT_FIRST_LOG_NODE + _TRANSIT_LOG_STEP * (TRANSIT_MODE_COUNT - 1)
+    nodes = np.exp(top - _TRANSIT_LOG_STEP * np.arange(count)[::-1])
+    weights = _TRANSIT_LOG_STEP * nodes * np.exp(-nodes)
+    return nodes, weights / weights.sum()
 
 
 def cross_matrix(vector: np.ndarray) -> np.ndarray:
@@ -53,6 +95,36 @@ def exp2x2(matrix: np.ndarray) -> np.ndarray:
     return 0.5 * (upper + lower) * np.eye(2) + divided * (matrix - t * np.eye(2))
 
 
+# Quadratic Zeeman effect (Breit–Rabi, second order in x = (g_J − g_I) μ_B B/(h ν_hfs)): the
+# F = 2 level m moves by (ν_hfs x²/4)(1 − m²/4), so the line m ↔ m−1 moves by (ν_hfs x²/16)(1 − 2m):
+# −3, −1, +1, +3 units for m = 2 … −1, seen by spin noise with weights F(F+1) − m(m−1) = 4, 6, 6,
+# 4 (F = 1: ±1 unit, smaller). A Lorentzian of half width Γ split over lines at δ_i changes at
+# its peak by 1 − Σ p_i/(1 + δ_i²/Γ²) ≈ ⟨δ²⟩/Γ² relative: the model, which has no such term, is
+# refused where that exceeds QUADRATIC_ZEEMAN_TOLERANCE. (Spin exchange narrows the spread in
+# SERF, so the refusal is conservative there, where it only matters at high field.)
+QUADRATIC_ZEEMAN_TOLERANCE = 0.01
+_QUADRATIC_ZEEMAN_SHIFTS = np.array([-3.0, -1.0, 1.0, 3.0])  # units of ν_hfs x²/16
+_QUADRATIC_ZEEMAN_WEIGHTS = np.array([4.0, 6.0, 6.0, 4.0]) / 20.0
+_QUADRATIC_ZEEMAN_RMS_UNITS = math.sqrt(
+    float(_QUADRATIC_ZEEMAN_WEIGHTS @ _QUADRATIC_ZEEMAN_SHIFTS**2)
+)
+# A mode must carry this share of the observed variance to count as a precessing line.
+_LINE_MIN_FRACTION = 0.1
+
+
+def quadratic_zeeman_spread_rad_per_s(field_magnitude_T: float) -> float:
+    """Return the rms second-order Zeeman shift of the F = 2 spin-noise lines, in rad/s."""
+    x = (k.G_J - k.G_I) * k.BOHR_MAGNETON_OVER_h_Hz_per_T * field_magnitude_T
+    x /= k.HYPERFINE_SPLITTING_Hz
+    return 2 * math.pi * _QUADRATIC_ZEEMAN_RMS_UNITS * k.HYPERFINE_SPLITTING_Hz * x * x / 16.0
+
+
+def quadratic_zeeman_peak_change(ratio: float) -> float:
+    """Return 1 − Σ p_i/(1 + δ_i²/Γ²), the relative change of a line's peak, from rms δ/Γ."""
+    relative = (ratio / _QUADRATIC_ZEEMAN_RMS_UNITS * _QUADRATIC_ZEEMAN_SHIFTS) ** 2
+    return float(_QUADRATIC_ZEEMAN_WEIGHTS @ (relative / (1.0 + relative)))
+
+
 @dataclass(frozen=True)
 class Mode:
     """One eigenmode of the spin dynamics as seen by an observable."""
@@ -76,7 +148,8 @@ class SpinModel:
     spin_exchange_rate: float  # R_SE, s⁻¹
     spin_destruction_rate: float  # R_SD′ = R_SD + R_pr, s⁻¹
     diffusion_rate: float = 0.0  # R_D, s⁻¹
-    atom_number: float = 1.0  # N in the beam
+    atom_number: float = 1.0  # N of the beam-weighted mode (module docstring)
+    transit_time_s: float = math.inf  # τ_D = w²/(4D); inf: no transit through the beam
     gamma_upper: float = field(default=k.GAMMA_UPPER_rad_per_sT)
     gamma_lower: float = field(default=k.GAMMA_LOWER_rad_per_sT)
 
@@ -85,6 +158,8 @@ class SpinModel:
         for name in ("spin_exchange_rate", "spin_destruction_rate", "diffusion_rate"):
             check_range(name, getattr(self, name), 0.0, math.inf, "s^-1", high_open=True)
         check_positive("atom_number", self.atom_number)
+        if self.transit_time_s != math.inf:
+            check_positive("transit_time_s", self.transit_time_s, "s")
         if self.spin_destruction_rate + self.diffusion_rate <= 0.0:
             raise ValueError(
                 "spin_destruction_rate + diffusion_rate must be > 0: without relaxation the "
@@ -97,6 +172,19 @@ class SpinModel:
         """Return diag(γ_a, γ_b) in rad s⁻¹ T⁻¹."""
         return np.diag([self.gamma_upper, self.gamma_lower])
 
+    def transit_modes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (extra decay rates s_m/τ_D in s⁻¹, weights w_m) of the transit modes."""
+        if math.isinf(self.transit_time_s):
+            return np.zeros(1), np.ones(1)
+        nodes, weights = transit_quadrature()
+        return nodes / self.transit_time_s, weights
+
+    def transit_correlation(self, lag_s: np.ndarray) -> np.ndarray:
+        """Return Σ w_m e^{−s_m τ/τ_D}, the model's transit factor ≈ 1/(1 + τ/τ_D), at lags τ."""
+        rates, weights = self.transit_modes()
+        tau = np.abs(np.asarray(lag_s, dtype=float))
+        return np.exp(-np.multiply.outer(tau, rates)) @ weights
+
     def relaxation_matrix(self) -> np.ndarray:
         """Return the 2×2 relaxation matrix R = R_SE M_SE + R_SD′ M_SD − R_D 1 in s⁻¹."""
         return (
@@ -106,12 +194,12 @@ class SpinModel:
         )
 
     def drift_matrix(self) -> np.ndarray:
-        """Return the 6×6 drift matrix A of dx/dt = A x + ξ in s⁻¹."""
+        """Return the 6×6 drift matrix A of the wall mode (no transit) in s⁻¹."""
         precession = np.kron(self.gyromagnetic_ratios, cross_matrix(self.field_T))
         return np.kron(self.relaxation_matrix(), np.eye(3)) + precession
 
     def stationary_covariance(self) -> np.ndarray:
-        """Return the thermal covariance Σ: Var F⁽ᵃ⁾ₖ = 5N/4, Var F⁽ᵇ⁾ₖ = N/4, no cross terms."""
+        """Return the thermal covariance Σ (6×6): Var F⁽ᵃ⁾ₖ = 5N/4, Var F⁽ᵇ⁾ₖ = N/4."""
         return np.kron(np.diag(THERMAL_VARIANCE_PER_ATOM * self.atom_number), np.eye(3))
 
     def noise_covariance(self) -> np.ndarray:
@@ -126,8 +214,25 @@ class SpinModel:
         n = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
         return np.concatenate([coupling_upper * n, -coupling_lower * n])
 
+    def block_model(
+        self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return (A, Q, Σ, C) of the full model with transit, dimension 6M: dx/dt = Ax + ξ.
+
+        x stacks the M transit modes (F⁽ᵃ⁾, F⁽ᵇ⁾)_m; A = diag(A_wall − s_m/τ_D), Σ = diag(w_m Σ),
+        Q = −(AΣ + ΣAᵀ), θ = C x with C the 6-dim observation repeated; the beam-weighted spin
+        is the sum of the modes. Without transit (τ_D = ∞) it is the 6-dim model itself.
+        """
+        rates, weights = self.transit_modes()
+        wall, sigma = self.drift_matrix(), self.stationary_covariance()
+        A = np.kron(np.eye(rates.size), wall) - np.kron(np.diag(rates), np.eye(6))
+        S = np.kron(np.diag(weights), sigma)
+        Q = -(A @ S + S @ A.T)
+        C = np.tile(self.observation_vector(coupling_upper, coupling_lower, axis), rates.size)
+        return A, 0.5 * (Q + Q.T), S, C
+
     def discrete_transition(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Return (Φ, W) of the exact update x_{k+1} = Φ x_k + w_k, w_k ~ N(0, W), over dt."""
+        """Return (Φ, W) of the wall mode's exact update x_{k+1} = Φ x_k + w_k, w_k ~ N(0, W)."""
         check_positive("dt_s", dt_s, "s")
         Phi = expm(self.drift_matrix() * dt_s)
         S = self.stationary_covariance()
@@ -163,20 +268,24 @@ class SpinModel:
         coupling_lower: float,
         axis: np.ndarray = PROBE_AXIS,
     ) -> np.ndarray:
-        """Return the one-sided PSD of θ = C x in rad²/Hz: 4 Re[C (iω − A)⁻¹ Σ Cᵀ]."""
+        """Return the one-sided PSD of θ = C x in rad²/Hz: 4 Re[C (iω − A)⁻¹ Σ Cᵀ].
+
+        With transit, the sum over the modes of w_m times the wall spectrum at decay + s_m/τ_D.
+        """
         omega = 2 * math.pi * np.asarray(frequency_Hz, dtype=float)
         kappa = self._coupling_pair(coupling_upper, coupling_lower)
         s = THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa
         total = np.zeros(omega.shape, dtype=complex)
-        for weight, X in self.blocks(axis):
-            if weight == 0.0:
-                continue
-            m11, m22 = 1j * omega - X[0, 0], 1j * omega - X[1, 1]
-            m12, m21 = -X[0, 1], -X[1, 0]
-            det = m11 * m22 - m12 * m21
-            u1 = (m22 * s[0] - m12 * s[1]) / det
-            u2 = (m11 * s[1] - m21 * s[0]) / det
-            total += weight * (kappa[0] * u1 + kappa[1] * u2)
+        for rate, share in zip(*self.transit_modes(), strict=True):
+            for weight, X in self.blocks(axis):
+                if weight == 0.0:
+                    continue
+                m11, m22 = 1j * omega - X[0, 0] + rate, 1j * omega - X[1, 1] + rate
+                m12, m21 = -X[0, 1], -X[1, 0]
+                det = m11 * m22 - m12 * m21
+                u1 = (m22 * s[0] - m12 * s[1]) / det
+                u2 = (m11 * s[1] - m21 * s[0]) / det
+                total += share * weight * (kappa[0] * u1 + kappa[1] * u2)
         return 4.0 * total.real
 
     def sampled_psd(
@@ -190,31 +299,57 @@ class SpinModel:
         """Return the one-sided PSD of θ sampled instantaneously at ``sample_rate_Hz``, in rad²/Hz.
 
         This is the aliased spectrum a digitiser without anti-alias filter records:
-        (2/f_s)·[R₀ + 2 Re Σ_{k≥1} R_k e^{−iωk/f_s}], with R_k = C Φᵏ Σ Cᵀ.
+        (2/f_s)·[R₀ + 2 Re Σ_{k≥1} R_k e^{−iωk/f_s}], with R_k = C Φᵏ Σ Cᵀ (summed over the
+        transit modes, whose Φ is the wall mode's times e^{−s_m/(τ_D f_s)}).
         """
         fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
         z = np.exp(2j * math.pi * np.asarray(frequency_Hz, dtype=float) / fs)
         kappa = self._coupling_pair(coupling_upper, coupling_lower)
         s = THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa
         lagged = np.zeros(z.shape, dtype=complex)
+        rates, shares = self.transit_modes()
         for weight, X in self.blocks(axis):
             if weight == 0.0:
                 continue
-            Phi = exp2x2(X / fs)
-            t = Phi @ s  # Φ Σ κᵀ
-            m11, m22 = z - Phi[0, 0], z - Phi[1, 1]
-            m12, m21 = -Phi[0, 1], -Phi[1, 0]
-            det = m11 * m22 - m12 * m21
-            u1 = (m22 * t[0] - m12 * t[1]) / det
-            u2 = (m11 * t[1] - m21 * t[0]) / det
-            lagged += weight * (kappa[0] * u1 + kappa[1] * u2)
+            wall = exp2x2(X / fs)
+            for rate, share in zip(rates, shares, strict=True):
+                Phi = wall * math.exp(-rate / fs)
+                t = Phi @ s  # Φ Σ κᵀ
+                m11, m22 = z - Phi[0, 0], z - Phi[1, 1]
+                m12, m21 = -Phi[0, 1], -Phi[1, 0]
+                det = m11 * m22 - m12 * m21
+                u1 = (m22 * t[0] - m12 * t[1]) / det
+                u2 = (m11 * t[1] - m21 * t[0]) / det
+                lagged += share * weight * (kappa[0] * u1 + kappa[1] * u2)
         variance = float(kappa @ s)
         return (2.0 / fs) * (variance + 2.0 * lagged.real)
+
+    def quadratic_zeeman_ratio(
+        self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS
+    ) -> float:
+        """Return the rms quadratic Zeeman spread over Γ, the narrowest precessing line's decay.
+
+        Γ is the wall mode's (transit only broadens the line, so this is an upper bound); 0 when
+        the probe sees no precessing line.
+        """
+        lines = [
+            m
+            for m in self.eigenmodes(coupling_upper, coupling_lower, axis)
+            if m.frequency_Hz > 0 and m.fraction >= _LINE_MIN_FRACTION
+        ]
+        if not lines:
+            return 0.0
+        spread = quadratic_zeeman_spread_rad_per_s(float(np.linalg.norm(self.field_T)))
+        return spread / lines[0].decay_rate
 
     def eigenmodes(
         self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS
     ) -> list[Mode]:
-        """Return the eigenmodes seen by θ = C x, at frequencies ≥ 0, narrowest first."""
+        """Return the wall modes seen by θ = C x, at frequencies ≥ 0, narrowest first.
+
+        With transit every one of them is further multiplied by ≈ 1/(1 + τ/τ_D) in time: the
+        decay rates here are those of the wall modes, without the transit through the beam.
+        """
         kappa = self._coupling_pair(coupling_upper, coupling_lower)
         s = THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa
         total = float(kappa @ s)

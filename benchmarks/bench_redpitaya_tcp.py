@@ -9,7 +9,10 @@ alike, it times:
   through a plain socket that sends the same command line and reads the block by its header
   into a preallocated buffer (the baseline); also pyvisa's ``read_bytes`` on the same block
   with the termination character left enabled, as reads were before the fix;
-- ``*IDN?`` through the driver (``RedPitaya.id``) and through a plain socket.
+- ``*IDN?`` through the driver (``RedPitaya.id``) and through a plain socket;
+- a query right after a command (``ACQ:DEC 8`` then ``ACQ:DEC?``) through the driver, whose
+  socket has Nagle's algorithm off (`set_tcp_nodelay`), and through a plain socket with Nagle
+  left on, as pyvisa-py leaves it: the second write waits for the peer's delayed ACK.
 
 Medians are printed with the ratios (driver / socket throughput, socket / driver round trip).
 
@@ -33,6 +36,8 @@ PAYLOAD_BYTES = {"RAW": 16384 * 2, "VOLTS": 16384 * 4}
 TARGET_MB_PER_S = 100.0
 TARGET_RATIO = 0.25
 TARGET_ROUND_TRIP_S = 1e-3
+NAGLE_ROUNDS = 40  # each costs a delayed ACK (~40 ms) with Nagle on
+TARGET_WRITE_QUERY_S = 5e-3
 
 
 def serve(pipe: Connection) -> None:
@@ -52,9 +57,9 @@ def serve(pipe: Connection) -> None:
 class RawClient:
     """The baseline: a bare socket that reads a block by its header into a preallocated buffer."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, nodelay: bool = True) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
         self.buffer = bytearray(1 << 20)
 
     def _exactly(self, count: int) -> memoryview:
@@ -148,6 +153,25 @@ def main() -> None:
             f"(target < {TARGET_ROUND_TRIP_S * 1e3:.0f} ms)"
         )
         print(f"  ratio socket / driver: {medians['socket'] / medians['driver']:.2f}")
+        nagle = RawClient(port, nodelay=False)
+
+        def write_then_query_nagle() -> None:
+            nagle.sock.sendall(f"ACQ:DEC {DECIMATION}\r\n".encode("ascii"))
+            nagle.query("ACQ:DEC?")
+
+        def write_then_query_driver() -> None:
+            pitaya.write(f"ACQ:DEC {DECIMATION}")
+            pitaya.ask("ACQ:DEC?")
+
+        medians = median_times(
+            {"nagle": write_then_query_nagle, "driver": write_then_query_driver}, NAGLE_ROUNDS
+        )
+        print(f"command then query ({NAGLE_ROUNDS} rounds):")
+        print(
+            f"  driver, TCP_NODELAY {pitaya.tcp_nodelay}: {medians['driver'] * 1e3:7.2f} ms  "
+            f"(target < {TARGET_WRITE_QUERY_S * 1e3:.0f} ms)"
+        )
+        print(f"  raw socket, Nagle on:      {medians['nagle'] * 1e3:7.2f} ms")
         pitaya.adapter.close()
     finally:
         parent.send("stop")

@@ -123,11 +123,12 @@ def open_station(path: str | Path | None = None, *, clock: Any = None) -> Iterat
     configured; leave it safe and closed.
 
     Leaving the block by any path, an exception included, puts every instrument in its safe
-    state before the links close.
+    state before the links close. A simulated lab's clock moves only when the code waits, so a
+    run takes only its computation's time.
     """
     from hotspin.instruments.station import Station
 
-    with Station.from_file(path, clock=clock, persist=path is None) as station:
+    with Station.from_file(path, clock=clock, persist=path is None, manual_clock=True) as station:
         station.configure()
         yield station
 

@@ -104,7 +104,7 @@ def run_command(
     # The embedded lab (no --station) is kept between runs, as a real one is.
     with (
         terminating_interrupts(),
-        Station.from_file(station_path, persist=station_path is None) as station,
+        Station.from_file(station_path, persist=station_path is None, manual_clock=True) as station,
     ):
         procedure.check_limits(station)
         if station.config.simulated:

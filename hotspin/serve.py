@@ -29,6 +29,7 @@ from hotspin.instruments.station import (
 )
 from hotspin.instruments.station_config import StationConfig, station_file_text
 from hotspin.simulators.clock import SimClock
+from hotspin.simulators.companion_lines import CompanionLines
 from hotspin.simulators.lab import SimulatedLab
 from hotspin.simulators.server import PortInUseError, SimServer
 
@@ -181,6 +182,15 @@ def serve(
             "(ports N, N + 2, ... N + 12)"
         ) from None
     try:
+        companions = CompanionLines(instruments, server).start()  # the mount's pty, line 2
+    except PortInUseError as error:
+        server.stop()
+        raise ParameterError(
+            f"{error.strerror}. The DLC pro's monitoring line is its command-line port + 1: "
+            f"stop the program that holds port {error.port}, or move every port at once with "
+            "--port-base N"
+        ) from None
+    try:
         announce(
             f"hotspin simulated lab '{config.station.name}' on 127.0.0.1, clock x"
             f"{config.simulation.clock_speed:g}; Ctrl-C stops it"
@@ -193,7 +203,10 @@ def serve(
                 text = with_ports(text, ports)
             Path(client_station).write_text(client_station_text(text))
             announce(f"clients: hotspin run NAME --station {client_station} (one lab, kept)")
+        for name, where, what in companions.descriptions():
+            announce(f"  {name:<10} {where:<34} {what}")
         stop.wait()
         announce("stopping: closing every connection")
     finally:
+        companions.stop()
         server.stop()

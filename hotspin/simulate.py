@@ -1,9 +1,14 @@
 """`hotspin simulate`: a synthetic polarimeter record with its full truth, for testing analyses.
 
-The record is what a balanced polarimeter at balance and an ideal digitiser would give:
-`traces/v_diff` and `traces/v_sum` in volts, `traces/theta` the rotation angle the light carries
-(atoms plus photon shot and detector noise) in rad. Group `truth` holds every parameter used and
-every derived quantity, units in the names, and the exact spectrum the record is drawn from.
+The record is what a balanced polarimeter at balance and an ideal 16-bit digitiser would give,
+in the run file's continuous-record format (`procedures.recorder.ContinuousRecord`, the one
+the `record` procedure writes): `records/polarimeter/v_diff` and `…/v_sum`, int16 codes with
+their `volts_per_code`, 4 bytes per sample pair, in a live (SWMR) file flushed block by block.
+Each channel's step is the power of two that spans its expected range (10 standard deviations
+of V_diff; the mean plus 10 standard deviations of V_sum, or the detector's 10 V saturation):
+V_diff's rounding noise is below 10⁻⁷ of its variance, and 10 V is an exact code. The angle is
+θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)]. Group `truth` holds every parameter used and every
+derived quantity, units in the names, and the exact spectrum the record is drawn from.
 """
 
 from __future__ import annotations
@@ -13,15 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from pymeasure.experiment import FloatParameter, IntegerParameter, Parameter
 
 from hotspin.analysis.checks import check_range
 from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.optics import DETECTOR_SATURATION_V
 from hotspin.procedures.analyze import apparatus_from_settings
 from hotspin.procedures.parameters import BoundedVectorParameter
-from hotspin.procedures.recorder import RunFile
+from hotspin.procedures.recorder import RunFile, open_run_file
 from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
 from hotspin.simulators.spin_noise import FastAngleNoise
 
@@ -92,6 +97,18 @@ MAX_DURATION_S = 1e5
 MAX_SAMPLE_RATE_HZ = 1e9
 BLOCK_SAMPLES = 1 << 20
 TRUTH_SPECTRUM_BINS = 4097
+LARGEST_CODE = 32767
+RANGE_STANDARD_DEVIATIONS = 10.0
+
+
+def _code_step_V(range_V: float) -> float:
+    """Return the power-of-two volts per code whose ±32 767 codes span ``range_V``."""
+    return 2.0 ** math.ceil(math.log2(max(range_V, 1e-30) / LARGEST_CODE))
+
+
+def _codes(volts: np.ndarray, step_V: float) -> np.ndarray:
+    """Round voltages to int16 codes of ``step_V`` volts."""
+    return np.clip(np.rint(volts / step_V), -LARGEST_CODE, LARGEST_CODE).astype(np.int16)
 
 
 def simulate_record(
@@ -123,7 +140,7 @@ def simulate_record(
         )
     )
     parameters = dict(values, duration_s=duration_s, sample_rate_Hz=sample_rate_Hz, samples=total)
-    with RunFile(out, "simulate", parameters) as run:
+    with RunFile(out, "simulate", parameters, live=True) as run:
         truth = derived.truth_attributes()
         truth.update(
             sample_rate_Hz=sample_rate_Hz,
@@ -144,21 +161,50 @@ def simulate_record(
             "truth/psd",
             psd,
             "rad^2/Hz",
-            description="one-sided PSD of traces/theta as sampled (aliasing included)",
+            description="one-sided PSD of the angle θ of records/polarimeter as sampled"
+            " (aliasing included)",
         )
-        v_diff = run.create_trace("v_diff", total, np.float32, "V", sample_rate_Hz)
-        v_sum = run.create_trace("v_sum", total, np.float32, "V", sample_rate_Hz)
-        theta = run.create_trace("theta", total, np.float32, "rad", sample_rate_Hz)
+        power = derived.detected_power_W
+        current = values["responsivity_A_per_W"] * power
+        angle_sd = math.sqrt(
+            derived.angle_variance_rad2() + derived.white_noise_psd_rad2_per_Hz * sample_rate_Hz / 2
+        )
+        sum_sd = (
+            values["gain_sum_V_per_A"]
+            * detector.current_noise_density_A_per_rtHz(power)
+            * math.sqrt(sample_rate_Hz / 2)
+        )
+        steps = {
+            "v_diff": _code_step_V(
+                min(
+                    RANGE_STANDARD_DEVIATIONS
+                    * 2
+                    * angle_sd
+                    * values["gain_diff_V_per_A"]
+                    * current,
+                    DETECTOR_SATURATION_V,
+                )
+            ),
+            "v_sum": _code_step_V(
+                min(
+                    values["gain_sum_V_per_A"] * current + RANGE_STANDARD_DEVIATIONS * sum_sd,
+                    DETECTOR_SATURATION_V,
+                )
+            ),
+        }
+        record = run.create_record("polarimeter", steps, sample_rate_Hz, 1, 0.0)
+        run.start_swmr()
         done = 0
         while done < total:
             n = min(BLOCK_SAMPLES, total - done)
             observed = angle.block(n)
-            power = derived.detected_power_W
-            v_diff[done : done + n] = detector.difference_voltage_at_balance(observed, power)
-            v_sum[done : done + n] = detector.sum_voltage(n, power, sample_rate_Hz, rng)
-            theta[done : done + n] = observed
+            v_diff = detector.difference_voltage_at_balance(observed, power)
+            v_sum = detector.sum_voltage(n, power, sample_rate_Hz, rng)
+            record.append(
+                done, np.stack([_codes(v_diff, steps["v_diff"]), _codes(v_sum, steps["v_sum"])])
+            )
+            record.flush()
             done += n
-            run.flush()
             if progress is not None:
                 progress(done, total)
     return Path(out)
@@ -166,7 +212,7 @@ def simulate_record(
 
 def describe_truth(path: str | Path) -> str:
     """Return a short human-readable summary of a simulated record's truth."""
-    with h5py.File(path, "r") as f:
+    with open_run_file(path) as f:
         t = f["truth"].attrs
         n = f["parameters"].attrs["samples"]
         lines = [

@@ -13,6 +13,14 @@ RedPitaya/RedPitaya ``scpi-server/src``; official client ``redpitaya_scpi_core.p
 - Errors: ``*STB?`` bit 2 set → read ``SYST:ERR:NEXT?`` until ``0,…``. Codes 9000 + n and
   9500 + n are the board's, negative codes the SCPI parser's. A query the board refuses gets no
   reply at all, so a read timeout is followed by a look at the error queue.
+- Deep memory (OS 2.00-18 and later; "Deep Memory Mode", server ``acquire_axi.cpp``): the ADCs
+  write into a DDR ring, one buffer per input placed by ``ACQ:AXI:SOUR<n>:SET:Buffer
+  <address>,<bytes>`` inside the region ``ACQ:AXI:START?``/``ACQ:AXI:SIZE?``, enabled by
+  ``ACQ:AXI:SOUR<n>:ENable ON`` and started by ``ACQ:START``; ``ACQ:AXI:SOUR<n>:Write:Pos?`` is
+  the sample position the next sample goes to and ``ACQ:AXI:SOUR<n>:DATA:Start:N? <pos>,<n>``
+  reads the ring, in ``ACQ:AXI:DATA:Units`` (RAW or VOLTS). `RedPitaya.stream` reads behind the
+  write pointer; ``ACQ:DATA:BYTE:ORDER LEND`` spares the byte swap.
+- Nagle's algorithm is switched off on the socket (`set_tcp_nodelay`).
 
 This extends pymeasure's `RedPitayaScpi` (digital lines, LEDs, slow analog I/O, board time and
 name are reused unchanged) and overrides what is wrong there for this use:
@@ -30,8 +38,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError, check_positive, check_range
@@ -43,6 +51,7 @@ from hotspin.instruments.errors import (
     LinkLostError,
 )
 from hotspin.instruments.ieee_block import read_block
+from hotspin.instruments.tcp_nodelay import set_tcp_nodelay
 from hotspin.instruments.validators import named_choice, named_range
 from pymeasure.adapters import Adapter
 from pymeasure.instruments import Instrument
@@ -61,6 +70,56 @@ ERROR_QUEUE_BIT = 0x04  # *STB? bit 2, "error/event queue message available"
 MAX_ERRORS_READ = 64
 # (data type as sent, dtype of the returned array) for each ACQ:DATA:Units setting.
 SAMPLE_TYPES = {"RAW": (">i2", np.int16), "VOLTS": (">f4", np.float32)}
+# acq_axi_SetDecimationFactor: 1, 2, 4, 8, then any factor from 16 to 65536.
+AXI_SMALL_DECIMATIONS = (1, 2, 4, 8)
+AXI_MAX_DECIMATION = 65536
+AXI_BUFFER_ALIGN_BYTES = 16  # acq_axi_SetBufferBytes: a buffer's size is a multiple of 16 bytes
+STREAM_BLOCK_SAMPLES = 1 << 16  # samples per input read at a time: 128 kB blocks
+
+
+@dataclass(frozen=True)
+class StreamBlock:
+    """Consecutive samples of a continuous record: ADC codes of both inputs from one index."""
+
+    first_index: int  # index of the first sample, counted from the start of the record
+    codes: np.ndarray  # (2, n) int16: IN1, IN2
+
+    @property
+    def end_index(self) -> int:
+        """Return the index after the last sample of the block."""
+        return self.first_index + self.codes.shape[1]
+
+
+@dataclass(frozen=True)
+class StreamGap:
+    """Samples the record lost: the writer overwrote them before they were read."""
+
+    first_index: int  # index of the first missing sample
+    length: int  # number of consecutive missing samples
+
+
+@dataclass
+class DeepMemoryStream:
+    """A running deep-memory record: its rates and scales, and its blocks and gaps in order.
+
+    Iterate it for `StreamBlock` and `StreamGap` items (never a silent drop: every index up to
+    the last one yielded is in exactly one of them); `close` stops the board's writer.
+    """
+
+    sample_rate_Hz: float
+    decimation: int
+    volts_per_code: tuple[float, float]  # of IN1 and IN2, from their range settings
+    start_time_s: float  # clock time of ACQ:START (the first sample, within the write latency)
+    ring_samples: int  # samples per input the board's ring holds
+    _items: Iterator[StreamBlock | StreamGap] = field(repr=False)
+    _close: Callable[[], None] = field(repr=False)
+
+    def __iter__(self) -> Iterator[StreamBlock | StreamGap]:
+        return self._items
+
+    def close(self) -> None:
+        """Stop the board's writer and release both buffers."""
+        self._close()
 
 
 @dataclass(frozen=True)
@@ -69,6 +128,20 @@ class Acquisition:
 
     sample_rate_Hz: float
     voltages_V: dict[int, np.ndarray]
+
+
+def check_axi_decimation(value: object, values: object = None) -> int:
+    """Return ``value`` if the deep-memory writer accepts it as a decimation, else raise."""
+    if (
+        isinstance(value, int | np.integer)
+        and not isinstance(value, bool)
+        and (value in AXI_SMALL_DECIMATIONS or 16 <= value <= AXI_MAX_DECIMATION)
+    ):
+        return int(value)
+    raise ParameterError(
+        f"decimation = {value!r}: one of 1, 2, 4, 8 or a whole number from 16 to"
+        f" {AXI_MAX_DECIMATION}"
+    )
 
 
 def _check_count(name: str, value: object, low: int, high: int) -> int:
@@ -151,6 +224,8 @@ class RedPitaya(RedPitayaScpi):
     """Red Pitaya STEMlab 125-14 over its SCPI server: decimation, trigger, two fast inputs.
 
     ``sleep`` is what waiting for the buffer uses; tests pass a simulated clock's sleep.
+    ``now`` is the clock `stream` counts the deep-memory writer's laps with: it must run at the
+    board's rate (the wall clock for a real board, the simulated lab's clock for a simulated one).
     """
 
     analog_in = Instrument.MultiChannelCreator(FastInput, (1, 2), prefix="ain")
@@ -160,6 +235,7 @@ class RedPitaya(RedPitayaScpi):
         adapter: Adapter | str,
         name: str = "Red Pitaya STEMlab 125-14",
         sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.monotonic,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("timeout", 2000)
@@ -167,7 +243,10 @@ class RedPitaya(RedPitayaScpi):
             adapter, name=name, read_termination=TERMINATOR, write_termination=TERMINATOR, **kwargs
         )
         self._sleep = sleep
+        self._now = now
         self._reading_errors = False
+        #: True when Nagle's algorithm is off on the board's socket (False off TCP).
+        self.tcp_nodelay = set_tcp_nodelay(self.adapter)
 
     decimation = Instrument.control(
         "ACQ:DEC?",
@@ -194,6 +273,53 @@ class RedPitaya(RedPitayaScpi):
             allowed = ", ".join(f"{ADC_CLOCK_Hz / d:g}" for d in DECIMATIONS)
             raise ParameterError(f"sample_rate_Hz = {rate:g} is not one of [{allowed}] Hz")
         self.decimation = decimation
+
+    acq_averaging = Instrument.control(
+        "ACQ:AVG?",
+        "ACQ:AVG %s",
+        """Control whether a decimated sample is the mean of the ADC samples it replaces (True,
+        the board's default) or one of them (False).""",
+        validator=named_choice("acq_averaging"),
+        values={True: "ON", False: "OFF"},
+        map_values=True,
+        check_set_errors=True,
+    )
+
+    acq_trigger_delay_ns = Instrument.control(
+        "ACQ:TRig:DLY:NS?",
+        "ACQ:TRig:DLY:NS %d",
+        """Control the trigger delay in ns (kept in time when the decimation changes).""",
+        validator=named_range("acq_trigger_delay_ns", "ns"),
+        values=(-(2**31), 2**31 - 1),
+        cast=int,
+        check_set_errors=True,
+    )
+
+    board_name = Instrument.measurement(
+        "SYSTem:BRD:Name?",
+        """Get the board model's name (rp_hw-profiles), e.g. 'STEMlab 125-14 v1.1'.""",
+        cast=str,
+    )
+
+    os_version = Instrument.measurement(
+        "SYSTem:VERSion?",
+        """Get the version of the board's OS (ecosystem), e.g. '2.00-18'.""",
+        cast=str,
+    )
+
+    axi_decimation = Instrument.control(
+        "ACQ:AXI:DEC?",
+        "ACQ:AXI:DEC %d",
+        """Control the deep-memory decimation (1, 2, 4, 8 or 16 … 65536).""",
+        validator=check_axi_decimation,
+        cast=int,
+        check_set_errors=True,
+    )
+
+    @property
+    def axi_region(self) -> tuple[int, int]:
+        """Get the DDR region reserved for deep memory: (start address, size in bytes)."""
+        return int(self.ask("ACQ:AXI:START?")), int(self.ask("ACQ:AXI:SIZE?"))
 
     acq_units = Instrument.control(
         "ACQ:DATA:Units?",
@@ -361,3 +487,138 @@ class RedPitaya(RedPitayaScpi):
             self._sleep(interval_s)
         state = "buffer not filled" if triggered else "no trigger (ACQ:TRig:STAT? stays WAIT)"
         raise InstrumentTimeoutError(self.name, f"{state} after {timeout_s:g} s")
+
+    # --- deep memory -----------------------------------------------------------------------------
+    def stream(
+        self,
+        decimation: int = 64,
+        n_samples: int | None = None,
+        block_samples: int = STREAM_BLOCK_SAMPLES,
+        ring_bytes: int | None = None,
+    ) -> DeepMemoryStream:
+        """Start a gap-accounted continuous record of both inputs from the deep-memory ring.
+
+        Splits the reserved region (or its first ``ring_bytes``) into one ring per input,
+        starts the writer with no trigger (it then writes until stopped) and returns the stream.
+        Its items are `StreamBlock` (≤ ``block_samples`` per input, read behind the write
+        pointer) and `StreamGap` (samples overwritten before they could be read), in index
+        order, until ``n_samples`` indices have been accounted for (None: until closed).
+        """
+        decimation = check_axi_decimation(decimation)
+        block_samples = _check_count("block_samples", block_samples, 16, 1 << 22)
+        if n_samples is not None:
+            n_samples = _check_count("n_samples", n_samples, 1, 2**62)
+        region_start, region_bytes = self.axi_region
+        if ring_bytes is not None:
+            _check_count("ring_bytes", ring_bytes, 4 * AXI_BUFFER_ALIGN_BYTES, region_bytes)
+            region_bytes = ring_bytes
+        half = region_bytes // 2 // AXI_BUFFER_ALIGN_BYTES * AXI_BUFFER_ALIGN_BYTES
+        ring = half // 2  # int16 samples per input
+        if ring < 2 * block_samples:
+            raise ParameterError(
+                f"block_samples = {block_samples}: at most half of a ring of {ring} samples"
+            )
+        scales = tuple(self.analog_in[ch].full_scale_V / CODES_PER_FULL_SCALE for ch in (1, 2))
+        self.write("ACQ:STOP")
+        self.write(f"ACQ:AXI:DEC {decimation}")
+        self.write("ACQ:AXI:DATA:Units RAW")
+        self.write("ACQ:DATA:FORMAT BIN")
+        self.write("ACQ:DATA:BYTE:ORDER LEND")  # this connection's blocks: no byte swap
+        self.write("ACQ:TRig DISABLED")
+        for channel, address in ((1, region_start), (2, region_start + half)):
+            self.write(f"ACQ:AXI:SOUR{channel}:SET:Buffer {address},{half}")
+            self.write(f"ACQ:AXI:SOUR{channel}:ENable ON")
+        self.check_errors()
+        before = self._now()
+        self.write("ACQ:START")
+        start_s = 0.5 * (before + self._now())
+        fs = ADC_CLOCK_Hz / decimation
+        reader = _RingReader(self, ring, fs, start_s, block_samples, n_samples)
+
+        def close() -> None:
+            self.write("ACQ:STOP")
+            self.write("ACQ:AXI:SOUR1:ENable OFF")
+            self.write("ACQ:AXI:SOUR2:ENable OFF")
+
+        return DeepMemoryStream(
+            fs, decimation, (scales[0], scales[1]), start_s, ring, iter(reader), close
+        )
+
+    def read_ring(self, channel: int, position: int, n: int) -> np.ndarray:
+        """Get ``n`` int16 codes of an input's deep-memory ring from ``position`` (LEND, RAW)."""
+        self.write(f"ACQ:AXI:SOUR{channel}:DATA:Start:N? {position:d},{n:d}")
+        payload = self.read_block()
+        if len(payload) != 2 * n:
+            raise GarbledReplyError(self.name, f"expected {n} samples, got {len(payload)} bytes")
+        return np.frombuffer(payload, dtype="<i2")
+
+
+class _RingReader:
+    """Reads a deep-memory ring behind its write pointer and accounts for every sample.
+
+    The board shows only the pointer's position within the ring, so how many laps it has made
+    comes from the clock: the writer has written about (now − start) × f_s samples, and the one
+    total that matches the position and lies nearest that estimate is the count (exact while
+    the clock's error stays below half a ring, 0.13 s at decimation 64 in 2 MiB). A block is
+    read only after the pointer is known; the pointer read after it tells which of its samples
+    the writer may already have overwritten (any index below written − ring): those become a gap.
+    """
+
+    def __init__(
+        self,
+        board: RedPitaya,
+        ring: int,
+        sample_rate_Hz: float,
+        start_s: float,
+        block_samples: int,
+        n_samples: int | None,
+    ) -> None:
+        self.board = board
+        self.ring = ring
+        self.fs = sample_rate_Hz
+        self.start_s = start_s
+        self.block = block_samples
+        self.end = math.inf if n_samples is None else n_samples
+        self.written = 0
+
+    def written_now(self) -> int:
+        """Return how many samples per input the board has written (pointer + lap count)."""
+        position = int(self.board.ask("ACQ:AXI:SOUR1:Write:Pos?"))
+        estimate = (self.board._now() - self.start_s) * self.fs
+        total = position + self.ring * round((estimate - position) / self.ring)
+        while total < self.written:  # the count never goes back
+            total += self.ring
+        self.written = total
+        return total
+
+    def __iter__(self) -> Iterator[StreamBlock | StreamGap]:
+        index = 0
+        lost_from = None  # first index of the gap being accumulated (consecutive losses join)
+        written = self.written_now()
+        while index < self.end:
+            if written - index < min(self.block, self.end - index):
+                # Wait for one block (or the rest): a quarter of it at a time.
+                self.board._sleep(min(self.block, self.end - index) / 4 / self.fs)
+                written = self.written_now()
+                continue
+            # Keep one block of room: the writer moves on while the block travels.
+            oldest = written - self.ring + self.block
+            if index < oldest:
+                lost_from = index if lost_from is None else lost_from
+                index = int(min(oldest, self.end))
+                continue
+            n = int(min(self.block, written - index, self.end - index))
+            position = index % self.ring
+            codes = np.stack([self.board.read_ring(ch, position, n) for ch in (1, 2)])
+            written = self.written_now()
+            spoiled = int(min(max(written - self.ring - index, 0), n))
+            if spoiled:
+                lost_from = index if lost_from is None else lost_from
+            if spoiled < n:
+                if lost_from is not None:
+                    yield StreamGap(lost_from, index + spoiled - lost_from)
+                    lost_from = None
+                yield StreamBlock(index + spoiled, codes[:, spoiled:])
+            index += n
+        if lost_from is not None:
+            yield StreamGap(lost_from, index - lost_from)

@@ -172,12 +172,15 @@ class Station:
         clock: Any = None,
         *,
         persist: bool = False,
+        manual_clock: bool = False,
     ) -> None:
         """Connect every instrument; ``clock`` (an object with `now` and `sleep`) is the one
         clock every driver, virtual instrument and the simulated lab use (default: wall time,
         or the simulated lab's clock at the station's `simulation.clock_speed`). ``persist``:
         a simulated lab that continues where the last process left it (simulators.persistence),
-        driven by one process at a time."""
+        driven by one process at a time. ``manual_clock``: a simulated lab whose clock moves only
+        when the code waits, so a headless run takes only its computation's time (and gives the
+        same numbers for the same seed); a real station ignores it."""
         self.config = config
         self.store: Any = None
         self.started_from = ""
@@ -186,7 +189,9 @@ class Station:
         self.simulated_instruments: dict[str, Any] = {}
         self.links: dict[str, ResilientLink] = {}
         if config.simulated:
-            self._start_simulation(transport or config.simulation.transport, clock, persist)
+            self._start_simulation(
+                transport or config.simulation.transport, clock, persist, manual_clock
+            )
         else:
             self.clock: Any = clock or WallClock()
             self._connect(station_resources(config))
@@ -199,12 +204,17 @@ class Station:
         clock: Any = None,
         *,
         persist: bool = False,
+        manual_clock: bool = False,
     ) -> Station:
         """Build the station of a station file (none: the embedded simulated lab)."""
-        return cls(StationConfig.load(path), transport, clock, persist=persist)
+        return cls(
+            StationConfig.load(path), transport, clock, persist=persist, manual_clock=manual_clock
+        )
 
     # --- construction --------------------------------------------------------------------------
-    def _start_simulation(self, transport: str, clock: Any, persist: bool) -> None:
+    def _start_simulation(
+        self, transport: str, clock: Any, persist: bool, manual_clock: bool
+    ) -> None:
         from hotspin.simulators.clock import SimClock
         from hotspin.simulators.inprocess import InProcessAdapter
         from hotspin.simulators.lab import SimulatedLab
@@ -219,7 +229,11 @@ class Station:
             saved = self.store.load()
         speed = self.config.simulation.clock_speed
         start = saved["lab"]["time_s"] if saved else 0.0
-        self.clock = clock or SimClock(speed=speed, start_s=start)
+        if clock is None:
+            clock = SimClock(speed=speed, start_s=start, manual=manual_clock)
+        elif clock.now() < start:  # a given clock continues from the saved lab's time
+            clock.skip(start - clock.now())
+        self.clock = clock
         self.lab = SimulatedLab(lab_config_for(self.config), self.clock)
         if saved:
             self.lab.restore(saved["lab"])
@@ -284,10 +298,17 @@ class Station:
                 opener("laser")(), current_limit_A=c.laser.max_current_A, **options("laser")
             ),
             "mount": lambda: drivers["mount"](
-                opener("mount")(), address=c.polarimeter.mount_address, **options("mount")
+                opener("mount")(),
+                address=c.polarimeter.mount_address,
+                now=self.clock.now,
+                sleep=self.clock.sleep,
+                **options("mount"),
             ),
             "digitiser": lambda: drivers["digitiser"](
-                opener("digitiser")(), sleep=self.clock.sleep, **options("digitiser")
+                opener("digitiser")(),
+                sleep=self.clock.sleep,
+                now=self.clock.now,
+                **options("digitiser"),
             ),
         }
         for name in ("coil_x", "coil_y", "coil_z"):

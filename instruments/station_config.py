@@ -23,6 +23,7 @@ from hotspin.analysis.checks import (
     check_vector,
     dataclass_from_mapping,
 )
+from hotspin.analysis.experiment import settle_beam
 
 SAFE_STATES = ("hold", "off")
 DECIMATIONS = tuple(2**k for k in range(17))  # the Red Pitaya's: 1, 2, 4, …, 65536
@@ -61,10 +62,15 @@ class CellConfig:
     cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)
     n2_fill_pressure_Torr: float = 100.0
     n2_fill_temperature_K: float = 293.15
-    beam_area_m2: float = 3.1e-6
+    # The probe's 1/e² intensity radius w; the area π w² follows (or give the area instead).
+    beam_waist_m: float | None = None
+    beam_area_m2: float | None = None
     optics_transmission: float = 0.95
 
     def __post_init__(self) -> None:
+        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2, prefix="cell.")
+        object.__setattr__(self, "beam_waist_m", waist)
+        object.__setattr__(self, "beam_area_m2", area)
         dims = check_vector("cell.cell_dimensions_m", self.cell_dimensions_m, 3, "m")
         if (dims <= 0).any():
             raise ParameterError(f"cell.cell_dimensions_m = {dims.tolist()} must all be > 0 m")
@@ -72,7 +78,6 @@ class CellConfig:
             "cell.n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0, 3000, "Torr", low_open=True
         )
         check_positive("cell.n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
-        check_positive("cell.beam_area_m2", self.beam_area_m2, "m^2")
         check_range("cell.optics_transmission", self.optics_transmission, 0, 1, low_open=True)
 
 

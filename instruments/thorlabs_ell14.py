@@ -9,16 +9,22 @@ The Elliptec protocol (ELLx communications protocol manual; field layout as deco
 * ``in`` → ``IN`` + model (2 hex) + serial (8) + year (4 decimal) + firmware (2) + hardware (2,
   bit 7 set for imperial threads) + travel (4 hex, 360 for a rotation mount) + pulses per travel
   (8 hex; 143360 = 0x23000 for the ELL14).
-* ``gs`` → ``GS`` + status (2 hex), see `ELLStatus`.
+* ``gs`` → ``GS`` + status (2 hex), see `ELLStatus`. A command refused with a fault status is
+  answered with that status once more by the next ``gs`` (pyLabLib ``_parse_status``, observed
+  on the hardware), so the driver reads the status once after a refusal to clear it.
 * ``gp`` → ``PO`` + position (8 hex, 32-bit two's complement encoder pulses).
 * ``ma`` + 8 hex (absolute), ``mr`` + 8 hex (relative, two's complement), ``ho`` + direction
   (0 clockwise, 1 counter-clockwise) start a move. The device answers a move **when it ends**,
   with ``PO`` (the position reached) or ``GS`` (a fault); meanwhile ``gs`` answers busy (9).
 
-Because of that last point the driver keeps track of a move in progress: a ``PO`` read while one
-is pending is the move's end, and any command other than ``gs`` first waits for the move to end,
-so no reply can be taken for another's. The replies are parsed per mnemonic by hand, which is why
-this driver has methods rather than `Instrument.control` properties.
+The move's answer is unprompted: it arrives whenever the move ends, between or ahead of the
+replies to other commands. The driver therefore keeps track of a move in progress: a ``PO`` read
+while one is pending is the move's end (the position it reached), any command other than ``gs``
+first waits for the move to end, and a ``PO`` that arrives when another reply is expected (a
+move started before this driver connected) is skipped, so no reply is taken for another's.
+Waiting polls ``gs`` at `POLL_INTERVAL_S` on an injected clock (``now``/``sleep``, wall time by
+default; a simulated station passes its simulated clock). The replies are parsed per mnemonic by
+hand, which is why this driver has methods rather than `Instrument.control` properties.
 
 Angles: the mount turns continuously, but ``ma`` addresses one turn, 0 ≤ angle < 360° (the
 ``travel`` the mount reports). Relative moves are limited to one turn either way, more than
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +125,8 @@ class ELL14(Instrument):
         name: str = "Thorlabs ELL14",
         address: str = "0",
         move_timeout_s: float = 10.0,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         **kwargs: Any,
     ) -> None:
         if len(address) != 1 or address.upper() not in "0123456789ABCDEF":
@@ -132,6 +141,8 @@ class ELL14(Instrument):
         super().__init__(adapter, name, includeSCPI=False, **kwargs)
         self.address = address.upper()
         self.move_timeout_s = move_timeout_s
+        self._now = now
+        self._sleep = sleep
         self._move_pending = False
         try:
             self.info = parse_info(self._exchange("in", "IN"))
@@ -149,8 +160,8 @@ class ELL14(Instrument):
         move_fault = None
         while True:
             mnemonic, data = self._read_message()
-            if mnemonic == "PO" and self._move_pending:
-                self._move_pending = False  # the move's own answer: it has ended
+            if mnemonic == "PO":
+                self._move_pending = False  # a move's own answer: it has ended
                 continue
             if mnemonic != "GS":
                 raise GarbledReplyError(self.name, f"expected GS after 'gs', got {mnemonic}{data}")
@@ -199,16 +210,16 @@ class ELL14(Instrument):
         if not self._move_pending:
             return
         timeout = self.move_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout
+        deadline = self._now() + timeout
         while True:
             status = self.status
             if status == ELLStatus.OK:
                 return
             if status != ELLStatus.BUSY:
                 raise self._command_error(status, "gs")
-            if time.monotonic() > deadline:
+            if self._now() > deadline:
                 raise InstrumentTimeoutError(self.name, f"the move did not end within {timeout} s")
-            time.sleep(POLL_INTERVAL_S)
+            self._sleep(POLL_INTERVAL_S)
 
     # --- exchanges ------------------------------------------------------------------------------
     def send_command(self, command: str, reply: str) -> str:
@@ -235,11 +246,22 @@ class ELL14(Instrument):
     def _exchange(self, command: str, reply: str) -> str:
         self.write(f"{self.address}{command}")
         mnemonic, data = self._read_message()
+        while mnemonic == "PO" and reply != "PO":
+            mnemonic, data = self._read_message()  # a move's late answer: not this reply
         if mnemonic == reply:
             return data
         if mnemonic == "GS":
-            raise self._command_error(self._status_code(data), command)
+            code = self._status_code(data)
+            self._clear_fault()
+            raise self._command_error(code, command)
         raise GarbledReplyError(self.name, f"expected {reply} after {command!r}, got {mnemonic}")
+
+    def _clear_fault(self) -> None:
+        """Read the status once: the mount answers a fault again at the next ``gs`` (pyLabLib)."""
+        self.write(f"{self.address}gs")
+        mnemonic, _ = self._read_message()
+        while mnemonic == "PO":
+            mnemonic, _ = self._read_message()
 
     def _read_message(self) -> tuple[str, str]:
         """Read one reply from this mount; return its mnemonic and data."""

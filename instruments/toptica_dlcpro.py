@@ -12,7 +12,9 @@ tree ``dlcpro/v2_4_0.py``):
   followed by the prompt ``"> "`` without a line end.
 * ``param-set!`` answers an integer status: 0 done, > 0 done with a warning, < 0 refused.
 * An error is a line starting with ``Error:``, then a code and a message (the SDK's monitoring
-  line renders errors as ``Error: <code> <message>``).
+  line renders errors as ``Error: <code> <message>``). The device's codes are negative (a DLC
+  pro's ``Error: -7 lockpoint not found``, toptica/python-lasersdk issue 3); no table of them is
+  published, so the driver keeps the code and the message as the controller sent them.
 * Values: booleans ``#t``/``#f``, strings in double quotes, decimal numbers. Currents are in mA,
   temperatures in °C, voltages in V.
 * The TCP command line does not echo a request (the ``echo`` parameter is off; the SDK decodes the

@@ -1,10 +1,11 @@
 """`hotspin analyze FILE.h5`: re-run the spin-noise analysis of a run file and write it back.
 
 Two kinds of file are understood:
-* a `hotspin simulate` record: the angle is calibrated from `traces/v_diff` and `traces/v_sum`
-  with the detector gains in `parameters` (or read from `traces/theta` when the gains or the sum
-  channel are missing), its Welch spectrum is computed and stored under `spectra/` if the file has
-  none, and fitted;
+* a continuous record (`hotspin simulate`, the `record` procedure): the angle is calibrated from
+  `records/polarimeter` (V_diff and V_sum codes × their volts per code) or, in older files, from
+  `traces/v_diff` and `traces/v_sum`, with the detector gains in `parameters` (or read from
+  `traces/theta` when the gains or the sum channel are missing); its Welch spectrum is computed
+  and stored under `spectra/` if the file has none, and fitted;
 * a saved run with `spectra/psd` rows: every row is fitted. The apparatus comes from the run's
   `parameters`, stored under the names of `ApparatusParameters`; a `results/<name>` column
   named like a scalar apparatus parameter (e.g. `temperature_K`) overrides it row by row, and
@@ -38,12 +39,14 @@ from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, 
 from hotspin.analysis.fits import (
     SPIN_NOISE_PARAMETERS,
     Estimate,
+    FlickerTest,
     LorentzianFit,
     ProbeGeometry,
     SpinNoiseFit,
     fit_lorentzian,
-    fit_spin_noise,
+    fit_spin_noise_testing_flicker,
     initial_values,
+    split_white_floor,
 )
 from hotspin.analysis.magnetometry import (
     FieldSweepAnalysis,
@@ -93,6 +96,9 @@ class SpectrumAnalysis:
     witness: WitnessResult | None = None
     field_resolution_fT_per_rtHz: float = math.nan
     error: str | None = None
+    flicker_test: FlickerTest | None = None  # whether the spectrum called for A/f
+    shot_noise: Estimate | None = None  # the white floor's photon shot noise (from the power)
+    electronic_noise: Estimate | None = None  # and the rest of it, the detector's
 
 
 @dataclass
@@ -186,8 +192,10 @@ def _trace_spectrum(
     notes: list[str],
 ) -> tuple[Spectrum, str]:
     """Return the Welch spectrum of the record's rotation angle and where it came from."""
-    traces = f["traces"]
     gains = (parameters.get("gain_diff_V_per_A"), parameters.get("gain_sum_V_per_A"))
+    if "records/polarimeter" in f:
+        return _record_spectrum(f["records/polarimeter"], parameters, derived, gains, notes)
+    traces = f["traces"]
     calibrated = "v_diff" in traces and "v_sum" in traces and None not in gains
     if calibrated:
         source = "traces/v_diff, traces/v_sum (θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)])"
@@ -217,6 +225,45 @@ def _trace_spectrum(
             psd.add(angle_from_difference_and_sum(v_diff, v_sum, *gains))
         else:
             psd.add(traces["theta"][start:stop])
+    return replace(psd.spectrum(), clipped_samples=clipped), source
+
+
+def _record_spectrum(
+    record: h5py.Group,
+    parameters: dict[str, Any],
+    derived: DerivedQuantities,
+    gains: tuple[Any, Any],
+    notes: list[str],
+) -> tuple[Spectrum, str]:
+    """Return the Welch spectrum of a continuous record's angle (its stored samples in order)."""
+    if None in gains:
+        raise ValueError("a continuous record needs the detector gains in the run's parameters")
+    n = min(record["v_diff"].shape[0], record["v_sum"].shape[0])
+    expected = int(parameters.get("samples", n))
+    if n < expected:
+        notes.append(f"only {n} of {expected} samples were written before the run stopped")
+    gaps = record["gaps/length"][...]
+    if gaps.size:
+        notes.append(
+            f"{int(gaps.sum())} samples missing in {gaps.size} gaps; the spectrum joins the "
+            "stored samples"
+        )
+    if n < 64:
+        raise ValueError(f"the record holds {n} samples: too few for a spectrum")
+    fs = float(record.attrs["sample_rate_Hz"])
+    narrowest = derived.model.eigenmodes(derived.coupling_upper_rad, derived.coupling_lower_rad)[0]
+    length = min(MAX_SEGMENT_LENGTH, segment_length_for(n, fs, max(narrowest.hwhm_Hz / 2, 1e-3)))
+    psd = StreamingPSD(length, fs, window=WINDOW, overlap=OVERLAP)
+    scale = {name: float(record[name].attrs["volts_per_code"]) for name in ("v_diff", "v_sum")}
+    clipped = 0
+    for start in range(0, n, BLOCK_SAMPLES):
+        stop = min(n, start + BLOCK_SAMPLES)
+        v_diff = record["v_diff"][start:stop] * scale["v_diff"]
+        v_sum = record["v_sum"][start:stop] * scale["v_sum"]
+        clipped += _count_clipped(v_diff, DETECTOR_SATURATION_V)
+        clipped += _count_clipped(v_sum, DETECTOR_SATURATION_V)
+        psd.add(angle_from_difference_and_sum(v_diff, v_sum, *gains))
+    source = "records/polarimeter v_diff, v_sum (θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)])"
     return replace(psd.spectrum(), clipped_samples=clipped), source
 
 
@@ -276,7 +323,9 @@ def analyze_spectrum(
     try:
         derived = derive(apparatus)
         geometry = ProbeGeometry.from_apparatus(derived)
-        fit = fit_spin_noise(spectrum, geometry, initial_values(derived))
+        fit, result.flicker_test = fit_spin_noise_testing_flicker(
+            spectrum, geometry, initial_values(derived)
+        )
     except _ANALYSIS_ERRORS as error:
         result.error = f"{type(error).__name__}: {error}"
         return result
@@ -289,6 +338,14 @@ def analyze_spectrum(
         except _ANALYSIS_ERRORS as error:
             failures.append(f"{name} failed ({type(error).__name__}: {error}); the fit is kept")
             return None
+
+    if math.isfinite(derived.shot_noise_psd_rad2_per_Hz):
+        floor = derived_quantity(
+            "floor split",
+            lambda: split_white_floor(fit, derived.shot_noise_psd_rad2_per_Hz),
+        )
+        if floor is not None:
+            result.shot_noise, result.electronic_noise = floor
 
     result.lorentzian = derived_quantity(
         "single-Lorentzian fit", lambda: fit_lorentzian(spectrum, geometry)
@@ -361,7 +418,8 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
         truth = {k: plain(v) for k, v in f["truth"].attrs.items()} if "truth" in f else None
         analysis = FileAnalysis(path, procedure, status, "", notes, truth=truth)
         has_rows = "spectra" in f and "psd" in f["spectra"] and f["spectra/psd"].shape[0] > 0
-        if "traces" in f and (procedure == "simulate" or not has_rows):
+        recorded = "traces" in f or "records/polarimeter" in f
+        if recorded and (procedure == "simulate" or not has_rows):
             derived = derive(apparatus)
             computed, analysis.source = _trace_spectrum(
                 f, parameters, derived, status == "completed", notes
@@ -429,8 +487,12 @@ def _quantities(result: SpectrumAnalysis) -> dict[str, tuple[Estimate | None, st
     """Return every scalar result of a spectrum as {name: (estimate, units)}."""
     fit, lorentzian, witness = result.fit, result.lorentzian, result.witness
     values: dict[str, tuple[Estimate | None, str]] = {}
-    for name in list(SPIN_NOISE_PARAMETERS)[:5]:  # the flicker term is not fitted here
-        values[name] = (fit.parameters[name] if fit else None, SPIN_NOISE_PARAMETERS[name])
+    for name in (*list(SPIN_NOISE_PARAMETERS)[:5], "flicker_coefficient"):
+        # The A/f term is fitted when the spectrum calls for it (else it is reported as absent).
+        estimate = fit.parameters.get(name) if fit else None
+        values[name] = (estimate, SPIN_NOISE_PARAMETERS[name])
+    values["shot_noise_psd"] = (result.shot_noise, "rad^2/Hz")
+    values["electronic_noise_psd"] = (result.electronic_noise, "rad^2/Hz")
     values["larmor_frequency"] = (fit.larmor_frequency_Hz if fit else None, "Hz")
     values["linewidth_hwhm"] = (fit.linewidth_hwhm_Hz if fit else None, "Hz")
     values["lorentzian_atom_number"] = (
@@ -523,6 +585,18 @@ def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None)
             ):
                 data = np.array([pick(e) if e is not None else math.nan for e in estimates])
                 group.create_dataset(name + suffix, data=data).attrs["units"] = unit
+        for name, pick_test in (
+            ("flicker_lr_statistic", lambda t: t.statistic),
+            ("flicker_p_value", lambda t: t.p_value),
+            ("flicker_selected", lambda t: float(t.selected)),
+        ):
+            data = np.array(
+                [
+                    pick_test(r.flicker_test) if r.flicker_test else math.nan
+                    for r in analysis.spectra
+                ]
+            )
+            group.create_dataset(name, data=data).attrs["units"] = ""
         for name, pick_float in (
             ("chi2", lambda r: r.fit.chi2 if r.fit else math.nan),
             ("dof", lambda r: r.fit.dof if r.fit else math.nan),
@@ -559,8 +633,11 @@ _SHOWN: dict[str, tuple[str, str, float]] = {
     "field_T": ("|B|", "nT", 1e9),
     "spin_exchange_rate": ("R_SE", "1/s", 1.0),
     "spin_destruction_rate": ("R_SD'", "1/s", 1.0),
-    "atom_number": ("N (model fit)", "", 1.0),
+    "atom_number": ("N (beam-weighted)", "", 1.0),  # the beam-weighted mode's atom number
     "white_noise_psd": ("white floor", "rad^2/Hz", 1.0),
+    "flicker_coefficient": ("A of A/f", "rad^2", 1.0),
+    "shot_noise_psd": ("  of it shot noise", "rad^2/Hz", 1.0),
+    "electronic_noise_psd": ("  electronic", "rad^2/Hz", 1.0),
     "larmor_frequency": ("Larmor frequency", "Hz", 1.0),
     "linewidth_hwhm": ("linewidth (HWHM)", "Hz", 1.0),
     "lorentzian_atom_number": ("N (one Lorentzian)", "", 1.0),
@@ -622,6 +699,8 @@ def format_report(analysis: FileAnalysis) -> str:
             lines.append(row.rstrip())
         fit = result.fit
         lines.append(f"  {'chi^2/dof':<20} {fit.chi2:.1f}/{fit.dof} (p = {fit.p_value:.3g})")
+        if result.flicker_test is not None:
+            lines.append(f"  {result.flicker_test.summary()}")
         if math.isfinite(result.field_resolution_fT_per_rtHz):
             lines.append(
                 f"  {'field resolution':<20} {result.field_resolution_fT_per_rtHz:.3g} fT/rtHz "

@@ -51,6 +51,8 @@ class HotspinProcedure(Procedure):
     WATCHES: ClassVar[tuple[str, ...]] = ()
     #: The station-file settings ("table.key") a completed run of this procedure measures.
     CALIBRATES: ClassVar[tuple[str, ...]] = ()
+    #: True for a procedure that writes a continuous record: its run file is opened live (SWMR).
+    LIVE: ClassVar[bool] = False
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
@@ -238,7 +240,7 @@ def run_procedure(
     parameters["units"] = {
         key: getattr(p, "units", None) or "" for key, p in procedure.parameter_map().items()
     }
-    with RunFile(path, procedure.NAME, parameters) as run:
+    with RunFile(path, procedure.NAME, parameters, live=procedure.LIVE) as run:
         procedure.run = run
         try:
             # The apparatus under the names `hotspin analyze` reads (ApparatusParameters

@@ -4,13 +4,31 @@ Root attributes `hotspin_version`, `procedure`, `started`, `status`; group `para
 snapshots `snapshot/start` and `snapshot/end`; `spectra/frequency` (Hz) and `spectra/psd`
 (rad²/Hz, one row per step); `results/<name>` columns, one entry per step, each with `units`;
 optional `traces/<name>` and `truth`. Every step is flushed to disk, so a crash keeps it.
+
+Continuous records, `records/<name>` (`ContinuousRecord`): one int16 dataset of ADC codes per
+channel (attribute `volts_per_code`), chunked and resizable, 2 bytes per sample and channel;
+group attributes `sample_rate_Hz`, `decimation`, `first_index` (the index of the first sample,
+counted from the start of the acquisition) and `first_time_s` (its clock time); a gap table
+`gaps/first_index`, `gaps/length` (missing samples) and `gaps/position` (how many samples were
+stored before the gap). Stored samples are the received ones, in order: sample k of a channel
+has index first_index + k + the lengths of the gaps whose position ≤ k.
+
+A file that holds a continuous record is opened `live`: in the newest HDF5 format, and in
+single-writer/multiple-reader (SWMR) mode while the record grows, so another process reads it
+with ``h5py.File(path, "r", libver="latest", swmr=True)`` and `refresh()` on the datasets. A
+record is flushed at least every second; a killed run keeps every flushed sample, readable with
+``swmr=True`` (`open_run_file`). SWMR forbids new objects and attributes, so a record's
+datasets are made before it starts (`RunFile.start_swmr`) and the file is reopened normally for
+the end of the run (`RunFile.end_swmr`); a kill outside that window leaves the newest format's
+"open for writing" mark, which ``h5clear -s`` removes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +38,9 @@ import numpy as np
 from hotspin.procedures import __version__
 
 STATUSES = ("running", "completed", "aborted", "failed")
+RECORD_CHUNK_SAMPLES = 1 << 16  # 128 kB per chunk and channel
+GAP_CHUNK_ROWS = 256
+FLUSH_INTERVAL_S = 1.0
 
 
 class RunAborted(Exception):  # noqa: N818 (it is not an error: the operator stopped the run)
@@ -58,14 +79,22 @@ def now_iso() -> str:
 class RunFile:
     """An HDF5 run file, open for writing while the run lasts."""
 
-    def __init__(self, path: str | Path, procedure: str, parameters: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        procedure: str,
+        parameters: Mapping[str, Any],
+        live: bool = False,
+    ) -> None:
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists; a run never overwrites another run's data")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The default (oldest) file format on purpose: the newest superblock marks a file as
         # "open for writing" and a crash leaves that mark, so nobody could read the steps it kept.
-        self.file = h5py.File(self.path, "w")
+        # A live file (continuous records, SWMR) needs the newest: SWMR mode lifts the mark.
+        self.live = live
+        self.file = h5py.File(self.path, "w", libver="latest" if live else None)
         attrs = self.file.attrs
         attrs["hotspin_version"] = __version__
         attrs["procedure"] = procedure
@@ -106,10 +135,39 @@ class RunFile:
         """Push everything written so far to disk."""
         self.file.flush()
 
+    def start_swmr(self) -> None:
+        """Enter SWMR mode: from now on only appends, which readers in other processes see."""
+        if not self.live:
+            raise RuntimeError(f"{self.path} was not opened live: SWMR needs the newest format")
+        self.file.swmr_mode = True
+
+    def end_swmr(self) -> None:
+        """Leave SWMR mode (close and reopen the file) so that objects can be added again."""
+        if self.file.swmr_mode:
+            self.file.close()
+            # Without file locking: an SWMR reader may still hold the file (the monitor, say);
+            # it reads what was flushed, and reopens the file for what the run adds at its end.
+            self.file = h5py.File(self.path, "r+", libver="latest", locking=False)
+
+    def create_record(
+        self,
+        name: str,
+        volts_per_code: Mapping[str, float],
+        sample_rate_Hz: float,
+        decimation: int,
+        first_time_s: float,
+        first_index: int = 0,
+    ) -> ContinuousRecord:
+        """Create `records/<name>` with one code dataset per channel (before `start_swmr`)."""
+        return ContinuousRecord(
+            self.file, name, volts_per_code, sample_rate_Hz, decimation, first_time_s, first_index
+        )
+
     def close(self, status: str) -> None:
         """Set the final status, stamp the end time and close the file."""
         if status not in STATUSES:
             raise ValueError(f"status = {status!r} is not one of {STATUSES}")
+        self.end_swmr()
         self.file.attrs["status"] = status
         self.file.attrs["finished"] = now_iso()
         self.file.close()
@@ -236,3 +294,117 @@ class RunFile:
                 table[name].resize(self._steps + 1, axis=0)
         self._steps += 1
         self.flush()
+
+
+class ContinuousRecord:
+    """A continuous record of ADC codes in a run file, appended block by block as it arrives."""
+
+    def __init__(
+        self,
+        file: h5py.File,
+        name: str,
+        volts_per_code: Mapping[str, float],
+        sample_rate_Hz: float,
+        decimation: int,
+        first_time_s: float,
+        first_index: int = 0,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not volts_per_code:
+            raise ValueError("a continuous record needs at least one channel")
+        self.file = file
+        group = file.create_group(f"records/{name}")
+        group.attrs["sample_rate_Hz"] = float(sample_rate_Hz)
+        group.attrs["decimation"] = int(decimation)
+        group.attrs["first_index"] = int(first_index)
+        group.attrs["first_time_s"] = float(first_time_s)
+        group.attrs["first_time_s_units"] = "s"
+        group.attrs["channels"] = np.array(list(volts_per_code), dtype=h5py.string_dtype())
+        self.channels = []
+        for channel, scale in volts_per_code.items():
+            codes = group.create_dataset(
+                channel, shape=(0,), maxshape=(None,), dtype=np.int16,
+                chunks=(RECORD_CHUNK_SAMPLES,),
+            )  # fmt: skip
+            codes.attrs["units"] = "ADC code"
+            codes.attrs["volts_per_code"] = float(scale)
+            self.channels.append(codes)
+        gaps = group.create_group("gaps")
+        self.gap_columns = []
+        for column, units in (("first_index", "samples"), ("length", "samples"),
+                              ("position", "stored samples")):  # fmt: skip
+            table = gaps.create_dataset(
+                column, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(GAP_CHUNK_ROWS,)
+            )
+            table.attrs["units"] = units
+            self.gap_columns.append(table)
+        self.next_index = int(first_index)  # the index the next block must start at
+        self.stored = 0  # samples per channel stored so far
+        self.missing = 0  # samples per channel lost in gaps
+        self.gap_count = 0  # rows of the gap table
+        self._flush_interval_s = flush_interval_s
+        self._clock = clock
+        self._flushed_at = clock()
+
+    def append(self, first_index: int, codes: np.ndarray) -> None:
+        """Store a block (channels × samples, int16) that starts at index ``first_index``."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != len(self.channels) or codes.dtype != np.int16:
+            raise ValueError(
+                f"block of shape {codes.shape} and type {codes.dtype}: expected "
+                f"({len(self.channels)}, n) int16 ADC codes"
+            )
+        if first_index != self.next_index:
+            raise ValueError(
+                f"block starts at sample {first_index}, the record at {self.next_index}: "
+                "record the gap first (add_gap)"
+            )
+        n = codes.shape[1]
+        for dataset, values in zip(self.channels, codes, strict=True):
+            dataset.resize((self.stored + n,))
+            dataset[self.stored :] = values
+        self.stored += n
+        self.next_index += n
+        self._flush_if_due()
+
+    def add_gap(self, first_index: int, length: int) -> None:
+        """Note ``length`` missing samples from index ``first_index`` in the gap table."""
+        if first_index != self.next_index or length < 1:
+            raise ValueError(
+                f"gap of {length} from sample {first_index}: gaps start at the record's next "
+                f"sample, {self.next_index}, and are at least one sample long"
+            )
+        rows = self.gap_count
+        for column, value in zip(self.gap_columns, (first_index, length, self.stored), strict=True):
+            column.resize((rows + 1,))
+            column[rows] = value
+        self.next_index += length
+        self.missing += length
+        self.gap_count += 1
+        self._flush_if_due()
+
+    def flush(self) -> None:
+        """Push the record to disk; SWMR readers see it from now on."""
+        for dataset in (*self.channels, *self.gap_columns):
+            dataset.flush()
+        self.file.flush()
+        self._flushed_at = self._clock()
+
+    def _flush_if_due(self) -> None:
+        if self._clock() - self._flushed_at >= self._flush_interval_s:
+            self.flush()
+
+
+def open_run_file(path: str | Path) -> h5py.File:
+    """Open a run file for reading: normally, or as an SWMR reader (a live or killed record)."""
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        return h5py.File(path, "r", libver="latest", swmr=True)
+
+
+def record_volts(record: h5py.Group, channel: str) -> np.ndarray:
+    """Return a continuous record's stored samples of ``channel`` in volts (gaps left out)."""
+    codes = record[channel]
+    return codes[...].astype(float) * float(codes.attrs["volts_per_code"])

@@ -6,6 +6,7 @@ from hotspin.procedures.balance import Balance
 from hotspin.procedures.base import HotspinProcedure
 from hotspin.procedures.entanglement import Entanglement
 from hotspin.procedures.field_zeroing import FieldZeroing
+from hotspin.procedures.record import Record
 from hotspin.procedures.sensitivity import Sensitivity
 from hotspin.procedures.spin_noise import SpinNoise
 from hotspin.procedures.sweeps import DetuningSweep, FieldSweep, ProbePowerSweep, TemperatureSweep
@@ -24,5 +25,6 @@ PROCEDURES: dict[str, type[HotspinProcedure]] = {
         DetuningSweep,
         Entanglement,
         Sensitivity,
+        Record,
     )
 }

@@ -18,10 +18,12 @@ from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import (
     Estimate,
+    FlickerTest,
     ProbeGeometry,
     SpinNoiseFit,
-    fit_spin_noise,
+    fit_spin_noise_testing_flicker,
     initial_values,
+    split_white_floor,
 )
 from hotspin.analysis.magnetometry import spin_noise_to_shot_noise
 from hotspin.analysis.spectra import Spectrum, StreamingPSD
@@ -59,9 +61,11 @@ class SpinNoiseStep:
 
     spectrum: Spectrum
     apparatus: ApparatusParameters
-    fit: SpinNoiseFit
+    fit: SpinNoiseFit  # with the A/f term when the flicker test asked for it
     detected_power_W: float
     clipped_records: int
+    flicker_test: FlickerTest
+    shot_noise_psd_rad2_per_Hz: float  # of the white floor, from the detected power
 
     @property
     def spin_to_shot_noise(self) -> Estimate:
@@ -148,10 +152,18 @@ class SpectrumProcedure(HotspinProcedure):
         detected = float(np.mean(powers))
         apparatus = self.apparatus_for(detected)
         derived = derive(apparatus)
-        fit = fit_spin_noise(
+        fit, flicker_test = fit_spin_noise_testing_flicker(
             spectrum, ProbeGeometry.from_apparatus(derived), initial_values(derived)
         )
-        return SpinNoiseStep(spectrum, apparatus, fit, detected, clipped)
+        return SpinNoiseStep(
+            spectrum,
+            apparatus,
+            fit,
+            detected,
+            clipped,
+            flicker_test,
+            derived.shot_noise_psd_rad2_per_Hz,
+        )
 
     def apparatus_for(self, detected_power_W: float) -> ApparatusParameters:
         """Return the apparatus now, with the probe power into the cell inferred from the
@@ -168,9 +180,23 @@ class SpectrumProcedure(HotspinProcedure):
             results[name] = (float(getattr(step.apparatus, name)), unit)
         for axis, component in zip(FIELD_COLUMNS, step.apparatus.field_T, strict=True):
             results[axis] = (1e9 * component, "nT")  # the coils' field, as set
-        for name, estimate in fit.parameters.items():
+        # atom_number is N of the beam-weighted mode (n π w² L), flicker_coefficient is NaN when
+        # the likelihood-ratio test did not ask for the A/f term.
+        estimates = dict(fit.parameters)
+        estimates.setdefault("flicker_coefficient", Estimate(np.nan, np.nan, "rad^2"))
+        unknown = Estimate(np.nan, np.nan, "rad^2/Hz")  # no light on the detector: no split
+        shot, electronic = (
+            split_white_floor(fit, step.shot_noise_psd_rad2_per_Hz)
+            if np.isfinite(step.shot_noise_psd_rad2_per_Hz)
+            else (unknown, unknown)
+        )
+        estimates.update(shot_noise_psd=shot, electronic_noise_psd=electronic)
+        for name, estimate in estimates.items():
             results[name] = (estimate.value, estimate.unit)
             results[f"{name}_uncertainty"] = (estimate.uncertainty, estimate.unit)
+        results["flicker_lr_statistic"] = (step.flicker_test.statistic, "")
+        results["flicker_p_value"] = (step.flicker_test.p_value, "")
+        results["flicker_selected"] = (float(step.flicker_test.selected), "")
         for name, estimate in (
             ("larmor_frequency_Hz", fit.larmor_frequency_Hz),
             ("linewidth_hwhm_Hz", fit.linewidth_hwhm_Hz),

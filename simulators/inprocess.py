@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 from hotspin.simulators.instrument_base import ConnectionDropped, SimulatedInstrument
+from hotspin.simulators.unsolicited import UnsolicitedSession
 from pymeasure.adapters import Adapter
 from pyvisa import constants
 from pyvisa.errors import VisaIOError
@@ -57,6 +58,8 @@ class InProcessAdapter(Adapter):
     def _check_link(self) -> None:
         if self._dropped:
             raise VisaIOError(constants.StatusCode.error_connection_lost)
+        if isinstance(self.session, UnsolicitedSession):  # what it sent unprompted, by now
+            self._buffer.extend(self.session.poll())
 
     def _read(self, **kwargs: object) -> str:
         self._check_link()

@@ -15,17 +15,27 @@ from typing import Any
 
 import numpy as np
 from hotspin.analysis.checks import (
+    ParameterError,
     check_positive,
     check_range,
     check_vector,
     dataclass_from_mapping,
 )
-from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, derive
+from hotspin.analysis.experiment import (
+    ApparatusParameters,
+    DerivedQuantities,
+    derive,
+    settle_beam,
+)
 from hotspin.simulators.cell_oven import CellOven, OvenConfig
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.coils import CoilConfig, Coils
 from hotspin.simulators.laser_diode import LaserDiode, LaserDiodeConfig
-from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
+from hotspin.simulators.polarimeter_optics import (
+    BalancedPolarimeter,
+    FlickerNoise,
+    PolarimeterConfig,
+)
 from hotspin.simulators.spin_noise import ExactSpinNoise
 
 # The Lake Shore 336 updates its control loop about ten times a second.
@@ -42,11 +52,15 @@ class LabConfig:
     cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)
     n2_fill_pressure_Torr: float = 100.0
     n2_fill_temperature_K: float = 293.15
-    beam_area_m2: float = 3.1e-6
+    beam_waist_m: float | None = None  # 1/e² intensity radius; sets area π w² and τ_D
+    beam_area_m2: float | None = None  # or the area; the other follows
     oven: OvenConfig = field(default_factory=OvenConfig)
     laser: LaserDiodeConfig = field(default_factory=LaserDiodeConfig)
     coils: CoilConfig = field(default_factory=CoilConfig)
     polarimeter: PolarimeterConfig = field(default_factory=PolarimeterConfig)
+    # Technical 1/f noise of the polarisation angle: one-sided A/f rad²/Hz across the band.
+    flicker_coefficient_rad2: float = 0.0
+    flicker_band_Hz: tuple[float, float] = (1e-3, 1e7)
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -55,7 +69,16 @@ class LabConfig:
             "n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0.0, 3000.0, "Torr", low_open=True
         )
         check_positive("n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
-        check_positive("beam_area_m2", self.beam_area_m2, "m^2")
+        check_range("flicker_coefficient_rad2", self.flicker_coefficient_rad2, 0.0, 1.0, "rad²")
+        low, high = check_vector("flicker_band_Hz", self.flicker_band_Hz, 2, "Hz")
+        if not 0 < low < high:
+            raise ParameterError(
+                f"flicker_band_Hz = {list(self.flicker_band_Hz)}: "
+                "must be (low, high) with 0 < low < high"
+            )
+        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2)
+        object.__setattr__(self, "beam_waist_m", waist)
+        object.__setattr__(self, "beam_area_m2", area)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> LabConfig:
@@ -94,6 +117,9 @@ class SimulatedLab:
         self._thermal_time_s = self.clock.now()
         self._spin_time_s = self.clock.now()
         self._spins: ExactSpinNoise | None = None
+        self.flicker = FlickerNoise(
+            self.config.flicker_coefficient_rad2, self.config.flicker_band_Hz, self.rng
+        )
 
     # --- the apparatus now ----------------------------------------------------------------------
     def update(self) -> None:
@@ -127,7 +153,7 @@ class SimulatedLab:
                 field_T=tuple(self.coils.field_T() if field_T is None else field_T),
                 probe_power_W=self.laser.power_at_cell_W,
                 probe_detuning_Hz=self.laser.detuning_Hz,
-                beam_area_m2=c.beam_area_m2,
+                beam_waist_m=c.beam_waist_m,
                 cell_dimensions_m=c.cell_dimensions_m,
                 n2_fill_pressure_Torr=c.n2_fill_pressure_Torr,
                 n2_fill_temperature_K=c.n2_fill_temperature_K,
@@ -180,9 +206,13 @@ class SimulatedLab:
             spins = self._spins_for(derived, fs)
             spins.advance(start - self._spin_time_s)
             block = spins.block(n)
+            angle = block.atomic_angle_rad
+            if self.config.flicker_coefficient_rad2:
+                self.flicker.advance(start - self._spin_time_s)
+                angle = angle + self.flicker.block(n, fs)
             self._spin_time_s = start + n / fs
             v_diff, v_sum = self.polarimeter.voltages(
-                block.atomic_angle_rad,
+                angle,
                 derived.detected_power_W,
                 self.hwp_angle_deg,
                 fs,

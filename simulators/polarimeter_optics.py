@@ -14,6 +14,64 @@ import numpy as np
 from hotspin.analysis.checks import check_positive, check_range
 from hotspin.analysis.constants import ELEMENTARY_CHARGE_e
 from hotspin.analysis.optics import DETECTOR_SATURATION_V
+from scipy import signal
+
+# Corner frequencies of the relaxation processes that make up 1/f noise, per decade: the sum of
+# their Lorentzians ripples about A/f by 5e-5 (with 2 per decade 8e-4, which at A/f ≫ the floor
+# is already visible in a fit); near the band's corners it falls short by ≈ f_low/f and f/f_high.
+_FLICKER_PROCESSES_PER_DECADE = 4
+
+
+class FlickerNoise:
+    """Technical 1/f noise of the polarisation angle (pointing, stress birefringence), exact.
+
+    One-sided S(f) = A/f between the band's corners, built as a sum of Ornstein–Uhlenbeck
+    processes with log-spaced rates γ_j (ratio r) and equal variances A ln r: Σ_j 4Vγ_j/(γ_j² + ω²)
+    ≈ (V/ln r)/f. Each process is sampled exactly, x_{k+1} = e^{−γΔt} x_k + √(V(1 − e^{−2γΔt})) ξ,
+    and carried across records and the gaps between them.
+    """
+
+    def __init__(
+        self,
+        coefficient_rad2: float,
+        band_Hz: tuple[float, float],
+        rng: np.random.Generator,
+    ) -> None:
+        self.coefficient_rad2 = check_range(
+            "flicker_coefficient_rad2", coefficient_rad2, 0.0, 1.0, "rad²"
+        )
+        low, high = (float(f) for f in band_Hz)
+        check_positive("flicker_band_Hz[0]", low, "Hz")
+        check_range("flicker_band_Hz[1]", high, low, math.inf, "Hz", low_open=True, high_open=True)
+        count = max(1, math.ceil(_FLICKER_PROCESSES_PER_DECADE * math.log10(high / low)))
+        ratio = (high / low) ** (1.0 / count)
+        self.rates = 2 * math.pi * low * ratio ** np.arange(count + 1)
+        self.variance = self.coefficient_rad2 * math.log(ratio)
+        self.rng = rng
+        self._state = math.sqrt(self.variance) * rng.standard_normal(self.rates.size)
+
+    def advance(self, duration_s: float) -> None:
+        """Let the processes evolve for ``duration_s`` without samples."""
+        decay = np.exp(-self.rates * check_range("duration_s", duration_s, 0.0, math.inf, "s"))
+        fresh = self.rng.standard_normal(self.rates.size)
+        self._state = decay * self._state + np.sqrt(self.variance * (1 - decay**2)) * fresh
+
+    def block(self, n: int, sample_rate_Hz: float) -> np.ndarray:
+        """Return the next ``n`` samples of the 1/f angle noise in rad; the state carries on."""
+        total = np.zeros(n)
+        if self.coefficient_rad2 == 0.0:
+            return total
+        decay = np.exp(-self.rates / check_positive("sample_rate_Hz", sample_rate_Hz, "Hz"))
+        kicks = np.sqrt(self.variance * (1 - decay**2))
+        for j, (a, kick) in enumerate(zip(decay, kicks, strict=True)):
+            # x_{k+1} = a x_k + kick ξ_k; lfilter's output i is x_{i+1}, started from x_0.
+            following, _ = signal.lfilter(
+                [kick], [1.0, -a], self.rng.standard_normal(n), zi=[a * self._state[j]]
+            )
+            total[0] += self._state[j]
+            total[1:] += following[:-1]
+            self._state[j] = following[-1]
+        return total
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,16 @@ command list at redpitaya.readthedocs.io ``commands-acq``):
   ``*<header> <text>``. ``*STB?`` bit 2 (value 4) flags them. A query that fails sends nothing.
 - RAW data are the ADC's signed 14-bit codes, −8192…8191; VOLTS are code × full scale / 8192 with
   full scale 1 V (LV) or 20 V (HV) (``rp_hw-profiles`` for the 125-14: ``fast_adc_full_scale = 1``,
-  gains 1 and 20). Binary replies are IEEE 488.2 blocks of big-endian int16 or float32, ASCII
+  gains 1 and 20). Binary replies are IEEE 488.2 blocks of big-endian int16 or float32 (little-
+  endian after ``ACQ:DATA:BYTE:ORDER LEND``, per connection: ``RP_AcqDataEndian``), ASCII
   replies ``{v1,v2,…}``.
+- Registered in ``scpi-commands.cpp`` and answered as their handlers do: ``*ESE``/``*ESE?``,
+  ``*SRE``/``*SRE?`` (per connection), ``*OPC``, ``*WAI``, ``*TST?`` (``0``, scpi-parser's
+  ``SCPI_CoreTstQ``); ``SYSTem:VERSion?`` (``rp_GetVersion``), ``SYSTem:BRD:Name?`` and
+  ``SYSTem:BRD:ID?`` (``common.cpp``, the STEMlab 125-14 v1.1 profile); ``acquire.cpp``:
+  ``ACQ:AVG``/``ACQ:AVG?`` (``ON``/``OFF``), ``ACQ:TRig:DLY:NS``/``?`` (samples = round(ns /
+  (8 ns × decimation)), kept in time across ``ACQ:DEC`` as ``triggerDelayInNs`` does),
+  ``ACQ:SRATe?`` (``sprintf("%9.0f Hz")``), ``ACQ:DEC:Factor``/``?`` (1, 2, 4, 8, 16…65536).
 - The input range is a jumper on the board (`jumpers`); ``ACQ:SOUR<n>:GAIN`` only tells the
   software how to scale codes to volts, so a gain setting that disagrees with the jumper gives
   volts off by 20, as on the real board.
@@ -43,30 +51,41 @@ wait skips the older stretch (the atoms evolve exactly through it), and a trigge
 a skip leaves the skipped pre-trigger samples unwritten. Nothing is connected to the external or
 generator triggers: they never fire and a driver waiting for one times out.
 
-Not simulated: the generator, averaging (``ACQ:AVG``: the real board averages the skipped
-samples by default; here a sample is the atoms' signal at its instant plus the white noise of
-the sampled band), split-trigger and deep-memory commands are absent and answer ``-113``, as
-unknown commands do.
+Averaging (``ACQ:AVG ON|OFF``, ON after ``ACQ:RST`` as in acq_SetDefault) is stored and read
+back; the samples do not depend on it yet: a sample is the atoms' signal at its instant plus
+the white noise of the sampled band. (The boxcar over each decimated sample belongs in
+`SimulatedLab.record`; `TriggeredCapture._codes` and `DeepMemory._generate` are the two calls
+that would pass the board's ``averaging`` to it.)
+
+Deep memory (``ACQ:AXI:*``, OS 2.00-18 and later) is `redpitaya_capture.DeepMemory`: with a
+buffer enabled, ``ACQ:START`` starts the DDR writer instead of the 16 384-sample buffer, and the
+two share the trigger. Not simulated: the generator and split-trigger commands answer ``-113``,
+as unknown commands do.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.simulators.instrument_base import Session, SimulatedInstrument
 from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.redpitaya_capture import (
+    BUFFER_SIZE,
+    CODES_PER_FULL_SCALE,
+    DDR_REGION_BYTES,
+    FULL_SCALE_V,
+    LEVEL_TRIGGERS,
+    DeepMemory,
+    TriggeredCapture,
+    valid_axi_decimation,
+)
 
 ADC_CLOCK_Hz = 125e6
-BUFFER_SIZE = 16384
-CODES_PER_FULL_SCALE = 8192  # 14-bit signed codes span ±2¹³ over ± full scale
-FULL_SCALE_V = {"LV": 1.0, "HV": 20.0}
 DECIMATIONS = tuple(2**k for k in range(17))
 TRIGGER_SOURCES = (
     "DISABLED",
@@ -80,16 +99,22 @@ TRIGGER_SOURCES = (
     "AWG_PE",
     "AWG_NE",
 )
-# The level triggers: (input index, +1 for the positive edge, −1 for the negative one).
-LEVEL_TRIGGERS = {"CH1_PE": (0, 1), "CH1_NE": (0, -1), "CH2_PE": (1, 1), "CH2_NE": (1, -1)}
-MAX_WATCHED_SAMPLES = 4 * 16384  # looked at per question; an older stretch is skipped
 DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault of the rp library (acq_handler.c, OS 2.x)
 IDENTITY = "REDPITAYA,INSTR,SIMULATED,hotspin"
+# rp_GetVersion (the OS's ecosystem version): a deep-memory-capable 2.x OS, simulated.
+ECOSYSTEM_VERSION = "2.00-18-simulated"
+# rp_hw-profiles stem_125_14_v1.1.cpp: boardName and the rp_HPeModels_t value STEM_125_14_v1_1.
+BOARD_NAME = "STEMlab 125-14 v1.1"
+BOARD_ID = 2
+ADC_SAMPLE_PERIOD_NS = 8  # acq_GetADCSamplePeriod: 1 / 125 MHz
+ESB_BIT = 0x20  # *STB? bit 5: an enabled event of the ESR is set
+MSS_BIT = 0x40  # *STB? bit 6: master summary (an enabled STB bit is set)
 ERROR_QUEUE_SIZE = 16  # SCPI_ERROR_QUEUE_SIZE in scpi-server/src/main.cpp
 ERROR_QUEUE_BIT = 0x04  # STB_QMA: "error/event queue message available"
 DEVICE_ERROR_BASE = 9000  # rp_Log: RP_ERR_CODE for errors, RP_ERR_CODE_FATAL for critical ones
 DEVICE_FATAL_BASE = 9500
 MISSING_PARAMETER = -109
+RP_EOOR = 6  # rp.h: "Value out of range."
 
 # Parser error texts (scpi-parser error.h) for the codes this board produces.
 SCPI_ERRORS = {
@@ -138,26 +163,6 @@ def _header_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(":?" + regex + (r"\?" if query else ""), re.IGNORECASE)
 
 
-@dataclass
-class _Capture:
-    """One triggered acquisition: the samples the FPGA writes into the circular buffer."""
-
-    armed_s: float  # samples before ACQ:START are never written
-    start_s: float  # time of the first sample of the data buffer
-    sample_rate_Hz: float
-    codes: np.ndarray  # (2, BUFFER_SIZE) int16, oldest first
-    first_position: int  # buffer position of the first sample
-    stopped_s: float = math.inf  # ACQ:STOP ends the writing
-
-    def written(self, now_s: float) -> tuple[int, int]:
-        """Return the [first, end) sample indices written by ``now_s``."""
-        fs = self.sample_rate_Hz
-        # A part-per-million of a sample absorbs rounding in clocks that step by exact durations.
-        first = math.ceil((self.armed_s - self.start_s) * fs - 1e-6)
-        end = math.floor((min(now_s, self.stopped_s) - self.start_s) * fs + 1e-6) + 1
-        return min(max(first, 0), BUFFER_SIZE), min(max(end, 0), BUFFER_SIZE)
-
-
 class _BoardSession(Session):
     """One client connection: its data format and its two error queues, as in the server."""
 
@@ -169,6 +174,9 @@ class _BoardSession(Session):
         self.device_errors: deque[tuple[int, str]] = deque()
         self.queue_flag = False
         self.esr = 0
+        self.ese = 0  # *ESE, *SRE: per connection, as each client has its own scpi context
+        self.sre = 0
+        self.little_endian = False  # ACQ:DATA:BYTE:ORDER, per connection (user_context_t)
         self.pushed = 0  # errors queued so far, to tell whether a command queued one
 
     def feed(self, data: bytes) -> bytes:
@@ -274,6 +282,19 @@ class _Parameters:
             return None
         return token.upper()
 
+    def boolean(self) -> bool | None:
+        """Return an ON/OFF (or numeric) parameter as SCPI_ParamBool reads it, or None."""
+        token = self._next(True)
+        if token is None:
+            return None
+        if token.upper() in ("ON", "OFF"):
+            return token.upper() == "ON"
+        number = _NUMBER.fullmatch(token)
+        if number is None or number.group(2):
+            self.session.push_scpi_error(-104)
+            return None
+        return float(number.group(1)) != 0.0
+
     def characters(self) -> str | None:
         """Return the raw text of the next parameter, or None after queueing the error."""
         return self._next(True)
@@ -295,7 +316,11 @@ class SimulatedRedPitaya(SimulatedInstrument):
     default_port = 5000
 
     def __init__(
-        self, lab: SimulatedLab, name: str = "redpitaya", jumpers: tuple[str, str] = ("LV", "LV")
+        self,
+        lab: SimulatedLab,
+        name: str = "redpitaya",
+        jumpers: tuple[str, str] = ("LV", "LV"),
+        ddr_bytes: int = DDR_REGION_BYTES,
     ) -> None:
         super().__init__(lab, name)
         for jumper in jumpers:
@@ -304,18 +329,12 @@ class SimulatedRedPitaya(SimulatedInstrument):
         #: The input-range jumpers of IN1 and IN2 (hardware, set by hand: "LV" ±1 V, "HV" ±20 V).
         self.jumpers = list(jumpers)
         self.session: _BoardSession | None = None
-        self.memory = np.zeros((2, BUFFER_SIZE), dtype=np.int16)  # the circular buffer, codes
-        self.write_position = BUFFER_SIZE - 1  # latest written sample (ACQ:WPOS?)
-        self.trigger_position = 0  # sample at the trigger (ACQ:TPOS?)
-        self.armed_s = self.lab.clock.now()
-        self.triggered = False
-        self.filled = False
-        self._capture: _Capture | None = None
-        # A level trigger's watch: the signal is examined up to this time; the codes just
-        # before it (for the pre-trigger part) and the last sample of the trigger input.
-        self._watched_s: float | None = None
-        self._recent = np.zeros((2, 0), dtype=np.int16)
-        self._edge_ready = False  # the input has been beyond the level by the hysteresis
+        #: The 16 384-sample buffer of triggered acquisitions and its trigger.
+        self.capture = TriggeredCapture(lab, self.jumpers, self)
+        #: The deep-memory region and its writer (``ddr_bytes`` reserved, 2 MiB by default).
+        self.deep = DeepMemory(lab, self.jumpers, ddr_bytes)
+        self.deep_mode = False  # ACQ:START started the DDR writer, not the 16 384 buffer
+        self.axi_units = "VOLTS"  # axi_unit, a global of acquire_axi.cpp (not reset by ACQ:RST)
         self._reset()
 
     def open_session(self) -> _BoardSession:
@@ -324,144 +343,136 @@ class SimulatedRedPitaya(SimulatedInstrument):
 
     def _reset(self) -> None:
         """Stop and restore the acquisition defaults (ACQ:RST), keeping the buffer contents."""
-        self._stop()
+        self.capture.stop()
+        self.deep.reset()
+        self.deep_mode = False
         self.decimation = 1
+        self.averaging = True  # acq_SetDefault: acq_SetAveraging(channel, true)
         self.trigger_source = "DISABLED"
         self.trigger_delay = 0
+        self.trigger_delay_ns: int | None = None  # set by ACQ:TRig:DLY:NS: kept across ACQ:DEC
         self.trigger_level_V = 0.0
         self.trigger_hysteresis_V = DEFAULT_HYSTERESIS_V
         self.gains = ["LV", "LV"]
         self.units = "VOLTS"  # a global of acquire.cpp, shared by every connection
 
-    # --- the acquisition -------------------------------------------------------------------------
-    def _stop(self) -> None:
-        """Stop writing samples (ACQ:STOP): an unfinished capture keeps what it wrote."""
-        self.armed = False
-        if self._capture is not None:
-            self._capture.stopped_s = min(self._capture.stopped_s, self.lab.clock.now())
-
-    def _arm(self) -> None:
-        """Start writing samples and wait for the trigger (ACQ:START)."""
-        self._watched_s = None  # a level trigger still waiting is replaced, not looked for
-        self._commit()
-        self._capture = None
-        self.armed = True
-        self.armed_s = self.lab.clock.now()
-        self.triggered = False
-        self.filled = False
-        self._start_watch()
-
-    def _samples_after_trigger(self) -> int:
-        """Return how many samples of the data buffer are written from the trigger on."""
-        return max(0, self.trigger_delay + BUFFER_SIZE // 2)
-
-    def _codes(self, n: int, fs: float, start_s: float) -> tuple[float, np.ndarray]:
-        """Digitise ``n`` samples of both inputs from ``start_s``; return the true start, codes."""
-        record = self.lab.record(n, fs, start_s)
-        inputs = (record.v_diff, record.v_sum)
-        codes = np.stack([_adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
-        return record.start_s, codes
-
-    def _trigger_now(self) -> None:
-        """Fire the trigger: record the polarimeter for the whole data buffer around it."""
-        fs = ADC_CLOCK_Hz / self.decimation
-        before = BUFFER_SIZE - self._samples_after_trigger()
-        start_s, codes = self._codes(BUFFER_SIZE, fs, self.lab.clock.now() - before / fs)
-        self._fire(start_s, codes, self.armed_s)
-
-    def _fire(self, start_s: float, codes: np.ndarray, written_from_s: float) -> None:
-        """Trigger on the data buffer ``codes`` that starts at ``start_s`` (samples before
-        ``written_from_s`` are never written)."""
-        fs = ADC_CLOCK_Hz / self.decimation
-        position = round(start_s * fs) % BUFFER_SIZE  # the ADC writes continuously
-        self._capture = _Capture(written_from_s, start_s, fs, codes, position)
-        after = self._samples_after_trigger()
-        self.trigger_position = (position + BUFFER_SIZE - after) % BUFFER_SIZE
-        self.triggered = True
-        self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
-        self._watched_s = None
-
-    def _start_watch(self) -> None:
-        """Begin watching the trigger input, if armed with a level trigger."""
-        if self.armed and not self.triggered and self.trigger_source in LEVEL_TRIGGERS:
-            self._watched_s = self.lab.clock.now()
-            self._recent = np.zeros((2, 0), dtype=np.int16)
-            self._edge_ready = False
-
-    def _watch(self) -> None:
-        """Look for the level trigger's edge in the signal acquired since the last look."""
-        watching = self.armed and not self.triggered and self.trigger_source in LEVEL_TRIGGERS
-        if self._watched_s is None or not watching:
-            return
-        fs = ADC_CLOCK_Hz / self.decimation
-        n = math.floor((self.lab.clock.now() - self._watched_s) * fs + 1e-6)
-        if n <= 0:
-            return
-        if n > MAX_WATCHED_SAMPLES:  # skip the older stretch: nothing of it is kept
-            self._watched_s += (n - MAX_WATCHED_SAMPLES) / fs
-            self._recent = np.zeros((2, 0), dtype=np.int16)
-            self._edge_ready = False
-            n = MAX_WATCHED_SAMPLES
-        start_s, codes = self._codes(n, fs, self._watched_s)
-        channel, edge = LEVEL_TRIGGERS[self.trigger_source]
-        codes_per_V = CODES_PER_FULL_SCALE / FULL_SCALE_V[self.gains[channel]]
-        level = round(self.trigger_level_V * codes_per_V)
-        hysteresis = round(self.trigger_hysteresis_V * codes_per_V)
-        # A Schmitt trigger: the input must first be beyond the level by the hysteresis on the
-        # far side, then reach the level. Sign-flipped for the negative edge, both edges read
-        # "from below level − hysteresis to at or above level".
-        signal = edge * codes[channel].astype(np.int32)
-        below = np.flatnonzero(signal < edge * level - hysteresis)
-        ready = 0 if self._edge_ready else (int(below[0]) + 1 if below.size else n)
-        reached = np.flatnonzero(signal[ready:] >= edge * level)
-        if reached.size == 0:
-            self._edge_ready = ready < n or self._edge_ready
-            self._recent = np.concatenate((self._recent, codes), axis=1)[:, -BUFFER_SIZE:]
-            self._watched_s = start_s + n / fs
-            return
-        trigger = ready + int(reached[0])
-        after = self._samples_after_trigger()
-        history = np.concatenate((self._recent, codes[:, :trigger]), axis=1)
-        history = history[:, history.shape[1] - min(history.shape[1], BUFFER_SIZE - after) :]
-        following = codes[:, trigger:]
-        if following.shape[1] < after:  # the rest of the buffer is still to come
-            _, more = self._codes(after - following.shape[1], fs, start_s + n / fs)
-            following = np.concatenate((following, more), axis=1)
-        missing = BUFFER_SIZE - after - history.shape[1]  # skipped: never written
-        buffer = np.concatenate(
-            (np.zeros((2, missing), dtype=np.int16), history, following[:, :after]), axis=1
-        )
-        trigger_s = start_s + trigger / fs
-        written_from = max(self.armed_s, trigger_s - history.shape[1] / fs)
-        self._fire(trigger_s - (BUFFER_SIZE - after) / fs, buffer, written_from)
-
-    def _commit(self) -> None:
-        """Write the samples the capture has acquired by now into the buffer."""
-        self._watch()
-        capture = self._capture
-        if capture is None:
-            return
-        first, end = capture.written(self.lab.clock.now())
-        if end > first:
-            positions = (capture.first_position + np.arange(first, end)) % BUFFER_SIZE
-            self.memory[:, positions] = capture.codes[:, first:end]
-            self.write_position = int(positions[-1])
-        if end == BUFFER_SIZE:
-            self.filled = True
-        if end == BUFFER_SIZE or capture.stopped_s < math.inf:
-            self._capture = None  # nothing more will be written
-
     def _data(self, session: _BoardSession, channel: int, start: int, size: int) -> bytes:
         """Return the reply: ``size`` samples of ``channel`` from buffer position ``start``."""
-        codes = _circular(self.memory[channel - 1], start % BUFFER_SIZE, min(size, BUFFER_SIZE))
-        if self.units == "RAW":
-            values, binary, text = codes, ">i2", "{:d}"
+        codes = self.capture.read(channel, start, size)
+        return self._samples_reply(session, codes, channel, self.units)
+
+    def _samples_reply(
+        self, session: _BoardSession, codes: np.ndarray, channel: int, units: str
+    ) -> bytes:
+        """Format ADC codes as the server sends them: RAW or VOLTS, a binary block or ASCII."""
+        order = "<" if session.little_endian else ">"
+        if units == "RAW":
+            values, binary, text = codes, order + "i2", "{:d}"
         else:
             scale = np.float32(FULL_SCALE_V[self.gains[channel - 1]] / CODES_PER_FULL_SCALE)
-            values, binary, text = codes.astype(np.float32) * scale, ">f4", "{:f}"
+            values, binary, text = codes.astype(np.float32) * scale, order + "f4", "{:f}"
         if session.binary:
-            return _binary_block(values.astype(binary).tobytes())
+            return _binary_block(values.astype(binary, copy=False).tobytes())
         return ("{" + ",".join(text.format(v) for v in values.tolist()) + "}").encode("ascii")
+
+    # --- deep memory (acquire_axi.cpp) ------------------------------------------------------------
+    def _deep_trigger(self) -> None:
+        """Hand the trigger source to the running DDR writer (NOW fires, a level arms)."""
+        if not (self.capture.armed and self.deep_mode):
+            return
+        if self.trigger_source == "NOW":
+            self.deep.trigger_now()
+            self.trigger_source = "DISABLED"
+        elif self.trigger_source in LEVEL_TRIGGERS:
+            channel, edge = LEVEL_TRIGGERS[self.trigger_source]
+            codes_per_V = CODES_PER_FULL_SCALE / FULL_SCALE_V[self.gains[channel]]
+            level = round(self.trigger_level_V * codes_per_V)
+            self.deep.arm_trigger(
+                channel, edge, level, round(self.trigger_hysteresis_V * codes_per_V)
+            )
+
+    def _axi_fail(self, s: _BoardSession, text: str, code: int = RP_EOOR) -> _CommandFailedError:
+        """Queue an API failure as RP_LOG_CRIT does (9500 + the API code)."""
+        s.push_device_error(DEVICE_FATAL_BASE + code, f"*{self._header} {text}")
+        return _CommandFailedError()
+
+    def _set_axi_units(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        units = p.choice(("VOLTS", "RAW"))
+        if units is None:
+            raise self._fail(s, "Missing first parameter.")
+        self.axi_units = units
+
+    def _get_axi_units(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return self.axi_units.encode("ascii")
+
+    def _set_axi_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        if not valid_axi_decimation(value):
+            raise self._axi_fail(s, "Failed to set decimation: Value out of range.")
+        self.deep.decimation = value
+
+    def _get_axi_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.decimation).encode("ascii")
+
+    def _axi_start(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.region_start).encode("ascii")
+
+    def _axi_size(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.region_bytes).encode("ascii")
+
+    def _axi_set_buffer(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        channel = self._channel(s, n)
+        address = p.integer()
+        if address is None:
+            raise self._fail(s, "Missing START parameter.")
+        size = p.integer()
+        if size is None:
+            raise self._fail(s, "Missing SIZE parameter.")
+        if not self.deep.set_buffer(channel, address, size):
+            raise self._axi_fail(s, "Failed to set write addresses: Value out of range.")
+
+    def _axi_enable(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        channel = self._channel(s, n)
+        state = p.boolean()
+        if state is None:
+            raise self._fail(s, "Missing first parameter.")
+        if state and not self.deep.buffers[channel - 1].samples:
+            # After ACQ:RST the buffer is empty (acq_SetDefault sets 0 bytes); the API would
+            # reserve nothing and the writer have nowhere to write. The simulation refuses it.
+            raise self._axi_fail(s, "Failed to start data capture: Value out of range.")
+        self.deep.buffers[channel - 1].enabled = state
+
+    def _axi_set_delay(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        channel = self._channel(s, n)
+        value = p.integer(mandatory=False, unsigned=False)
+        self.deep.buffers[channel - 1].trigger_delay = value or 0
+
+    def _axi_get_delay(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.buffers[self._channel(s, n) - 1].trigger_delay).encode("ascii")
+
+    def _axi_write_position(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.write_position(self._channel(s, n))).encode("ascii")
+
+    def _axi_trigger_position(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(self.deep.trigger_position(self._channel(s, n))).encode("ascii")
+
+    def _axi_fill(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"1" if self.deep.filled(self._channel(s, n)) else b"0"
+
+    def _axi_data(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        channel = self._channel(s, n)
+        start = p.integer()
+        if start is None:
+            raise self._fail(s, "Missing START parameter.")
+        size = p.integer()
+        if size is None:
+            raise self._fail(s, "Missing SIZE parameter.")
+        if size > self.deep.region_bytes:  # new float[size] would fail on the board's 512 MB
+            raise self._fail(s, "Failed allocate buffer", code=-200)
+        codes = self.deep.read(channel, start, size)
+        return self._samples_reply(s, codes, channel, self.axi_units)
 
     # --- the SCPI interpreter --------------------------------------------------------------------
     def error_reply(self, command: bytes) -> bytes:
@@ -532,7 +543,8 @@ class SimulatedRedPitaya(SimulatedInstrument):
         """*RST: the server's reset callback only logs; the acquisition keeps its settings."""
 
     def _stb(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(ERROR_QUEUE_BIT if s.queue_flag else 0).encode("ascii")
+        stb = (ERROR_QUEUE_BIT if s.queue_flag else 0) | (ESB_BIT if s.esr & s.ese else 0)
+        return str(stb | (MSS_BIT if stb & s.sre else 0)).encode("ascii")
 
     def _esr(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         value, s.esr = s.esr, 0
@@ -540,6 +552,42 @@ class SimulatedRedPitaya(SimulatedInstrument):
 
     def _opc(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return b"1"
+
+    def _opc_set(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        s.esr |= 0x01  # every command completes before the next: operation complete at once
+
+    def _wai(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        """*WAI: commands run one after another, so there is nothing to wait for."""
+
+    def _tst(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"0"  # SCPI_CoreTstQ (scpi-parser ieee488.c): the self-test passes, 0
+
+    def _set_ese(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise _CommandFailedError()
+        s.ese = value & 0xFF
+
+    def _get_ese(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(s.ese).encode("ascii")
+
+    def _set_sre(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise _CommandFailedError()
+        s.sre = value & 0xBF  # bit 6 cannot be enabled (IEEE 488.2 §11.3.2)
+
+    def _get_sre(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(s.sre).encode("ascii")
+
+    def _version(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return ECOSYSTEM_VERSION.encode("ascii")
+
+    def _board_name(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return BOARD_NAME.encode("ascii")
+
+    def _board_id(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return str(BOARD_ID).encode("ascii")
 
     def _error_next(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         code, text = s.pop_error()
@@ -549,10 +597,20 @@ class SimulatedRedPitaya(SimulatedInstrument):
         return str(len(s.scpi_errors) + len(s.device_errors)).encode("ascii")
 
     def _start(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        self._arm()
+        # With a deep-memory buffer enabled the AXI writer takes the ADC stream instead.
+        self.deep_mode = self.deep.enabled
+        if self.deep_mode:
+            self.capture.stop()
+            self.deep.stop()
+            self.capture.armed = True
+            self.deep.start()
+            self._deep_trigger()
+        else:
+            self.capture.arm()
 
     def _acq_stop(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        self._stop()
+        self.capture.stop()
+        self.deep.stop()
 
     def _acq_reset(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         self._reset()
@@ -564,7 +622,38 @@ class SimulatedRedPitaya(SimulatedInstrument):
             raise self._fail(s, "Missing first parameter.")
         if value not in DECIMATIONS:
             raise self._fail(s, "Parameter decimation is invalid.")
+        self._decimate(value)
+
+    def _decimate(self, value: int) -> None:
+        """Set the decimation; a delay set in ns keeps its time (acq_SetDecimationFactor)."""
         self.decimation = value
+        if self.trigger_delay_ns is not None:
+            self._delay_from_ns(self.trigger_delay_ns)
+
+    def _set_decimation_factor(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        if not valid_axi_decimation(value):  # the same rule: 1, 2, 4, 8 or 16…65536
+            s.push_device_error(
+                DEVICE_FATAL_BASE + RP_EOOR,
+                f"*{self._header} Failed to set decimation factor: Value out of range.",
+            )
+            raise _CommandFailedError()
+        self._decimate(value)
+
+    def _sample_rate(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        # RP_AcqSamplingRateHzQ: sprintf("%9.0f Hz") of the float rate, sent as a mnemonic.
+        return f"{float(np.float32(ADC_CLOCK_Hz / self.decimation)):9.0f} Hz".encode("ascii")
+
+    def _set_averaging(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.boolean()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        self.averaging = value
+
+    def _get_averaging(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"ON" if self.averaging else b"OFF"
 
     def _get_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return str(self.decimation).encode("ascii")
@@ -574,28 +663,48 @@ class SimulatedRedPitaya(SimulatedInstrument):
         if source is None:
             raise self._fail(s, "Missing first parameter.")
         self.trigger_source = source
+        if self.deep_mode:
+            self._deep_trigger()
+            return
         # The software trigger acts when written, and only on an armed acquisition (the command
         # list orders ACQ:START before ACQ:TRig NOW); set earlier, it is lost [unverified].
-        if source == "NOW" and self.armed and not self.triggered:
-            self._trigger_now()
-        self._start_watch()
+        if source == "NOW" and self.capture.armed and not self.capture.triggered:
+            self.capture.trigger_now()
+        self.capture.start_watch()
 
     def _trigger_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         # TD when triggered or when the source is DISABLED (commands-acq, ACQ:TRig:STAT?).
-        self._watch()
-        return b"WAIT" if self.armed and self.trigger_source != "DISABLED" else b"TD"
+        self.capture.watch()
+        if self.deep_mode and self.deep.triggered:
+            self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
+        return b"WAIT" if self.capture.armed and self.trigger_source != "DISABLED" else b"TD"
 
     def _fill_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        self._commit()
-        return b"1" if self.filled else b"0"
+        self.capture.commit()
+        return b"1" if self.capture.filled else b"0"
 
     def _set_delay(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         value = p.integer(mandatory=False, unsigned=False)
         # acq_SetTriggerDelay: below −8192 the FPGA delay is 0 (the trigger ends the buffer).
         self.trigger_delay = max(value or 0, -BUFFER_SIZE // 2)
+        self.trigger_delay_ns = None
 
     def _get_delay(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return str(self.trigger_delay).encode("ascii")
+
+    def _delay_from_ns(self, delay_ns: int) -> None:
+        """Set the delay in samples from ns, as cnvTimeToSmpls: round(ns / (8 ns × dec))."""
+        samples = round(delay_ns / (ADC_SAMPLE_PERIOD_NS * self.decimation))
+        self.trigger_delay = max(samples, -BUFFER_SIZE // 2)
+
+    def _set_delay_ns(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.integer(mandatory=False, unsigned=False)
+        self.trigger_delay_ns = value or 0
+        self._delay_from_ns(self.trigger_delay_ns)
+
+    def _get_delay_ns(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        # cnvSmplsToTime: samples × 8 ns × decimation, sent with SCPI_ResultInt32.
+        return str(self.trigger_delay * ADC_SAMPLE_PERIOD_NS * self.decimation).encode("ascii")
 
     def _set_level(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         value = p.volts()
@@ -620,11 +729,11 @@ class SimulatedRedPitaya(SimulatedInstrument):
         return f"{self.trigger_hysteresis_V:g}".encode("ascii")
 
     def _write_pointer(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        self._commit()
-        return str(self.write_position).encode("ascii")
+        self.capture.commit()
+        return str(self.capture.write_position).encode("ascii")
 
     def _trigger_pointer(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.trigger_position).encode("ascii")
+        return str(self.capture.trigger_position).encode("ascii")
 
     def _set_gain(self, s: _BoardSession, p: _Parameters, n: int) -> None:
         channel = self._channel(s, n)
@@ -660,30 +769,45 @@ class SimulatedRedPitaya(SimulatedInstrument):
     def _get_format(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return b"BIN" if s.binary else b"ASCII"
 
+    def _set_byte_order(self, s: _BoardSession, p: _Parameters, n: int) -> None:
+        value = p.characters()
+        if value is None:
+            raise self._fail(s, "Missing first parameter.")
+        # RP_AcqDataEndian: strncasecmp over the parameter's length, as ACQ:DATA:FORMAT.
+        if "LEND".startswith(value.upper()):
+            s.little_endian = True
+        elif "BEND".startswith(value.upper()):
+            s.little_endian = False
+        else:
+            raise _CommandFailedError()  # logged at info level only: the parser queues -200
+
+    def _get_byte_order(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
+        return b"LEND" if s.little_endian else b"BEND"
+
     def _buffer_size(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         return str(BUFFER_SIZE).encode("ascii")
 
     def _data_all(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
-        self._commit()
-        return self._data(s, channel, self.write_position + 1, BUFFER_SIZE)
+        self.capture.commit()
+        return self._data(s, channel, self.capture.write_position + 1, BUFFER_SIZE)
 
     def _data_oldest(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
         size = p.integer()
         if size is None:
             raise self._fail(s, "Missing SIZE parameter.")
-        self._commit()
-        return self._data(s, channel, self.write_position + 1, size)
+        self.capture.commit()
+        return self._data(s, channel, self.capture.write_position + 1, size)
 
     def _data_latest(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
         size = p.integer()
         if size is None:
             raise self._fail(s, "Missing first parameter.")
-        self._commit()
+        self.capture.commit()
         size = min(size, BUFFER_SIZE)
-        return self._data(s, channel, self.write_position + 1 - size, size)
+        return self._data(s, channel, self.capture.write_position + 1 - size, size)
 
     def _data_start_n(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
         channel = self._channel(s, n)
@@ -693,7 +817,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         size = p.integer()
         if size is None:
             raise self._fail(s, "Missing SIZE parameter.")
-        self._commit()
+        self.capture.commit()
         return self._data(s, channel, start, size)
 
     def _data_start_end(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
@@ -704,7 +828,7 @@ class SimulatedRedPitaya(SimulatedInstrument):
         end = p.integer()
         if end is None:
             raise self._fail(s, "Unable to read END parameter.")
-        self._commit()
+        self.capture.commit()
         return self._data(s, channel, start, (end + BUFFER_SIZE - start) % BUFFER_SIZE + 1)
 
 
@@ -717,21 +841,6 @@ def _binary_block(payload: bytes) -> bytes:
     """
     count = str(len(payload))
     return f"#{len(count)}{count}".encode("ascii") + payload
-
-
-def _circular(buffer: np.ndarray, start: int, size: int) -> np.ndarray:
-    """Return ``size`` elements of a circular buffer from ``start``, wrapping at its end."""
-    end = start + size
-    if end <= buffer.size:
-        return buffer[start:end]
-    return np.concatenate((buffer[start:], buffer[: end - buffer.size]))
-
-
-def _adc_codes(volts: np.ndarray, jumper: str) -> np.ndarray:
-    """Quantise input voltages to 14-bit codes of the jumper's range, clipping at its ends."""
-    codes = np.rint(volts * (CODES_PER_FULL_SCALE / FULL_SCALE_V[jumper]))
-    np.clip(codes, -CODES_PER_FULL_SCALE, CODES_PER_FULL_SCALE - 1, out=codes)
-    return codes.astype(np.int16)
 
 
 def _compound(previous: str, header: str) -> str:
@@ -762,6 +871,16 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("*STB?", SimulatedRedPitaya._stb),
         ("*ESR?", SimulatedRedPitaya._esr),
         ("*OPC?", SimulatedRedPitaya._opc),
+        ("*OPC", SimulatedRedPitaya._opc_set),
+        ("*ESE", SimulatedRedPitaya._set_ese),
+        ("*ESE?", SimulatedRedPitaya._get_ese),
+        ("*SRE", SimulatedRedPitaya._set_sre),
+        ("*SRE?", SimulatedRedPitaya._get_sre),
+        ("*TST?", SimulatedRedPitaya._tst),
+        ("*WAI", SimulatedRedPitaya._wai),
+        ("SYSTem:VERSion?", SimulatedRedPitaya._version),
+        ("SYSTem:BRD:ID?", SimulatedRedPitaya._board_id),
+        ("SYSTem:BRD:Name?", SimulatedRedPitaya._board_name),
         ("SYSTem:ERRor[:NEXT]?", SimulatedRedPitaya._error_next),
         ("SYSTem:ERRor:COUNt?", SimulatedRedPitaya._error_count),
         ("ACQ:START", SimulatedRedPitaya._start),
@@ -769,11 +888,18 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("ACQ:RST", SimulatedRedPitaya._acq_reset),
         ("ACQ:DEC", SimulatedRedPitaya._set_decimation),
         ("ACQ:DEC?", SimulatedRedPitaya._get_decimation),
+        ("ACQ:DEC:Factor", SimulatedRedPitaya._set_decimation_factor),
+        ("ACQ:DEC:Factor?", SimulatedRedPitaya._get_decimation),
+        ("ACQ:SRATe?", SimulatedRedPitaya._sample_rate),
+        ("ACQ:AVG", SimulatedRedPitaya._set_averaging),
+        ("ACQ:AVG?", SimulatedRedPitaya._get_averaging),
         ("ACQ:TRig", SimulatedRedPitaya._set_trigger),
         ("ACQ:TRig:STAT?", SimulatedRedPitaya._trigger_status),
         ("ACQ:TRig:FILL?", SimulatedRedPitaya._fill_status),
         ("ACQ:TRig:DLY", SimulatedRedPitaya._set_delay),
         ("ACQ:TRig:DLY?", SimulatedRedPitaya._get_delay),
+        ("ACQ:TRig:DLY:NS", SimulatedRedPitaya._set_delay_ns),
+        ("ACQ:TRig:DLY:NS?", SimulatedRedPitaya._get_delay_ns),
         ("ACQ:TRig:LEV", SimulatedRedPitaya._set_level),
         ("ACQ:TRig:LEV?", SimulatedRedPitaya._get_level),
         ("ACQ:TRig:HYST", SimulatedRedPitaya._set_hysteresis),
@@ -786,6 +912,8 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("ACQ:DATA:Units?", SimulatedRedPitaya._get_units),
         ("ACQ:DATA:FORMAT", SimulatedRedPitaya._set_format),
         ("ACQ:DATA:FORMAT?", SimulatedRedPitaya._get_format),
+        ("ACQ:DATA:BYTE:ORDER", SimulatedRedPitaya._set_byte_order),
+        ("ACQ:DATA:BYTE:ORDER?", SimulatedRedPitaya._get_byte_order),
         ("ACQ:BUF:SIZE?", SimulatedRedPitaya._buffer_size),
         ("ACQ:SOUR#:DATA:STArt:End?", SimulatedRedPitaya._data_start_end),
         ("ACQ:SOUR#:DATA:Start:End?", SimulatedRedPitaya._data_start_end),
@@ -794,5 +922,21 @@ _COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
         ("ACQ:SOUR#:DATA:Old:N?", SimulatedRedPitaya._data_oldest),
         ("ACQ:SOUR#:DATA?", SimulatedRedPitaya._data_all),
         ("ACQ:SOUR#:DATA:LATest:N?", SimulatedRedPitaya._data_latest),
+        # Deep memory: scpi-commands.cpp registers these, handled in acquire_axi.cpp.
+        ("ACQ:AXI:DATA:Units", SimulatedRedPitaya._set_axi_units),
+        ("ACQ:AXI:DATA:Units?", SimulatedRedPitaya._get_axi_units),
+        ("ACQ:AXI:DEC", SimulatedRedPitaya._set_axi_decimation),
+        ("ACQ:AXI:DEC?", SimulatedRedPitaya._get_axi_decimation),
+        ("ACQ:AXI:START?", SimulatedRedPitaya._axi_start),
+        ("ACQ:AXI:SIZE?", SimulatedRedPitaya._axi_size),
+        ("ACQ:AXI:SOUR#:Trig:Fill?", SimulatedRedPitaya._axi_fill),
+        ("ACQ:AXI:SOUR#:Trig:Dly", SimulatedRedPitaya._axi_set_delay),
+        ("ACQ:AXI:SOUR#:Trig:Dly?", SimulatedRedPitaya._axi_get_delay),
+        ("ACQ:AXI:SOUR#:Write:Pos?", SimulatedRedPitaya._axi_write_position),
+        ("ACQ:AXI:SOUR#:Trig:Pos?", SimulatedRedPitaya._axi_trigger_position),
+        ("ACQ:AXI:SOUR#:ENable", SimulatedRedPitaya._axi_enable),
+        ("ACQ:AXI:SOUR#:DATA:Start:N?", SimulatedRedPitaya._axi_data),
+        ("ACQ:AXI:SOUR#:DATA:STArt:N?", SimulatedRedPitaya._axi_data),
+        ("ACQ:AXI:SOUR#:SET:Buffer", SimulatedRedPitaya._axi_set_buffer),
     )
 )

@@ -22,12 +22,32 @@ import socketserver
 import threading
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from hotspin.simulators.instrument_base import ConnectionDropped, SimulatedInstrument
+from hotspin.simulators.unsolicited import UnsolicitedSession
 
 _RECEIVE_CHUNK = 65536
 #: Connections the kernel queues before they are accepted (socketserver's default is 5).
 LISTEN_BACKLOG = 128
+
+
+class Served:
+    """The context protocol of every server here: `start` on entering, `stop` on leaving.
+
+    A subclass defines `start()` (returning itself) and `stop()`.
+    """
+
+    def __enter__(self) -> Any:
+        return self.start()  # type: ignore[attr-defined]
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()  # type: ignore[attr-defined]
 
 
 class PortInUseError(OSError):
@@ -53,6 +73,8 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         session = self.server.instrument.open_session()
         connection: socket.socket = self.request
+        if isinstance(session, UnsolicitedSession):  # it also speaks unprompted (ELL14 moves)
+            session.attach_output(connection.sendall)
         try:
             greeting = session.greeting()
             if greeting:
@@ -69,6 +91,9 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
             return  # a simulated fault: the instrument closes this connection
         except OSError:
             return  # the client went away, or the server is shutting down
+        finally:
+            if isinstance(session, UnsolicitedSession):
+                session.close()
 
     def finish(self) -> None:
         self.server.track(self.request, add=False)
@@ -110,7 +135,7 @@ class _InstrumentServer(socketserver.ThreadingTCPServer):
                     connection.shutdown(socket.SHUT_RDWR)
 
 
-class SimServer:
+class SimServer(Served):
     """Every simulated instrument of a lab, each on its own loopback port."""
 
     def __init__(
@@ -167,14 +192,3 @@ class SimServer:
             thread.join(timeout=5)
         self._servers.clear()
         self._threads.clear()
-
-    def __enter__(self) -> SimServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

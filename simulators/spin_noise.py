@@ -2,10 +2,14 @@
 
 Two generators share one model and one convention, θ = C x + white noise:
 
-* `ExactSpinNoise` carries the full state x ∈ ℝ⁶: x_{k+1} = Φ x_k + w_k with Φ = exp(AΔt) and
+* `ExactSpinNoise` carries the full state: x ∈ ℝ⁶ per transit mode (`SpinModel.block_model`,
+  M modes for the diffusion through the beam): x_{k+1} = Φ x_k + w_k with Φ = exp(AΔt) and
   w_k ~ N(0, Σ − ΦΣΦᵀ). No Euler steps, so any sample rate is exact; the model may change between
-  blocks (field, temperature, probe) and time may be skipped without samples. It draws seven
-  Gaussians per sample and is what the simulated lab and any record of the true state use.
+  blocks (field, temperature, probe) and time may be skipped without samples. It draws 6M + 1
+  Gaussians per sample and is what the simulated lab and any record of the true state use. The
+  transit modes share the wall mode's eigenvectors (their extra decay is a multiple of 1), so
+  one eigen-decomposition of a 6×6 Φ serves them all, and their beam-weighted sum is formed in
+  the modal coordinates before the one real product back to the spin.
 * `FastAngleNoise` draws the observed angle only, from its exact innovations (ARMA) form
   y = H(q) e with H(z) = 1 + C (z − Φ)⁻¹ K, K the steady Kalman gain: one Gaussian per sample,
   filtered by a cascade of second-order sections. Its filter state starts from the exact
@@ -18,11 +22,17 @@ Both work in units of √N (x̃ = x/√N), where every matrix is of order one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
 import numpy as np
 from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.detection import (
+    DetectionChain,
+    DiscreteOutput,
+    detected_atoms,
+    detected_white_noise,
+)
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.spin_model import SpinModel
 from scipy import linalg, signal
@@ -36,14 +46,21 @@ _MAX_EIGENVECTOR_CONDITION = 1e12
 def _angle_parameters(
     model: SpinModel, coupling_upper: float, coupling_lower: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the unit-scaled drift matrix A and observation C̃ = C √N."""
+    """Return the wall mode's drift matrix A (6×6) and observation C̃ = C √N."""
     C = model.observation_vector(coupling_upper, coupling_lower) * math.sqrt(model.atom_number)
     return model.drift_matrix(), C
 
 
 def _unit_covariance(model: SpinModel) -> np.ndarray:
-    """Return Σ/N."""
+    """Return Σ/N of the wall mode (6×6); transit mode m holds w_m of it."""
     return model.stationary_covariance() / model.atom_number
+
+
+def _thermal_modes(model: SpinModel, rng: np.random.Generator) -> np.ndarray:
+    """Draw the (M, 6) unit state of every transit mode from its thermal law N(0, w_m Σ/N)."""
+    _, weights = model.transit_modes()
+    draw = (_matrix_sqrt(_unit_covariance(model)) @ rng.standard_normal((6, weights.size))).T
+    return draw * np.sqrt(weights)[:, None]
 
 
 def _matrix_sqrt(covariance: np.ndarray) -> np.ndarray:
@@ -56,7 +73,7 @@ def _matrix_sqrt(covariance: np.ndarray) -> np.ndarray:
 class StateBlock:
     """A block of the exact generator: time series of the state and of the angle."""
 
-    state: np.ndarray  # (n, 6) collective spin, in units of ħ (sums over the atoms)
+    state: np.ndarray  # (n, 6) beam-weighted collective spin Σ_m x_m, in units of ħ
     atomic_angle_rad: np.ndarray  # (n,) θ = C x, no light noise
     white_noise_rad: np.ndarray  # (n,) the white angle noise (photon shot + detector), rad
 
@@ -99,9 +116,10 @@ class ExactSpinNoise(_ApparatusGenerator):
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self._model: SpinModel | None = None
+        self._key: tuple | None = None
+        # Start in the thermal state: x_m ~ N(0, w_m Σ) for every transit mode m.
+        self._x = _thermal_modes(model, self.rng)
         self.set_model(model, coupling_upper, coupling_lower, white_psd_rad2_per_Hz, sample_rate_Hz)
-        # Start in the thermal state: x ~ N(0, Σ).
-        self._x = _matrix_sqrt(_unit_covariance(model)) @ self.rng.standard_normal(6)
 
     @property
     def model(self) -> SpinModel:
@@ -111,7 +129,12 @@ class ExactSpinNoise(_ApparatusGenerator):
 
     @property
     def state(self) -> np.ndarray:
-        """Return the present collective spin x (F⁽ᵃ⁾, F⁽ᵇ⁾), in units of ħ."""
+        """Return the present beam-weighted spin x (F⁽ᵃ⁾, F⁽ᵇ⁾) = Σ_m x_m, in units of ħ."""
+        return self._x.sum(axis=0) * math.sqrt(self.model.atom_number)
+
+    @property
+    def mode_states(self) -> np.ndarray:
+        """Return the (M, 6) states of the transit modes, in units of ħ (see `block_model`)."""
         return self._x * math.sqrt(self.model.atom_number)
 
     def set_model(
@@ -137,25 +160,49 @@ class ExactSpinNoise(_ApparatusGenerator):
         if self._model is not None and model.atom_number != self._model.atom_number:
             old, new = self._model.atom_number, model.atom_number
             f = min(old, new) / max(old, new)
-            fresh = _matrix_sqrt(_unit_covariance(model)) @ self.rng.standard_normal(6)
-            self._x = math.sqrt(f) * self._x + math.sqrt(1.0 - f) * fresh
+            self._x = math.sqrt(f) * self._x + math.sqrt(1.0 - f) * _thermal_modes(model, self.rng)
+        if self._model is not None and model.transit_modes()[1].size != self._x.shape[0]:
+            raise ValueError("the number of transit modes cannot change while the spins carry")
         self._model = model
+        self._white_sigma = math.sqrt(white_psd_rad2_per_Hz * self.sample_rate_Hz / 2.0)
+        key = (
+            tuple(model.field_T),
+            model.spin_exchange_rate,
+            model.spin_destruction_rate,
+            model.diffusion_rate,
+            model.transit_time_s,
+            model.gamma_upper,
+            model.gamma_lower,
+            coupling_upper,
+            coupling_lower,
+            self.sample_rate_Hz,
+        )
+        if key == self._key:
+            return  # nothing the propagator depends on changed: keep Φ and its modes
+        self._key = key
         A, self._C = _angle_parameters(model, coupling_upper, coupling_lower)
         dt = 1.0 / self.sample_rate_Hz
         Phi = linalg.expm(A * dt)
         unit_sigma = _unit_covariance(model)
-        noise = unit_sigma - Phi @ unit_sigma @ Phi.T
-        self._white_sigma = math.sqrt(white_psd_rad2_per_Hz * self.sample_rate_Hz / 2.0)
+        rates, weights = model.transit_modes()
         eigenvalues, V = np.linalg.eig(Phi)
         if np.linalg.cond(V) > _MAX_EIGENVECTOR_CONDITION:
             raise np.linalg.LinAlgError("drift matrix is defective: no modal recursion possible")
         # One of each conjugate pair is filtered; real modes have real eigenvectors.
         keep = eigenvalues.imag >= 0
-        self._eigenvalues = eigenvalues[keep]
-        weighted_modes = V[:, keep] * np.where(self._eigenvalues.imag > 0, 2.0, 1.0)
+        weighted_modes = V[:, keep] * np.where(eigenvalues[keep].imag > 0, 2.0, 1.0)
         self._from_modes = np.hstack([weighted_modes.real, -weighted_modes.imag])
         self._to_modes = np.linalg.inv(V)[keep]
-        self._driving_to_modes = self._to_modes @ _matrix_sqrt(noise)
+        # Transit mode m: Φ_m = e^{−r_m Δt} Φ and W_m = w_m (Σ − Φ_m Σ Φ_mᵀ)/N.
+        decays = np.exp(-rates * dt)
+        self._eigenvalues = decays[:, None] * eigenvalues[keep][None, :]  # (M, modes)
+        drift = Phi @ unit_sigma @ Phi.T
+        self._driving_to_modes = np.stack(
+            [
+                self._to_modes @ _matrix_sqrt(w * (unit_sigma - decay**2 * drift))
+                for decay, w in zip(decays, weights, strict=True)
+            ]
+        )
 
     def advance(self, duration_s: float) -> None:
         """Let the spins evolve for ``duration_s`` without recording: x ← Φ(t) x + w."""
@@ -164,25 +211,32 @@ class ExactSpinNoise(_ApparatusGenerator):
             return
         Phi = linalg.expm(self.model.drift_matrix() * t)
         unit_sigma = _unit_covariance(self.model)
-        noise_sqrt = _matrix_sqrt(unit_sigma - Phi @ unit_sigma @ Phi.T)
-        self._x = Phi @ self._x + noise_sqrt @ self.rng.standard_normal(6)
+        drift = Phi @ unit_sigma @ Phi.T
+        rates, weights = self.model.transit_modes()
+        for m, (rate, w) in enumerate(zip(rates, weights, strict=True)):
+            decay = math.exp(-rate * t)
+            noise_sqrt = _matrix_sqrt(w * (unit_sigma - decay**2 * drift))
+            self._x[m] = decay * (Phi @ self._x[m]) + noise_sqrt @ self.rng.standard_normal(6)
 
     def block(self, n: int) -> StateBlock:
         """Return the next ``n`` samples of state and angle; the state after them is kept."""
         n = int(check_range("n", n, 1, math.inf, "samples"))
-        modal_driving = self._driving_to_modes @ self.rng.standard_normal((6, n))
-        z0 = self._to_modes @ self._x
-        trajectories = np.empty((len(self._eigenvalues), n), dtype=complex)
-        last = np.empty(len(self._eigenvalues), dtype=complex)
-        for j, lam in enumerate(self._eigenvalues):
-            # z_{k+1} = λ z_k + u_k; lfilter's output m is z_{m+1}, started from z_0.
-            following, _ = signal.lfilter([1.0], [1.0, -lam], modal_driving[j], zi=[lam * z0[j]])
-            trajectories[j, 0] = z0[j]
-            trajectories[j, 1:] = following[:-1]
-            last[j] = following[-1]
+        count, modes = self._eigenvalues.shape
+        # Σ_m z_m: the beam-weighted spin in modal coordinates (all transit modes share V).
+        beam = np.zeros((modes, n), dtype=complex)
+        last = np.empty((count, modes), dtype=complex)
+        for m in range(count):
+            driving = self._driving_to_modes[m] @ self.rng.standard_normal((6, n))
+            z0 = self._to_modes @ self._x[m]
+            for j, lam in enumerate(self._eigenvalues[m]):
+                # z_{k+1} = λ z_k + u_k; lfilter's output i is z_{i+1}, started from z_0.
+                following, _ = signal.lfilter([1.0], [1.0, -lam], driving[j], zi=[lam * z0[j]])
+                beam[j, 0] += z0[j]
+                beam[j, 1:] += following[:-1]
+                last[m, j] = following[-1]
         # x = Σ_j f_j Re(v_j z_j): a real product of stacked real and imaginary parts.
-        unit_states = self._from_modes @ np.concatenate([trajectories.real, trajectories.imag])
-        self._x = self._from_modes @ np.concatenate([last.real, last.imag])
+        unit_states = self._from_modes @ np.concatenate([beam.real, beam.imag])
+        self._x = (self._from_modes @ np.concatenate([last.real, last.imag], axis=1).T).T
         white = (
             self._white_sigma * self.rng.standard_normal(n) if self._white_sigma else np.zeros(n)
         )
@@ -209,9 +263,11 @@ class FastAngleNoise(_ApparatusGenerator):
         white = check_positive("white_psd_rad2_per_Hz", white_psd_rad2_per_Hz, "rad²/Hz")
         self.sample_rate_Hz = fs
         self.rng = np.random.default_rng(seed)
-        A, C = _angle_parameters(model, coupling_upper, coupling_lower)
+        # The full model with its transit modes, in units of √N.
+        A, _, unit_sigma, C = model.block_model(coupling_upper, coupling_lower)
+        unit_sigma = unit_sigma / model.atom_number
+        C = C * math.sqrt(model.atom_number)
         Phi = linalg.expm(A / fs)
-        unit_sigma = _unit_covariance(model)
         W = unit_sigma - Phi @ unit_sigma @ Phi.T
         W = 0.5 * (W + W.T)
         measurement_variance = white * fs / 2.0
@@ -256,3 +312,92 @@ class FastAngleNoise(_ApparatusGenerator):
         n = int(check_range("n", n, 1, math.inf, "samples"))
         y, self._zi = signal.sosfilt(self.sos, self.rng.standard_normal(n), zi=self._zi)
         return y
+
+
+class _OutputRecursion:
+    """Samples y_k = scale·(H s_k + u_k) of s_{k+1} = Φ s_k + w_k, exact, by modal recursion."""
+
+    def __init__(self, output: DiscreteOutput, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.scale = output.scale
+        eigenvalues, V = np.linalg.eig(output.transition)
+        if np.linalg.cond(V) > _MAX_EIGENVECTOR_CONDITION:
+            raise np.linalg.LinAlgError("transition matrix is defective: no modal recursion")
+        keep = eigenvalues.imag >= 0
+        self._eigenvalues = eigenvalues[keep]
+        weighted = V[:, keep] * np.where(self._eigenvalues.imag > 0, 2.0, 1.0)
+        self._from_modes = np.hstack([weighted.real, -weighted.imag])
+        self._to_modes = np.linalg.inv(V)[keep]
+        n = output.transition.shape[0]
+        root = _matrix_sqrt(output.noise)  # of the joint (w_k, u_k)
+        self._driving = self._to_modes @ root[:n]
+        self._output_noise = root[n]
+        self._output = output.output
+        self._state = _matrix_sqrt(output.stationary) @ rng.standard_normal(n)
+
+    def block(self, n: int) -> np.ndarray:
+        """Return the next ``n`` outputs; the state after them is kept."""
+        draws = self.rng.standard_normal((self._output_noise.size, n))
+        driving = self._driving @ draws
+        z0 = self._to_modes @ self._state
+        trajectories = np.empty((self._eigenvalues.size, n), dtype=complex)
+        last = np.empty(self._eigenvalues.size, dtype=complex)
+        for j, lam in enumerate(self._eigenvalues):
+            following, _ = signal.lfilter([1.0], [1.0, -lam], driving[j], zi=[lam * z0[j]])
+            trajectories[j, 0] = z0[j]
+            trajectories[j, 1:] = following[:-1]
+            last[j] = following[-1]
+        states = self._from_modes @ np.concatenate([trajectories.real, trajectories.imag])
+        self._state = self._from_modes @ np.concatenate([last.real, last.imag])
+        return self.scale * (self._output @ states + self._output_noise @ draws)
+
+
+class DetectedAngleNoise(_ApparatusGenerator):
+    """The recorded angle behind the detector's pole and the digitiser's decimation, exact.
+
+    Atoms and white noise (shot plus detector) pass the chain as `analysis.detection` derives
+    it: two independent exact recursions, one of the 6M + 1 atomic and pole states with its
+    boxcar, one of the white noise's pole. The model is fixed for the life of the generator.
+    """
+
+    def __init__(
+        self,
+        model: SpinModel,
+        coupling_upper: float,
+        coupling_lower: float,
+        white_psd_rad2_per_Hz: float,
+        chain: DetectionChain,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        white = check_range(
+            "white_psd_rad2_per_Hz", white_psd_rad2_per_Hz, 0.0, math.inf, "rad²/Hz"
+        )
+        self.chain = chain
+        self.sample_rate_Hz = chain.sample_rate_Hz
+        self.rng = np.random.default_rng(seed)
+        atoms = detected_atoms(model, coupling_upper, coupling_lower, chain)
+        self._atoms = _OutputRecursion(atoms, self.rng)
+        noise = detected_white_noise(chain)
+        self._white = _OutputRecursion(replace(noise, scale=math.sqrt(white)), self.rng)
+
+    @classmethod
+    def from_derived(  # type: ignore[override]
+        cls,
+        derived: DerivedQuantities,
+        chain: DetectionChain,
+        seed: int | np.random.Generator | None = None,
+    ) -> Self:
+        """Return the generator of an apparatus behind ``chain``."""
+        return cls(
+            derived.model,
+            derived.coupling_upper_rad,
+            derived.coupling_lower_rad,
+            derived.white_noise_psd_rad2_per_Hz,
+            chain,
+            seed=seed,
+        )
+
+    def block(self, n: int) -> np.ndarray:
+        """Return the next ``n`` recorded samples of the angle in rad."""
+        n = int(check_range("n", n, 1, math.inf, "samples"))
+        return self._atoms.block(n) + self._white.block(n)

@@ -3,15 +3,37 @@
 It answers like the controller (see `instruments.toptica_dlcpro` for the protocol and sources):
 a welcome text ending in the prompt, one reply per request line, each reply's lines followed by
 the prompt ``"> "``. The parameters of ``laser1`` drive `SimulatedLab.laser`, whose physics maps
-current, temperature and piezo voltage to optical frequency and power (mode hops included).
+current, temperature and piezo voltage to optical frequency and power (mode hops included). The
+monitoring line (command line + 1, TCP 1999 on the device) is `simulators.decop_monitoring`,
+which reads the same parameters through `monitor_value`.
 
-Errors. Every DeCoP error is a line ``Error: <code> <message>``. Which numbers the DLC pro uses
-is not in any source we could read (toptica-lasersdk only checks that the line starts with
-"Error"); the codes and messages here are those of the DeCoF reference server by Florian
-Behrens (github.com/florianbehrens/DeCoF2, ``include/decof/exceptions.h``):
-2 parse error, 3 access denied, 4 invalid parameter, 5 wrong type, 7 unknown operation. A value
-outside a parameter's range is refused with the ``param-set!`` status ``-6`` (the SDK treats any
-negative status as a refusal); the controller keeps the old value.
+Framing. The welcome lines end in CR LF and the reply lines in LF: QMI's DLC pro driver
+(QuTech-Delft/QMI ``qmi/instruments/toptica/dlc.py``) waits for ``"DeCoF Command Line\r\n> "``
+after connecting and then takes a value as the reply up to its ``"\n"``; toptica-lasersdk accepts
+either line end before the prompt.
+
+Requests. ``(param-ref 'name)``, ``(param-set! 'name value)`` (answered with the status),
+``(param-gsv 'name)`` (the set value, toptica-lasersdk ``Client.get_set_value``; here the value
+a writable parameter was last set to, and the value itself for a read-only one),
+``(param-disp 'name)`` (``name = value`` lines for the parameter or every parameter under a node,
+the format of the DeCoF reference server's ``browse_visitor``, github.com/florianbehrens/DeCoF2;
+the firmware's own layout is not public) and ``(exec 'command args...)``: ``change-ul <level>
+"<password>"`` answers the user level in force (toptica-lasersdk ``Client.change_ul``: the
+previous level when the password is wrong; levels 3 normal and 4 read-only need none, and no
+password for 0-2 is known, so those keep the old level), ``system-summary`` answers text lines
+and then ``()`` (an exec's last line is its return value; ``()`` for none, as InstrumentKit's
+TopMode tests record). The user level is the controller's, not each connection's (a
+simplification: the device keeps one per connection).
+
+Errors. Every DeCoP error is a line ``Error: <code> <message>``. The codes are negative on the
+device: a DLC pro answered ``Error: -7 lockpoint not found`` (toptica/python-lasersdk issue 3)
+and InstrumentKit's Toptica utilities test for ``Error: -3``. Toptica publishes no table; the
+magnitudes here follow the DeCoF reference server's ``error_codes`` (``include/decof/
+exceptions.h``): -2 parse error, -3 access denied, -4 invalid parameter, -5 wrong type,
+-6 invalid value, -7 unknown operation. No client depends on them: toptica-lasersdk checks only
+that the line starts with "Error". A value outside a parameter's range is refused with the
+``param-set!`` status -6 (the SDK treats any negative status as a refusal); the controller keeps
+the old value.
 
 The ``echo`` parameter (``dlcpro/v2_4_0.py``) is off, as on the real TCP command line; switched
 on, each request line is sent back before its reply, as the serial port does.
@@ -21,6 +43,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,12 +58,17 @@ PIEZO_RANGE_V = (-1.0, 140.0)
 #: Span the head's TEC accepts (``temp-set-min``/``temp-set-max``), °C.
 TEC_RANGE_C = (15.0, 35.0)
 
-PARSE_ERROR = (2, "Parse error")
-ACCESS_DENIED = (3, "Access denied")
-INVALID_PARAMETER = (4, "Invalid parameter")
-WRONG_TYPE = (5, "Wrong type")
-UNKNOWN_OPERATION = (7, "Unknown operation")
+PARSE_ERROR = (-2, "parse error")
+ACCESS_DENIED = (-3, "access denied")
+INVALID_PARAMETER = (-4, "invalid parameter")
+WRONG_TYPE = (-5, "wrong type")
+UNKNOWN_OPERATION = (-7, "unknown operation")
 STATUS_INVALID_VALUE = -6
+#: User levels (toptica-lasersdk ``decop.UserLevel``): 3 normal (after connecting), 4 read-only.
+USER_LEVEL_NORMAL = 3
+USER_LEVEL_READONLY = 4
+#: The DL pro head's product name; the SDK's tree has ``laser1:product-name`` and ``:type``.
+PRODUCT_NAME = "DL pro 795"
 
 Value = bool | int | float | str
 
@@ -52,6 +80,7 @@ class DecopError(Exception):
 
     def __init__(self, error: tuple[int, str]) -> None:
         super().__init__(f"Error: {error[0]} {error[1]}")
+        self.code, self.message = error
 
 
 @dataclass(frozen=True)
@@ -112,6 +141,8 @@ class SimulatedDLCpro(SimulatedInstrument):
         self.frontkey_locked = False
         self.echo = False
         self.emission_button_enabled = True
+        self.user_level = USER_LEVEL_NORMAL
+        self.system_label = "hotspin probe laser"
         laser = lab.laser
         with lab.lock:
             self._current_set_mA = laser.current_A * 1e3
@@ -124,10 +155,10 @@ class SimulatedDLCpro(SimulatedInstrument):
         self._parameters = self._build_tree()
 
     def greeting(self) -> bytes:
-        """Return the welcome text, which ends in the first prompt."""
+        """Return the welcome text (CR LF lines), which ends in the first prompt."""
         return (
-            f"DLC pro (simulated by hotspin), firmware {self.firmware_version}\n"
-            f"SN: {self.serial_number}\n\nDeCoF Command Line\n"
+            f"DLC pro (simulated by hotspin), firmware {self.firmware_version}\r\n"
+            f"SN: {self.serial_number}\r\n\r\nDeCoF Command Line\r\n"
         ).encode() + PROMPT
 
     def handle(self, command: bytes) -> bytes:
@@ -150,24 +181,80 @@ class SimulatedDLCpro(SimulatedInstrument):
         if match is None:
             raise DecopError(PARSE_ERROR)
         op, name, value_text = match["op"].lower(), match["name"], match["value"]
-        if op not in ("param-ref", "param-set!", "exec"):
+        if op == "exec":
+            return self._exec(name, value_text)
+        if op not in ("param-ref", "param-set!", "param-gsv", "param-disp"):
             raise DecopError(UNKNOWN_OPERATION)
-        parameter = self._parameters.get(name)
-        if parameter is None or op == "exec":
-            raise DecopError(INVALID_PARAMETER)  # this controller has no commands to exec
+        if (op == "param-set!") != bool(value_text):  # a value for param-set!, none otherwise
+            raise DecopError(PARSE_ERROR)
         with self.lab.lock:
             self._follow_tec()
-            if op == "param-ref":
-                if value_text:
-                    raise DecopError(PARSE_ERROR)
-                return _encode(parameter.read())
-            if not value_text:
+            if op == "param-disp":
+                return self._display(name)
+            parameter = self._parameter(name)
+            if op == "param-set!":
+                return str(self._set(parameter, _decode(value_text)))
+            return _encode(parameter.read())  # the set value of a writable one is what it reads
+
+    def monitor_value(self, name: str) -> str:
+        """Return a parameter's value as the monitoring line sends it (DecopError if unknown)."""
+        with self.lock, self.lab.lock:
+            self._follow_tec()
+            return _encode(self._parameter(name).read())
+
+    def _parameter(self, name: str) -> _Parameter:
+        parameter = self._parameters.get(name)
+        if parameter is None:
+            raise DecopError(INVALID_PARAMETER)
+        return parameter
+
+    def _display(self, name: str) -> str:
+        """``param-disp``: ``name = value`` for the parameter, or each parameter under a node."""
+        names = [n for n in self._parameters if n == name or n.startswith(f"{name}:")]
+        if not names:
+            raise DecopError(INVALID_PARAMETER)
+        return "\n".join(f"{n} = {_encode(self._parameters[n].read())}" for n in names)
+
+    def _exec(self, name: str, arguments: str) -> str:
+        """Run a command: ``change-ul`` and ``system-summary`` (see the module doc)."""
+        try:
+            args = shlex.split(arguments)
+        except ValueError:
+            raise DecopError(PARSE_ERROR) from None
+        if name == "change-ul":
+            if len(args) not in (1, 2) or not args[0].lstrip("-").isdigit():
                 raise DecopError(PARSE_ERROR)
-            return str(self._set(parameter, _decode(value_text)))
+            level = int(args[0])
+            if level in (USER_LEVEL_NORMAL, USER_LEVEL_READONLY):
+                self.user_level = level
+            return str(self.user_level)  # a level that needs a password stays unchanged
+        if name == "system-summary":
+            if args:
+                raise DecopError(PARSE_ERROR)
+            return f"{self._summary()}\n()"
+        if name in self._parameters:
+            raise DecopError(UNKNOWN_OPERATION)  # a parameter is read or set, not executed
+        raise DecopError(INVALID_PARAMETER)
+
+    def _summary(self) -> str:
+        with self.lab.lock:
+            self._follow_tec()
+            laser = self.lab.laser
+            return "\n".join(
+                [
+                    f"System type: DLCpro, serial number {self.serial_number}",
+                    f"Firmware: {self.firmware_version}",
+                    f"laser1: {PRODUCT_NAME}, emission {'on' if self._emitting() else 'off'}",
+                    f"laser1:dl:cc:current-act = {self._current_act_mA():.3f} mA",
+                    f"laser1:dl:tc:temp-act = {laser.temperature_C:.3f} C",
+                    f"laser1:dl:pc:voltage-act = {laser.piezo_V:.3f} V",
+                    f"system-health: {self._health_text()}",
+                ]
+            )
 
     def _set(self, parameter: _Parameter, value: Value) -> int:
         """Write a value; return the status (0, or negative when the value is out of range)."""
-        if parameter.write is None:
+        if parameter.write is None or self.user_level == USER_LEVEL_READONLY:
             raise DecopError(ACCESS_DENIED)
         if (
             parameter.kind is float
@@ -230,9 +317,34 @@ class SimulatedDLCpro(SimulatedInstrument):
             ),
             "echo": _Parameter(bool, lambda: self.echo, lambda on: setattr(self, "echo", on)),
             "system-type": _Parameter(str, lambda: "DLCpro"),
+            "system-model": _Parameter(str, lambda: "DLC pro"),
+            "system-label": _Parameter(
+                str, lambda: self.system_label, lambda text: setattr(self, "system_label", text)
+            ),
             "serial-number": _Parameter(str, lambda: self.serial_number),
             "fw-ver": _Parameter(str, lambda: self.firmware_version),
+            "system-health": _Parameter(int, self._health),
+            "system-health-txt": _Parameter(str, self._health_text),
+            "uptime": _Parameter(int, lambda: int(self.lab.clock.now())),
+            "ul": _Parameter(int, lambda: self.user_level),
+            "laser1:product-name": _Parameter(str, lambda: PRODUCT_NAME),
+            "laser1:type": _Parameter(str, lambda: "DL pro"),
+            "laser1:emission": _Parameter(bool, self._emitting),
+            "laser1:health": _Parameter(int, self._health),
+            "laser1:health-txt": _Parameter(str, self._health_text),
         }
+
+    def _health(self) -> int:
+        """Return the health word: 0 when all is well, bit 1 (2) while the TEC is not settled.
+
+        InstrumentKit's TopMode reads ``system-health`` 0 as healthy and bit 1 (value 2) as the
+        temperature control's fault; the other bits are not modelled.
+        """
+        settled = abs(self.lab.laser.temperature_C - self._temp_set_C) < 0.01
+        return 0 if settled else 2
+
+    def _health_text(self) -> str:
+        return "OK" if self._health() == 0 else "TEC not settled"
 
     def _emitting(self) -> bool:
         """Return whether current flows: driver on, interlock closed, key unlocked."""

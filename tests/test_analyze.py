@@ -141,10 +141,10 @@ def test_crashed_run_is_reported_and_what_it_saved_is_analysed(tmp_path):
 
 def test_crashed_simulated_record_is_cut_where_writing_stopped(tmp_path):
     path = simulated(tmp_path)
-    with h5py.File(path, "r+") as f:  # what a crash mid-record leaves: status and a zero tail
+    with h5py.File(path, "r+") as f:  # what a crash mid-record leaves: status, a short record
         f.attrs["status"] = "running"
-        for name in ("v_diff", "v_sum", "theta"):
-            f["traces"][name][60_000:] = 0.0
+        for name in ("v_diff", "v_sum"):
+            f["records/polarimeter"][name].resize((60_000,))
     analysis = analyze_file(path)
     assert any("only 60000 of 100000 samples" in note for note in analysis.notes)
     assert analysis.spectra[0].error is None
@@ -161,10 +161,11 @@ def test_bad_rows_and_bad_records_are_reported_clearly(tmp_path):
     assert "NaN" in analysis.spectra[1].error
     assert "not analysed" in format_report(analysis)
 
-    record = simulated(tmp_path, name="nan_record.h5")
+    record = simulated(tmp_path, name="short_record.h5")
     with h5py.File(record, "r+") as f:
-        f["traces/v_diff"][5000] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+        for name in ("v_diff", "v_sum"):
+            f["records/polarimeter"][name].resize((10,))
+    with pytest.raises(ValueError, match="holds 10 samples: too few"):
         analyze_file(record)
 
     empty = tmp_path / "empty.h5"
@@ -185,7 +186,7 @@ def test_command_line_analyze(tmp_path, capsys):
     path = simulated(tmp_path)
     assert main(["analyze", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "N (model fit)" in out and "results written" in out
+    assert "N (beam-weighted)" in out and "results written" in out
     not_hdf5 = tmp_path / "notes.h5"
     not_hdf5.write_text("not a run file")
     assert main(["analyze", str(not_hdf5)]) == 2

@@ -115,6 +115,7 @@ TARGET = {
     "detuning_sweep": "laser",
     "entanglement": "digitiser",
     "sensitivity": "coil_x",
+    "record": "digitiser",
 }
 
 

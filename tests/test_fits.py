@@ -77,6 +77,9 @@ def test_fit_recovers_the_parameters_within_its_uncertainties(regime):
     assert fit.flags == ()
     for name, pull in pulls(fit, truth).items():
         assert abs(pull) < 3, f"{name}: {fit.parameters[name]} vs truth {truth[name]:.6g}"
+        if regime == SLOW and name in ("spin_exchange_rate", "spin_destruction_rate"):
+            # Transit through the beam (τ_D ≈ 1 ms) broadens both lines as much as the rates.
+            continue
         assert fit.parameters[name].uncertainty < 0.35 * fit.parameters[name].value
     assert fit.p_value > 1e-3
     assert fit.predicted.shape == fit.frequency_Hz.shape
@@ -112,8 +115,13 @@ def test_pulls_over_fifty_seeds_have_unit_width_and_no_bias(regime):
 def test_in_serf_one_lorentzian_undercounts_the_atoms_and_the_model_does_not():
     # Far detuned (c_a ≈ c_b: θ ∝ electron spin) and sampled at 10 kHz, so the broad component
     # (≈ 0.75 R_SE ≈ 2π·37 kHz) is flat across the band and looks like extra shot noise.
+    # The 4/9 is the wall mode's: atoms held in the beam (transit would reshape the line).
     apparatus = ApparatusParameters(
-        temperature_K=450.0, field_T=(50e-9, 0, 0), probe_power_W=5e-3, probe_detuning_Hz=300e9
+        temperature_K=450.0,
+        field_T=(50e-9, 0, 0),
+        probe_power_W=5e-3,
+        probe_detuning_Hz=300e9,
+        beam_transit=False,
     )
     spectrum, d = record_spectrum(apparatus, 10e3, 4096, 20.0, seed=2)
     geometry = ProbeGeometry.from_apparatus(d)

@@ -435,8 +435,9 @@ def test_hotspin_gui_opens_the_station_and_closes_it_safe(monkeypatch, qapp, tmp
     closed = []
     original = Station.from_file
 
-    def from_file(path=None, transport=None):
-        station = original(path, transport)
+    def from_file(path=None, transport=None, clock=None, *, persist=False):
+        assert persist  # the embedded lab is the kept one, as for hotspin run
+        station = original(path, transport, clock, persist=persist)
         close = station.close
         station.close = lambda: (closed.append(station), close())
         return station

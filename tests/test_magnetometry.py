@@ -119,7 +119,8 @@ def test_spin_noise_to_shot_noise_ratio_of_a_fit():
     line = np.array([fit.larmor_frequency_Hz.value])
     truth = d.atomic_psd(line)[0] / d.white_noise_psd_rad2_per_Hz
     assert abs(ratio.value - truth) < 3 * ratio.uncertainty
-    assert ratio.value > 100  # 5 mW at 60 GHz: spin noise far above shot noise
+    # 5 mW at 60 GHz: spin noise far above shot noise (the transit through the beam lowers it).
+    assert ratio.value > 50
     # The field resolution of spin-noise magnetometry from the same fit.
     resolution = field_resolution_fT_per_rtHz(fit, 2.0)
     assert resolution == pytest.approx(

@@ -18,6 +18,7 @@ from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import Estimate
 from hotspin.analysis.qnd import ContinuousReadout, entanglement_lifetime, squeezing_parameter
 from hotspin.instruments.station import Station
+from hotspin.instruments.station_config import StationConfig
 from hotspin.procedures import entanglement as entanglement_procedure
 from hotspin.procedures.analyze import analyze_file, format_report
 from hotspin.procedures.base import run_procedure
@@ -227,9 +228,31 @@ def test_sensitivity_from_the_calibration_tone(lab, tmp_path):
     assert values["sensitivity_fT_per_rtHz"][0] > 0
 
 
-def test_entanglement_run_witnesses_entangled_atoms(lab, tmp_path):
-    station, _ = lab
-    path = run(station, tmp_path, "entanglement", averages=10, filter_records=4, field_nT=100.0)
+#: A probe that outruns the transit through the beam (docs/physics.md §6): a 3 mm waist and
+#: about 10 mW at the cell (the monitor output then needs the digitiser's ±20 V range).
+ENTANGLING_STATION = {
+    "cell": {"beam_waist_m": 3e-3},
+    "digitiser": {"sum_gain": "HV"},
+    "simulation": {"seed": 3, "lab": {"laser": {"delivery_efficiency": 0.16}}},
+}
+
+
+@pytest.fixture(scope="module")
+def entangling_lab(tmp_path_factory):
+    """A station whose probe entangles the atoms, warmed, balanced and zeroed (manual clock)."""
+    directory = tmp_path_factory.mktemp("entangling")
+    station = Station(StationConfig.from_mapping(ENTANGLING_STATION), manual_clock=True)
+    station.configure()
+    run(station, directory, "warmup", target_temperature_K=450.0, dwell_s=10.0)
+    run(station, directory, "balance")
+    run(station, directory, "field_zeroing", averages=6, scan_points=7, iterations=2)
+    yield station, {}
+    station.close()
+
+
+def test_entanglement_run_witnesses_entangled_atoms(entangling_lab, tmp_path):
+    station, _ = entangling_lab
+    path = run(station, tmp_path, "entanglement", averages=40, filter_records=4, field_nT=100.0)
     assert_layout(path, "entanglement")
     values = summary(path)
     xi2, sigma = values["squeezing_parameter"]
@@ -263,7 +286,7 @@ def test_entanglement_run_witnesses_entangled_atoms(lab, tmp_path):
     direct_entangled = (1 - squeezing_parameter(direct)) * direct.model.atom_number
     assert abs(entangled - direct_entangled) < 4 * entangled_sigma
     tau, tau_sigma = values["entanglement_lifetime_s"]
-    assert 0 < tau_sigma < 0.3 * tau
+    assert 0 < tau_sigma < 0.5 * tau  # 0.14 ms, known to about a third here
     assert abs(tau - entanglement_lifetime(direct)) < 4 * tau_sigma
     # The τ-ahead prediction check ran at delays through τ_ent and beyond it.
     delays = [values[f"prediction_{i}_delay_s"][0] for i in range(5)]

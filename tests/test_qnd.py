@@ -23,7 +23,11 @@ DIAGONAL = tuple(200e-9 / math.sqrt(3) * np.ones(3))  # |B| = 200 nT along [1,1,
 # The entanglement configuration: SERF at 450 K, field along [1,1,1] so the probe sees all
 # three components of F, 2 mW at 60 GHz (measurement rate above the spin-exchange-limited decay).
 ENTANGLING = ApparatusParameters(
-    temperature_K=450.0, field_T=DIAGONAL, probe_power_W=2e-3, probe_detuning_Hz=60e9
+    temperature_K=450.0,
+    field_T=DIAGONAL,
+    probe_power_W=2e-3,
+    probe_detuning_Hz=60e9,
+    beam_transit=False,  # the witness's mathematics on the wall mode; transit: test_kong.py
 )
 # Shot noise dominates: a weak probe (or a field across the probe, which hides F along B).
 WEAK_PROBE = ENTANGLING.with_changes(probe_power_W=0.05e-3)

@@ -12,6 +12,13 @@ Sources of the exchanges:
       and ``ACQ:TRIG:FILL?`` for ``1``, read the block and unpack each sample as ``!h``.
 [LIB] RedPitaya-Examples ``python/lib/redpitaya_scpi_core.py`` ``check_error``: ``*STB?``, and
       if bit 0x4 is set ``SYST:ERR:NEXT?`` until the reply starts with ``0,``.
+[DMM] redpitaya.readthedocs.io "Deep Memory Mode" and ``scpi-server/src/scpi-commands.cpp`` +
+      ``acquire_axi.cpp``: ``ACQ:AXI:START?``, ``ACQ:AXI:SIZE?``, ``ACQ:AXI:DEC``,
+      ``ACQ:AXI:DATA:Units``, ``ACQ:AXI:SOUR<n>:SET:Buffer <address>,<bytes>``,
+      ``ACQ:AXI:SOUR<n>:ENable ON``, ``ACQ:AXI:SOUR<n>:Write:Pos?`` and
+      ``ACQ:AXI:SOUR<n>:DATA:Start:N? <pos>,<n>``; ``acquire.cpp``: ``ACQ:AVG ON|OFF`` and
+      ``ACQ:AVG?`` > ``ON``/``OFF``, ``ACQ:TRig:DLY:NS``, ``ACQ:DATA:BYTE:ORDER LEND``;
+      ``common.cpp``: ``SYSTem:BRD:Name?``; ``scpi-commands.cpp``: ``SYSTem:VERSion?``.
 [SRV] RedPitaya/RedPitaya ``scpi-server/src``: ``writeBinHeader`` (``#``, digit count, byte
       count, payload, then CR LF), ``RP_AcqDecimation`` (an invalid factor queues
       9000 − 109 = 8891 "*ACQ:DEC Parameter decimation is invalid."), the scpi-parser's
@@ -22,7 +29,7 @@ import numpy as np
 import pytest
 from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
-from hotspin.instruments.redpitaya import BUFFER_SIZE, RedPitaya
+from hotspin.instruments.redpitaya import BUFFER_SIZE, RedPitaya, StreamBlock
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.inprocess import InProcessAdapter
 from hotspin.simulators.lab import LabConfig, SimulatedLab
@@ -110,6 +117,92 @@ def test_trigger_source_status_fill_delay_and_level():  # [ACQ]
         assert pitaya.acq_trigger_level == pytest.approx(0.123)
         pitaya.acq_trigger_hysteresis = 0.01
         assert pitaya.acq_trigger_hysteresis == pytest.approx(0.01)
+
+
+def test_averaging_delay_in_ns_and_board_identity():  # [DMM] acquire.cpp, common.cpp
+    with expected_protocol(
+        RedPitaya,
+        [
+            ("ACQ:AVG OFF", None),
+            NO_ERRORS,
+            ("ACQ:AVG?", "ON"),
+            ("ACQ:TRig:DLY:NS 51200", None),
+            NO_ERRORS,
+            ("ACQ:TRig:DLY:NS?", "51200"),
+            ("SYSTem:BRD:Name?", "STEMlab 125-14 v1.1"),
+            ("SYSTem:VERSion?", "2.00-18"),
+        ],
+    ) as pitaya:
+        pitaya.acq_averaging = False
+        assert pitaya.acq_averaging is True
+        pitaya.acq_trigger_delay_ns = 51200
+        assert pitaya.acq_trigger_delay_ns == 51200
+        assert pitaya.board_name == "STEMlab 125-14 v1.1"
+        assert pitaya.os_version == "2.00-18"
+        with pytest.raises(ParameterError, match="acq_averaging = 'yes'"):
+            pitaya.acq_averaging = "yes"
+
+
+def test_deep_memory_decimation_and_region():  # [DMM]
+    with expected_protocol(
+        RedPitaya,
+        [
+            ("ACQ:AXI:DEC 48", None),
+            NO_ERRORS,
+            ("ACQ:AXI:DEC?", "48"),
+            ("ACQ:AXI:START?", "16777216"),
+            ("ACQ:AXI:SIZE?", "2097152"),
+        ],
+    ) as pitaya:
+        pitaya.axi_decimation = 48  # any factor from 16 on, below it only 1, 2, 4, 8
+        assert pitaya.axi_decimation == 48
+        assert pitaya.axi_region == (16777216, 2097152)
+        for bad in (12, 65537, 0, 2.0):
+            with pytest.raises(ParameterError, match=f"decimation = {bad!r}: one of 1, 2, 4, 8"):
+                pitaya.axi_decimation = bad
+
+
+def test_stream_arms_both_rings_and_reads_behind_the_write_pointer():  # [DMM]
+    """A 2 MiB region split in two rings of 524 288 samples; a block read from the position."""
+    times = iter([10.0, 10.0, 10.001, 10.002])  # start (before, after), then each Write:Pos?
+    codes = {1: np.array([5, -3, 7, 0], dtype="<i2"), 2: np.array([1, 2, 3, 4], dtype="<i2")}
+    block = {ch: b"#18" + c.tobytes() + b"\r\n" for ch, c in codes.items()}
+    with expected_protocol(
+        RedPitaya,
+        [
+            ("ACQ:AXI:START?", "16777216"),
+            ("ACQ:AXI:SIZE?", "2097152"),
+            ("ACQ:SOUR1:GAIN?", "LV"),
+            ("ACQ:SOUR2:GAIN?", "HV"),
+            ("ACQ:STOP", None),
+            ("ACQ:AXI:DEC 1024", None),
+            ("ACQ:AXI:DATA:Units RAW", None),
+            ("ACQ:DATA:FORMAT BIN", None),
+            ("ACQ:DATA:BYTE:ORDER LEND", None),
+            ("ACQ:TRig DISABLED", None),
+            ("ACQ:AXI:SOUR1:SET:Buffer 16777216,1048576", None),
+            ("ACQ:AXI:SOUR1:ENable ON", None),
+            ("ACQ:AXI:SOUR2:SET:Buffer 17825792,1048576", None),
+            ("ACQ:AXI:SOUR2:ENable ON", None),
+            NO_ERRORS,
+            ("ACQ:START", None),
+            ("ACQ:AXI:SOUR1:Write:Pos?", "100"),  # 122 kS/s × 1 ms: 122 written, 100 shown
+            ("ACQ:AXI:SOUR1:DATA:Start:N? 0,4", block[1]),
+            ("ACQ:AXI:SOUR2:DATA:Start:N? 0,4", block[2]),
+            ("ACQ:AXI:SOUR1:Write:Pos?", "230"),
+            ("ACQ:STOP", None),
+            ("ACQ:AXI:SOUR1:ENable OFF", None),
+            ("ACQ:AXI:SOUR2:ENable OFF", None),
+        ],
+    ) as pitaya:
+        pitaya._now = lambda: next(times)
+        stream = pitaya.stream(decimation=1024, n_samples=4, block_samples=16)
+        assert stream.ring_samples == 524288
+        assert stream.volts_per_code == (1 / 8192, 20 / 8192)
+        (item,) = list(stream)
+        assert isinstance(item, StreamBlock) and item.first_index == 0
+        np.testing.assert_array_equal(item.codes, np.stack([codes[1], codes[2]]))
+        stream.close()
 
 
 def test_binary_block_read_of_raw_codes():  # [ACQ] Old:N? 3, [EX] '!h', [SRV] '#16…' + CR LF
@@ -374,7 +467,7 @@ def test_a_level_trigger_fires_on_the_edge_of_the_input(board, lab, source, edge
     pitaya.acq_trigger_hysteresis = 0.0  # every crossing of the level counts
     pitaya.acq_trigger_delay_samples = 0  # after acquire(), which puts the trigger first
     lab.clock.advance(0.1)
-    simulated.memory[:] = 0  # as after power-on: the samples written from now on stand out
+    simulated.capture.memory[:] = 0  # as after power-on: the samples written from now on stand out
     pitaya.acquisition_start()
     pitaya.acq_trigger_source = source
     assert pitaya.acq_trigger_status is False  # no time has passed: nothing seen yet

@@ -70,19 +70,26 @@ def test_simulate_writes_the_data_file_layout_with_truth(tmp_path, capsys):
         assert truth["shot_noise_psd_rad2_per_Hz"] == pytest.approx(
             expected.shot_noise_psd_rad2_per_Hz
         )
-        for name, units in (("v_diff", "V"), ("v_sum", "V"), ("theta", "rad")):
-            trace = f["traces"][name]
-            assert trace.shape == (400_000,)
-            assert trace.attrs["units"] == units
-            assert trace.attrs["sample_rate_Hz"] == fs
-        theta = f["traces/theta"][...].astype(float)
-        v_diff = f["traces/v_diff"][...].astype(float)
-        v_sum = f["traces/v_sum"][...].astype(float)
+        # The continuous-record format: int16 codes per channel, 4 bytes per sample pair.
+        record = f["records/polarimeter"]
+        assert record.attrs["sample_rate_Hz"] == fs
+        assert record.attrs["first_index"] == 0
+        assert record["gaps/length"].shape == (0,)
+        volts = {}
+        for name in ("v_diff", "v_sum"):
+            codes = record[name]
+            assert codes.dtype == np.int16 and codes.shape == (400_000,)
+            assert codes.attrs["units"] == "ADC code"
+            step = codes.attrs["volts_per_code"]
+            assert math.log2(step) == round(math.log2(step))  # a power of two
+            volts[name] = codes[...] * step
+            # Its range holds the channel with room, and V_diff's rounding is negligible.
+            assert np.abs(codes[...]).max() < 32767
+        assert np.std(volts["v_diff"]) / record["v_diff"].attrs["volts_per_code"] > 1000
+        assert "traces" not in f
         gain_ratio = truth["gain_sum_V_per_A"] / truth["gain_diff_V_per_A"]
-        # At balance θ ≈ V_diff/(2 V_sum) once the two gains are divided out.
-        np.testing.assert_allclose(
-            v_diff / (2 * v_sum) * gain_ratio, theta, atol=1e-3 * np.abs(theta).max()
-        )
+        # At balance θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)].
+        theta = 0.5 * np.arcsin(volts["v_diff"] * gain_ratio / volts["v_sum"])
         # The record's spectrum is the truth spectrum stored beside it.
         frequency, psd = f["truth/frequency"][...], f["truth/psd"][...]
         assert f["truth/psd"].attrs["units"] == "rad^2/Hz"

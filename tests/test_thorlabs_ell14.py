@@ -4,10 +4,16 @@ Protocol sources: the ELLx communications protocol manual as implemented by pyla
 ``devices/Thorlabs/elliptec.py`` (no write terminator, CR LF replies, ``IN`` field widths, ``GS``
 codes, ``ho``/``ma``/``mr``/``gp`` and their ``PO`` answers, 32-bit two's complement positions)
 and thorlabs-elliptec 1.3.0 ``ellx.py`` (a move is answered ``PO`` when it ends, ``GS`` on a fault;
-thread type in bit 7 of the hardware byte). The ELL14 has 143360 = 0x23000 pulses per turn
+thread type in bit 7 of the hardware byte). The move's answer is unprompted: it is sent when the
+move ends, not held until the next command (pyLabLib's ``move_to`` reads it without asking). The
+ELL14 has 143360 = 0x23000 pulses per turn
 (Thorlabs ELL14 specification). Replies are written without their CR LF, as pymeasure's
 `expected_protocol` wants; commands carry no terminator at all.
 """
+
+import os
+import select
+import socket
 
 import pytest
 from hotspin.analysis.checks import ParameterError
@@ -16,6 +22,7 @@ from hotspin.instruments.thorlabs_ell14 import ELL14, ELLStatus
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.inprocess import InProcessAdapter
 from hotspin.simulators.lab import SimulatedLab
+from hotspin.simulators.pty_serial import PtySerialServer
 from hotspin.simulators.server import SimServer
 from hotspin.simulators.thorlabs_ell14 import (
     PULSES_PER_REVOLUTION,
@@ -104,9 +111,31 @@ def test_a_failed_move_raises_its_status():
     assert error.value.code == 2
 
 
-def test_an_error_status_in_place_of_a_reply_raises():
+def test_a_status_poll_skips_a_move_answer_it_did_not_wait_for():
+    """An unprompted PO (a move an earlier connection started) ahead of the GS is no status."""
+    with ell14(("0gs", "0PO00004600"), (None, "0GS00")) as mount:
+        assert mount.status is ELLStatus.OK
+
+
+def test_a_late_move_answer_ahead_of_another_reply_is_skipped():
+    """A PO from a move this driver did not start (an earlier connection's) is not a reply."""
+    with ell14(("0gv", "0PO00004600"), (None, "0GV64")) as mount:
+        assert mount.send_command("gv", "GV") == "64"
+
+
+def test_waiting_for_a_move_uses_the_injected_clock():
+    """With a manual simulated clock the driver's sleep advances time: no wall-clock wait."""
+    lab = SimulatedLab(clock=SimClock(manual=True))
+    mount = ELL14(InProcessAdapter(SimulatedELL14(lab)), now=lab.clock.now, sleep=lab.clock.sleep)
+    mount.move_to(180.0)
+    assert lab.clock.now() == pytest.approx(180.0 / ROTATION_SPEED_DEG_PER_S, abs=0.06)
+    assert mount.position_deg == pytest.approx(180.0, abs=PULSE_DEG)
+
+
+def test_an_error_status_in_place_of_a_reply_raises_and_is_cleared():
+    """The refusal is answered again by the next gs (pyLabLib): the driver reads it once."""
     with (
-        ell14(("0zz", "0GS03")) as mount,
+        ell14(("0zz", "0GS03"), ("0gs", "0GS03")) as mount,
         pytest.raises(InstrumentCommandError, match="command error") as error,
     ):
         mount.send_command("zz", "ZZ")
@@ -137,15 +166,22 @@ def lab():
     return SimulatedLab(clock=SimClock(manual=True))
 
 
-@pytest.fixture(params=["inprocess", "tcp"])
+@pytest.fixture(params=["inprocess", "tcp", "pty"])
 def connected(request, lab):
-    """The real driver on the simulated mount, in-process and over TCP through pyvisa-py."""
+    """The real driver on the simulated mount: in-process, and through pyvisa-py over TCP and
+    over a pseudo-terminal (an ASRL serial resource)."""
     sim = SimulatedELL14(lab)
     if request.param == "inprocess":
         yield ELL14(InProcessAdapter(sim)), sim
         return
-    with SimServer({"ell14": (sim, 0)}) as server:
-        mount = ELL14(server.resource("ell14"))
+    if request.param == "tcp":
+        with SimServer({"ell14": (sim, 0)}) as server:
+            mount = ELL14(server.resource("ell14"))
+            yield mount, sim
+            mount.adapter.close()
+        return
+    with PtySerialServer(sim) as line:
+        mount = ELL14(f"ASRL{line.device_path}::INSTR")
         yield mount, sim
         mount.adapter.close()
 
@@ -197,12 +233,26 @@ def test_an_invalid_command_gets_the_command_error_status(connected):
     with pytest.raises(InstrumentCommandError) as error:
         mount.send_command("zz", "ZZ")
     assert error.value.code == ELLStatus.COMMAND_ERROR
-    assert mount.status is ELLStatus.OK  # the link is still in step
+    assert mount.status is ELLStatus.OK  # the link is still in step, the fault read and gone
+
+
+def test_a_fault_status_is_answered_once_more_by_the_next_gs(lab):
+    session = SimulatedELL14(lab).open_session()
+    assert session.feed(b"0ma00023000") == b"0GS04\r\n"  # 360°: out of range
+    assert session.feed(b"0gs") == b"0GS04\r\n"  # the fault, once more
+    assert session.feed(b"0gs") == b"0GS00\r\n"
+    assert session.feed(b"0gp") == b"0PO00000000\r\n"
 
 
 def test_a_move_that_never_ends_times_out(lab):
-    """The simulated clock stands still, so the move never ends: the wait must not hang."""
-    mount = ELL14(InProcessAdapter(SimulatedELL14(lab)), move_timeout_s=0.1)
+    """The mount's clock stands still, the driver's runs on: the wait must not hang."""
+    driver_clock = SimClock(manual=True)
+    mount = ELL14(
+        InProcessAdapter(SimulatedELL14(lab)),
+        move_timeout_s=0.1,
+        now=driver_clock.now,
+        sleep=driver_clock.sleep,
+    )
     mount.move_to(90.0, wait=False)
     with pytest.raises(InstrumentTimeoutError, match="did not end"):
         mount.wait_for_move()
@@ -232,3 +282,83 @@ def test_the_plate_turns_during_a_record_even_when_nobody_asks_the_mount(lab):
     lab.clock.advance(0.5 * 90.0 / ROTATION_SPEED_DEG_PER_S)
     lab.record(16, 1e6)  # the digitiser's view of the apparatus
     assert lab.hwp_angle_deg == pytest.approx(45.0, abs=PULSE_DEG)
+
+
+def test_the_mount_sends_a_moves_answer_when_it_ends_without_being_asked(lab):
+    """Over TCP: after the move nothing is sent; the PO arrives as the (manual) clock passes."""
+    sim = SimulatedELL14(lab)
+    with (
+        SimServer({"ell14": (sim, 0)}) as server,
+        socket.create_connection(("127.0.0.1", server.port("ell14")), timeout=5) as link,
+    ):
+        link.sendall(b"0ma00008C000gs")
+        assert link.recv(64) == b"0GS09\r\n"  # the move has started and is in progress
+        lab.clock.advance(1.0)
+        assert link.recv(64) == b"0PO00008C00\r\n"  # unprompted, within the socket timeout
+        link.sendall(b"0gs")
+        assert link.recv(64) == b"0GS00\r\n"
+
+
+def test_the_pty_line_carries_raw_bytes_and_unprompted_move_answers(lab):
+    """The pseudo-terminal passes bytes unchanged (no echo, no CR/LF translation)."""
+    with PtySerialServer(SimulatedELL14(lab)) as line:
+        fd = os.open(line.device_path, os.O_RDWR | os.O_NOCTTY)
+        try:
+
+            def read_line():
+                data = b""
+                while not data.endswith(b"\r\n"):
+                    ready, _, _ = select.select([fd], [], [], 5)
+                    assert ready, f"no reply, got {data!r}"
+                    data += os.read(fd, 64)
+                return data
+
+            os.write(fd, b"0gs")
+            assert read_line() == b"0GS00\r\n"
+            os.write(fd, b"0ho0")  # already at zero: a move of no length is answered at once
+            assert read_line() == b"0PO00000000\r\n"
+            os.write(fd, b"0mr00002300\r\n")  # CR LF after a command, as thorlabs-elliptec
+            os.write(fd, b"0gs")
+            assert read_line() == b"0GS09\r\n"
+            lab.clock.advance(1.0)
+            assert read_line() == b"0PO00002300\r\n"
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("commands", "reply"),
+    [
+        (b"0gv", b"0GV64\r\n"),  # velocity 100 %
+        (b"0sv32", b"0GS00\r\n"),
+        (b"0sv320gv", b"0GS00\r\n0GV32\r\n"),  # 50 %
+        (b"0sv65", b"0GS04\r\n"),  # 101 % is out of range
+        (b"0gj", b"0GJ00000F8E\r\n"),  # 10° jog step = 3982 pulses
+        (b"0so000023000go", b"0GS00\r\n0HO00002300\r\n"),
+        (b"0i1", b"0I11105D5FFFFFFFF00A400A8\r\n"),
+        (b"0i3", b"0GS03\r\n"),  # two motors only
+        (b"0us", b"0GS00\r\n"),
+        (b"0st", b"0GS00\r\n"),  # nothing to stop
+        (b"0xx", b"0GS03\r\n"),
+        (b"0ca11gs", b"1GS00\r\n1GS00\r\n"),  # the new address answers
+    ],
+)
+def test_settings_and_information_commands(lab, commands, reply):
+    assert SimulatedELL14(lab).open_session().feed(commands) == reply
+
+
+def test_velocity_sets_the_rotation_speed_and_stop_ends_a_move_where_it_is(lab):
+    session = SimulatedELL14(lab).open_session()
+    assert session.feed(b"0sv32") == b"0GS00\r\n"  # 50 %: 215 °/s
+    assert session.feed(b"0ma00011800") == b""  # 180°
+    lab.clock.advance(90.0 / (0.5 * ROTATION_SPEED_DEG_PER_S))
+    assert session.feed(b"0st") == b"0PO00008C00\r\n"  # stopped halfway, at 90°
+    assert lab.hwp_angle_deg == pytest.approx(90.0)
+
+
+def test_jogs_move_by_the_jog_step_and_wrap_around(lab):
+    session = SimulatedELL14(lab).open_session()
+    assert session.feed(b"0sj00002300") == b"0GS00\r\n"  # 22.5°
+    assert session.feed(b"0bw") == b""
+    lab.clock.advance(1.0)
+    assert session.poll() == b"0PO00020D00\r\n"  # 337.5° = 143360 - 8960 pulses

@@ -7,7 +7,10 @@ purged up to ``"\\n> "``, replies read up to ``"\\n> "`` with an optional ``"\\r
 line end and the prompt as a separate read, exactly the bytes on the wire.
 """
 
+import datetime
 import math
+import re
+import socket
 
 import numpy as np
 import pytest
@@ -15,9 +18,10 @@ from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InstrumentCommandError, InstrumentTimeoutError
 from hotspin.instruments.toptica_dlcpro import DLCpro
 from hotspin.simulators.clock import SimClock
+from hotspin.simulators.decop_monitoring import MonitoringLineServer, Subscription
 from hotspin.simulators.inprocess import InProcessAdapter
 from hotspin.simulators.lab import SimulatedLab
-from hotspin.simulators.server import SimServer
+from hotspin.simulators.server import PortInUseError, SimServer
 from hotspin.simulators.toptica_dlcpro import TEC_TIME_CONSTANT_S, SimulatedDLCpro
 from pymeasure.test import expected_protocol
 
@@ -136,15 +140,16 @@ def test_an_echoed_request_and_crlf_line_ends_are_tolerated():
 
 
 def test_an_error_reply_raises_with_its_code():
-    """decop.decode_value raises on a reply starting with "Error"; the code is kept."""
+    """decop.decode_value raises on a reply starting with "Error"; the code, negative on the
+    device ("Error: -7 lockpoint not found", toptica/python-lasersdk issue 3), is kept."""
     with (
         limited(
-            *exchange("(param-ref 'laser1:dl:cc:current-sett)", "Error: 4 Invalid parameter")
+            *exchange("(param-ref 'laser1:dl:cc:current-sett)", "Error: -4 invalid parameter")
         ) as dlc,
-        pytest.raises(InstrumentCommandError, match="Invalid parameter") as error,
+        pytest.raises(InstrumentCommandError, match="invalid parameter") as error,
     ):
         dlc.parameter("laser1:dl:cc:current-sett")
-    assert error.value.code == 4
+    assert error.value.code == -4
 
 
 def test_a_negative_set_status_raises_with_its_code():
@@ -218,19 +223,19 @@ def test_invalid_requests_get_decop_errors(connected):
     dlc, _ = connected
     with pytest.raises(InstrumentCommandError) as unknown:
         dlc.parameter("laser1:dl:cc:no-such-thing")
-    assert unknown.value.code == 4
+    assert unknown.value.code == -4
     with pytest.raises(InstrumentCommandError) as read_only:
         dlc.set_parameter("laser1:dl:cc:current-act", 100.0)
-    assert read_only.value.code == 3
+    assert read_only.value.code == -3
     with pytest.raises(InstrumentCommandError) as malformed:
         dlc.ask("(param-ref 'emission")
-    assert malformed.value.code == 2
+    assert malformed.value.code == -2
     with pytest.raises(InstrumentCommandError) as unknown_operation:
         dlc.ask("(frobnicate 'emission)")
-    assert unknown_operation.value.code == 7
+    assert unknown_operation.value.code == -7
     with pytest.raises(InstrumentCommandError) as wrong_type:
         dlc.set_parameter("laser1:dl:cc:enabled", 3)
-    assert wrong_type.value.code == 5
+    assert wrong_type.value.code == -5
     # A value the head does not accept, sent around the driver's own guard, is refused.
     with pytest.raises(InstrumentCommandError, match="status -6") as out_of_range:
         dlc.set_parameter("laser1:dl:tc:temp-set", 40.0)
@@ -308,3 +313,110 @@ def test_a_request_left_unanswered_is_a_timeout(lab):
     dlc = DLCpro(InProcessAdapter(SimulatedDLCpro(lab)))
     with pytest.raises(InstrumentTimeoutError):
         dlc.read()
+
+
+# --- the simulated controller's command line and monitoring line ---------------------------------
+def command_line(sim):
+    """A session on the simulated command line, past the welcome; returns a request function."""
+    session = sim.open_session()
+    assert session.greeting().endswith(b"DeCoF Command Line\r\n> ")  # CR LF lines (QMI dlc.py)
+
+    def request(line):
+        reply = session.feed(line.encode() + b"\n")
+        assert reply.endswith(b"\n> ")
+        return reply[: -len(b"\n> ")].decode()
+
+    return request
+
+
+def test_get_set_value_display_and_identity_parameters(lab):
+    request = command_line(SimulatedDLCpro(lab))
+    assert request("(param-set! 'laser1:dl:cc:current-set 101.5)") == "0"
+    assert request("(param-gsv 'laser1:dl:cc:current-set)") == "101.5"
+    assert request("(param-disp 'laser1:dl:cc:current-set)") == "laser1:dl:cc:current-set = 101.5"
+    node = request("(param-disp 'laser1:dl:tc)").split("\n")
+    assert "laser1:dl:tc:temp-set = 22.0" in node
+    assert all(line.startswith("laser1:dl:tc:") for line in node)
+    assert request("(param-ref 'laser1:product-name)") == '"DL pro 795"'
+    assert request("(param-ref 'system-health)") == "0"
+    assert request("(param-ref 'system-health-txt)") == '"OK"'
+    assert request("(param-disp 'laser9)") == "Error: -4 invalid parameter"
+    assert request("(param-gsv 'emission #t)") == "Error: -2 parse error"
+
+
+def test_system_health_reports_an_unsettled_tec(lab):
+    request = command_line(SimulatedDLCpro(lab))
+    assert request("(param-set! 'laser1:dl:tc:temp-set 25)") == "0"
+    assert request("(param-ref 'system-health)") == "2"  # bit 1: temperature control
+    lab.clock.advance(30 * TEC_TIME_CONSTANT_S)
+    assert request("(param-ref 'system-health)") == "0"
+
+
+def test_exec_change_ul_and_system_summary(lab):
+    request = command_line(SimulatedDLCpro(lab))
+    assert request('(exec \'change-ul 4 "")') == "4"  # read-only
+    assert request('(param-set! \'system-label "x")') == "Error: -3 access denied"
+    assert request('(exec \'change-ul 1 "guess")') == "4"  # a wrong password keeps the level
+    assert request('(exec \'change-ul 3 "")') == "3"
+    assert request("(param-ref 'ul)") == "3"
+    summary = request("(exec 'system-summary)").split("\n")
+    assert summary[-1] == "()"  # the return value line: none
+    assert summary[0].startswith("System type: DLCpro")
+    assert request("(exec 'emission)") == "Error: -7 unknown operation"
+    assert request("(exec 'no-such-command)") == "Error: -4 invalid parameter"
+
+
+MONITOR_UPDATE = re.compile(
+    r"^\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) '(?P<name>[^ ]+) (?P<value>.*)\)$"
+)
+
+
+@pytest.fixture
+def monitoring(lab):
+    """A socket on the simulated monitoring line, and a function reading its next line."""
+    sim = SimulatedDLCpro(lab)
+    with (
+        MonitoringLineServer(sim, 0) as line,
+        socket.create_connection(("127.0.0.1", line.port), timeout=5) as link,
+    ):
+        stream = link.makefile("rb")
+        yield sim, link, lambda: stream.readline().decode()
+
+
+def test_the_monitoring_line_sends_the_value_then_its_changes(monitoring, lab):
+    sim, link, next_line = monitoring
+    link.sendall(b"(add 'laser1:dl:cc:current-set 10)\n")
+    first = MONITOR_UPDATE.match(next_line().rstrip("\n"))
+    assert first is not None
+    assert (first["name"], first["value"]) == ("laser1:dl:cc:current-set", "120.0")
+    datetime.datetime.strptime(first[1], "%Y-%m-%dT%H:%M:%S.%fZ")  # the SDK's format
+    request = command_line(sim)
+    assert request("(param-set! 'laser1:dl:cc:current-set 111)") == "0"
+    assert MONITOR_UPDATE.match(next_line().rstrip("\n"))["value"] == "111.0"
+    link.sendall(b"(remove 'laser1:dl:cc:current-set)\n(add 'emission)\n")
+    request("(param-set! 'laser1:dl:cc:current-set 112)")
+    assert MONITOR_UPDATE.match(next_line().rstrip("\n"))["name"] == "emission"
+
+
+def test_the_monitoring_line_answers_an_unknown_parameter_with_an_error(monitoring):
+    _, link, next_line = monitoring
+    link.sendall(b"(add 'laser1:no-such-thing)\n")
+    assert re.fullmatch(
+        r"\(Error: -4 \(\S+Z 'laser1:no-such-thing\) invalid parameter\)\n", next_line()
+    )
+
+
+def test_a_threshold_holds_back_small_changes():
+    update = Subscription("laser1:dl:cc:current-act", 0.1, threshold=5.0, last_text="120.0")
+    assert not update.changed("124.9")
+    assert update.changed("125.0")
+    assert Subscription("x", 0.1, None, last_text='"a"').changed('"b"')
+
+
+def test_an_occupied_monitoring_port_is_named(lab):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"laser monitoring line .*:{port}: Address"):
+            MonitoringLineServer(SimulatedDLCpro(lab, "laser"), port).start()

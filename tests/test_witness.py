@@ -34,6 +34,7 @@ ENTANGLING = ApparatusParameters(
     field_T=tuple(200e-9 / math.sqrt(3) * np.ones(3)),
     probe_power_W=2e-3,
     probe_detuning_Hz=60e9,
+    beam_transit=False,  # the witness's mathematics on the wall mode; transit: test_kong.py
 )
 
 
@@ -314,15 +315,10 @@ class BlockSpinModel:
     def drift_matrix(self) -> np.ndarray:
         return self.drift
 
-    def stationary_covariance(self) -> np.ndarray:
-        return self.unit_stationary * self.atom_number
-
-    def noise_covariance(self) -> np.ndarray:
-        A, S = self.drift, self.unit_stationary
-        return -(A @ S + S @ A.T) * self.atom_number
-
-    def observation_vector(self, _upper: float, _lower: float, _axis: np.ndarray) -> np.ndarray:
-        return self.unit_observation / math.sqrt(self.atom_number)
+    def block_model(self, _upper: float, _lower: float, _axis: np.ndarray) -> tuple:
+        A, S, n = self.drift, self.unit_stationary, self.atom_number
+        C = self.unit_observation / math.sqrt(n)
+        return A, -(A @ S + S @ A.T) * n, S * n, C
 
 
 def test_kalman_filter_and_lifetime_of_a_block_model_approach_the_continuous_solution():

@@ -57,4 +57,5 @@ SMALL = {
     "detuning_sweep": {"start_GHz": 62.0, "stop_GHz": 64.0, "points": 2, "averages": 2},
     "entanglement": {"averages": 4, "filter_records": 2},
     "sensitivity": {"periods": 2, "averages": 2},
+    "record": {"duration_s": 0.05, "decimation": 1024},
 }

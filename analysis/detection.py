@@ -1,0 +1,251 @@
+"""The detection chain: the balanced detector's bandwidth and the digitiser's decimation.
+
+The PDB450A's RF output follows the difference photocurrent through one pole at the bandwidth of
+its gain setting (Thorlabs, PDB450A specifications, "Balanced Amplified Photodetectors" page:
+switchable DC – 150, 45, 4 MHz, 300, 100 kHz at 10³ … 10⁷ V/A). The Red Pitaya samples it at
+125 MS/s and keeps one output sample per D: with averaging on (`ACQ:AVG ON`, which its
+`acq_SetDefault` selects) each output sample is the mean of the D samples since the last one; with
+it off it is the last sample alone, so everything above f_s/2 aliases into the band.
+
+Both are linear, so the recorded angle stays a linear Gaussian process, and its exact discrete
+form is derived here once for the simulator and for the fit's expected Welch spectrum:
+- the atoms (the block model, `SpinModel.block_model`) and the pole, v̇ = ω_c (Cx − v), form one
+  continuous stationary state s = (x, v); averaging takes y_k = (1/T)∫ v dt over the output
+  interval T. Its exact discrete form s_{k+1} = Φ s_k + w_k, y_k = H s_k + u_k with correlated
+  (w_k, u_k) follows from Φ, ∫e^{Aτ} and ∫(T − τ)e^{Aτ} (one matrix exponential) and the
+  stationary covariance. The boxcar is taken as the integral over T instead of the mean of D
+  samples 8 ns apart: the atoms change by λδ ≲ 10⁻² in 8 ns, an error of ≲ 10⁻⁵.
+- the white noise (shot and detector) through the pole is an Ornstein–Uhlenbeck process of rate
+  ω_c; its D-sample means are computed exactly as sums (the pole can be faster than 8 ns).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from hotspin.analysis.checks import ParameterError, check_positive, check_range
+from hotspin.analysis.spin_model import PROBE_AXIS, SpinModel
+from scipy import linalg
+
+# PDB450A −3 dB bandwidth of the RF output at each transimpedance gain (V/A → Hz).
+PDB450A_BANDWIDTH_Hz: dict[float, float] = {
+    1e3: 150e6,
+    1e4: 45e6,
+    1e5: 4e6,
+    1e6: 300e3,
+    1e7: 100e3,
+}
+RED_PITAYA_ADC_RATE_Hz = 125e6
+# Beyond this condition number of Φ's eigenvectors the lagged covariances are built by doubling.
+_MAX_EIGENVECTOR_CONDITION = 1e8
+
+
+def pdb450a_bandwidth_Hz(gain_V_per_A: float) -> float:
+    """Return the PDB450A's RF bandwidth at a gain setting; other gains are refused by name."""
+    for gain, bandwidth in PDB450A_BANDWIDTH_Hz.items():
+        if math.isclose(gain_V_per_A, gain, rel_tol=1e-6):
+            return bandwidth
+    raise ParameterError(
+        f"gain_diff_V_per_A = {gain_V_per_A:g} is not a PDB450A setting: one of "
+        f"{', '.join(f'{g:g}' for g in PDB450A_BANDWIDTH_Hz)} V/A"
+    )
+
+
+@dataclass(frozen=True)
+class DetectionChain:
+    """Detector pole and digitiser decimation between the photocurrents and the samples."""
+
+    bandwidth_Hz: float  # the detector's −3 dB frequency (one pole)
+    decimation: int  # ADC samples per output sample
+    decimation_averaging: bool = True  # Red Pitaya ACQ:AVG: boxcar (True) or plain decimation
+    adc_rate_Hz: float = RED_PITAYA_ADC_RATE_Hz
+
+    def __post_init__(self) -> None:
+        check_positive("bandwidth_Hz", self.bandwidth_Hz, "Hz")
+        check_range("decimation", self.decimation, 1, 1 << 17, "samples")
+        if int(self.decimation) != self.decimation:
+            raise ParameterError(f"decimation = {self.decimation} must be a whole number")
+        object.__setattr__(self, "decimation", int(self.decimation))
+        check_positive("adc_rate_Hz", self.adc_rate_Hz, "Hz")
+
+    @classmethod
+    def pdb450a(
+        cls, gain_V_per_A: float, decimation: int, decimation_averaging: bool = True
+    ) -> DetectionChain:
+        """Return the chain of a PDB450A at ``gain_V_per_A`` into a Red Pitaya."""
+        return cls(pdb450a_bandwidth_Hz(gain_V_per_A), decimation, decimation_averaging)
+
+    @property
+    def sample_rate_Hz(self) -> float:
+        """Return the output sample rate f_s = f_ADC/D."""
+        return self.adc_rate_Hz / self.decimation
+
+    @property
+    def pole_rate(self) -> float:
+        """Return ω_c = 2π × bandwidth in s⁻¹."""
+        return 2 * math.pi * self.bandwidth_Hz
+
+
+@dataclass(frozen=True)
+class DiscreteOutput:
+    """s_{k+1} = Φ s_k + w_k, y_k = scale·(H s_k + u_k), (w_k, u_k) ~ N(0, noise); s ~ N(0, P).
+
+    The state is kept in units where every entry is of order one (``scale`` carries the unit).
+    """
+
+    transition: np.ndarray  # Φ
+    output: np.ndarray  # H
+    noise: np.ndarray  # joint covariance of (w_k, u_k), the last row/column u_k's
+    stationary: np.ndarray  # P, the stationary covariance of s at the sample instants
+    scale: float = 1.0  # y in its unit per unit of H s + u
+
+    def autocovariance(self, lags: int) -> np.ndarray:
+        """Return R(k) = Cov(y_{j+k}, y_j) for k = 0 … lags−1."""
+        n = self.transition.shape[0]
+        H, P, Phi = self.output, self.stationary, self.transition
+        first = float(H @ P @ H + self.noise[n, n])
+        g = Phi @ P @ H + self.noise[:n, n]  # Cov(s_{j+1}, y_j)
+        eigenvalues, V = np.linalg.eig(Phi)
+        if np.linalg.cond(V) < _MAX_EIGENVECTOR_CONDITION:
+            # R(k) = Σ_j (HV)_j (V⁻¹g)_j μ_jᵏ⁻¹, elementwise: no BLAS call on a lags-long array
+            # (OpenBLAS's threads stall such calls on a busy machine).
+            weights = (H @ V) * np.linalg.solve(V, g)
+            # μᵏ = μ^{Bm} μʳ for k = Bm + r: two short cumulative products instead of lags powers.
+            block = 128
+            small = np.cumprod(np.hstack([np.ones((eigenvalues.size, 1)),
+                                          np.repeat(eigenvalues[:, None], block - 1, axis=1)]),
+                               axis=1)  # fmt: skip
+            big = np.cumprod(
+                np.hstack(
+                    [
+                        np.ones((eigenvalues.size, 1)),
+                        np.repeat((eigenvalues**block)[:, None], -(-lags // block) - 1, axis=1),
+                    ]
+                ),
+                axis=1,
+            )
+            lagged = np.einsum("j,jm,jr->mr", weights, big, small).real.ravel()[: lags - 1]
+        else:
+            # Near an exceptional point: columns Φᵏ g by doubling (exact without an eigenbasis).
+            columns = g[:, None]
+            step = Phi
+            while columns.shape[1] < lags - 1:
+                columns = np.hstack([columns, step @ columns])
+                step = step @ step
+            lagged = H @ columns[:, : lags - 1]
+        return self.scale**2 * np.concatenate([[first], lagged])
+
+
+def detected_atoms(
+    model: SpinModel,
+    coupling_upper: float,
+    coupling_lower: float,
+    chain: DetectionChain,
+    axis: np.ndarray = PROBE_AXIS,
+) -> DiscreteOutput:
+    """Return the exact discrete output model of the atomic angle behind the detection chain.
+
+    In units of √N for the spins and of the angle's standard deviation σ_θ for v and y. The
+    transit modes are independent and the chain is linear, so each mode gets its own pole state
+    (v = Σ_m v_m) and the 7-dimensional systems are solved one by one (a 21×21 exponential each
+    instead of one of 21M×21M): the state is (x₁, v₁, x₂, v₂, …), y = Σ_m y_m.
+    """
+    A, Q, S, C = model.block_model(coupling_upper, coupling_lower, axis)
+    atoms = model.atom_number
+    sigma = math.sqrt(float(C @ S @ C))
+    Q, S, C = Q / atoms, S / atoms, C * math.sqrt(atoms) / sigma
+    parts = [
+        _detected_mode(A[b, b], Q[b, b], S[b, b], C[b], chain)
+        for b in (slice(6 * m, 6 * m + 6) for m in range(A.shape[0] // 6))
+    ]
+    size = 7 * len(parts)
+    Phi = linalg.block_diag(*(part[0] for part in parts))
+    H = np.concatenate([part[1] for part in parts])
+    P = linalg.block_diag(*(part[3] for part in parts))
+    noise = np.zeros((size + 1, size + 1))
+    noise[:size, :size] = linalg.block_diag(*(part[2][:7, :7] for part in parts))
+    noise[:size, size] = np.concatenate([part[2][:7, 7] for part in parts])
+    noise[size, :size] = noise[:size, size]
+    noise[size, size] = sum(float(part[2][7, 7]) for part in parts)
+    return DiscreteOutput(Phi, H, noise, P, sigma)
+
+
+def _detected_mode(
+    A: np.ndarray, Q: np.ndarray, S: np.ndarray, C: np.ndarray, chain: DetectionChain
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (Φ, H, joint noise of (w, u), P) of one transit mode and its pole state."""
+    n = A.shape[0]
+    w = chain.pole_rate
+    # s = (x, v): the pole follows the atomic angle.
+    As = np.zeros((n + 1, n + 1))
+    As[:n, :n] = A
+    As[n, :n] = w * C
+    As[n, n] = -w
+    Ps = np.zeros((n + 1, n + 1))
+    Ps[:n, :n] = S
+    # Cov(x, v) and Var v from the stationary Lyapunov equation A_s P + P A_sᵀ + Q_s = 0: its
+    # (x, v) block reads (w − A) P_xv = w S Cᵀ, its (v, v) entry Var v = C P_xv.
+    Ps[:n, n] = np.linalg.solve(w * np.eye(n) - A, w * S @ C)
+    Ps[n, :n] = Ps[:n, n]
+    Ps[n, n] = float(C @ Ps[:n, n])
+    T = 1.0 / chain.sample_rate_Hz
+    Phi, J1, J2 = _integrated_exponentials(As, T)
+    W = Ps - Phi @ Ps @ Phi.T
+    h = np.zeros(n + 1)
+    h[n] = 1.0  # the detector's output v
+    noise = np.zeros((n + 2, n + 2))
+    noise[: n + 1, : n + 1] = 0.5 * (W + W.T)
+    if not chain.decimation_averaging:
+        return Phi, h, noise, Ps
+    # y_k = (1/T)∫ v dt over the interval: H = h J₁/T; Var y = (2/T²) h J₂ P hᵀ (stationary);
+    # Cov(s_{k+1}, y_k) = J₁ P hᵀ/T. The noise parts are what H s_k does not explain.
+    H = h @ J1 / T
+    noise[n + 1, n + 1] = 2.0 / T**2 * float(h @ J2 @ Ps @ h) - float(H @ Ps @ H)
+    cross = J1 @ Ps @ h / T - Phi @ Ps @ H
+    noise[: n + 1, n + 1] = cross
+    noise[n + 1, : n + 1] = cross
+    return Phi, H, noise, Ps
+
+
+def _integrated_exponentials(A: np.ndarray, T: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (e^{AT}, ∫₀ᵀ e^{Aτ} dτ, ∫₀ᵀ (T − τ) e^{Aτ} dτ) from one matrix exponential.
+
+    exp([[A, 1, 0], [0, 0, 1], [0, 0, 0]] T) holds them in its first block row (Van Loan 1978);
+    unlike the e^{−AT} of Van Loan's covariance formula it never overflows for a stiff A.
+    """
+    n = A.shape[0]
+    M = np.zeros((3 * n, 3 * n))
+    M[:n, :n] = A
+    M[:n, n : 2 * n] = np.eye(n)
+    M[n : 2 * n, 2 * n :] = np.eye(n)
+    E = linalg.expm(M * T)
+    return E[:n, :n], E[:n, n : 2 * n], E[:n, 2 * n :]
+
+
+def detected_white_noise(chain: DetectionChain) -> DiscreteOutput:
+    """Return the exact discrete output model of a one-sided white PSD of 1 behind the chain.
+
+    Through the pole it is an OU process of rate ω_c and variance ω_c/4; sampled at the ADC rate
+    it is AR(1) with a = e^{−ω_c δ}. Without averaging y_k is every D-th sample; with it, the mean
+    of D samples: y_k = (S₀ u_{kD} + Σ_j b_j e_j)/D, b_j = (1 − a^{D−j})/(1 − a).
+    """
+    a = math.exp(-chain.pole_rate / chain.adc_rate_Hz)
+    variance = chain.pole_rate / 4.0
+    D = chain.decimation
+    kick = variance * (1 - a * a)  # Var e_j
+    carry = a**D
+    if not chain.decimation_averaging:
+        noise = np.array([[variance * (1 - carry**2), 0.0], [0.0, 0.0]])
+        return DiscreteOutput(np.array([[carry]]), np.array([1.0]), noise, np.array([[variance]]))
+    j = np.arange(1, D)
+    b = -np.expm1((D - j) * math.log(a)) / (1 - a) if a < 1 else (D - j).astype(float)
+    head = -math.expm1(D * math.log(a)) / (1 - a) if a < 1 else float(D)  # S₀ = Σ_{i<D} aⁱ
+    noise = np.array(
+        [
+            [variance * (1 - carry**2), kick * float(b @ a ** (D - j)) / D],
+            [kick * float(b @ a ** (D - j)) / D, kick * float(b @ b) / D**2],
+        ]
+    )
+    return DiscreteOutput(np.array([[carry]]), np.array([head / D]), noise, np.array([[variance]]))

@@ -1,0 +1,218 @@
+"""Continuous records: the stream's spectrum, the `record` procedure's file, live and killed.
+
+The spectrum of a long deep-memory stream is compared with the spin model's expectation plus the
+ADC's quantisation noise; the run file is read while it grows by another process (SWMR), and a
+run killed with SIGKILL leaves a readable file holding every sample a reader saw flushed.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+from hotspin.analysis.spectra import angle_from_difference_and_sum
+from hotspin.instruments.redpitaya import RedPitaya, StreamBlock
+from hotspin.instruments.station import Station
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.recorder import RunFile, open_run_file
+from hotspin.procedures.registry import PROCEDURES
+from hotspin.simulators.cell_oven import OvenConfig
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.inprocess import InProcessAdapter
+from hotspin.simulators.lab import LabConfig, SimulatedLab
+from hotspin.simulators.redpitaya import SimulatedRedPitaya
+from scipy import signal as dsp
+
+DEADLINE_S = 120.0  # every wait on another process is bounded by this
+
+
+def test_spectrum_of_a_long_stream_matches_the_model():
+    # An oven of huge heat capacity holds 450 K: a cooling cell would change the spectrum
+    # during the record (τ = 300 s: 2 K in these 4 s, 15 % in density).
+    config = LabConfig(seed=2, oven=OvenConfig(heat_capacity_J_per_K=1e9))
+    lab = SimulatedLab(config, SimClock(manual=True))
+    lab.oven.temperature_K = 450.0
+    lab.laser.emission_enabled = True
+    lab.hwp_angle_deg = config.polarimeter.hwp_zero_deg  # balanced
+    board = SimulatedRedPitaya(lab)
+    pitaya = RedPitaya(InProcessAdapter(board), sleep=lab.clock.sleep, now=lab.clock.now)
+    stream = pitaya.stream(decimation=256, n_samples=1 << 21)
+    items = list(stream)
+    assert all(isinstance(item, StreamBlock) for item in items)
+    codes = np.concatenate([item.codes for item in items], axis=1)
+    volts = codes * np.array(stream.volts_per_code)[:, None]
+    detector = config.polarimeter
+    theta = angle_from_difference_and_sum(
+        volts[0], volts[1], detector.gain_diff_V_per_A, detector.gain_sum_V_per_A
+    )
+    fs = stream.sample_rate_Hz
+    frequency, psd = dsp.welch(theta, fs, nperseg=1 << 16)
+    truth = lab.truth()
+    # Rounding to codes adds white noise of q²/12 per sample, q/(2 V_sum) · G_s/G_d in angle.
+    step_rad = (
+        stream.volts_per_code[0]
+        * detector.gain_sum_V_per_A
+        / detector.gain_diff_V_per_A
+        / (2 * volts[1].mean())
+    )
+    expected = (
+        truth.model.sampled_psd(frequency, fs, truth.coupling_upper_rad, truth.coupling_lower_rad)
+        + truth.white_noise_psd_rad2_per_Hz
+        + step_rad**2 / 6 / fs
+    )
+    # The line (≈ 60 Hz) is narrower than the Welch resolution's leakage allows: above 1 kHz
+    # the model is smooth, and 63 averages over 29 000 bins pin the mean ratio to ±0.2 %.
+    band = (frequency > 1e3) & (frequency < 0.45 * fs)
+    assert np.mean(psd[band] / expected[band]) == pytest.approx(1.0, abs=0.02)
+    for low, high in ((1e3, 1e4), (1e4, 1e5)):
+        part = (frequency > low) & (frequency < high)
+        assert np.mean(psd[part] / expected[part]) == pytest.approx(1.0, abs=0.04)
+
+
+@pytest.fixture
+def station():
+    """The embedded simulated station on a clock at wall speed, as a streaming board needs."""
+    station = Station.from_file(None)
+    station.clock.speed = 1.0
+    station.configure()
+    yield station
+    station.close()
+
+
+def test_record_procedure_writes_the_continuous_format(station, tmp_path):
+    procedure = PROCEDURES["record"].from_values({"duration_s": 0.5, "decimation": 1024})
+    path = run_procedure(procedure, station, tmp_path / "record.h5")
+    n = round(0.5 * 125e6 / 1024)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "completed" and f.attrs["procedure"] == "record"
+        assert "snapshot/start/heater" in f and "snapshot/end/coils" in f
+        assert f["parameters"].attrs["temperature_K"] > 0  # the apparatus state
+        record = f["records/polarimeter"]
+        assert record.attrs["sample_rate_Hz"] == 125e6 / 1024
+        assert record.attrs["decimation"] == 1024
+        assert record.attrs["first_index"] == 0
+        assert list(record.attrs["channels"]) == ["v_diff", "v_sum"]
+        for name in ("v_diff", "v_sum"):
+            codes = record[name]
+            assert codes.dtype == np.int16 and codes.shape == (n,)  # 4 bytes per sample pair
+            assert codes.chunks is not None and codes.maxshape == (None,)
+            assert codes.attrs["volts_per_code"] == pytest.approx(1 / 8192)  # LV inputs
+        assert record["gaps/length"].shape == (0,)
+        assert f["summary"].attrs["samples_recorded"] == n
+        assert f["summary"].attrs["samples_missing"] == 0
+        # The sum output is the detected light: steady and positive, well inside the range.
+        v_sum = record["v_sum"][...] * record["v_sum"].attrs["volts_per_code"]
+        assert 0.01 < v_sum.mean() < 0.99
+
+
+WRITER = """
+import sys
+from hotspin.instruments.station import Station
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.registry import PROCEDURES
+station = Station.from_file(None)
+station.clock.speed = 1.0
+station.configure()
+procedure = PROCEDURES["record"].from_values({{"duration_s": {duration}, "decimation": 1024}})
+run_procedure(procedure, station, sys.argv[1])
+station.close()
+"""
+
+READER = """
+import sys, time
+import h5py
+deadline = time.monotonic() + {deadline}
+seen = []
+while time.monotonic() < deadline and len(set(seen)) < 4:
+    try:
+        with h5py.File(sys.argv[1], "r", libver="latest", swmr=True) as f:
+            codes = f["records/polarimeter/v_sum"]
+            while time.monotonic() < deadline and len(set(seen)) < 4:
+                codes.refresh()
+                if codes.shape[0] and (not seen or codes.shape[0] != seen[-1]):
+                    seen.append(codes.shape[0])
+                time.sleep(0.05)
+    except (OSError, KeyError):  # not yet created, or not yet in SWMR mode
+        time.sleep(0.05)
+print(" ".join(map(str, seen)))
+"""
+
+
+def python(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_an_swmr_reader_in_another_process_sees_the_record_grow(station, tmp_path):
+    path = tmp_path / "live.h5"
+    reader = python(READER.format(deadline=DEADLINE_S), str(path))
+    # 7 s flushed about every second: the reader, however late it starts, sees several sizes.
+    procedure = PROCEDURES["record"].from_values({"duration_s": 7.0, "decimation": 1024})
+    run_procedure(procedure, station, path)
+    out, err = reader.communicate(timeout=DEADLINE_S)
+    seen = [int(n) for n in out.split()]
+    with h5py.File(path, "r") as f:
+        final = f["records/polarimeter/v_sum"].shape[0]
+    # At least three sizes seen while the run wrote (flushed at least every second), all
+    # smaller than the finished record, and growing.
+    assert len([n for n in seen if n < final]) >= 3, (seen, err)
+    assert seen == sorted(seen)
+
+
+def test_a_killed_record_leaves_every_flushed_sample_readable(tmp_path):
+    path = tmp_path / "killed.h5"
+    writer = python(WRITER.format(duration=60.0), str(path))
+    deadline = time.monotonic() + DEADLINE_S
+    seen = np.zeros((0, 2), dtype=np.int16)
+    try:
+        while time.monotonic() < deadline and seen.shape[0] < 200_000:
+            try:
+                with h5py.File(path, "r", libver="latest", swmr=True) as f:
+                    record = f["records/polarimeter"]
+                    for name in ("v_diff", "v_sum"):
+                        record[name].refresh()
+                    n = min(record["v_diff"].shape[0], record["v_sum"].shape[0])
+                    seen = np.stack([record["v_diff"][:n], record["v_sum"][:n]], axis=1)
+            except (OSError, KeyError):
+                pass  # not yet created, or not yet in SWMR mode
+            time.sleep(0.1)
+        assert seen.shape[0] >= 200_000, "the writer never flushed 200 000 samples"
+        assert writer.poll() is None, "the writer ended before it was killed"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=DEADLINE_S)
+    assert writer.returncode == -signal.SIGKILL
+    with open_run_file(path) as f:
+        assert f.attrs["status"] == "running"  # it never finished
+        record = f["records/polarimeter"]
+        assert record.attrs["sample_rate_Hz"] == 125e6 / 1024
+        kept = np.stack([record["v_diff"][...], record["v_sum"][...]], axis=1)
+        assert record["gaps/length"][...].sum() == 0
+    assert kept.shape[0] >= seen.shape[0]
+    np.testing.assert_array_equal(kept[: seen.shape[0]], seen)
+
+
+def test_a_record_refuses_blocks_out_of_order(tmp_path):
+    with RunFile(tmp_path / "run.h5", "record", {}, live=True) as run:
+        record = run.create_record("x", {"a": 1e-3}, 1e3, 1, 0.0)
+        record.append(0, np.zeros((1, 5), dtype=np.int16))
+        with pytest.raises(ValueError, match="starts at sample 7, the record at 5"):
+            record.append(7, np.zeros((1, 5), dtype=np.int16))
+        record.add_gap(5, 2)
+        record.append(7, np.ones((1, 3), dtype=np.int16))
+        with pytest.raises(ValueError, match=r"expected \(1, n\) int16"):
+            record.append(10, np.zeros((2, 3), dtype=np.int16))
+    with h5py.File(tmp_path / "run.h5", "r") as f:
+        gaps = f["records/x/gaps"]
+        assert (gaps["first_index"][0], gaps["length"][0], gaps["position"][0]) == (5, 2, 5)
+        np.testing.assert_array_equal(f["records/x/a"][...], [0, 0, 0, 0, 0, 1, 1, 1])
+    assert os.path.getsize(tmp_path / "run.h5") > 0

@@ -1,0 +1,153 @@
+"""Deep-memory streaming from the simulated Red Pitaya over TCP: every sample, or a stated gap.
+
+The board's side is observed independently of the driver: a spy on the DDR writer keeps every
+sample it stores, by absolute index, so a streamed sample can be checked against what the board
+actually wrote there, whatever the ring holds by then.
+"""
+
+import itertools
+import socket
+import statistics
+import time
+
+import numpy as np
+import pytest
+from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.redpitaya import RedPitaya, StreamBlock, StreamGap
+from hotspin.simulators.clock import SimClock
+from hotspin.simulators.lab import LabConfig, SimulatedLab
+from hotspin.simulators.redpitaya import SimulatedRedPitaya
+from hotspin.simulators.server import SimServer
+
+RING_BYTES = 256 * 1024  # a small region, so a held-back client is lapped quickly
+DECIMATION = 64
+
+
+class WrittenSamples:
+    """Every sample the board's DDR writer stored, by absolute index (a spy on `_store`)."""
+
+    def __init__(self, board: SimulatedRedPitaya) -> None:
+        self.codes: dict[int, np.ndarray] = {}
+        store = board.deep._store
+
+        def spy(first: int, codes: np.ndarray) -> None:
+            for k in range(codes.shape[1]):
+                self.codes[first + k] = codes[:, k].copy()
+            store(first, codes)
+
+        board.deep._store = spy
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.codes[index]
+
+
+@pytest.fixture
+def served():
+    """(simulated board, driver) over pyvisa-py TCP, on a manual clock the driver's sleep drives."""
+    lab = SimulatedLab(LabConfig(seed=11), SimClock(manual=True))
+    board = SimulatedRedPitaya(lab, ddr_bytes=RING_BYTES)
+    with SimServer({"redpitaya": (board, 0)}) as server:
+        pitaya = RedPitaya(
+            server.resource("redpitaya"), sleep=lab.clock.sleep, now=lab.clock.now, timeout=5000
+        )
+        yield board, pitaya
+        pitaya.adapter.close()
+
+
+def assert_as_written(block: StreamBlock, written: WrittenSamples) -> None:
+    expected = np.stack([written[i] for i in range(block.first_index, block.end_index)], axis=1)
+    np.testing.assert_array_equal(block.codes, expected)
+
+
+def test_seeded_stream_equals_what_the_board_wrote(served):
+    board, pitaya = served
+    written = WrittenSamples(board)
+    n = 150_000  # 2.3 rings of 65 536 samples per input: the ring wraps twice
+    stream = pitaya.stream(decimation=DECIMATION, n_samples=n, block_samples=4096)
+    items = list(stream)
+    stream.close()
+    assert all(isinstance(item, StreamBlock) for item in items)  # nothing lost
+    assert items[0].first_index == 0 and items[-1].end_index == n
+    for before, after in itertools.pairwise(items):
+        assert after.first_index == before.end_index
+    for block in items:
+        assert_as_written(block, written)
+    assert stream.sample_rate_Hz == 125e6 / DECIMATION
+    assert stream.ring_samples == RING_BYTES // 4
+    assert stream.volts_per_code == (1 / 8192, 1 / 8192)  # LV inputs
+    assert pitaya.check_errors() == []
+    assert not board.deep.running  # close() stopped the writer
+
+
+def test_a_lapped_client_records_the_exact_gap_and_correct_samples_after_it(served):
+    board, pitaya = served
+    written = WrittenSamples(board)
+    counts_seen = []  # the writer's count at each Write:Pos? the board answers
+    position = board.deep.write_position
+
+    def spy(channel: int) -> int:
+        counts_seen.append(board.deep.written())
+        return position(channel)
+
+    board.deep.write_position = spy
+    block = 4096
+    stream = pitaya.stream(decimation=DECIMATION, n_samples=400_000, block_samples=block)
+    ring = stream.ring_samples
+    items = []
+    held_back = False
+    for item in stream:
+        items.append(item)
+        if not held_back and isinstance(item, StreamBlock) and item.end_index > 50_000:
+            # The client stalls for 1.5 rings' worth of samples: the writer laps it.
+            board.lab.clock.advance(1.5 * ring / stream.sample_rate_Hz)
+            held_back = True
+            lapped_at = item.end_index
+            queries_before = len(counts_seen)
+    stream.close()
+    gaps = [item for item in items if isinstance(item, StreamGap)]
+    assert len(gaps) == 1
+    gap = gaps[0]
+    assert gap.first_index == lapped_at
+    # Back, the reader asks for the pointer and resumes one block inside the oldest sample still
+    # in the ring: the gap is what the writer overwrote by then plus that block of room, exactly.
+    overwritten = counts_seen[queries_before] - ring - lapped_at
+    assert gap.length == overwritten + block
+    # Every index is accounted for once, and every delivered sample is what the board wrote.
+    cursor = 0
+    for item in items:
+        assert item.first_index == cursor
+        cursor = item.end_index if isinstance(item, StreamBlock) else cursor + item.length
+        if isinstance(item, StreamBlock):
+            assert_as_written(item, written)
+    assert cursor == 400_000
+    first_after = next(i for i in items if isinstance(i, StreamBlock) and i.first_index > lapped_at)
+    assert first_after.first_index == gap.first_index + gap.length
+
+
+def test_stream_refuses_bad_settings_before_sending(served):
+    _, pitaya = served
+    with pytest.raises(ParameterError, match="decimation = 12"):
+        pitaya.stream(decimation=12)
+    with pytest.raises(ParameterError, match="block_samples"):
+        pitaya.stream(block_samples=40_000)  # more than half of a 65 536-sample ring
+    assert pitaya.check_errors() == []
+
+
+def test_nagle_is_off_and_a_query_after_a_write_is_fast():
+    """Nagle on, a query written right after a command waits for the delayed ACK (≈ 40 ms)."""
+    lab = SimulatedLab(LabConfig(seed=1), SimClock(manual=True))
+    with SimServer({"redpitaya": (SimulatedRedPitaya(lab), 0)}) as server:
+        pitaya = RedPitaya(server.resource("redpitaya"), timeout=2000)
+        assert pitaya.tcp_nodelay
+        session = pitaya.adapter.connection.visalib.sessions[pitaya.adapter.connection.session]
+        assert session.interface.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        durations = []
+        for _ in range(21):
+            started = time.perf_counter()
+            pitaya.write("ACQ:DEC 64")
+            assert pitaya.ask("ACQ:DEC?") == "64"
+            durations.append(time.perf_counter() - started)
+        pitaya.adapter.close()
+    # A median over many exchanges, with a bound eight times below the stall: a busy machine
+    # slows a few exchanges, not the middle one.
+    assert statistics.median(durations) < 5e-3
