@@ -187,7 +187,7 @@ class RecordStreamIndex:
 
 def _tracking_process(connection: Connection) -> None:
     """Track in a child process: take ("fit", fit, rate) and ("block", first, θ) messages and
-    answer with the tracker's newest frame, at most every PUBLISH_INTERVAL_S."""
+    answer with the tracker's newest frame."""
     tracker = QndTracker()
     sent, sent_at = -1, 0.0
     while True:
@@ -204,7 +204,10 @@ def _tracking_process(connection: Connection) -> None:
             tracker.fail(f"filter: {type(error).__name__}: {error}")
         frame = tracker.latest
         now = time.monotonic()
-        if frame is not None and frame.version != sent and now - sent_at >= PUBLISH_INTERVAL_S:
+        # Every PUBLISH_INTERVAL_S while messages keep coming, and always when none waits (the
+        # newest state is never held back).
+        due = now - sent_at >= PUBLISH_INTERVAL_S or not connection.poll()
+        if frame is not None and frame.version != sent and due:
             connection.send(frame)
             sent, sent_at = frame.version, now
 
