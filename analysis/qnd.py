@@ -882,8 +882,10 @@ class ContinuousKalmanFilter:
     the steady one, or has stopped approaching it within the Riccati solution's accuracy (1e-9;
     the recursion's rounding floor, 6e-13 at 10 MS/s), where the steady sections take over. The
     stream's start is the same run-in, from the prior x = 0, P = Σ. The run-in is a Python loop
-    per sample (≈ 10 µs each) over about ln(1e-13)/(2 ln|λ|max) samples per gap (1.5e5 at
-    10 MS/s for the entanglement model, 15 ms of signal): a gap costs about a second.
+    per sample (4–50 µs each, with the dimension) over about ln(1e-13)/(2 ln|λ|max) samples per
+    gap (at 10 MS/s: 1.5e5 for the six-dimensional model, about a second; 1.8e6 estimated and
+    3.6e6 taken for the 42-dimensional transit model, 22 s): a faster exact run-in is still to
+    be found (BENCHMARKS.md).
     """
 
     def __init__(
