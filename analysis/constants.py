@@ -1,7 +1,7 @@
-"""Physical constants and ⁸⁷Rb atomic data in SI units (PHYSICS.md §1).
+"""Physical constants and ⁸⁷Rb atomic data in SI units (docs/physics.md §1).
 
 Sources: CODATA 2018 for the fundamental constants, D. A. Steck, "Rubidium 87 D Line Data"
-for the atom, and the collision cross-sections quoted in PHYSICS.md.
+for the atom, and the collision cross-sections quoted in docs/physics.md.
 """
 
 import math

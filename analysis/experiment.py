@@ -1,8 +1,8 @@
 """From the apparatus to the model: every rate, the atom number, the couplings and the noise floor.
 
 `ApparatusParameters` is what a physicist sets (temperature, field, probe, cell, detector);
-`derive` turns it into the `SpinModel` of PHYSICS.md §3 and the observation of §4. The simulator
-is driven by it and the analysis reports fits against it.
+`derive` turns it into the `SpinModel` of docs/physics.md §3 and the observation of §4. The
+simulator is driven by it and the analysis reports fits against it.
 """
 
 from __future__ import annotations

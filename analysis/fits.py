@@ -1,4 +1,4 @@
-"""Fits of spin-noise spectra: the two-manifold model of PHYSICS.md §3, and one Lorentzian.
+"""Fits of spin-noise spectra: the two-manifold model of docs/physics.md §3, and one Lorentzian.
 
 The spin-noise model: S(f) = N·S₁(f; |B|, R_SE, R_SD′) + S_w + A/f, where S₁ is the atomic PSD of
 one atom (`SpinModel` with the couplings c_a, c_b, the field direction and the probe axis fixed by

@@ -3,8 +3,8 @@
 * Larmor frequency against applied field: f = (γ/2π)|B| + f₀, weighted straight line. The
   slowing-down factor is quoted against the free electron of the Rb ground state,
   q = γ_e/γ with γ_e = g_J μ_B/ħ (28.025 Hz/nT): q ≈ 4.006 (≈ 2I+1) for the F = 2 line in slow
-  exchange, ≈ 6.015 in SERF (the textbook 6 leaves out the nuclear moment, PHYSICS.md §3).
-* SERF quadratic broadening (PHYSICS.md §3, I = 3/2, low polarisation): the narrow line decays
+  exchange, ≈ 6.015 in SERF (the textbook 6 leaves out the nuclear moment, docs/physics.md §3).
+* SERF quadratic broadening (docs/physics.md §3, I = 3/2, low polarisation): the narrow line decays
   at Γ = Γ₀ + (5/3) ω²/R_SE with Γ₀ = R_SD′/6 + R_D, so R_SE = (5/3)/slope of Γ against ω².
 * Density: from the temperature by the vapour-pressure curve (analysis.vapour), or from a
   fitted R_SE by n = R_SE/(σ_SE v̄).
@@ -26,7 +26,7 @@ from hotspin.analysis.checks import check_positive, check_range
 from hotspin.analysis.fits import Estimate, SpinNoiseFit
 from scipy import stats
 
-# SERF quadratic broadening coefficient for I = 3/2 at low polarisation (PHYSICS.md §3).
+# SERF quadratic broadening coefficient for I = 3/2 at low polarisation (docs/physics.md §3).
 SERF_BROADENING_COEFFICIENT = 5.0 / 3.0
 # A sweep's spectra count as SERF below this ω/R_SE (the quadratic broadening holds there).
 SERF_OMEGA_OVER_RSE = 0.08

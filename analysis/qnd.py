@@ -65,6 +65,7 @@ _MAX_EIGENVECTOR_CONDITION = 1e10
 # The filter starts from the prior mean with the steady gain; this much of the start-up error
 # amplitude may remain in the samples the whiteness test uses.
 _SETTLED_AMPLITUDE = 1e-3
+_MAX_SETTLE_SAMPLES = 1 << 26  # beyond any record: reported as is
 # Newton–Kleinman iterations of the Riccati equation: at most this many, stopped when a step
 # changes Σ_c by less than this fraction, or no longer shrinks once below the next one (rounding),
 # and the result refused when the residual of the equation exceeds the last fraction of its
@@ -523,6 +524,42 @@ class FilterOutput:
     settle_samples: int  # samples before the start-up transient has decayed
 
 
+def _settling_samples(
+    eigenvalues: np.ndarray,
+    modes: np.ndarray,
+    initial_excess: np.ndarray,
+    rows: dict[str, np.ndarray],
+    steady: dict[str, float],
+) -> int:
+    """Return the first k at which every trace(R F^k D₀ F^kᵀ Rᵀ) is below ε² of its steady value.
+
+    F = V diag(λ) V⁻¹ is evaluated in its eigenbasis; k is found by doubling, then bisection.
+    """
+    inverse = np.linalg.inv(modes)
+    excess_modes = inverse @ initial_excess @ inverse.conj().T
+    projected = {name: R @ modes for name, R in rows.items()}
+    tolerance = _SETTLED_AMPLITUDE**2
+
+    def settled(k: int) -> bool:
+        powers = eigenvalues**k
+        scaled = excess_modes * np.outer(powers, powers.conj())
+        return all(
+            float(np.trace(Rm @ scaled @ Rm.conj().T).real) <= tolerance * steady[name]
+            for name, Rm in projected.items()
+        )
+
+    high = 1
+    while not settled(high):
+        if high > _MAX_SETTLE_SAMPLES:
+            return high
+        high *= 2
+    low = high // 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if not settled(middle) else (low, middle)
+    return high
+
+
 class KalmanFilter:
     """The steady-state Kalman filter of a sampled QND record θ_k = C x_k + v_k."""
 
@@ -557,8 +594,21 @@ class KalmanFilter:
             raise np.linalg.LinAlgError("the filter's transition matrix has no usable eigenbasis")
         self._eigenvalues, self._modes = eigenvalues, V
         self._mode_gain = np.linalg.solve(V, gain.astype(complex))
-        slowest = float(np.max(np.abs(eigenvalues)))
-        self.settle_samples = math.ceil(math.log(_SETTLED_AMPLITUDE) / math.log(slowest))
+        # Started from the prior mean, the filtered error covariance exceeds the steady one by
+        # D_k = F^k (Σ − P⁺) F^kᵀ. The filter has settled when that excess, seen in the
+        # innovations and in the beam-weighted spin, is below _SETTLED_AMPLITUDE² of their
+        # steady values. (The slowest eigenvalue alone overstates it many times: the slowest
+        # transit modes carry a tiny part of the spin.)
+        self.settle_samples = _settling_samples(
+            eigenvalues,
+            V,
+            sigma - self._unit_filtered,
+            {"innovations": (C @ Phi)[None, :], "spin": spin_projection(n)},
+            {
+                "innovations": self.innovation_variance,
+                "spin": total_spin_variance(self._unit_filtered),
+            },
+        )
 
     @property
     def predicted_covariance(self) -> np.ndarray:

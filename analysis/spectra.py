@@ -1,4 +1,4 @@
-"""Polarimeter calibration and streaming power spectra of the rotation angle (PHYSICS.md §4).
+"""Polarimeter calibration and streaming power spectra of the rotation angle (docs/physics.md §4).
 
 Calibration: at balance V_diff = G_d ℛ (P₊ − P₋) and V_sum = G_s ℛ (P₊ + P₋) with
 (P₊ − P₋)/(P₊ + P₋) = sin 2θ, so θ = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)]; without a sum channel
@@ -34,7 +34,7 @@ from functools import cached_property
 import numpy as np
 from hotspin.analysis.checks import check_positive, check_range
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import fft, signal
+from scipy import fft, integrate, signal
 
 # Input types whose every value float32 represents exactly: these are transformed in single
 # precision (as scipy.signal.welch does), the rest in double precision.
@@ -250,7 +250,7 @@ class Spectrum:
         if self.window is not None:
             # The rectangle rule over the rfft bins is exact: DC and Nyquist bins carry half.
             return float(np.sum(self.psd) * self.bin_width_Hz)
-        return float(np.trapezoid(self.psd, self.frequency_Hz))
+        return float(integrate.trapezoid(self.psd, self.frequency_Hz))
 
 
 # --- the streaming accumulator --------------------------------------------------------------------

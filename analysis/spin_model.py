@@ -1,4 +1,4 @@
-"""The two-manifold Bloch–Langevin model of the collective ⁸⁷Rb spin (PHYSICS.md §3).
+"""The two-manifold Bloch–Langevin model of the collective ⁸⁷Rb spin (docs/physics.md §3).
 
 State x = (F⁽ᵃ⁾, F⁽ᵇ⁾) ∈ ℝ⁶, ordered (F⁽ᵃ⁾ₓ, F⁽ᵃ⁾ᵧ, F⁽ᵃ⁾_z, F⁽ᵇ⁾ₓ, F⁽ᵇ⁾ᵧ, F⁽ᵇ⁾_z), summed over
 the N atoms in the beam; dx/dt = A x + ξ with A = R ⊗ 1₃ + diag(γ_a, γ_b) ⊗ [B×] and the
@@ -166,7 +166,7 @@ class SpinModel:
                 "spin-temperature mode never decays and the thermal state is not stationary"
             )
 
-    # --- the matrices of PHYSICS.md §3 ------------------------------------------------------
+    # --- the matrices of docs/physics.md §3 ------------------------------------------------------
     @property
     def gyromagnetic_ratios(self) -> np.ndarray:
         """Return diag(γ_a, γ_b) in rad s⁻¹ T⁻¹."""

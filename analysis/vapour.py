@@ -1,4 +1,4 @@
-"""Rb vapour and N₂ buffer gas: densities, collision rates and diffusion (PHYSICS.md §2)."""
+"""Rb vapour and N₂ buffer gas: densities, collision rates and diffusion (docs/physics.md §2)."""
 
 import math
 from collections.abc import Sequence

@@ -206,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(command: str, error: Exception) -> int:
-    """Print why ``command`` stopped; return its exit status (2 refused, 1 failed)."""
+    """Print why ``command`` stopped; return its exit status (2 refused, 1 failed, 3 an
+    instrument gave up or could not be reached)."""
     from hotspin.analysis.checks import ParameterError
     from hotspin.instruments.errors import InstrumentError
 
@@ -215,9 +216,14 @@ def _report(command: str, error: Exception) -> int:
         return 2
     if not isinstance(error, InstrumentError | RuntimeError | TimeoutError | ValueError | OSError):
         raise error
+    from hotspin.procedures.recorder import DiskFullError
+
+    # An instrument's and a disk's errors name what failed; others need their kind to be read.
+    text = str(error) if isinstance(error, InstrumentError | DiskFullError) else None
     if command == "run":  # the run started and failed: its file says so too
-        print(f"hotspin run: failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+        print(f"hotspin run: failed: {text or f'{type(error).__name__}: {error}'}", file=sys.stderr)
+        # An instrument that cannot be reached, or gave up, is exit 3 wherever it happened.
+        return 3 if isinstance(error, InstrumentError) else 1
     print(f"hotspin {command}: error: {error}", file=sys.stderr)
     return 2
 

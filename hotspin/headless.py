@@ -14,10 +14,15 @@ from hotspin.analysis.fits import Estimate
 from hotspin.instruments.errors import InstrumentError
 from hotspin.instruments.interrupts import terminating_interrupts
 from hotspin.instruments.station import Station
-from hotspin.instruments.station_config import set_station_value, station_file_text, toml_value
+from hotspin.instruments.station_config import (
+    StationConfig,
+    set_station_value,
+    station_file_text,
+    toml_value,
+)
 from hotspin.procedures.base import HotspinProcedure, run_procedure
 from hotspin.procedures.parameters import assign
-from hotspin.procedures.recorder import RunAborted, default_path
+from hotspin.procedures.recorder import RunAborted, check_free_space, default_path
 from hotspin.procedures.registry import PROCEDURES
 from hotspin.procedures.run_file import load_run as read_run_file
 from hotspin.progress import ProgressBar
@@ -86,7 +91,11 @@ def run_command(
     ``save_calibration``: after a completed run, write what it calibrated into the station file.
     """
     cls = procedure_class(name)
-    procedure = cls.from_values(assign(cls.parameter_map(), assignments))
+    # The station file's limits are known before any instrument is connected: a value above
+    # one is refused naming it, even when the parameter's own range is wider.
+    config = StationConfig.load(station_path)
+    maxima = cls.station_maxima(config)
+    procedure = cls.from_values(assign(cls.parameter_map(), assignments, maxima), config)
     if save_calibration and not cls.CALIBRATES:
         calibrating = [n for n, c in PROCEDURES.items() if c.CALIBRATES]
         raise ParameterError(
@@ -100,6 +109,7 @@ def run_command(
         )
     path = Path(out) if out else default_path(name)
     check_output_path(path, created=out is None)
+    check_free_space(path, procedure.expected_bytes(), f"the {name} run file {path}")
     bar = ProgressBar(name)
     # The embedded lab (no --station) is kept between runs, as a real one is.
     with (

@@ -12,6 +12,7 @@ the hardware.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import signal
 import threading
@@ -27,7 +28,7 @@ from hotspin.instruments.station import (
     simulated_instruments,
     station_resources,
 )
-from hotspin.instruments.station_config import StationConfig, station_file_text
+from hotspin.instruments.station_config import ROLE_RESOURCES, StationConfig, station_file_text
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.companion_lines import CompanionLines
 from hotspin.simulators.lab import SimulatedLab
@@ -115,6 +116,22 @@ def station_ports(config: StationConfig) -> dict[str, int]:
     return {name: loopback_port(r, name) for name, r in station_resources(config).items()}
 
 
+def _with_every_resource(text: str, served: StationConfig) -> str:
+    """Return station-file text naming every role's resource (a real station must), each one
+    the file left to its default written out as the served station has it."""
+    mapping = tomllib.loads(text)
+    for table, keys in ROLE_RESOURCES.items():
+        for key in keys:
+            if key in mapping.get(table, {}):
+                continue
+            value = json.dumps(getattr(getattr(served, table), key))  # TOML strings and arrays
+            entry = f"{key} = {value}"
+            text, n = re.subn(rf"(?m)^\[{table}\][^\n]*$", f"\\g<0>\n{entry}", text, count=1)
+            if n == 0:
+                text += f"\n[{table}]\n{entry}\n"
+    return text
+
+
 def client_station_text(text: str) -> str:
     """Return a served station file as its clients use it: the same file, every instrument real.
 
@@ -127,6 +144,7 @@ def client_station_text(text: str) -> str:
         flipped, n = re.subn(r"(?m)^\[station\].*$", "\\g<0>\nsimulated = false", text, count=1)
     if n == 0:
         flipped = f"[station]\nsimulated = false\n\n{text}"
+    flipped = _with_every_resource(flipped, StationConfig.from_mapping(tomllib.loads(text)))
     if StationConfig.from_mapping(tomllib.loads(flipped)).simulated:
         raise ParameterError("could not write a client station file from this station file")
     return (

@@ -26,7 +26,7 @@ from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.optics import DETECTOR_SATURATION_V
 from hotspin.procedures.analyze import apparatus_from_settings
 from hotspin.procedures.parameters import BoundedVectorParameter
-from hotspin.procedures.recorder import RunFile, open_run_file
+from hotspin.procedures.recorder import RunFile, check_free_space, open_run_file
 from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
 from hotspin.simulators.spin_noise import FastAngleNoise
 
@@ -126,6 +126,8 @@ def simulate_record(
         raise ValueError(
             f"duration_s = {duration_s:g} at sample_rate_Hz = {sample_rate_Hz:g} gives no sample"
         )
+    # Three float32 traces (v_diff, v_sum, theta) of `total` samples each.
+    check_free_space(out, 3 * 4 * total, f"a record of {total} samples")
     apparatus = apparatus_from_settings(values)
     derived = derive(apparatus)
     rng = np.random.default_rng(values["seed"])

@@ -11,8 +11,15 @@ class InstrumentError(Exception):
     """Something went wrong talking to, or inside, an instrument."""
 
     def __init__(self, instrument: str, message: str) -> None:
-        super().__init__(f"{instrument}: {message}")
+        super().__init__(instrument, message)
         self.instrument = instrument
+        self.message = message
+        #: The VISA resource (or simulated connection) it happened on, once a link knows it.
+        self.resource: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.instrument} ({self.resource})" if self.resource else self.instrument
+        return f"{where}: {self.message}"
 
 
 class InstrumentCommandError(InstrumentError):

@@ -144,6 +144,14 @@ def check_axi_decimation(value: object, values: object = None) -> int:
     )
 
 
+def _whole_reply(value: object) -> int:
+    """Return a reply that pymeasure cast to int; a garbled one (left a string) is a ValueError,
+    which the link repeats."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(value)
+
+
 def _check_count(name: str, value: object, low: int, high: int) -> int:
     """Return ``value`` if it is a whole number in [low, high], else raise ParameterError."""
     if not isinstance(value, int | np.integer) or isinstance(value, bool):
@@ -255,6 +263,7 @@ class RedPitaya(RedPitayaScpi):
         validator=named_choice("decimation"),
         values=DECIMATIONS,
         cast=int,
+        get_process=_whole_reply,
         check_set_errors=True,
     )
 
@@ -292,6 +301,7 @@ class RedPitaya(RedPitayaScpi):
         validator=named_range("acq_trigger_delay_ns", "ns"),
         values=(-(2**31), 2**31 - 1),
         cast=int,
+        get_process=_whole_reply,
         check_set_errors=True,
     )
 
@@ -313,6 +323,7 @@ class RedPitaya(RedPitayaScpi):
         """Control the deep-memory decimation (1, 2, 4, 8 or 16 … 65536).""",
         validator=check_axi_decimation,
         cast=int,
+        get_process=_whole_reply,
         check_set_errors=True,
     )
 
@@ -355,6 +366,7 @@ class RedPitaya(RedPitayaScpi):
         validator=named_range("acq_trigger_delay_samples", "samples"),
         values=(-BUFFER_SIZE // 2, BUFFER_SIZE // 2),
         cast=int,
+        get_process=_whole_reply,
         check_set_errors=True,
     )
 

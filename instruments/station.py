@@ -315,7 +315,11 @@ class Station:
             builders[name] = lambda name=name: drivers["coils"](opener(name)(), **options(name))
         try:
             for name, build in builders.items():
-                self.links[name] = ResilientLink(name, build, retries=c.station.retries)
+                target = connections[name]
+                resource = target if isinstance(target, str) else f"in-process simulated {name}"
+                self.links[name] = ResilientLink(
+                    name, build, retries=c.station.retries, resource=resource
+                )
         except Exception:
             self.close()
             raise

@@ -244,6 +244,16 @@ class SimulationConfig:
         _check_choice("simulation.transport", self.transport, TRANSPORTS)
 
 
+#: The tables of a station's roles and the resources each must name on a real station.
+ROLE_RESOURCES = {
+    "heater": ("resource",),
+    "laser": ("resource",),
+    "polarimeter": ("mount_resource",),
+    "digitiser": ("resource",),
+    "coils": ("resources",),
+}
+
+
 @dataclass(frozen=True)
 class StationConfig:
     """A whole station file."""
@@ -264,8 +274,27 @@ class StationConfig:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> StationConfig:
-        """Build a station config from parsed TOML; unknown names or bad values are errors."""
-        return dataclass_from_mapping(cls, mapping, "station file")
+        """Build a station config from parsed TOML; unknown names or bad values are errors.
+
+        A real station (``simulated = false``) must name every role's table and the resource
+        in it: a default address and default limits would drive whatever answers there.
+        """
+        config = dataclass_from_mapping(cls, mapping, "station file")
+        if not config.simulated:
+            for table, keys in ROLE_RESOURCES.items():
+                given = mapping.get(table)
+                if not isinstance(given, dict):
+                    raise ParameterError(
+                        f"a real station (station.simulated = false) needs its [{table}] table, "
+                        f"with {' and '.join(keys)}; it is missing"
+                    )
+                for key in keys:
+                    if key not in given:
+                        raise ParameterError(
+                            f"a real station (station.simulated = false) needs {table}.{key}; "
+                            "it is missing"
+                        )
+        return config
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> StationConfig:

@@ -27,6 +27,7 @@ such and what it saved is analysed.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -135,16 +136,45 @@ def apparatus_from_settings(values: dict[str, Any]) -> ApparatusParameters:
 
 
 def _open(path: Path, mode: str) -> h5py.File:
-    """Open a run file; say so plainly when a running procedure still holds it."""
+    """Open a run file; say plainly when a running procedure holds it or it is truncated."""
     try:
         return h5py.File(path, mode)
     except OSError as error:
-        if "lock" in str(error):
+        text = str(error)
+        # HDF5's own words: "unable to lock file, errno = 11" (another process holds it) and
+        # "truncated file: eof = …, sblock->base_addr = …" (cut short: a copy or a full disk).
+        if "unable to lock file" in text or "errno = 11" in text:
             raise OSError(
                 f"{path} is open for writing by a running procedure; analyse it when the run "
                 f"has ended ({error})"
             ) from None
+        if "truncated file" in text:
+            raise ValueError(
+                f"{path} is truncated (shorter than its HDF5 structure says: an incomplete "
+                f"copy, or a disk that filled): {error}"
+            ) from None
         raise
+
+
+def check_run_file(path: Path) -> None:
+    """Refuse, untouched, a file that is not a hotspin run file or simulated record.
+
+    An empty or non-HDF5 file is refused before HDF5 opens it, and an HDF5 file without the
+    `hotspin_version` and `procedure` attributes every run file has is refused before anything
+    could be written into it.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a hotspin run file")
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path} is not an HDF5 file: not a hotspin run file")
+    with _open(path, "r") as f:
+        lacking = [key for key in ("hotspin_version", "procedure") if key not in f.attrs]
+    if lacking:
+        raise ValueError(
+            f"{path} is not a hotspin run file: it lacks the attribute(s) {', '.join(lacking)}"
+        )
 
 
 # --- reading the file -----------------------------------------------------------------------------
@@ -388,11 +418,19 @@ def mark_crashed(path: Path) -> bool:
 def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
     """Analyse a run file or simulated record; with ``write``, store the results in it."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    computed: Spectrum | None = None
-    if write:
+    check_run_file(path)
+    # No write bit, or no write access (a read-only mount): root's access ignores the bits.
+    read_only = not path.stat().st_mode & 0o222 or not os.access(path, os.W_OK)
+    if write and not read_only:
         mark_crashed(path)
+    try:
+        return _analyze_open_file(path, write and not read_only, read_only)
+    except KeyError as error:  # a dataset, group or attribute a run file has is missing
+        raise ValueError(f"{path} is a malformed run file: it lacks {error}") from None
+
+
+def _analyze_open_file(path: Path, write: bool, read_only: bool) -> FileAnalysis:
+    computed: Spectrum | None = None
     with _open(path, "r") as f:
         attrs = f.attrs
         procedure = str(plain(attrs.get("procedure", "unknown")))
@@ -411,6 +449,8 @@ def analyze_file(path: str | Path, *, write: bool = True) -> FileAnalysis:
         elif status in ("failed", "aborted"):
             reason = plain(attrs.get("error", ""))
             notes.append(f"status '{status}'" + (f": {reason}" if reason else ""))
+        if read_only:
+            notes.append("the file is read-only: analysed, results not written back")
         parameters = (
             {k: plain(v) for k, v in f["parameters"].attrs.items()} if ("parameters" in f) else {}
         )

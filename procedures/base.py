@@ -27,11 +27,16 @@ from typing import Any, ClassVar
 import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InstrumentError
-from hotspin.procedures.parameters import parse_value
+from hotspin.instruments.interrupts import interrupts_held
+from hotspin.procedures.parameters import check_station_maximum, parse_value
 from hotspin.procedures.recorder import RunAborted, RunFile, write_attributes
 from pymeasure.experiment import Parameter, Procedure
 
 log = logging.getLogger(__name__)
+
+#: A run file without its spectra: parameters, two station snapshots, results and events (the
+#: files of the test runs are 50-150 kB), with room to spare.
+RUN_FILE_BASE_BYTES = 1 << 20
 
 ProgressCallback = Callable[[float, str], None]
 """(percent done, message) → None"""
@@ -73,9 +78,15 @@ class HotspinProcedure(Procedure):
             if isinstance(value, Parameter)
         }
 
+    #: Parameters a station setting bounds from above, {parameter: "table.key"}: given the
+    #: station file, a value above that setting is refused naming it, before the parameter's
+    #: own (wider) range is looked at, so the limit named is the one that applies.
+    STATION_MAXIMA: ClassVar[dict[str, str]] = {}
+
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> HotspinProcedure:
-        """Return a procedure with ``values`` checked and set (defaults for the rest)."""
+    def from_values(cls, values: Mapping[str, Any], config: Any = None) -> HotspinProcedure:
+        """Return a procedure with ``values`` checked and set (defaults for the rest);
+        ``config``, the station file, adds its limits (`STATION_MAXIMA`)."""
         parameters = cls.parameter_map()
         unknown = sorted(set(values) - set(parameters))
         if unknown:
@@ -89,7 +100,20 @@ class HotspinProcedure(Procedure):
             if value is None:
                 raise ParameterError(f"{cls.NAME}: parameter {key} has no value and no default")
             checked[key] = parse_value(key, parameter, value)
+        for key, (limit, setting) in cls.station_maxima(config).items():
+            check_station_maximum(key, parameters[key], checked[key], limit, setting)
         return cls(**checked)
+
+    @classmethod
+    def station_maxima(cls, config: Any) -> dict[str, tuple[float, str]]:
+        """Return {parameter: (limit, "table.key")} of the station file ``config`` (None: {})."""
+        if config is None:
+            return {}
+        maxima = {}
+        for key, setting in cls.STATION_MAXIMA.items():
+            table, name = setting.split(".")
+            maxima[key] = (float(getattr(getattr(config, table), name)), setting)
+        return maxima
 
     def values(self) -> dict[str, Any]:
         """Return every parameter's value by attribute name."""
@@ -100,6 +124,17 @@ class HotspinProcedure(Procedure):
 
         The default checks nothing; procedures that drive a limited quantity override it.
         """
+
+    def expected_bytes(self) -> int:
+        """Return about how large this run's file grows: its fixed part and its spectra.
+
+        Each step of a spectrum-taking procedure writes a row of PSD, standard error and model
+        (8-byte floats, segment_length / 2 + 1 bins each); a sweep has `points` steps.
+        """
+        steps = int(getattr(self, "points", 1) or 1)
+        segment = getattr(self, "segment_length", None)
+        spectra = 0 if segment is None else steps * 3 * 8 * (int(segment) // 2 + 1)
+        return RUN_FILE_BASE_BYTES + spectra
 
     def check_ready(self, station: Any) -> None:
         """Refuse (ParameterError) when the apparatus cannot give this procedure a result as it
@@ -254,14 +289,16 @@ def run_procedure(
             # run stops here, safely, with what it has; the reason goes into the file.
             raise RunAborted(f"{type(error).__name__}: {error}") from error
         finally:
-            failures = station.safe_state()
-            if failures:
-                run.file.attrs["safe_state_failures"] = "; ".join(failures)
-            if procedure.notes:
-                run.file.attrs["notes"] = "\n".join(dict.fromkeys(procedure.notes))
-            try:
-                run.write_snapshot("end", station.snapshot())
-            except Exception as error:  # the end snapshot is a record, not a reason to fail
-                log.error("end snapshot failed: %s", error)
-            run.flush()
+            # Safe state, notes and end snapshot as one: a second Ctrl-C or a SIGTERM waits.
+            with interrupts_held():
+                failures = station.safe_state()
+                if failures:
+                    run.file.attrs["safe_state_failures"] = "; ".join(failures)
+                if procedure.notes:
+                    run.file.attrs["notes"] = "\n".join(dict.fromkeys(procedure.notes))
+                try:
+                    run.write_snapshot("end", station.snapshot())
+                except Exception as error:  # the end snapshot is a record, not a reason to fail
+                    log.error("end snapshot failed: %s", error)
+                run.flush()
     return Path(path)

@@ -85,10 +85,30 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _vector(key: str, parameter: VectorParameter, value: Any) -> list[float]:
+    """Return a vector's components as floats; refuse a wrong count or a non-number by name."""
+    parts = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
+    if len(parts) != parameter._length:
+        raise ParameterError(
+            f"{key} = {_text(value)} has {len(parts)} component(s); it needs "
+            f"{parameter._length}, comma-separated"
+        )
+    components = []
+    for index, part in enumerate(parts):
+        try:
+            components.append(float(part.strip() if isinstance(part, str) else part))
+        except (TypeError, ValueError):
+            raise ParameterError(
+                f"{key} = {_text(value)}: component {index + 1} ({str(part).strip()!r}) is not "
+                "a number"
+            ) from None
+    return components
+
+
 def parse_value(key: str, parameter: Parameter, value: Any) -> Any:
     """Return ``value`` converted by ``parameter``; raise ParameterError naming key and range."""
-    if isinstance(parameter, VectorParameter) and isinstance(value, str):
-        value = [part.strip() for part in value.strip().strip("[]").split(",")]
+    if isinstance(parameter, VectorParameter):
+        value = _vector(key, parameter, value)
     if isinstance(parameter, FloatParameter | IntegerParameter):
         try:
             number = float(value)
@@ -100,8 +120,12 @@ def parse_value(key: str, parameter: Parameter, value: Any) -> Any:
             raise ParameterError(
                 f"{key} = {number:g} is outside the allowed range {range_text(parameter)}"
             )
-        if isinstance(parameter, IntegerParameter) and number != math.floor(number):
-            raise ParameterError(f"{key} = {value} must be an integer in {range_text(parameter)}")
+        if isinstance(parameter, IntegerParameter):
+            if number != math.floor(number):
+                raise ParameterError(
+                    f"{key} = {value} must be an integer in {range_text(parameter)}"
+                )
+            value = int(number)  # "1e3" is 1000 (pymeasure's int("1e3") would refuse it)
     try:
         return parameter.convert(value)
     except (TypeError, ValueError):
@@ -110,8 +134,32 @@ def parse_value(key: str, parameter: Parameter, value: Any) -> Any:
         ) from None
 
 
-def assign(parameters: Mapping[str, Parameter], assignments: Iterable[str]) -> dict[str, Any]:
-    """Return every parameter's value: its default, overridden by NAME=VALUE assignments."""
+def check_station_maximum(
+    key: str, parameter: Parameter, value: Any, limit: float, setting: str
+) -> None:
+    """Refuse a number above the station setting ``setting`` (= ``limit``), naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return  # not a number: parse_value says so
+    if number > limit:
+        units = f" {parameter.units}" if getattr(parameter, "units", None) else ""
+        raise ParameterError(
+            f"{key} = {number:g} is outside the allowed range [{parameter.minimum:g}, "
+            f"{limit:g}]{units} ({setting} of the station)"
+        )
+
+
+def assign(
+    parameters: Mapping[str, Parameter],
+    assignments: Iterable[str],
+    maxima: Mapping[str, tuple[float, str]] | None = None,
+) -> dict[str, Any]:
+    """Return every parameter's value: its default, overridden by NAME=VALUE assignments.
+
+    ``maxima``, {name: (limit, station setting)}: the station's limits, checked first, so that
+    a value above both them and the parameter's own range is refused with the tighter one.
+    """
     values = {key: p.default for key, p in parameters.items()}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
@@ -122,6 +170,8 @@ def assign(parameters: Mapping[str, Parameter], assignments: Iterable[str]) -> d
             raise ParameterError(
                 f"unknown parameter {key!r}; known parameters: {', '.join(sorted(parameters))}"
             )
+        if maxima and key in maxima:
+            check_station_maximum(key, parameters[key], text.strip(), *maxima[key])
         values[key] = parse_value(key, parameters[key], text.strip())
     return values
 

@@ -21,26 +21,82 @@ record is flushed at least every second; a killed run keeps every flushed sample
 datasets are made before it starts (`RunFile.start_swmr`) and the file is reopened normally for
 the end of the run (`RunFile.end_swmr`); a kill outside that window leaves the newest format's
 "open for writing" mark, which ``h5clear -s`` removes.
+
+A full disk ends a run as `failed` ("disk full at PATH") with the file readable up to its last
+flush. HDF5 must never meet the full disk itself: after one failed flush, closing the file or
+flushing again can crash the process (SIGBUS, or a segfault after "Unable to flush cache (slist
+already enabled?)"). So a run keeps `DISK_RESERVE_BYTES` of its own beside the file (a ballast
+file, `<run file>.reserve`, deleted when the run file closes), every flush first checks that
+the disk still has that much free, and on a full disk the ballast is deleted before the file is
+closed, so the final status and the close always find room; a flush that fails anyway (another
+program filled the disk in between) is never repeated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import functools
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
+from hotspin.analysis.checks import ParameterError
 from hotspin.procedures import __version__
 
 STATUSES = ("running", "completed", "aborted", "failed")
 RECORD_CHUNK_SAMPLES = 1 << 16  # 128 kB per chunk and channel
 GAP_CHUNK_ROWS = 256
 FLUSH_INTERVAL_S = 1.0
+#: Room a run keeps for its last writes (the final status, the end snapshot), in bytes.
+DISK_RESERVE_BYTES = 1 << 20
+
+
+class DiskFullError(OSError):
+    """The disk a run file is on is full (or too full to keep the run's reserve)."""
+
+    def __init__(self, path: Path, free_bytes: int | None = None) -> None:
+        detail = "" if free_bytes is None else f" ({free_bytes / 1e6:.3g} MB free)"
+        super().__init__(errno.ENOSPC, f"disk full at {path}{detail}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def free_bytes(directory: str | Path) -> int:
+    """Return the free bytes, for an unprivileged writer, of the disk holding ``directory``."""
+    return shutil.disk_usage(directory).free
+
+
+def check_free_space(path: str | Path, needed_bytes: int, what: str) -> None:
+    """Refuse (ParameterError) a file of about ``needed_bytes`` (plus a run's reserve) that the
+    disk holding ``path``'s directory has no room for, naming both figures."""
+    directory = Path(path).absolute().parent
+    while not directory.exists():  # the run file's folders are made when it is opened
+        directory = directory.parent
+    free = free_bytes(directory)
+    needed = int(needed_bytes) + DISK_RESERVE_BYTES
+    if free < needed:
+        raise ParameterError(
+            f"{what} needs about {needed / 1e6:.4g} MB at {directory}, but only "
+            f"{free / 1e6:.4g} MB are free there"
+        )
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Return whether an HDF5 or OS error is a write refused for lack of space (ENOSPC)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "errno = 28" in str(error) or "No space left on device" in str(error)
 
 
 class RunAborted(Exception):  # noqa: N818 (it is not an error: the operator stopped the run)
@@ -76,6 +132,27 @@ def now_iso() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _disk_guarded(method: Method) -> Method:
+    """Make a full disk met inside a write of the run file a `DiskFullError` (reserve freed)."""
+
+    @functools.wraps(method)
+    def guarded(self: RunFile, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except DiskFullError:
+            raise
+        except (OSError, RuntimeError) as error:
+            if not _is_disk_full(error):
+                raise
+            self._disk_is_full()
+            raise DiskFullError(self.path) from error
+
+    return guarded  # type: ignore[return-value]
+
+
 class RunFile:
     """An HDF5 run file, open for writing while the run lasts."""
 
@@ -90,11 +167,25 @@ class RunFile:
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists; a run never overwrites another run's data")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._reserve = self.path.with_name(self.path.name + ".reserve")
+        self._disk_full = False
+        try:
+            with open(self._reserve, "wb") as ballast:
+                ballast.write(bytes(DISK_RESERVE_BYTES))
+        except OSError as error:
+            self._release_reserve()
+            if _is_disk_full(error):
+                raise DiskFullError(self.path, free_bytes(self.path.parent)) from None
+            raise
         # The default (oldest) file format on purpose: the newest superblock marks a file as
         # "open for writing" and a crash leaves that mark, so nobody could read the steps it kept.
         # A live file (continuous records, SWMR) needs the newest: SWMR mode lifts the mark.
         self.live = live
-        self.file = h5py.File(self.path, "w", libver="latest" if live else None)
+        try:
+            self.file = h5py.File(self.path, "w", libver="latest" if live else None)
+        except BaseException:
+            self._release_reserve()
+            raise
         attrs = self.file.attrs
         attrs["hotspin_version"] = __version__
         attrs["procedure"] = procedure
@@ -102,7 +193,13 @@ class RunFile:
         attrs["status"] = "running"
         write_attributes(self.file.create_group("parameters"), parameters)
         self._steps = 0
-        self.flush()
+        self._checkpointed_at: float | None = None
+        try:
+            self.flush()
+        except DiskFullError:
+            self.file.attrs["error"] = f"disk full at {self.path}"
+            self.close("failed")
+            raise
 
     # --- context manager: a run that raises is marked, never left 'running' -------------------
     def __enter__(self) -> RunFile:
@@ -115,9 +212,13 @@ class RunFile:
         tb: TracebackType | None,
     ) -> None:
         if not self.file.id.valid:
+            self._release_reserve()
             return
         if exc_type is None:
             status = "completed"
+        elif self._disk_full or (exc is not None and _is_disk_full(exc)):
+            status = "failed"
+            self.file.attrs["error"] = f"disk full at {self.path}"
         elif issubclass(exc_type, KeyboardInterrupt | RunAborted):
             status = "aborted"
             self.file.attrs["abort_reason"] = str(exc) or "interrupted (Ctrl-C)"
@@ -132,7 +233,17 @@ class RunFile:
         return str(self.file.attrs["status"])
 
     def flush(self) -> None:
-        """Push everything written so far to disk."""
+        """Push everything written so far to disk; a full disk raises DiskFullError."""
+        if self._disk_full:
+            raise DiskFullError(self.path)
+        free = free_bytes(self.path.parent)
+        if free < DISK_RESERVE_BYTES:
+            self._disk_is_full()
+            raise DiskFullError(self.path, free)
+        self._flush()
+
+    @_disk_guarded
+    def _flush(self) -> None:
         self.file.flush()
 
     def start_swmr(self) -> None:
@@ -163,16 +274,29 @@ class RunFile:
             self.file, name, volts_per_code, sample_rate_Hz, decimation, first_time_s, first_index
         )
 
+    def _disk_is_full(self) -> None:
+        """Stop flushing and give the reserve back, so that the close finds room."""
+        self._disk_full = True
+        self._release_reserve()
+
+    def _release_reserve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self._reserve)
+
     def close(self, status: str) -> None:
         """Set the final status, stamp the end time and close the file."""
         if status not in STATUSES:
             raise ValueError(f"status = {status!r} is not one of {STATUSES}")
-        self.end_swmr()
-        self.file.attrs["status"] = status
-        self.file.attrs["finished"] = now_iso()
-        self.file.close()
+        self._release_reserve()
+        try:
+            self.end_swmr()
+            self.file.attrs["status"] = status
+            self.file.attrs["finished"] = now_iso()
+        finally:
+            self.file.close()
 
     # --- content ---------------------------------------------------------------------------------
+    @_disk_guarded
     def write_snapshot(self, which: str, snapshot: Mapping[str, Any]) -> None:
         """Store the station snapshot taken at the 'start' or 'end' of the run."""
         if which not in ("start", "end"):
@@ -180,11 +304,13 @@ class RunFile:
         write_attributes(self.file.require_group(f"snapshot/{which}"), snapshot)
         self.flush()
 
+    @_disk_guarded
     def write_truth(self, attributes: Mapping[str, Any]) -> None:
         """Store the simulation truth (parameters and derived values) in group `truth`."""
         write_attributes(self.file.require_group("truth"), attributes)
         self.flush()
 
+    @_disk_guarded
     def append_event(self, time_s: float, kind: str, message: str) -> None:
         """Append a watchdog or fault event to the `events` table (time, kind, message)."""
         events = self.file.require_group("events")
@@ -201,6 +327,7 @@ class RunFile:
             column[-1] = value
         self.flush()
 
+    @_disk_guarded
     def write_summary(self, summary: Mapping[str, tuple[float, float, str]]) -> None:
         """Store the run's outcome in group `summary`: per name its value, uncertainty, units."""
         group = self.file.require_group("summary")
@@ -210,6 +337,7 @@ class RunFile:
             group.attrs[f"{name}_units"] = units
         self.flush()
 
+    @_disk_guarded
     def write_dataset(self, path: str, data: np.ndarray, units: str, **attrs: Any) -> None:
         """Store a whole dataset with its units."""
         dataset = self.file.create_dataset(path, data=data)
@@ -217,6 +345,7 @@ class RunFile:
         write_attributes(dataset, attrs)
         self.flush()
 
+    @_disk_guarded
     def create_trace(
         self, name: str, length: int, dtype: np.dtype | type, units: str, sample_rate_Hz: float
     ) -> h5py.Dataset:
@@ -229,6 +358,7 @@ class RunFile:
         dataset.attrs["sample_rate_Hz"] = sample_rate_Hz
         return dataset
 
+    @_disk_guarded
     def append_spectrum(
         self,
         frequency_Hz: np.ndarray,
@@ -266,12 +396,52 @@ class RunFile:
             write_attributes(spectra["psd"], attributes or {})
         if not np.array_equal(spectra["frequency"][...], frequency_Hz):
             raise ValueError("every spectrum of a run must share one frequency axis")
+        if "running" in spectra:  # the step's running average is now the step itself
+            del spectra["running"]
+        self._checkpointed_at = None
         for name, values in columns.items():
             rows = spectra[name]
             rows.resize(rows.shape[0] + 1, axis=0)
             rows[-1] = values
         self.flush()
 
+    @_disk_guarded
+    def checkpoint_average(
+        self,
+        frequency_Hz: np.ndarray,
+        psd_rad2_per_Hz: np.ndarray,
+        records: int,
+        segments: int,
+    ) -> None:
+        """Keep the running average of the spectrum in progress in `spectra/running` and flush
+        it (`checkpoint_due` says when): a killed run keeps every average finished by the last
+        flush. `append_spectrum` removes it when the step is recorded.
+        """
+        running = self.file.require_group("spectra").require_group("running")
+        for name, values, units in (
+            ("frequency", frequency_Hz, "Hz"), ("psd", psd_rad2_per_Hz, "rad^2/Hz"),
+        ):  # fmt: skip
+            values = np.asarray(values, dtype=float)
+            if name in running and running[name].shape != values.shape:
+                del running[name]
+            if name not in running:
+                running.create_dataset(name, data=values).attrs["units"] = units
+            else:
+                running[name][...] = values
+        running.attrs["records"] = int(records)
+        running.attrs["segments"] = int(segments)
+        self.flush()
+        self._checkpointed_at = time.monotonic()
+
+    def checkpoint_due(self, interval_s: float = FLUSH_INTERVAL_S) -> bool:
+        """Return whether the running average was last written ``interval_s`` ago or more.
+
+        Wall-clock time on purpose: what a kill can lose is measured in real seconds.
+        """
+        last = self._checkpointed_at
+        return last is None or time.monotonic() - last >= interval_s
+
+    @_disk_guarded
     def append_results(self, row: Mapping[str, tuple[float, str]]) -> None:
         """Append one step's scalar results, {name: (value, units)}, to the `results` table."""
         table = self.file.require_group("results")

@@ -141,6 +141,8 @@ class SpectrumProcedure(HotspinProcedure):
             psd.add(polarimeter.rotation_angle_rad(record))
             psd.end_record()
             powers.append(polarimeter.detected_power_W(record))
+            if self.run is not None and self.run.checkpoint_due():  # a kill keeps the average
+                self.run.checkpoint_average(psd.frequency_Hz, psd.mean(), k + 1, psd.segments)
             done = progress[0] + (progress[1] - progress[0]) * (k + 1) / int(self.averages)
             self.progress(done, f"spectrum: record {k + 1} of {int(self.averages)}")
         if clipped > int(self.averages) // 2:

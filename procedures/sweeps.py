@@ -12,7 +12,7 @@ the probe detuning, and what the sweep shows as a whole.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError
@@ -170,6 +170,11 @@ class TemperatureSweep(BiasedSweep):
     timeout_s = FloatParameter(
         "give up on a temperature after", units="s", minimum=10.0, maximum=36000.0, default=3600.0
     )
+
+    STATION_MAXIMA: ClassVar[dict[str, str]] = {
+        "start_K": "heater.max_temperature_K",
+        "stop_K": "heater.max_temperature_K",
+    }
 
     def check_limits(self, station: Any) -> None:
         """Refuse temperatures above the station's maximum."""

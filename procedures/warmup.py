@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from hotspin.analysis.checks import ParameterError
 from hotspin.procedures.base import HotspinProcedure
@@ -34,6 +34,8 @@ class WarmUp(HotspinProcedure):
     timeout_s = FloatParameter(
         "give up after", units="s", minimum=10.0, maximum=36000.0, default=7200.0
     )
+
+    STATION_MAXIMA: ClassVar[dict[str, str]] = {"target_temperature_K": "heater.max_temperature_K"}
 
     def check_limits(self, station: Any) -> None:
         """Refuse a target above the station's maximum cell temperature."""

@@ -1,4 +1,4 @@
-"""The heated cell as a lumped thermal body: C dT/dt = P − (T − T_amb)/R_th (PHYSICS.md §5)."""
+"""The heated cell as a lumped thermal body: C dT/dt = P − (T − T_amb)/R_th (docs/physics.md §5)."""
 
 from __future__ import annotations
 

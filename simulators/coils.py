@@ -1,4 +1,4 @@
-"""The three-axis coils inside the shield: B = B_residual + K·I (PHYSICS.md §5)."""
+"""The three-axis coils inside the shield: B = B_residual + K·I (docs/physics.md §5)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The external cavity has modes spaced by its free spectral range; the cavity (piezo, and a little
 the current) moves the modes, while the diode's gain peak moves with current and temperature.
 The laser runs on the cavity mode nearest the gain peak, so tuning is linear inside a mode-hop-free
-window and jumps by one free spectral range outside it (PHYSICS.md §5).
+window and jumps by one free spectral range outside it (docs/physics.md §5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Half-wave plate, polarising beam splitter and balanced detector (PHYSICS.md §4).
+"""Half-wave plate, polarising beam splitter and balanced detector (docs/physics.md §4).
 
 The two arms get (P/2)(1 ± sin(2θ + 4(ϑ − ϑ₀))); the PDB450A gives V_diff = G_diff ℛ (P₊ − P₋)
 on its RF output and V_sum = G_sum ℛ (P₊ + P₋) on its monitor outputs. Light noise is added where

@@ -1,4 +1,4 @@
-"""Exact discrete-time generation of the collective spin and of the Faraday angle (PHYSICS.md §3).
+"""Exact discrete-time generation of the collective spin and the Faraday angle (docs/physics.md §3).
 
 Two generators share one model and one convention, θ = C x + white noise:
 

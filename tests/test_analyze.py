@@ -209,3 +209,58 @@ def test_a_run_still_being_written_by_another_process_gets_a_plain_error(tmp_pat
         live.close()
     assert other.returncode == 2
     assert "open for writing by a running procedure" in other.stderr
+
+
+def test_files_that_are_not_hotspin_runs_are_refused_untouched(tmp_path, capsys):
+    empty = tmp_path / "zero.h5"
+    empty.touch()
+    text = tmp_path / "notes.h5"
+    text.write_text("not a run file")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.arange(4.0)
+    cases = [
+        (empty, "is empty (0 bytes): not a hotspin run file"),
+        (text, "is not an HDF5 file"),
+        (
+            foreign,
+            "is not a hotspin run file: it lacks the attribute(s) hotspin_version, procedure",
+        ),
+    ]
+    for path, message in cases:
+        before = (path.read_bytes(), path.stat().st_mtime_ns)
+        assert main(["analyze", str(path)]) == 2
+        assert message in capsys.readouterr().err
+        assert (path.read_bytes(), path.stat().st_mtime_ns) == before  # never written
+
+
+def test_a_truncated_run_file_is_told_from_a_locked_one(tmp_path, capsys):
+    path = tmp_path / "cut.h5"
+    saved_run(path, (450.0, 455.0))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is truncated" in err and "open for writing" not in err
+
+
+def test_a_read_only_run_file_is_analysed_without_writing_to_it(tmp_path, capsys):
+    path = tmp_path / "archived.h5"
+    saved_run(path, (450.0,))
+    path.chmod(0o444)
+    before = path.read_bytes()
+    analysis = analyze_file(path)
+    assert not analysis.written and analysis.spectra[0].error is None
+    assert "read-only: analysed, results not written back" in format_report(analysis)
+    assert path.read_bytes() == before
+
+
+def test_a_malformed_run_file_names_what_it_lacks(tmp_path, capsys):
+    path = tmp_path / "no_axis.h5"
+    saved_run(path, (450.0,))
+    with h5py.File(path, "r+") as f:
+        del f["spectra/frequency"]
+    assert main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a malformed run file: it lacks" in err and "frequency" in err
+    assert "Traceback" not in err

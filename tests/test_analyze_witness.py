@@ -21,7 +21,11 @@ from hotspin.procedures.parameters import assign
 from hotspin.simulate import SIMULATE_PARAMETERS, simulate_record
 
 # SERF at 450 K with the field along [1,1,1]: the configuration of the entanglement run.
-ENTANGLING = ["seed=4", "temperature_K=450", "probe_power_W=2e-3", "field_nT=57.7,57.7,57.7"]
+# A probe that outruns the transit through the beam (w = 3 mm, 10 mW; README, Kong-type).
+ENTANGLING = [
+    "seed=4", "temperature_K=450", "probe_power_W=10e-3", "beam_area_m2=2.83e-5",
+    "field_nT=57.7,57.7,57.7",
+]  # fmt: skip
 
 
 def simulated(tmp_path, name="record.h5"):

@@ -1,17 +1,21 @@
 """Faults: injected into the simulated instruments, survived by the links, the procedures and the
 files — the fault matrix, watchdogs, concurrent clients and shared instrument locks."""
 
+import select
+import socket
 import threading
+import types
 
 import h5py
 import numpy as np
 import pytest
 from helpers import SMALL
 from hotspin.analysis.checks import ParameterError
-from hotspin.instruments.errors import InstrumentTimeoutError
+from hotspin.instruments.errors import InstrumentTimeoutError, LinkLostError
 from hotspin.instruments.keithley6221 import Keithley6221
 from hotspin.instruments.lakeshore336 import LakeShore336
-from hotspin.instruments.resilience import ResilientLink
+from hotspin.instruments.redpitaya import RedPitaya
+from hotspin.instruments.resilience import ResilientLink, bounded_clear
 from hotspin.instruments.station import Station
 from hotspin.instruments.station_config import StationConfig
 from hotspin.procedures.base import run_procedure
@@ -23,7 +27,10 @@ from hotspin.simulators.instrument_base import FAULT_KINDS, Fault, FaultInjector
 from hotspin.simulators.keithley6221 import SimulatedKeithley6221
 from hotspin.simulators.lab import SimulatedLab
 from hotspin.simulators.lakeshore336 import SimulatedLakeShore336
+from hotspin.simulators.redpitaya import SimulatedRedPitaya
 from hotspin.simulators.server import SimServer
+from pyvisa.constants import StatusCode
+from pyvisa.errors import VisaIOError
 
 
 def test_fault_injector_counts_commands_and_stalls_for_a_duration():
@@ -102,34 +109,101 @@ def test_a_hung_instrument_raises_a_timeout_after_the_retries_and_never_hangs(pa
     assert heater.call(lambda d: float(d.input_A.kelvin)) == pytest.approx(295.0, abs=0.01)
 
 
+# --- a socket the peer closed: a lost link, never a hang (pyvisa-py's clear loops on it) ------
+@pytest.mark.timeout(60)
+def test_a_digitiser_socket_closed_by_the_peer_is_a_lost_link_that_names_it():
+    lab = SimulatedLab(clock=SimClock(manual=True))
+    sim = SimulatedRedPitaya(lab, "digitiser")
+    with SimServer({"digitiser": (sim, 0)}) as server:
+        resource = server.resource("digitiser")
+        link = ResilientLink(
+            "digitiser",
+            lambda: RedPitaya(resource, timeout=300, visa_library="@py"),
+            resource=resource,
+        )
+        assert link.call(lambda d: d.decimation) == 1
+        sim.faults.add(Fault("drop"))  # the board closes the connection once: reconnected
+        assert link.call(lambda d: d.decimation) == 1
+        assert link.faults_survived == ["LinkLostError"]
+        sim.faults.add(Fault("drop", count=100))  # it closes every connection: given up, named
+        with pytest.raises(LinkLostError) as lost:
+            link.call(lambda d: d.decimation)
+    message = str(lost.value)
+    assert message.startswith(f"Red Pitaya STEMlab 125-14 ({resource}): connection lost")
+    assert "Error" not in message  # the instrument, not a Python class
+
+
+def _session(connection, timeout_s):
+    """The parts of a pyvisa-py raw-socket session `bounded_clear` works on."""
+    return types.SimpleNamespace(
+        _pending_buffer=bytearray(b"stale"), interface=connection, timeout=timeout_s
+    )
+
+
+@pytest.mark.timeout(30)
+def test_bounded_clear_reports_a_closed_socket_and_stops_at_the_timeout():
+    ours, peer = socket.socketpair()
+    peer.sendall(b"late reply\n")
+    session = _session(ours, 0.2)
+    assert bounded_clear(session) == StatusCode.success  # drained, then quiet
+    assert session._pending_buffer == b"" and not _readable(ours)
+    peer.close()
+    with pytest.raises(VisaIOError) as closed:
+        bounded_clear(session)
+    assert closed.value.error_code == StatusCode.error_connection_lost
+    ours.close()
+    # A peer that never stops talking: discarding ends at the session's timeout.
+    ours, peer = socket.socketpair()
+    stop = threading.Event()
+
+    def chatter():
+        while not stop.is_set():
+            try:
+                peer.sendall(b"x" * 1024)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    try:
+        assert bounded_clear(_session(ours, 0.3)) == StatusCode.success
+    finally:
+        stop.set()
+        ours.close()
+        thread.join(timeout=10)
+        peer.close()
+
+
+def _readable(connection):
+    return bool(select.select([connection], [], [], 0)[0])
+
+
 # --- the fault matrix -------------------------------------------------------------------------
-# The instrument each procedure leans on most: that is where its fault strikes.
-TARGET = {
-    "warmup": "heater",
-    "balance": "mount",
-    "field_zeroing": "coil_x",
-    "spin_noise": "digitiser",
-    "field_sweep": "coil_x",
-    "temperature_sweep": "heater",
-    "probe_power_sweep": "laser",
-    "detuning_sweep": "laser",
-    "entanglement": "digitiser",
-    "sensitivity": "coil_x",
-    "record": "digitiser",
-}
+# Every run of the matrix plans its faults on every instrument of the station as the procedure's
+# measurement starts (after the readiness probe and the start snapshot, which tolerate a failing
+# instrument anyway): the four transient kinds spaced by more commands than one exchange takes,
+# so that each exchange meets at most one, in one run; a stall in another. A stall hangs an
+# instrument for 2.5 simulated seconds: longer than its link's three tries in-process (where a
+# read of nothing times out at once: the run aborts), shorter than one TCP timeout (300 ms of
+# wall time, 150 simulated s: survived), and always shorter than the station's patience for a
+# safe state (it is reached). The patience is counted on the simulated clock too, at 500 times
+# wall time, so it is set long enough for a slow pass over seven instruments on a busy machine.
+TRANSIENT = {"drop": 2, "delay": 10, "corrupt": 18, "error": 26}  # kind: commands before it
+STALL = {"stall": 2}
+INSTRUMENTS = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
 
 
-@pytest.fixture(scope="module")
-def faulty_station(tmp_path_factory):
+@pytest.fixture(scope="module", params=["inprocess", "tcp"])
+def faulty_station(request, tmp_path_factory):
     config = StationConfig.from_mapping(
         {
-            "station": {"timeout_ms": 300, "retries": 2},
-            "simulation": {"clock_speed": 500.0, "seed": 2},
+            "station": {"timeout_ms": 300, "retries": 2, "safe_state_patience_s": 600.0},
+            "simulation": {"clock_speed": 500.0, "seed": 2, "transport": request.param},
         }
     )
     station = Station(config)
     station.configure()
-    directory = tmp_path_factory.mktemp("matrix")
+    directory = tmp_path_factory.mktemp(f"matrix-{request.param}")
     for name, values in (("warmup", {"dwell_s": 5.0}), ("balance", {})):
         run_procedure(PROCEDURES[name].from_values(values), station, directory / f"{name}.h5")
     yield station, directory
@@ -144,58 +218,91 @@ def assert_safe(station):
     assert station.heater.heater_range == "high"  # the station holds the heater
 
 
-def assert_steps_kept(path):
+def assert_steps_kept(path, steps_recorded):
+    """Every step the procedure recorded is in the file, all columns alike."""
     with h5py.File(path, "r") as f:
         if "results" not in f:
-            return 0
+            assert steps_recorded == 0
+            return
         lengths = {column.shape[0] for column in f["results"].values()}
-        assert len(lengths) == 1, "results columns of different lengths"
-        steps = lengths.pop()
+        assert lengths == {steps_recorded}, "a recorded step is missing, or columns differ"
         if "spectra" in f:
-            assert f["spectra/psd"].shape[0] <= steps
-        return steps
+            assert f["spectra/psd"].shape[0] <= steps_recorded
 
 
+def run_with_faults(station, procedure_name, faults, path):
+    """Run a procedure with ``faults`` ({kind: after}) planned on every instrument as its
+    measurement starts; return (status, steps recorded, {(kind, instrument)} committed)."""
+    procedure = PROCEDURES[procedure_name].from_values(SMALL[procedure_name])
+    sims = station.simulated_instruments
+    measure = procedure.execute
+
+    def execute_under_faults():
+        for name in INSTRUMENTS:
+            for kind, after in faults.items():
+                sims[name].faults.add(Fault(kind, after=after, delay_s=0.05, duration_s=2.5))
+        measure()
+
+    procedure.execute = execute_under_faults
+    steps = []
+    before = {name: len(sims[name].faults.committed) for name in INSTRUMENTS}
+    try:
+        run_procedure(procedure, station, path, on_step=steps.append)
+    except RunAborted:
+        pass
+    finally:
+        for name in INSTRUMENTS:
+            sims[name].faults.clear()
+    committed = {
+        (kind, name) for name in INSTRUMENTS for kind in sims[name].faults.committed[before[name] :]
+    }
+    with h5py.File(path, "r") as f:
+        status = str(f.attrs["status"])
+        assert "safe_state_failures" not in f.attrs, (procedure_name, dict(f.attrs))
+    return status, len(steps), committed
+
+
+@pytest.mark.timeout(900)  # every run is bounded by timeouts; this bounds them all
 def test_fault_matrix(faulty_station, capsys):
+    """Every fault kind on every instrument, in every procedure: survived, safe, nothing lost."""
     station, directory = faulty_station
-    table = {}
+    transport = station.config.simulation.transport
+    table, tried = {}, set()
     for procedure in PROCEDURES:
-        for kind in FAULT_KINDS:
+        row = []
+        for label, faults in (("transient", TRANSIENT), ("stall", STALL)):
             # What each run expects to find: an aborted run may have left the plate or the
             # laser elsewhere (a run stopped half way is not expected to tidy those).
             station.laser.current_A = 0.12
             station.polarimeter.plate_angle_deg = station.polarimeter.balanced_angle_deg
             station.heater.setpoint_K = 450.0
-            target = station.simulated_instruments[TARGET[procedure]]
-            # A stall hangs the instrument for 2.5 s: longer than the link's three tries (the
-            # run aborts), shorter than the station's patience for a safe state (it is reached).
-            fault = Fault(kind, after=6, delay_s=0.05, duration_s=2.5)
-            target.faults.add(fault)
-            path = directory / f"{procedure}-{kind}.h5"
-            try:
-                run_procedure(PROCEDURES[procedure].from_values(SMALL[procedure]), station, path)
-            except RunAborted:
-                pass
-            finally:
-                target.faults.clear()
-            with h5py.File(path, "r") as f:
-                status = str(f.attrs["status"])
-                assert "safe_state_failures" not in f.attrs, (procedure, kind)
-            assert status in ("completed", "aborted"), (procedure, kind, status)
-            if kind != "stall":
-                assert status == "completed", (procedure, kind)
+            path = directory / f"{procedure}-{label}.h5"
+            status, steps, committed = run_with_faults(station, procedure, faults, path)
+            assert status in ("completed", "aborted"), (procedure, label, status)
+            if label == "transient":
+                assert status == "completed", (procedure, label)
             assert_safe(station)
-            assert_steps_kept(path)
-            table.setdefault(procedure, []).append(status)
+            assert_steps_kept(path, steps)
+            tried |= {(procedure, kind, name) for kind, name in committed}
+            row.append(f"{status} ({len(committed)} faults)")
+        table[procedure] = row
+    # Each kind struck each instrument in some procedure; every run met faults (a procedure
+    # that sends an instrument fewer commands than a fault waits for does not meet that one).
+    kinds = (*TRANSIENT, *STALL)
+    assert sorted(kinds) == sorted(FAULT_KINDS)
+    assert {(k, n) for _, k, n in tried} == {(k, n) for k in kinds for n in INSTRUMENTS}
+    for procedure in PROCEDURES:
+        met = {k for p, k, _ in tried if p == procedure}
+        assert {"drop", "stall"} <= met, (procedure, met)
     with capsys.disabled():
-        print("\nfault matrix: how each run ended, with its instruments safe and its steps kept")
-        print(f"{'procedure':<18}" + "".join(f"{k:>11}" for k in FAULT_KINDS) + "   survived")
+        print(f"\nfault matrix over {transport}: how each run ended, instruments safe, steps kept")
+        print(f"{'procedure':<18}{'transient kinds':>28}{'stall':>28}")
         for procedure, row in table.items():
-            print(
-                f"{procedure:<18}" + "".join(f"{s:>11}" for s in row) + f"   {len(row)}/{len(row)}"
-            )
-        total = sum(len(row) for row in table.values())
-        print(f"faults survived / tried: {total}/{total}")
+            print(f"{procedure:<18}" + "".join(f"{cell:>28}" for cell in row))
+        print(
+            f"faults survived / tried over {transport} (procedure x kind x instrument): "
+            f"{len(tried)}/{len(tried)} of {len(PROCEDURES) * len(kinds) * len(INSTRUMENTS)}"
+        )
 
 
 def test_watchdog_pauses_on_an_open_interlock_and_resumes(faulty_station, tmp_path):

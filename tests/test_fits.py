@@ -1,4 +1,4 @@
-"""Spin-noise model fit and single-Lorentzian fit on seeded simulated records (PHYSICS.md §3)."""
+"""Spin-noise model fit and single-Lorentzian fit on seeded records (docs/physics.md §3)."""
 
 import math
 from dataclasses import replace
@@ -126,7 +126,7 @@ def test_in_serf_one_lorentzian_undercounts_the_atoms_and_the_model_does_not():
     spectrum, d = record_spectrum(apparatus, 10e3, 4096, 20.0, seed=2)
     geometry = ProbeGeometry.from_apparatus(d)
     narrow = d.model.eigenmodes(d.coupling_upper_rad, d.coupling_lower_rad)[0]
-    assert narrow.fraction == pytest.approx(4 / 9, rel=0.03)  # PHYSICS.md §3
+    assert narrow.fraction == pytest.approx(4 / 9, rel=0.03)  # docs/physics.md §3
     lorentzian = fit_lorentzian(spectrum, geometry)
     undercount = lorentzian.implied_atom_number.value / d.atom_number
     sigma = lorentzian.implied_atom_number.uncertainty / d.atom_number

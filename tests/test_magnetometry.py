@@ -184,7 +184,7 @@ def test_higher_order_terms_give_the_zero_field_limits_across_the_serf_window():
     assert straight < 0.98 * q_limit and cubic == pytest.approx(q_limit, rel=1e-3)
     quadratic = spin_exchange_from_broadening(larmor, decay, sigma)
     quartic = spin_exchange_from_broadening(larmor, decay, sigma, quartic=True)
-    gamma0 = d.spin_destruction_rate / 6 + d.diffusion_rate  # PHYSICS.md §3, SERF decay
+    gamma0 = d.spin_destruction_rate / 6 + d.diffusion_rate  # docs/physics.md §3, SERF decay
     assert quadratic.spin_exchange_rate.value > 1.05 * r_se
     assert quartic.spin_exchange_rate.value == pytest.approx(r_se, rel=0.01)
     assert quartic.zero_field_decay_rate.value == pytest.approx(gamma0, rel=0.02)

@@ -1,4 +1,4 @@
-"""Constants, vapour and optics against the numbers and formulas of PHYSICS.md §1, §2, §4."""
+"""Constants, vapour and optics against the numbers and formulas of docs/physics.md §1, §2, §4."""
 
 import math
 

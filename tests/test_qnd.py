@@ -177,3 +177,28 @@ def test_witness_and_lifetime_uncertainties_are_right_over_seeds():
     pulls = np.array(pulls)
     assert np.all(np.abs(pulls.mean(axis=0)) < 0.3), pulls.mean(axis=0)
     assert np.all((0.7 < pulls.std(axis=0, ddof=1)) & (pulls.std(axis=0, ddof=1) < 1.3))
+
+
+def test_settling_is_where_the_start_up_excess_falls_below_its_tolerance():
+    # With the transit modes: the slowest mode (tiny weight) would claim ~60 000 samples.
+    from hotspin.analysis.qnd import _SETTLED_AMPLITUDE, KalmanFilter, spin_projection
+
+    r = readout(ENTANGLING.with_changes(beam_transit=True, field_T=tuple(DIAGONAL)))
+    kalman = KalmanFilter(r, 125e6 / 1024)
+    A, _, sigma, C = r.unit_matrices()
+    P_plus = kalman.filtered_covariance / r.model.atom_number
+    F = (np.eye(A.shape[0]) - np.outer(kalman._gain, C)) @ kalman._Phi
+    P = spin_projection(A.shape[0])
+
+    def relative_excess(k):
+        Fk = np.linalg.matrix_power(F, k)
+        D = Fk @ (sigma - P_plus) @ Fk.T
+        row = C @ kalman._Phi
+        return max(
+            row @ D @ row / kalman.innovation_variance,
+            np.trace(P @ D @ P.T) / np.trace(P @ P_plus @ P.T),
+        )
+
+    k = kalman.settle_samples
+    assert 100 < k < 20_000
+    assert relative_excess(k) <= _SETTLED_AMPLITUDE**2 < relative_excess(k - 1)

@@ -540,3 +540,9 @@ def test_bad_values_get_the_servers_error_codes(board):
     with pytest.raises(InstrumentCommandError, match="Parameter not allowed"):
         pitaya.check_errors()
     assert pitaya.ask("ACQ:DEC?") == "1"  # nothing bad was applied
+
+
+def test_a_garbled_whole_number_reply_is_an_error_the_link_repeats():
+    # Line noise on "64": pymeasure would hand back the string; the driver refuses it.
+    with expected_protocol(RedPitaya, [(b"ACQ:DEC?", b"?4")]) as board, pytest.raises(ValueError):
+        board.decimation  # noqa: B018

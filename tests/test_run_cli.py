@@ -55,12 +55,19 @@ def test_an_unbalanced_polarimeter_is_refused_saying_what_to_run(tmp_path, capsy
     assert not out.exists()
 
 
+def default_interrupts() -> None:
+    """In the child: Ctrl-C acts as from a terminal, even when the test runner ignores it (a
+    shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(out, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "hotspin.cli", "run", "warmup", "--set", "sample_interval_s=2",
          "--set", "dwell_s=3000",
          "--out", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_interrupts,
     )  # fmt: skip
 
 
@@ -176,7 +183,7 @@ def test_a_sweep_stopped_by_ctrl_c_or_killed_keeps_every_finished_spectrum(tmp_p
     out = tmp_path / "sweep.h5"
     process = subprocess.Popen(
         [sys.executable, "-c", SWEEP_SCRIPT, str(out)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, preexec_fn=default_interrupts,
     )  # fmt: skip
     steps_seen = 0
     while steps_seen < 3:
@@ -208,3 +215,16 @@ def test_the_progress_bar_redraws_on_change_and_ends_its_line_once():
         "100",
     ]
     assert stream.getvalue().count("\n") == 1 and frames[-1].startswith("sweep [##########] 100%")
+
+
+@pytest.mark.timeout(120)
+def test_a_station_nobody_answers_names_the_instrument_and_resource_and_exits_3(tmp_path, capsys):
+    ports = free_ports(len(NAMES))
+    station = tmp_path / "dead.toml"
+    station.write_text(station_text(ports, simulated=False))  # nothing listens on these ports
+    out = tmp_path / "never.h5"
+    assert main(["run", "warmup", "--station", str(station), "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hotspin run: failed: ")
+    assert "::SOCKET)" in err and any(f"127.0.0.1::{port}::SOCKET" in err for port in ports)
+    assert "Error:" not in err  # the instrument and where it is, not a Python class

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import h5py
+import numpy as np
 import pytest
 from hotspin.instruments.errors import InterlockError
 from hotspin.instruments.interrupts import interrupts_held
@@ -40,6 +41,12 @@ with terminating_interrupts(), Station(config) as station:
 """
 
 
+def default_interrupts() -> None:
+    """In the child: Ctrl-C acts as from a terminal, even when the test runner ignores it (a
+    shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     "signals", [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]],
     ids=["SIGTERM", "SIGHUP", "double-Ctrl-C"],
@@ -49,6 +56,7 @@ def test_a_signal_during_a_field_sweep_aborts_it_with_the_coils_off(tmp_path, si
     process = subprocess.Popen(
         [sys.executable, "-c", SWEEP_SCRIPT, str(out)], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_interrupts,
     )  # fmt: skip
     for _ in range(2):
         assert process.stdout.readline() == "step\n", process.stderr.read()
@@ -85,8 +93,50 @@ def test_a_hung_supply_leaves_the_other_two_at_zero_and_off_and_is_named():
 
 
 def test_held_interrupts_are_delivered_after_the_block():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever ran before
     order = []
-    with pytest.raises(KeyboardInterrupt), interrupts_held():
-        signal.raise_signal(signal.SIGINT)
-        order.append("the block finished")
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupts_held():
+            signal.raise_signal(signal.SIGINT)
+            order.append("the block finished")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert order == ["the block finished"]
+
+
+AVERAGE_SCRIPT = """
+import sys
+from hotspin.instruments.station import Station
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.recorder import RunFile
+from hotspin.procedures.registry import PROCEDURES
+
+RunFile.checkpoint_due = lambda self, interval_s=1.0: True  # every record, for the test
+with Station.from_file(None, manual_clock=True) as station:
+    station.configure()
+    run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w")
+    run_procedure(PROCEDURES["balance"].from_values({}), station, sys.argv[1] + "-b")
+    long = PROCEDURES["spin_noise"].from_values({"averages": 100000})
+    run_procedure(long, station, sys.argv[1], progress=lambda p, m: print(m, flush=True))
+"""
+
+
+def test_a_killed_long_average_keeps_the_average_flushed_before_the_kill(tmp_path):
+    out = tmp_path / "average.h5"
+    process = subprocess.Popen(
+        [sys.executable, "-c", AVERAGE_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    seen = 0
+    while seen < 5:
+        line = process.stdout.readline()
+        assert line, "the run ended before it was killed"
+        if line.startswith("spectrum: record"):
+            seen = int(line.split()[2])
+    process.kill()
+    process.wait(timeout=60)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "running"  # killed: nobody marked it
+        running = f["spectra/running"]
+        assert running.attrs["records"] >= seen
+        psd, frequency = running["psd"][...], running["frequency"][...]
+        assert psd.shape == frequency.shape and np.all(np.isfinite(psd)) and psd[1:].min() > 0

@@ -108,7 +108,7 @@ def test_simulate_writes_the_data_file_layout_with_truth(tmp_path, capsys):
         (["--set", "temperature_K=-3"], "temperature_K = -3 is outside the allowed range"),
         (["--set", "temperature_K=nan"], "temperature_K = nan is outside the allowed range"),
         (["--set", "field_nT=inf,0,0"], "field_nT = inf,0,0 is outside the allowed range"),
-        (["--set", "field_nT=1,2"], "field_nT = 1,2 is outside the allowed range 3 × "),
+        (["--set", "field_nT=1,2"], "field_nT = 1,2 has 2 component(s); it needs 3"),
         (["--set", "colour=blue"], "unknown parameter 'colour'"),
         (["--set", "seed=1.5"], "seed = 1.5 must be an integer"),
     ],

@@ -1,4 +1,4 @@
-"""The simulated world: oven, laser, coils, polarimeter and clock (PHYSICS.md §4, §5)."""
+"""The simulated world: oven, laser, coils, polarimeter and clock (docs/physics.md §4, §5)."""
 
 import math
 import time

@@ -1,4 +1,4 @@
-"""The two-manifold model against every limit of PHYSICS.md §3, from the analytic model."""
+"""The two-manifold model against every limit of docs/physics.md §3, from the analytic model."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Generated spin noise against the analytic model (PHYSICS.md §3), in every regime.
+"""Generated spin noise against the analytic model (docs/physics.md §3), in every regime.
 
 Statistical errors are computed, not assumed: a record is cut into independent pieces, each gets
 its own Welch spectrum, and the spread of the pieces gives the standard error of their mean. A
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hotspin.analysis.spin_model import SpinModel
 from hotspin.simulators.spin_noise import ExactSpinNoise, FastAngleNoise
-from scipy import signal
+from scipy import integrate, signal
 from scipy.linalg import expm
 
 COUPLING = 1e-12  # rad per unit spin, both manifolds (far-detuned probe)
@@ -20,7 +20,7 @@ ATOMS = 1e12
 
 
 def regime_model(name):
-    """Return (model, white PSD, sample rate, nperseg) for a regime of PHYSICS.md §3."""
+    """Return (model, white PSD, sample rate, nperseg) for a regime of docs/physics.md §3."""
     if name == "slow":  # R_SE ≪ ω: F=2 and F=1 lines at 6.996 and 7.024 Hz/nT, resolved
         field, r_se, r_sd, fs, nperseg = 2000.0, 200.0, 10.0, 50e3, 1 << 15
     elif name == "crossover":  # R_SE ~ ω
@@ -129,7 +129,9 @@ def test_welch_psd_matches_the_analytic_spectrum(regime, kind):
     variance = model.variance(COUPLING, COUPLING) + white * fs / 2
     grid = np.linspace(0, fs / 2, 200_001)
     duration = total / fs
-    error = math.sqrt(np.trapezoid(expected_psd(model, white, fs, grid) ** 2, grid) / duration)
+    error = math.sqrt(
+        integrate.trapezoid(expected_psd(model, white, fs, grid) ** 2, grid) / duration
+    )
     assert abs(np.var(record) - variance) < 4 * error
 
 

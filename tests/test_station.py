@@ -1,6 +1,7 @@
 """The station: file parsing, the simulated lab behind the real drivers, interlocks, snapshot."""
 
 import math
+import re
 import textwrap
 
 import numpy as np
@@ -193,3 +194,38 @@ def test_apparatus_for_the_analysis_comes_from_the_station(station):
     assert apparatus.probe_detuning_Hz == pytest.approx(60e9)
     assert apparatus.beam_area_m2 == station.config.cell.beam_area_m2
     assert apparatus.temperature_K == pytest.approx(station.heater.temperature_K, abs=0.01)
+
+
+def real_station_mapping():
+    """A real station naming every role's resource (nothing listens there; nothing connects)."""
+    r = "TCPIP::192.0.2.1::{}::SOCKET"
+    return {
+        "station": {"simulated": False},
+        "heater": {"resource": r.format(7777)},
+        "laser": {"resource": r.format(1998)},
+        "polarimeter": {"mount_resource": r.format(10001)},
+        "digitiser": {"resource": r.format(5000)},
+        "coils": {"resources": [r.format(1394), r.format(1395), r.format(1396)]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "message"),
+    [
+        ("heater", None, "needs its [heater] table, with resource; it is missing"),
+        ("coils", None, "needs its [coils] table, with resources; it is missing"),
+        ("polarimeter", "mount_resource", "needs polarimeter.mount_resource; it is missing"),
+    ],
+)
+def test_a_real_station_must_name_every_role_and_its_resource(table, key, message):
+    assert not StationConfig.from_mapping(real_station_mapping()).simulated
+    mapping = real_station_mapping()
+    if key is None:
+        del mapping[table]
+    else:
+        del mapping[table][key]
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        StationConfig.from_mapping(mapping)
+    # A simulated station may leave every role to its defaults.
+    del mapping["station"]
+    assert StationConfig.from_mapping(mapping).simulated

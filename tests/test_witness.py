@@ -1,5 +1,5 @@
 """The separable bound of the ⁸⁷Rb witness, the lifetime after the readout and the generic
-Riccati solver (PHYSICS.md §6), checked against independent computations: explicit spin
+Riccati solver (docs/physics.md §6), checked against independent computations: explicit spin
 matrices of the 8-state ground manifold, the Lyapunov ODE integrated numerically, a Kalman
 filter run on a seeded simulated record, and a block model of spatial modes built here."""
 

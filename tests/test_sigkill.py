@@ -1,0 +1,95 @@
+"""SIGKILL at ten seeded random moments of a field sweep and of a long average: every file stays
+readable and keeps every step that was flushed before the kill."""
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from hotspin.instruments.station import Station
+from hotspin.instruments.station_config import StationConfig
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.registry import PROCEDURES
+
+# The child runs one procedure on the kept (persisted) lab that the test warmed and balanced,
+# and reports each progress message and each recorded step (recorded means flushed: the run
+# file flushes a step before it calls on_step).
+CHILD = """
+import json
+import sys
+from hotspin.instruments.station import Station
+from hotspin.instruments.station_config import StationConfig
+from hotspin.procedures.base import run_procedure
+from hotspin.procedures.registry import PROCEDURES
+
+station_file, name, values, out = sys.argv[1:]
+with Station(StationConfig.load(station_file), persist=True) as station:
+    station.configure()
+    run_procedure(
+        PROCEDURES[name].from_values(json.loads(values)), station, out,
+        progress=lambda percent, message: print("progress", flush=True),
+        on_step=lambda row: print("step", flush=True),
+    )
+print("done", flush=True)
+"""
+
+KILLS = 10
+SCENARIOS = {
+    # (procedure, parameters, progress messages in a whole run)
+    "sweep": ("field_sweep", {"points": 8, "averages": 2}, 16),
+    "long average": ("spin_noise", {"averages": 60}, 60),
+}
+
+
+@pytest.fixture
+def warm_kept_lab(tmp_path, lab_state):
+    """A station file at 1000× and its kept lab, warm and balanced (persisted to lab_state)."""
+    station_file = tmp_path / "fast.toml"
+    station_file.write_text("[simulation]\nclock_speed = 1000.0\nseed = 3\n")
+    with Station(StationConfig.load(station_file), persist=True) as station:
+        station.configure()
+        for name, values in (("warmup", {"dwell_s": 5.0}), ("balance", {})):
+            procedure = PROCEDURES[name].from_values(values)
+            run_procedure(procedure, station, tmp_path / f"{name}.h5")
+    return station_file
+
+
+@pytest.mark.timeout(600)  # twenty short-lived processes; each wait below is bounded too
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_sigkill_at_random_moments_keeps_every_flushed_step(tmp_path, warm_kept_lab, scenario):
+    import json
+
+    name, values, messages = SCENARIOS[scenario]
+    rng = np.random.default_rng(20261201)
+    moments = rng.integers(1, messages - 1, size=KILLS)  # kill after this many progress reports
+    for index, moment in enumerate(moments):
+        out = tmp_path / f"killed-{index}.h5"
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(warm_kept_lab), name, json.dumps(values), str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        steps = reports = 0
+        try:
+            for line in child.stdout:
+                steps += line == "step\n"
+                reports += line == "progress\n"
+                if reports >= moment:
+                    break
+            child.kill()
+            child.wait(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        assert reports >= moment, f"{scenario} kill {index}: the run ended before it"
+        with h5py.File(out, "r") as f:  # readable
+            assert f.attrs["procedure"] == name
+            assert str(f.attrs["status"]) in ("running", "completed"), (scenario, index)
+            assert "parameters" in f and "snapshot/start" in f
+            rows = {column.shape[0] for column in f["results"].values()} if "results" in f else {0}
+            assert len(rows) == 1, f"results columns of different lengths: {rows}"
+            kept = rows.pop()
+            assert kept >= steps, f"{scenario} kill {index}: {steps} steps flushed, {kept} kept"
+            if "spectra" in f:
+                assert f["spectra/psd"].shape[0] >= min(steps, kept)
+                assert np.all(np.isfinite(f["spectra/psd"][:steps]))
