@@ -47,7 +47,8 @@ lifetime τ_ent is the first τ where ξ²(τ) reaches 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -780,3 +781,476 @@ def innovations_check(
         autocorrelation_p_value=float(stats.chi2.sf(q, lags)),
         samples=n,
     )
+
+
+# --- the continuous filter of a sample stream -----------------------------------------------------
+# A gap's run-in ends when the predicted covariance is within this fraction (max norm) of the
+# steady one: from there on the steady gain differs from the exact time-varying one by less.
+_RUN_IN_TOLERANCE = 1e-13
+# ... or when a step moves it by less than this fraction of its distance from the steady one.
+_RUN_IN_STALLED = 1e-3
+# The steady filter runs over at most this many samples at a time (bounded temporaries).
+_STEADY_CHUNK = 1 << 18
+# Hewer's iteration of the discrete Riccati equation: at most this many steps, stopped when a
+# step changes P by less than this fraction, refused when the residual exceeds the last one.
+_HEWER_MAX_STEPS = 200
+_HEWER_STEP_TOLERANCE = 1e-14
+_DARE_RESIDUAL_TOLERANCE = 1e-9
+
+
+@threadpool_limits.wrap(**_ONE_BLAS_THREAD)
+def solve_predicted_covariance(
+    transition: np.ndarray,
+    process_noise: np.ndarray,
+    observation: np.ndarray,
+    measurement_variance: float,
+    stationary: np.ndarray,
+) -> np.ndarray:
+    """Return P, the steady one-step prediction covariance of x_{k+1} = Φx_k + w_k, y = Cx + v.
+
+    Hewer's Newton iteration of the discrete Riccati equation (IEEE TAC 16, 382 (1971)): each
+    step solves the Lyapunov equation of the predictor with the previous gain, and the iterates
+    fall monotonically and at last quadratically to the stabilising solution. It starts from the
+    gain 0, whose solution is the stationary Σ (Φ is stable), and works with every component
+    scaled to unit stationary variance, where spatial modes of very unequal weight are alike.
+    (The same robustness argument as for ``solve_conditional_covariance``.) The residual of
+    P = ΦPΦᵀ + W − ΦPCᵀ(CPCᵀ + R)⁻¹CPΦᵀ is checked.
+    """
+    Phi = np.asarray(transition, dtype=float)
+    scale = np.sqrt(np.diag(stationary))
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise ValueError("the stationary covariance must have a positive diagonal")
+    Phi_u = Phi * scale[None, :] / scale[:, None]
+    W_u = np.asarray(process_noise, dtype=float) / np.outer(scale, scale)
+    W_u = 0.5 * (W_u + W_u.T)
+    C_u = np.asarray(observation, dtype=float) * scale
+    R = check_positive("measurement_variance", measurement_variance, "rad^2")
+    X = np.asarray(stationary, dtype=float) / np.outer(scale, scale)
+    for _ in range(_HEWER_MAX_STEPS):
+        gain = Phi_u @ X @ C_u / (C_u @ X @ C_u + R)
+        closed = Phi_u - np.outer(gain, C_u)
+        following = linalg.solve_discrete_lyapunov(closed, W_u + R * np.outer(gain, gain))
+        following = 0.5 * (following + following.T)
+        change = np.abs(following - X).max() / np.abs(following).max()
+        X = following
+        if change <= _HEWER_STEP_TOLERANCE:
+            break
+    XC = X @ C_u
+    terms = (Phi_u @ X @ Phi_u.T, W_u, np.outer(Phi_u @ XC, Phi_u @ XC) / (C_u @ XC + R))
+    residual = np.abs(terms[0] + terms[1] - terms[2] - X).max() / np.abs(X).max()
+    if not residual < _DARE_RESIDUAL_TOLERANCE:
+        raise np.linalg.LinAlgError(
+            f"the discrete Riccati equation was not solved: relative residual {residual:.2g} "
+            f"(accepted: {_DARE_RESIDUAL_TOLERANCE:g})"
+        )
+    return X * np.outer(scale, scale)
+
+
+@dataclass(frozen=True)
+class Whiteness:
+    """The running whiteness test of the normalised innovations u_k = e_k/√S_k."""
+
+    normalised_variance: float  # mean u² (1 for the right model)
+    variance_uncertainty: float  # its standard error √(2/n) for white Gaussian u
+    ljung_box: float  # Q = n(n+2) Σ ρ̂ₖ²/(n−k) over the window
+    lags: int
+    p_value: float  # of Q under χ²(lags)
+    samples: int  # innovations in the window
+
+
+@dataclass(frozen=True)
+class FilteredBlock:
+    """The continuous filter's output for one block of the stream."""
+
+    first_index: int  # absolute index of the block's first sample
+    spin: np.ndarray  # (n, k) E[F_k | y up to k] (the model's output, e.g. F in ħ); every sample
+    innovations: np.ndarray  # (n,) y_k − C E[x_k | y before k], rad; NaN where y_k is missing
+    normalised_innovations: np.ndarray  # (n,) innovations / √S_k; NaN where y_k is missing
+    gaps: tuple[tuple[int, int], ...]  # (first missing index, length), before and in the block
+    run_in_samples: int  # samples of the block filtered with the time-varying gain
+    squeezing_parameter: float  # ξ² of the conditional state at the block's last sample
+    squeezing_parameter_peak: float  # the largest ξ² in the block (it rises in a gap)
+    whiteness: Whiteness | None  # over the recent window; None until it holds enough samples
+
+
+@dataclass(frozen=True)
+class StateSpaceModel:
+    """dx = A x dt + dW (E[dW dWᵀ] = Q dt), y = C x + v (E[v v] = R δ), stationary covariance Σ."""
+
+    drift: np.ndarray
+    noise: np.ndarray
+    observation: np.ndarray  # (n,) one observed quantity
+    intensity: float  # two-sided R, rad²/Hz
+    stationary: np.ndarray
+
+    def __post_init__(self) -> None:
+        A = np.asarray(self.drift, dtype=float)
+        n = A.shape[0]
+        if (
+            A.shape != (n, n)
+            or np.shape(self.noise) != (n, n)
+            or np.shape(self.stationary)
+            != (
+                n,
+                n,
+            )
+        ):
+            raise ValueError(
+                f"drift {A.shape}, noise {np.shape(self.noise)} and stationary "
+                f"{np.shape(self.stationary)} must be square matrices of one dimension"
+            )
+        if np.shape(self.observation) != (n,):
+            raise ValueError(f"observation {np.shape(self.observation)} must be a vector of {n}")
+        check_positive("intensity", self.intensity, "rad^2/Hz")
+        # Σ must be the stationary covariance of (A, Q): the sampled noise W = Σ − ΦΣΦᵀ uses it.
+        lyapunov = A @ self.stationary + self.stationary @ A.T + self.noise
+        if np.abs(lyapunov).max() > 1e-8 * np.abs(A @ self.stationary).max():
+            raise ValueError("stationary is not the stationary covariance: AΣ + ΣAᵀ + Q ≠ 0")
+
+    @property
+    def dimension(self) -> int:
+        """Return the dimension n of the state."""
+        return int(np.shape(self.drift)[0])
+
+
+class ContinuousKalmanFilter:
+    """The Kalman filter of an unbroken sample stream y_k = C x_k + v_k, block after block.
+
+    Steady state: x⁺_k = F x⁺_{k−1} + K y_k with F = (1 − KC)Φ and the steady gain K of the
+    discrete Riccati equation. F is diagonalised once, F = V Λ V⁻¹, and each eigenvalue is a
+    one-pole section z_k = λ z_{k−1} + g y_k run by ``scipy.signal.lfilter``, whose final
+    conditions carry the state from block to block; of a complex-conjugate pair only one is run
+    (the other is its conjugate), and an eigenvalue's mode is run in real arithmetic when it is
+    real. The outputs (the projection of x⁺, and CΦx⁺ for the next innovation) are fixed linear
+    combinations of the modes.
+
+    Missing samples (a jump of the absolute index between blocks, or NaN in a block): the state
+    is propagated without measurement, x ← Φᵍx, and its covariance with it,
+    P⁺ ← Σ + Φᵍ(P⁺ − Σ)Φᵍᵀ (exact for a stationary model). The samples after the gap are then
+    filtered sample by sample with the exact time-varying gain of the Riccati recursion (the
+    textbook filter) until the predicted covariance is back within 1e-13 (max norm, relative) of
+    the steady one, or has stopped approaching it within the Riccati solution's accuracy (1e-9;
+    the recursion's rounding floor, 6e-13 at 10 MS/s), where the steady sections take over. The
+    stream's start is the same run-in, from the prior x = 0, P = Σ. The run-in is a Python loop
+    per sample (4–50 µs each, with the dimension) over about ln(1e-13)/(2 ln|λ|max) samples per
+    gap (at 10 MS/s: 1.5e5 for the six-dimensional model, about a second; 1.8e6 estimated and
+    3.6e6 taken for the 42-dimensional transit model, 22 s): a faster exact run-in is still to
+    be found (BENCHMARKS.md).
+    """
+
+    def __init__(
+        self,
+        model: StateSpaceModel,
+        sample_rate_Hz: float,
+        *,
+        projection: np.ndarray | None = None,
+        output_scale: float = 1.0,
+        bound_variance: float | None = None,
+        whiteness_lags: int = 10,
+        whiteness_window: int = 64,
+    ) -> None:
+        self.model = model
+        self.sample_rate_Hz = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+        n = model.dimension
+        A, sigma = np.asarray(model.drift, dtype=float), np.asarray(model.stationary, dtype=float)
+        C = np.asarray(model.observation, dtype=float)
+        if projection is None:
+            projection = spin_projection(n) if n % 6 == 0 else np.eye(n)
+        self.projection = np.atleast_2d(np.asarray(projection, dtype=float))
+        if self.projection.shape[1] != n:
+            raise ValueError(f"projection {self.projection.shape} does not act on dimension {n}")
+        self.output_scale = float(output_scale)
+        self.whiteness_lags = int(check_range("whiteness_lags", whiteness_lags, 1, 1000))
+        self.whiteness_window = int(check_range("whiteness_window", whiteness_window, 1, 1e6))
+        Phi = linalg.expm(A / self.sample_rate_Hz)
+        W = sigma - Phi @ sigma @ Phi.T
+        W = 0.5 * (W + W.T)
+        R = model.intensity * self.sample_rate_Hz
+        P = solve_predicted_covariance(Phi, W, C, R, sigma)
+        S = float(C @ P @ C) + R
+        K = P @ C / S
+        self._Phi, self._W, self._C, self._R, self._sigma = Phi, W, C, R, sigma
+        self.predicted_covariance = P
+        self.innovation_variance = S
+        self.gain = K
+        self.filtered_covariance = P - np.outer(K, C @ P)
+        # The witness: the continuous conditional covariance (as ``squeezing_parameter``), with
+        # the excess of the discrete filtered covariance over its steady value after a gap.
+        self.bound_variance = bound_variance
+        if bound_variance is not None:
+            self.conditional_covariance = solve_conditional_covariance(
+                A, model.noise, C, model.intensity, sigma
+            )
+            self.squeezing_parameter = (
+                total_spin_variance(self.conditional_covariance, self.projection) / bound_variance
+            )
+            self.entanglement_lifetime_s = entanglement_lifetime_of(
+                A, sigma, self.conditional_covariance, bound_variance, self.projection
+            )
+        else:
+            self.conditional_covariance = None
+            self.squeezing_parameter = math.nan
+            self.entanglement_lifetime_s = math.nan
+        self._steady_trace = total_spin_variance(self.filtered_covariance, self.projection)
+        F = (np.eye(n) - np.outer(K, C)) @ Phi
+        eigenvalues, V = np.linalg.eig(F)
+        if np.linalg.cond(V) > _MAX_EIGENVECTOR_CONDITION:
+            raise np.linalg.LinAlgError("the filter's transition matrix has no usable eigenbasis")
+        # One section per real eigenvalue and per conjugate pair (the one with Im λ > 0).
+        keep = eigenvalues.imag >= 0
+        real = np.abs(eigenvalues.imag) <= 1e-14 * np.abs(eigenvalues)
+        if np.count_nonzero(keep & ~real) != np.count_nonzero(~keep & ~real):
+            raise np.linalg.LinAlgError("the filter's eigenvalues are not in conjugate pairs")
+        V_inv = np.linalg.inv(V)
+        self._lambda = np.where(real, eigenvalues.real, eigenvalues)[keep]
+        self._real = real[keep]
+        self._mode_gain = (V_inv @ K.astype(complex))[keep]
+        self._to_modes = V_inv[keep]  # z = V⁻¹ x for the kept modes
+        weight = np.where(real, 1.0, 2.0)[keep]  # x = Σ_real V z + Σ_pairs 2 Re(V z)
+        outputs = np.vstack([self.projection, (C @ Phi)[None, :]])
+        self._mode_outputs = np.ascontiguousarray((outputs @ V)[:, keep] * weight[None, :])
+        self._from_modes = V[:, keep] * weight[None, :]  # x = Re(this @ z)
+        slowest = float(np.max(np.abs(eigenvalues)))
+        self.run_in_estimate = math.ceil(math.log(_RUN_IN_TOLERANCE) / (2 * math.log(slowest)))
+        self.reset()
+
+    @classmethod
+    def from_readout(
+        cls,
+        readout: ContinuousReadout,
+        sample_rate_Hz: float,
+        bound: float = THERMAL_BOUND,
+        **options: int,
+    ) -> ContinuousKalmanFilter:
+        """Return the filter of a QND readout: spin F in ħ, ξ² under the bound b per atom
+        (``options``: whiteness_lags, whiteness_window)."""
+        A, Q, sigma, C = readout.unit_matrices()
+        model = StateSpaceModel(A, Q, C, readout.intensity, sigma)
+        return cls(
+            model,
+            sample_rate_Hz,
+            output_scale=math.sqrt(readout.model.atom_number),
+            bound_variance=check_positive("bound", bound),
+            **options,
+        )
+
+    def reset(self) -> None:
+        """Start again from the prior (x = 0, P = Σ), before sample 0."""
+        n = self.model.dimension
+        self._next_index = 0
+        self._x = np.zeros(n)  # x⁺ of the last sample (transient mode)
+        self._z: np.ndarray | None = None  # the modes' state (steady mode), else None
+        self._P = self._sigma.copy()  # P⁺ of the last sample (transient mode)
+        self._carry = np.zeros(0)  # the last `lags` normalised innovations (contiguous)
+        self._window: deque[np.ndarray] = deque(maxlen=self.whiteness_window)
+
+    # --- the stream -----------------------------------------------------------------------------
+    def run(self, blocks: Iterable[tuple[int, np.ndarray]]) -> Iterator[FilteredBlock]:
+        """Filter a stream of blocks (absolute index of the first sample, samples in rad)."""
+        for first_index, samples in blocks:
+            yield self.filter_block(first_index, samples)
+
+    def filter_block(self, first_index: int, samples_rad: np.ndarray) -> FilteredBlock:
+        """Filter the next block; samples before ``first_index`` not yet seen are a gap, and NaN
+        samples are missing."""
+        y = np.asarray(samples_rad, dtype=float)
+        if y.ndim != 1:
+            raise ValueError(f"samples_rad has shape {y.shape}: one block is one-dimensional")
+        first = int(first_index)
+        if first < self._next_index:
+            raise ValueError(
+                f"first_index = {first}: the stream is at sample {self._next_index}; blocks "
+                "must come in order without overlap"
+            )
+        gaps: list[tuple[int, int]] = []
+        if first > self._next_index:
+            gaps.append((self._next_index, first - self._next_index))
+            self._time_update(first - self._next_index)
+            self._carry = np.zeros(0)
+        n = y.size
+        spin = np.empty((n, self.projection.shape[0]))
+        innovations = np.full(n, np.nan)
+        normalised = np.full(n, np.nan)
+        peak = self._xi2()
+        run_in = 0
+        missing = ~np.isfinite(y)
+        start = 0
+        while start < n:
+            if missing[start]:
+                stop = start + int(np.argmax(~missing[start:])) if (~missing[start:]).any() else n
+                gaps.append((first + start, stop - start))
+                for k in range(start, stop):  # the prediction of each missing sample
+                    self._time_update(1)
+                    spin[k] = self.projection @ self._x
+                peak = max(peak, self._xi2())
+                self._carry = np.zeros(0)
+                start = stop
+                continue
+            stop = start + int(np.argmax(missing[start:])) if missing[start:].any() else n
+            if self._z is None:
+                done = self._run_in(y, start, stop, spin, innovations, normalised)
+                run_in += done - start
+            else:
+                done = start
+            if done < stop:
+                self._steady(y, done, stop, spin, innovations, normalised)
+            self._accumulate(normalised[start:stop])
+            start = stop
+        self._next_index = first + n
+        return FilteredBlock(
+            first_index=first,
+            spin=spin * self.output_scale,
+            innovations=innovations,
+            normalised_innovations=normalised,
+            gaps=tuple(gaps),
+            run_in_samples=run_in,
+            squeezing_parameter=self._xi2(),
+            squeezing_parameter_peak=peak,
+            whiteness=self.whiteness(),
+        )
+
+    # --- the two modes of filtering -------------------------------------------------------------
+    def _xi2(self) -> float:
+        """Return ξ² of the conditional state after the last sample."""
+        if self.bound_variance is None:
+            return math.nan
+        if self._z is not None:
+            return self.squeezing_parameter
+        excess = total_spin_variance(self._P, self.projection) - self._steady_trace
+        return self.squeezing_parameter + excess / self.bound_variance
+
+    def _time_update(self, steps: int) -> None:
+        """Propagate x⁺ and P⁺ over ``steps`` samples without measurement (leaving steady mode:
+        the samples that follow run in with the time-varying gain)."""
+        if self._z is not None:
+            self._x = (self._from_modes @ self._z).real
+            self._P = self.filtered_covariance.copy()
+            self._z = None
+        if steps:
+            E = np.linalg.matrix_power(self._Phi, steps)
+            self._x = E @ self._x
+            P = self._sigma + E @ (self._P - self._sigma) @ E.T
+            self._P = 0.5 * (P + P.T)
+
+    def _run_in(
+        self,
+        y: np.ndarray,
+        start: int,
+        stop: int,
+        spin: np.ndarray,
+        innovations: np.ndarray,
+        normalised: np.ndarray,
+    ) -> int:
+        """Filter y[start:stop] with the time-varying gain until the covariance has converged;
+        return the index where the steady filter takes over (``stop`` if it has not)."""
+        Phi, W, C, R, P_steady = self._Phi, self._W, self._C, self._R, self.predicted_covariance
+        x, P = self._x, self._P
+        scale = np.abs(P_steady).max()
+        previous = np.full_like(P, np.inf)
+        k = start
+        while k < stop:
+            x_pred = Phi @ x
+            P_pred = Phi @ P @ Phi.T + W
+            distance = np.abs(P_pred - P_steady).max()
+            # Converged; or stalled at rounding next to the steady solution (the recursion's
+            # own fixed point lies up to ~1e-12 from the Riccati solution at 10 MS/s).
+            if distance <= _RUN_IN_TOLERANCE * scale or (
+                distance <= _DARE_RESIDUAL_TOLERANCE * scale
+                and np.abs(P_pred - previous).max() <= _RUN_IN_STALLED * distance
+            ):
+                break
+            previous = P_pred
+            PC = P_pred @ C
+            S = float(C @ PC) + R
+            gain = PC / S
+            e = y[k] - float(C @ x_pred)
+            x = x_pred + gain * e
+            P = P_pred - np.outer(gain, PC)
+            P = 0.5 * (P + P.T)
+            spin[k] = self.projection @ x
+            innovations[k] = e
+            normalised[k] = e / math.sqrt(S)
+            k += 1
+        self._x, self._P = x, P
+        if k < stop:  # converged: the steady sections take over from x⁺ of sample k − 1
+            self._z = self._to_modes @ x.astype(complex)
+        return k
+
+    def _steady(
+        self,
+        y: np.ndarray,
+        start: int,
+        stop: int,
+        spin: np.ndarray,
+        innovations: np.ndarray,
+        normalised: np.ndarray,
+    ) -> None:
+        """Filter y[start:stop] with the steady sections, carrying their state."""
+        assert self._z is not None
+        root_S = math.sqrt(self.innovation_variance)
+        for a in range(start, stop, _STEADY_CHUNK):
+            b = min(stop, a + _STEADY_CHUNK)
+            segment = y[a:b]
+            # lfilter converts a real input for a complex filter each time: once here instead.
+            complex_segment = segment.astype(complex) if not self._real.all() else segment
+            modes = np.empty((self._lambda.size, b - a), dtype=complex)
+            for j, (lam, g) in enumerate(zip(self._lambda, self._mode_gain, strict=True)):
+                if self._real[j]:
+                    lr = lam.real
+                    modes[j] = signal.lfilter(
+                        [g.real], [1.0, -lr], segment, zi=[lr * self._z[j].real]
+                    )[0]
+                else:
+                    modes[j] = signal.lfilter(
+                        [g], [1.0, -lam], complex_segment, zi=[lam * self._z[j]]
+                    )[0]
+            z_end = modes[:, -1].copy()
+            with threadpool_limits(**_ONE_BLAS_THREAD):
+                outputs = (self._mode_outputs @ modes).real
+            spin[a:b] = outputs[:-1].T
+            predicted = np.empty(b - a)
+            predicted[0] = float((self._C @ self._Phi) @ (self._from_modes @ self._z).real)
+            predicted[1:] = outputs[-1, :-1]
+            innovations[a:b] = segment - predicted
+            normalised[a:b] = innovations[a:b] / root_S
+            self._z = z_end
+
+    # --- the running whiteness test -------------------------------------------------------------
+    def _accumulate(self, u: np.ndarray) -> None:
+        """Add the sums of u², u and the lag products of a contiguous stretch to the window."""
+        u = u[np.isfinite(u)]
+        if u.size == 0:
+            return
+        L = self.whiteness_lags
+        joined = np.concatenate([self._carry, u])
+        m = self._carry.size
+        sums = np.empty(L + 3)
+        sums[0], sums[1], sums[2] = u.size, float(u @ u), float(u.sum())
+        for lag in range(1, L + 1):
+            # products u_k u_{k−lag} with k in the new stretch
+            lo = max(m, lag)
+            sums[2 + lag] = float(joined[lo:] @ joined[lo - lag : joined.size - lag])
+        self._window.append(sums)
+        self._carry = joined[-L:].copy()
+
+    def whiteness(self) -> Whiteness | None:
+        """Return the whiteness test over the window of recent stretches (None if too short)."""
+        if not self._window:
+            return None
+        total = np.sum(self._window, axis=0)
+        n, square, mean = int(total[0]), total[1], total[2] / total[0]
+        L = self.whiteness_lags
+        if n <= 10 * L:
+            return None
+        # Autocorrelations about the mean (the products were taken about zero).
+        c0 = square / n - mean * mean
+        rho = (total[3:] / n - mean * mean) / c0
+        q = n * (n + 2) * float(np.sum(rho**2 / (n - np.arange(1, L + 1))))
+        return Whiteness(
+            normalised_variance=square / n,
+            variance_uncertainty=math.sqrt(2.0 / n),
+            ljung_box=q,
+            lags=L,
+            p_value=float(stats.chi2.sf(q, L)),
+            samples=n,
+        )

@@ -140,6 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the measurement")
     parser.add_argument("--screenshot", help="save a PNG of the window at the end")
+    parser.add_argument(
+        "--qnd", action="store_true", help="QND tab on: witness and Kalman filter on the stream"
+    )
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication([])
@@ -147,6 +150,7 @@ def main() -> None:
     station.configure()
     window = MainWindow(station, "out/bench-gui-data", acquire=False)
     window.fitter.apparatus = lambda _power_W: APPARATUS  # the stream's own apparatus
+    window.qnd_panel.enable_box.setChecked(args.qnd)
     window.show()
     view = window.live_view
     painter = PaintCounter()

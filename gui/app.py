@@ -8,6 +8,7 @@ the procedures take too, so the monitor and a run never interleave commands on o
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from pathlib import Path
@@ -17,9 +18,16 @@ from hotspin.gui.commands import CommandQueue
 from hotspin.gui.instrument_panel import InstrumentPanel
 from hotspin.gui.monitor import LiveView
 from hotspin.gui.polling import InstrumentPoller, station_readers
+from hotspin.gui.qnd_panel import QndPanel, QndTracker, QndWorker, RecordStreamIndex
 from hotspin.gui.run_viewer import RunViewer
 from hotspin.gui.runner import ProcedureRunner
-from hotspin.gui.stream import ModelFitter, SignalProcessor, StationSource
+from hotspin.gui.stream import (
+    ModelFitter,
+    SignalProcessor,
+    StationSource,
+    station_fields,
+    station_state,
+)
 from hotspin.instruments.station import Station
 from hotspin.procedures.spectroscopy import apparatus_with_probe_power
 from PyQt5.QtCore import Qt
@@ -57,23 +65,46 @@ class MainWindow(QMainWindow):
 
         self.processor = SignalProcessor(station.polarimeter)
         self.fitter = ModelFitter(
-            self.processor, lambda power_W: apparatus_with_probe_power(station, power_W)
+            self.processor,
+            lambda power_W: apparatus_with_probe_power(station, power_W),
+            fields=lambda: station_fields(station),
         )
-        self.source = StationSource(station.polarimeter, self.processor) if acquire else None
+        self.source = (
+            StationSource(station.polarimeter, self.processor, state=lambda: station_state(station))
+            if acquire
+            else None
+        )
         self.poller = InstrumentPoller(station_readers(station))
         self.commands = CommandQueue(self)
 
-        self.live_view = LiveView(self.processor, self.fitter, self.source)
+        # The QND panel: the witness of each fit and the continuous filter over the θ blocks.
+        self.qnd_tracker = QndTracker()
+        self.qnd_worker = QndWorker(self.qnd_tracker, lambda: self.fitter.latest, in_child=True)
+        stream_index = RecordStreamIndex()
+        self.processor.theta_sink = lambda theta, rate, contiguous: self.qnd_worker.offer(
+            stream_index.index(theta.size, rate, contiguous), theta, rate
+        )
+        self.qnd_panel = QndPanel(self.qnd_tracker, self.qnd_worker)
+        self.live_view = LiveView(
+            self.processor, self.fitter, self.source, temperature_K=self._cell_temperature_K
+        )
         self.panel = InstrumentPanel(station, self.poller, self.commands, self.processor)
         self.runner = ProcedureRunner(station, data_directory)
         self.viewer = RunViewer(data_directory)
         self.runner.open_requested.connect(self.show_run)
+        # The banner's buttons do what the instrument panel's and the runner's do.
+        self.live_view.fixes = {
+            "Emission on": self.panel.emission_button.click,
+            "Balance": self.panel.balance_button.click,
+            "Warm up": lambda: self.runner.select_procedure("warmup"),
+        }
         self.runner.queue.running_changed.connect(
             lambda running: self.panel.set_controls_enabled(not running)
         )
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live_view, "Live")
+        self.tabs.addTab(self.qnd_panel, "QND")
         self.tabs.addTab(self.viewer, "Run viewer")
         self.setCentralWidget(self.tabs)
         scroll = QScrollArea()
@@ -89,10 +120,15 @@ class MainWindow(QMainWindow):
         self._add_clock_control()
 
         self.processor.start()
+        self.qnd_worker.start()
         self.fitter.start()
         self.poller.start()
         if self.source is not None:
             self.source.start()
+
+    def _cell_temperature_K(self) -> float:
+        """Return the cell temperature of the latest heater poll (NaN before one)."""
+        return float(self.poller.readings["heater"].values.get("temperature_K", math.nan))
 
     def _add_clock_control(self) -> None:
         """In a simulated lab, let the operator speed its clock up (the oven takes minutes)."""
@@ -125,6 +161,8 @@ class MainWindow(QMainWindow):
             self.source.stop()
         self.fitter.stop()
         self.processor.stop()
+        self.qnd_panel.timer.stop()
+        self.qnd_worker.stop()
         self.poller.stop()
         self.commands.shutdown()
 

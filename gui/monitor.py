@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 
 import pyqtgraph as pg
+from hotspin.analysis.fits import Estimate
 from hotspin.gui.stream import FitFrame, LiveFrame, ModelFitter, SignalProcessor, StationSource
-from hotspin.procedures.spectroscopy import SEGMENT_LENGTHS
+from hotspin.procedures.spectroscopy import MIN_SPECTRUM_TEMPERATURE_K, SEGMENT_LENGTHS
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import (
     QCheckBox,
@@ -26,6 +28,7 @@ from PyQt5.QtWidgets import (
     QLabel,
     QPushButton,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -36,8 +39,21 @@ ALERT_STYLE = "background: #cf222e; color: white; font-weight: bold; padding: 2p
 QUIET_STYLE = "color: #57606a; padding: 2px;"
 
 
+#: |imbalance| of the polarimeter above which the banner asks for a balance.
+UNBALANCED = 0.2
+
+
+def _nT(field_T: tuple[float, float, float] | None) -> str:
+    """Return a field vector and its magnitude in nT."""
+    if field_T is None:
+        return "–"
+    b = [1e9 * x for x in field_T]
+    return f"({b[0]:.3g}, {b[1]:.3g}, {b[2]:.3g}) |{math.hypot(*b):.3g}| nT"
+
+
 def _fit_text(frame: FitFrame | None) -> str:
-    """Return the fitted values, one per line, for the label beside the spectrum."""
+    """Return the fitted values, one per line, rounded to two significant digits of their
+    uncertainty, for the label beside the spectrum (the flags go to their own area)."""
     if frame is None:
         return "fit: waiting for the spectrum"
     if frame.fit is None:
@@ -49,7 +65,9 @@ def _fit_text(frame: FitFrame | None) -> str:
         f"fit of {frame.segments} segments ({1e3 * frame.duration_s:.0f} ms)",
         f"Larmor  {fit.larmor_frequency_Hz}",
         f"HWHM    {fit.linewidth_hwhm_Hz}",
-        f"|B|     {1e9 * field.value:.4g} ± {1e9 * field.uncertainty:.2g} nT",
+        f"|B| fit {Estimate(1e9 * field.value, 1e9 * field.uncertainty, 'nT')}",
+        f"applied {_nT(frame.applied_field_T)}",
+        f"residual {_nT(frame.residual_field_T)}",
         f"R_SE    {p['spin_exchange_rate']}",
         f"R_SD′   {p['spin_destruction_rate']}",
         f"N       {p['atom_number']}",
@@ -58,7 +76,6 @@ def _fit_text(frame: FitFrame | None) -> str:
     ]
     if frame.apparatus is not None:
         lines.append(f"T (heater) {frame.apparatus.temperature_K:.1f} K")
-    lines.extend(f"! {flag}" for flag in fit.flags)
     return "\n".join(lines)
 
 
@@ -118,11 +135,16 @@ class LiveView(QWidget):
         fitter: ModelFitter,
         source: StationSource | None = None,
         parent: QWidget | None = None,
+        temperature_K: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(parent)
         self.processor = processor
         self.fitter = fitter
         self.source = source
+        #: The cell temperature as last read (for the cold-cell banner); None: not known.
+        self.temperature_K = temperature_K
+        #: What fixes a missing condition: button text → action (the window connects them).
+        self.fixes: dict[str, Callable[[], None]] = {}
         self.redraws = 0  # frames drawn since the view was made
         self._drawn_version = -1
         self._drawn_fit = -1
@@ -134,7 +156,7 @@ class LiveView(QWidget):
         self.pause_button.setEnabled(source is not None)
         self.pause_button.toggled.connect(self._pause)
         self.reset_button = QPushButton("Reset average")
-        self.reset_button.clicked.connect(self.processor.reset)
+        self.reset_button.clicked.connect(lambda: self.processor.reset())
         self.segment_combo = QComboBox()
         for length in SEGMENT_LENGTHS:
             self.segment_combo.addItem(f"{length} samples ({length // 2 + 1} bins)", length)
@@ -145,6 +167,8 @@ class LiveView(QWidget):
             lambda _: self.processor.set_segment_length(self.segment_combo.currentData())
         )
         self.log_x = QCheckBox("log f")
+        # Log frequency: a kHz line is visible beside the MHz Nyquist band.
+        self.log_x.setChecked(True)
         self.log_y = QCheckBox("log PSD")
         self.log_y.setChecked(True)
         self.log_x.toggled.connect(self._apply_log_mode)
@@ -178,6 +202,30 @@ class LiveView(QWidget):
         status.addWidget(self.counts_label, 0, 2)
         status.addWidget(self.rate_label, 0, 3)
         status.addWidget(self.message_label, 1, 0, 1, 4)
+
+        # --- the banner: what is missing for a spectrum, with the button that fixes it ---
+        self.banner = QWidget()
+        banner_layout = QHBoxLayout(self.banner)
+        banner_layout.setContentsMargins(0, 0, 0, 0)
+        self.banner_label = QLabel("")
+        self.banner_label.setStyleSheet(ALERT_STYLE)
+        self.banner_label.setWordWrap(True)
+        self.banner_button = QPushButton("")
+        self.banner_button.clicked.connect(self._fix)
+        banner_layout.addWidget(self.banner_label, 1)
+        banner_layout.addWidget(self.banner_button)
+        self.banner.setVisible(False)
+
+        # --- the fit's flags: collapsed to one line, under the plots, never beside them ---
+        self.flags_button = QToolButton()
+        self.flags_button.setCheckable(True)
+        self.flags_button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.flags_button.setArrowType(Qt.RightArrow)
+        self.flags_button.setText("fit flags: none")
+        self.flags_button.toggled.connect(self._show_flags)
+        self.flags_label = QLabel("")
+        self.flags_label.setWordWrap(True)
+        self.flags_label.setVisible(False)
 
         # --- plots ---
         self.trace_plot = pg.PlotWidget(title="polarimeter V_diff (rolling, min/max per point)")
@@ -228,7 +276,9 @@ class LiveView(QWidget):
         self.fit_label = QLabel(_fit_text(None))
         self.fit_label.setStyleSheet("font-family: monospace;")
         self.fit_label.setAlignment(Qt.AlignTop | Qt.AlignLeft)
-        self.fit_label.setMinimumWidth(260)
+        # A fixed width: no text (a long flag, an error) can squeeze the spectrum.
+        self.fit_label.setFixedWidth(300)
+        self.fit_label.setWordWrap(True)
         self._apply_log_mode()
 
         spectrum_row = QWidget()
@@ -244,7 +294,10 @@ class LiveView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addLayout(status)
+        layout.addWidget(self.banner)
         layout.addWidget(plots, 1)
+        layout.addWidget(self.flags_button)
+        layout.addWidget(self.flags_label)
 
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.PreciseTimer)
@@ -260,6 +313,37 @@ class LiveView(QWidget):
         else:
             self.source.running.set()
         self.pause_button.setText("Resume" if paused else "Pause")
+
+    def _fix(self) -> None:
+        action = self.fixes.get(self.banner_button.text())
+        if action is not None:
+            action()
+
+    def _show_flags(self, shown: bool) -> None:
+        self.flags_label.setVisible(shown)
+        self.flags_button.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+
+    def missing(self, frame: LiveFrame | None) -> tuple[str, str] | None:
+        """Return (what is missing for a spectrum, the button that fixes it), or None."""
+        if frame is None:
+            return None
+        if "no light" in frame.message:
+            return ("no light on the detector: the probe laser's emission is off", "Emission on")
+        if math.isfinite(frame.imbalance) and abs(frame.imbalance) > UNBALANCED:
+            return (
+                f"polarimeter unbalanced (imbalance {frame.imbalance:+.2f}): the spectrum is "
+                "the laser's intensity noise",
+                "Balance",
+            )
+        if self.temperature_K is not None:
+            temperature = self.temperature_K()
+            if math.isfinite(temperature) and temperature < MIN_SPECTRUM_TEMPERATURE_K:
+                return (
+                    f"cell cold ({temperature:.0f} K): below {MIN_SPECTRUM_TEMPERATURE_K:.0f} K "
+                    "the spin noise is far under the shot noise",
+                    "Warm up",
+                )
+        return None
 
     def _enable_fit(self, enabled: bool) -> None:
         if enabled:
@@ -286,9 +370,21 @@ class LiveView(QWidget):
             self._frame_times.append(time.perf_counter())
         fit = self.fitter.latest
         if fit is not None and fit.version != self._drawn_fit:
-            self._draw_fit(fit if self.fitter.enabled.is_set() else None)
+            # A fit of an earlier average describes another apparatus state: not shown.
+            current = fit.average < 0 or frame is None or fit.average == frame.average
+            enabled = self.fitter.enabled.is_set()
+            self._draw_fit(fit if enabled and current else None, stale=enabled and not current)
             self._drawn_fit = fit.version
         self._draw_counts(frame)
+        self._draw_banner(frame)
+
+    def _draw_banner(self, frame: LiveFrame | None) -> None:
+        missing = self.missing(frame)
+        self.banner.setVisible(missing is not None)
+        if missing is not None:
+            self.banner_label.setText(missing[0])
+            self.banner_button.setText(missing[1])
+            self.banner_button.setEnabled(missing[1] in self.fixes)
 
     def _draw_frame(self, frame: LiveFrame) -> None:
         self.trace_curve.setData(frame.trace_time_s, frame.trace_V)
@@ -311,16 +407,23 @@ class LiveView(QWidget):
         self.clip_label.setText("CLIPPED" if frame.clipped else "not clipped")
         self.clip_label.setStyleSheet(ALERT_STYLE if frame.clipped else QUIET_STYLE)
         self.average_label.setText(
-            f"average: {frame.records} records, {frame.segments} segments, "
-            f"{1e-6 * frame.sample_rate_Hz:.4g} MS/s"
+            f"average {frame.average} ({frame.average_reason}): {frame.records} records, "
+            f"{frame.segments} segments, {1e-6 * frame.sample_rate_Hz:.4g} MS/s; duty cycle "
+            f"{100 * frame.duty_cycle:.0f} %, {frame.gaps} gaps"
         )
 
-    def _draw_fit(self, frame: FitFrame | None) -> None:
+    def _draw_fit(self, frame: FitFrame | None, stale: bool = False) -> None:
         fit = None if frame is None else frame.fit
+        flags = [] if fit is None else list(fit.flags)
+        self.flags_button.setText(f"fit flags: {len(flags)}" if flags else "fit flags: none")
+        self.flags_label.setText("\n".join(f"! {flag}" for flag in flags))
         if fit is None:
             self.fit_curve.setData([], [])
             self.larmor_line.setVisible(False)
-            self.fit_label.setText(_fit_text(frame) if frame is not None else "fit: off")
+            if stale:
+                self.fit_label.setText("fit: waiting for the new average")
+            else:
+                self.fit_label.setText(_fit_text(frame) if frame is not None else "fit: off")
             return
         self.fit_curve.setData(fit.frequency_Hz, fit.predicted)
         larmor = fit.larmor_frequency_Hz.value
@@ -335,7 +438,8 @@ class LiveView(QWidget):
         c = self.processor.counts
         self.counts_label.setText(
             f"blocks: {c.received} received, {c.processed} averaged, {c.clipped} clipped, "
-            f"{c.rejected} unusable, {c.dropped} dropped"
+            f"{c.rejected} unusable, {c.changed} taken while the apparatus changed, "
+            f"{c.dropped} dropped"
         )
         self.counts_label.setStyleSheet(ALERT_STYLE if c.dropped else QUIET_STYLE)
         messages = []

@@ -58,6 +58,57 @@ CLIPPED_MESSAGE = (
 MIN_FIT_SEGMENTS = 4
 
 
+#: How far a reading may move before it is a change of the apparatus (read-back rounding).
+STATE_TOLERANCES = {
+    "field (coil currents)": 1e-7,  # A
+    "heater setpoint": 1e-3,  # K
+    "laser current": 1e-6,  # A
+    "laser emission": 0.0,
+    "plate angle": 1e-3,  # deg
+}
+
+
+@dataclass(frozen=True)
+class ApparatusState:
+    """The settings a spin-noise spectrum depends on: an average is taken under one of them."""
+
+    coil_currents_A: tuple[float, ...]
+    heater_setpoint_K: float
+    laser_current_A: float
+    emission: bool
+    plate_angle_deg: float
+
+    def _values(self) -> dict[str, tuple[float, ...]]:
+        return {
+            "field (coil currents)": tuple(self.coil_currents_A),
+            "heater setpoint": (self.heater_setpoint_K,),
+            "laser current": (self.laser_current_A,),
+            "laser emission": (float(self.emission),),
+            "plate angle": (self.plate_angle_deg,),
+        }
+
+    def changes_from(self, other: ApparatusState) -> list[str]:
+        """Return the names of the settings that differ from ``other`` beyond their tolerance."""
+        mine, theirs = self._values(), other._values()
+        return [
+            name
+            for name, tolerance in STATE_TOLERANCES.items()
+            if any(abs(a - b) > tolerance for a, b in zip(mine[name], theirs[name], strict=True))
+        ]
+
+
+def station_state(station: Any) -> ApparatusState:
+    """Read the apparatus state from a station's instruments (each under its own lock)."""
+    laser = station.laser.settings()
+    return ApparatusState(
+        coil_currents_A=tuple(float(i) for i in station.coils.currents_A),
+        heater_setpoint_K=float(station.heater.setpoint_K),
+        laser_current_A=float(laser["current_A"]),
+        emission=bool(laser["emission_enabled"]),
+        plate_angle_deg=float(station.polarimeter.plate_angle_deg),
+    )
+
+
 class Calibration(Protocol):
     """What the processor needs to read a record: the station's `Polarimeter` provides it."""
 
@@ -91,6 +142,10 @@ class LiveFrame:
     imbalance: float  # of the latest block (NaN without light)
     detected_power_W: float  # of the latest usable block (NaN before one)
     message: str  # why the latest block could not be used ('' when it was)
+    average: int  # which average the spectrum is (counts up with each new one)
+    average_reason: str  # why the current average began
+    duty_cycle: float  # acquired signal time / wall time since the average began
+    gaps: int  # breaks between the blocks of the average (each Welch record ends at one)
 
 
 @dataclass
@@ -102,6 +157,7 @@ class StreamCounts:
     processed: int = 0  # added to the spectrum
     clipped: int = 0  # reached the digitiser's full scale: on the trace, not in the spectrum
     rejected: int = 0  # could not be calibrated (no light, impossible ratio)
+    changed: int = 0  # the apparatus changed while the block was taken: in no average
 
 
 class SignalProcessor:
@@ -140,16 +196,27 @@ class SignalProcessor:
         self._power_W = math.nan
         self._average = 0  # counts the averages started (reset, new rate, new segment length)
         self._pending: tuple[Any, float, str] | None = None  # (block, imbalance, message) to show
+        #: Called with (θ, sample rate, contiguous) of every block in the spectrum
+        #: (the QND panel's filter), in the processor's thread; it must not block.
+        self.theta_sink: Callable[[np.ndarray, float, bool], None] | None = None
+        self._state: ApparatusState | None = None  # the apparatus the average is taken under
+        self.average_reason = "monitor started"
+        self._average_started = time.monotonic()
+        self._acquired_s = 0.0  # signal time in the average
+        self._gaps = 0
 
     # --- the source's side ----------------------------------------------------------------------
-    def offer(self, record: Any, contiguous: bool = False) -> bool:
+    def offer(
+        self, record: Any, contiguous: bool = False, state: ApparatusState | None = None
+    ) -> bool:
         """Queue a block for processing; return False if it was dropped (the processor is behind).
 
-        ``contiguous``: the block follows the source's previous block without a gap in time.
+        ``contiguous``: the block follows the source's previous block without a gap in time;
+        ``state``: the apparatus it was taken under (None: unknown, taken as unchanged).
         """
         self.counts.received += 1
         try:
-            self._queue.put_nowait((record, contiguous and not self._gap))
+            self._queue.put_nowait((record, contiguous and not self._gap, state))
         except queue.Full:
             self.counts.dropped += 1
             self._gap = True
@@ -172,13 +239,21 @@ class SignalProcessor:
             self._thread = None
             self.publish()
 
-    def reset(self) -> None:
+    def reset(self, reason: str = "reset by the operator") -> None:
         """Start a new running average (the trace and the stream counts stay)."""
         with self._lock:
             if self._psd is not None:
                 self._psd.reset()
-            self._average += 1
-            self._records = 0
+            self._new_average(reason)
+
+    def _new_average(self, reason: str) -> None:
+        """Count a new average and say why it began (the lock is held)."""
+        self._average += 1
+        self._records = 0
+        self.average_reason = reason
+        self._average_started = time.monotonic()
+        self._acquired_s = 0.0
+        self._gaps = 0
 
     def set_segment_length(self, segment_length: int) -> None:
         """Average spectra of ``segment_length``-sample segments from now on (a new average)."""
@@ -186,8 +261,7 @@ class SignalProcessor:
             self.segment_length = int(segment_length)
             if self._psd is not None:
                 self._psd = self._new_psd(self._sample_rate_Hz)
-            self._average += 1
-            self._records = 0
+            self._new_average(f"segment length {self.segment_length}")
 
     def spectrum(self) -> tuple[Spectrum, float, tuple[int, int]] | None:
         """Return the running spectrum, the mean detected power and (average number, segments)
@@ -208,9 +282,9 @@ class SignalProcessor:
                 continue
             if item is None:
                 return
-            record, contiguous = item
+            record, contiguous, state = item
             try:
-                self.add(record, contiguous)
+                self.add(record, contiguous, state)
             except Exception as error:  # the stream must survive one bad block: say so instead
                 log.exception("monitor: block not processed")
                 self.counts.rejected += 1
@@ -225,17 +299,30 @@ class SignalProcessor:
     def _new_psd(self, sample_rate_Hz: float) -> StreamingPSD:
         return StreamingPSD(self.segment_length, sample_rate_Hz, window=WINDOW, overlap=OVERLAP)
 
-    def process(self, record: Any, contiguous: bool = False) -> None:
+    def process(
+        self, record: Any, contiguous: bool = False, state: ApparatusState | None = None
+    ) -> None:
         """Add one block (see `add`) and publish the new state at once."""
-        self.add(record, contiguous)
+        self.add(record, contiguous, state)
         self.publish()
 
-    def add(self, record: Any, contiguous: bool = False) -> None:
+    def add(
+        self, record: Any, contiguous: bool = False, state: ApparatusState | None = None
+    ) -> None:
         """Add one block to the trace and, unless it is clipped or cannot be calibrated, to the
-        spectrum; the next `publish` shows it."""
+        spectrum; the next `publish` shows it. A block taken under another apparatus ``state``
+        than the average's starts a new average, which says what changed."""
         fs = float(record.sample_rate_Hz)
         if fs != self._sample_rate_Hz:
             self._configure(fs)
+        if state is not None:
+            changed = [] if self._state is None else state.changes_from(self._state)
+            self._state = state
+            if changed:
+                with self._lock:
+                    assert self._psd is not None
+                    self._psd.reset()
+                    self._new_average(f"{', '.join(changed)} changed")
         self._append_trace(np.asarray(record.v_diff, dtype=np.float32))
         with np.errstate(divide="ignore", invalid="ignore"):  # no light: no balance to show
             imbalance = float(self.calibration.imbalance(record))
@@ -260,14 +347,19 @@ class SignalProcessor:
             assert self._psd is not None
             if not (contiguous and self._continues):
                 self._psd.end_record()
+                if self._records:
+                    self._gaps += 1
             self._psd.add(theta)
             self._records += 1
+            self._acquired_s += theta.size / fs
             # The fit's probe power: a running mean over the blocks of this average.
             self._power_W = (
                 power
                 if self._records == 1 or not math.isfinite(self._power_W)
                 else self._power_W + (power - self._power_W) / self._records
             )
+        if self.theta_sink is not None:
+            self.theta_sink(theta, fs, contiguous and self._continues)
         self._continues = True
         self.counts.processed += 1
         self._pending = (record, imbalance, "")
@@ -277,8 +369,7 @@ class SignalProcessor:
         with self._lock:
             self._sample_rate_Hz = sample_rate_Hz
             self._psd = self._new_psd(sample_rate_Hz)
-            self._average += 1
-            self._records = 0
+            self._new_average(f"sample rate {1e-6 * sample_rate_Hz:.4g} MS/s")
         pairs = self.trace_points // 2
         self._group = max(1, round(sample_rate_Hz * self.trace_window_s / pairs))
         self._ring_filled = 0
@@ -335,6 +426,9 @@ class SignalProcessor:
                 frequency = density = np.zeros(0)
             segments = 0 if psd is None else psd.segments
             records, power = self._records, self._power_W
+            average, reason, gaps = self._average, self.average_reason, self._gaps
+            elapsed = time.monotonic() - self._average_started
+            duty = min(1.0, self._acquired_s / elapsed) if elapsed > 0 else math.nan
         time_s, trace = self._trace()
         self._version += 1
         self.latest = LiveFrame(
@@ -351,6 +445,10 @@ class SignalProcessor:
             imbalance=imbalance,
             detected_power_W=power,
             message=message,
+            average=average,
+            average_reason=reason,
+            duty_cycle=duty,
+            gaps=gaps,
         )
 
 
@@ -365,10 +463,21 @@ class FitFrame:
     segments: int  # of the spectrum that was fitted
     apparatus: ApparatusParameters | None
     duration_s: float  # wall time the fit took
+    average: int = -1  # which of the processor's averages was fitted (-1: not known)
+    applied_field_T: tuple[float, float, float] | None = None  # the coils' K·I
+    residual_field_T: tuple[float, float, float] | None = None  # what the zeroing cancels
 
 
 ApparatusProvider = Callable[[float], ApparatusParameters]
 """detected probe power (W) → the apparatus to start the fit from (may read instruments)."""
+FieldProvider = Callable[[], tuple[np.ndarray, np.ndarray]]
+"""() → (the coils' applied field K·I, the residual field −K·I₀ the zeroing found), in T."""
+
+
+def station_fields(station: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return the coils' applied field K·I and the residual field −K·I₀ (zeroing) in T."""
+    coils = station.coils
+    return coils.matrix @ coils.currents_A, -(coils.matrix @ coils.zero_field_currents_A)
 
 
 def fit_model(spectrum: Spectrum, apparatus: ApparatusParameters) -> SpinNoiseFit:
@@ -406,9 +515,11 @@ class ModelFitter:
         processor: SignalProcessor,
         apparatus: ApparatusProvider,
         interval_s: float = 0.25,
+        fields: FieldProvider | None = None,
     ) -> None:
         self.processor = processor
         self.apparatus = apparatus
+        self.fields = fields
         self.interval_s = float(interval_s)
         self.enabled = threading.Event()
         self.enabled.set()
@@ -478,15 +589,20 @@ class ModelFitter:
             if current is None or current[2] == fitted:
                 continue  # nothing (new) to fit
             spectrum, power, fitted = current
-            self.fit_once(spectrum, power)
+            self.fit_once(spectrum, power, fitted[0])
 
-    def fit_once(self, spectrum: Spectrum, detected_power_W: float) -> FitFrame | None:
+    def fit_once(
+        self, spectrum: Spectrum, detected_power_W: float, average: int = -1
+    ) -> FitFrame | None:
         """Fit the model to ``spectrum`` (probe power from the detector), publish and return it;
         None if the fitter was stopped meanwhile."""
         started = time.perf_counter()
         apparatus = None
         fit, error = None, ""
+        applied = residual = None
         try:
+            if self.fields is not None:
+                applied, residual = (tuple(float(b) for b in f) for f in self.fields())
             apparatus = self.apparatus(detected_power_W)
             connection = self._fitting_connection()
             connection.send((spectrum, apparatus))
@@ -501,7 +617,15 @@ class ModelFitter:
             error = f"{type(failure).__name__}: {failure}"
         self._version += 1
         frame = FitFrame(
-            self._version, fit, error, spectrum.segments, apparatus, time.perf_counter() - started
+            self._version,
+            fit,
+            error,
+            spectrum.segments,
+            apparatus,
+            time.perf_counter() - started,
+            average,
+            applied,  # type: ignore[arg-type]
+            residual,  # type: ignore[arg-type]
         )
         self.latest = frame
         return frame
@@ -523,9 +647,11 @@ class StationSource:
         processor: SignalProcessor,
         pause_s: float = 0.05,
         retry_s: float = 1.0,
+        state: Callable[[], ApparatusState] | None = None,
     ) -> None:
         self.polarimeter = polarimeter
         self.processor = processor
+        self.state = state
         self.pause_s = pause_s
         self.retry_s = retry_s
         self.running = threading.Event()
@@ -556,11 +682,19 @@ class StationSource:
             if self._stop.is_set():
                 return
             try:
+                # The apparatus before and after the record: a record taken while it changed
+                # belongs to no average.
+                before = self.state() if self.state is not None else None
                 record = self.polarimeter.acquire()  # one whole digitiser buffer
+                after = self.state() if self.state is not None else None
             except Exception as error:  # an instrument error is shown; acquisition retries
                 self.error = f"{type(error).__name__}: {error}"
                 self._stop.wait(self.retry_s)
                 continue
             self.error = ""
-            self.processor.offer(record, contiguous=False)  # records are separate in time
+            if before is not None and after is not None and after.changes_from(before):
+                self.processor.counts.received += 1
+                self.processor.counts.changed += 1
+            else:  # records are separate in time
+                self.processor.offer(record, contiguous=False, state=before)
             self._stop.wait(self.pause_s)

@@ -105,6 +105,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     gui.add_argument("--station", help="station file (default: the embedded simulated lab)")
     gui.add_argument("--data", default="data", help="directory for run files (default: data)")
+    gui.add_argument(
+        "--watch",
+        metavar="FILE",
+        help="follow a run file another process is writing (SWMR); needs no station",
+    )
     return parser
 
 
@@ -168,6 +173,10 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _gui(args: argparse.Namespace) -> int:
+    if args.watch:
+        from hotspin.gui.watch import main as watch_main  # Qt is loaded only for the GUI
+
+        return watch_main(args.watch)
     from hotspin.gui.app import main as gui_main  # Qt is loaded only for the GUI
 
     return gui_main(args.station, args.data)

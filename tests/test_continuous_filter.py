@@ -1,0 +1,194 @@
+"""The continuous Kalman filter of a sample stream (analysis/qnd.py): exact against the textbook
+per-sample filter, across blocks, across gaps and missing samples, and its running whiteness."""
+
+import math
+
+import numpy as np
+import pytest
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.analysis.qnd import (
+    ContinuousKalmanFilter,
+    ContinuousReadout,
+    StateSpaceModel,
+    innovations_check,
+    squeezing_parameter,
+)
+from hotspin.simulators.spin_noise import ExactSpinNoise
+from scipy import linalg
+
+DIAGONAL = tuple(200e-9 / math.sqrt(3) * np.ones(3))
+ENTANGLING = ApparatusParameters(
+    temperature_K=450.0, field_T=DIAGONAL, probe_power_W=2e-3, probe_detuning_Hz=60e9
+)
+RATE = 500e3
+
+
+def reference_filter(model: StateSpaceModel, rate: float, y: np.ndarray):
+    """The textbook Kalman filter, one sample at a time, from the prior x = 0, P = Σ; a NaN
+    sample is a time update without measurement. Returns (x⁺ per sample, innovations, P⁺)."""
+    A, sigma, C = model.drift, model.stationary, model.observation
+    Phi = linalg.expm(A / rate)
+    W = sigma - Phi @ sigma @ Phi.T
+    R = model.intensity * rate
+    x, P = np.zeros(A.shape[0]), sigma.copy()
+    states, innovations, covariances = [], [], []
+    for sample in y:
+        x, P = Phi @ x, Phi @ P @ Phi.T + W
+        if np.isnan(sample):
+            innovations.append(np.nan)
+        else:
+            S = C @ P @ C + R
+            K = P @ C / S
+            e = sample - C @ x
+            x, P = x + K * e, P - np.outer(K, C @ P)
+            innovations.append(e)
+        states.append(x)
+        covariances.append(P)
+    return np.array(states), np.array(innovations), covariances
+
+
+@pytest.fixture(scope="module")
+def setup():
+    d = derive(ENTANGLING)
+    readout = ContinuousReadout.from_apparatus(d)
+    spins = ExactSpinNoise.from_derived(d, RATE, seed=7)
+    block = spins.block(40_000)
+    record = (block.atomic_angle_rad + block.white_noise_rad) / 1.0
+    return readout, record
+
+
+def _split(record, sizes):
+    out, start = [], 0
+    for size in sizes:
+        out.append((start, record[start : start + size]))
+        start += size
+    return out
+
+
+def test_blocks_equal_the_per_sample_reference_filter(setup):
+    readout, record = setup
+    kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
+    blocks = list(kalman.run(_split(record, [1000, 7, 35_000, 3_993])))
+    states, innovations, _ = reference_filter(kalman.model, RATE, record)
+    spin = np.concatenate([b.spin for b in blocks])
+    expected = states @ kalman.projection.T * math.sqrt(readout.model.atom_number)
+    scale = np.abs(expected).max()
+    assert np.abs(spin - expected).max() < 1e-9 * scale
+    got = np.concatenate([b.innovations for b in blocks])
+    assert np.abs(got - innovations).max() < 1e-9 * np.abs(innovations).max()
+    # The steady sections did the work after the run-in from the prior.
+    run_in = sum(b.run_in_samples for b in blocks)
+    assert 0 < run_in < record.size
+    assert blocks[-1].run_in_samples == 0
+
+
+def test_a_gap_between_blocks_equals_missing_samples_in_the_reference(setup):
+    readout, record = setup
+    kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
+    gap = slice(15_000, 15_400)
+    blocks = [(0, record[:15_000]), (15_400, record[15_400:])]  # samples 15 000–15 399 lost
+    out = list(kalman.run(blocks))
+    assert out[1].gaps == ((15_000, 400),)
+    with_gap = record.copy()
+    with_gap[gap] = np.nan
+    states, innovations, covariances = reference_filter(kalman.model, RATE, with_gap)
+    spin = np.concatenate([b.spin for b in out])
+    expected = np.delete(states @ kalman.projection.T, np.r_[gap], axis=0)
+    expected *= math.sqrt(readout.model.atom_number)
+    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
+    got = np.concatenate([b.innovations for b in out])
+    assert np.abs(got - np.delete(innovations, np.r_[gap])).max() < 1e-9 * np.nanmax(
+        np.abs(innovations)
+    )
+    # The gap is run in again with the time-varying gain, and ξ² rose in it: the reference's
+    # filtered covariance at the gap's end, against its steady value.
+    assert out[1].run_in_samples > 0
+    trace = kalman.projection @ covariances[gap.stop - 1] @ kalman.projection.T
+    steady = kalman.projection @ covariances[-1] @ kalman.projection.T
+    rise = (np.trace(trace) - np.trace(steady)) / kalman.bound_variance
+    assert out[1].squeezing_parameter_peak - out[1].squeezing_parameter == pytest.approx(
+        rise, rel=1e-6
+    )
+
+
+def test_nan_samples_inside_a_block_are_missing_samples(setup):
+    readout, record = setup
+    kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
+    y = record.copy()
+    y[30_000:30_050] = np.nan
+    out = kalman.filter_block(0, y)
+    assert out.gaps == ((30_000, 50),)
+    states, innovations, _ = reference_filter(kalman.model, RATE, y)
+    expected = states @ kalman.projection.T * math.sqrt(readout.model.atom_number)
+    assert np.abs(out.spin - expected).max() < 1e-9 * np.abs(expected).max()
+    assert np.array_equal(np.isnan(out.innovations), np.isnan(innovations))
+
+
+def test_steady_witness_and_running_whiteness_agree_with_the_record_analysis(setup):
+    readout, record = setup
+    kalman = ContinuousKalmanFilter.from_readout(readout, RATE, whiteness_window=1000)
+    out = list(kalman.run(_split(record, [10_000] * 4)))
+    assert kalman.squeezing_parameter == pytest.approx(squeezing_parameter(readout), rel=1e-12)
+    assert out[-1].squeezing_parameter == kalman.squeezing_parameter
+    # The running test over all blocks is the whole-record test of qnd.innovations_check.
+    u = np.concatenate([b.normalised_innovations for b in out])
+    check = innovations_check(u, 1.0, lags=kalman.whiteness_lags)
+    running = out[-1].whiteness
+    assert running.samples == u.size
+    assert running.normalised_variance == pytest.approx(check.normalised_variance, rel=1e-12)
+    # The running sums take the mean out with the window's mean, the record test lag by lag:
+    # they differ at O(lags/n).
+    assert running.ljung_box == pytest.approx(check.ljung_box, rel=1e-3)
+    assert running.p_value > 0.01  # the model is right: white innovations
+
+
+def test_blocks_out_of_order_are_refused(setup):
+    readout, record = setup
+    kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
+    kalman.filter_block(0, record[:100])
+    with pytest.raises(ValueError, match="first_index = 50"):
+        kalman.filter_block(50, record[100:200])
+
+
+def test_a_generic_two_dimensional_model():
+    """Any linear Gaussian model: a damped oscillator (not a spin), observed in one quadrature."""
+    gamma, omega = 2e3, 2 * math.pi * 5e3
+    A = np.array([[-gamma, omega], [-omega, -gamma]])
+    sigma = np.eye(2)
+    Q = -(A @ sigma + sigma @ A.T)
+    model = StateSpaceModel(A, Q, np.array([1.0, 0.0]), 1e-6, sigma)
+    rate = 200e3
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal(6000) * 0.3
+    kalman = ContinuousKalmanFilter(model, rate)
+    out = list(kalman.run(_split(y, [2500, 3500])))
+    states, _, _ = reference_filter(model, rate, y)
+    spin = np.concatenate([b.spin for b in out])
+    assert np.abs(spin - states).max() < 1e-9 * np.abs(states).max()
+    assert math.isnan(out[-1].squeezing_parameter)  # no witness without a bound
+
+
+def test_a_model_whose_covariance_is_not_stationary_is_refused():
+    A = -np.eye(2)
+    with pytest.raises(ValueError, match="stationary"):
+        StateSpaceModel(A, np.eye(2), np.array([1.0, 0.0]), 1.0, 3 * np.eye(2))
+
+
+def test_a_block_model_of_two_copies_of_the_spin_model(setup):
+    """A 6·M-dimensional block model (the spin model's modes twice, the copy decaying three
+    times faster and seen half as strongly): the filter runs it as it runs one."""
+    readout, record = setup
+    A1, _, sigma1, C1 = readout.unit_matrices()
+    A = linalg.block_diag(A1, 3.0 * A1)
+    sigma = linalg.block_diag(sigma1, 0.5 * sigma1)
+    Q = -(A @ sigma + sigma @ A.T)
+    C = np.concatenate([C1, 0.5 * C1])
+    model = StateSpaceModel(A, 0.5 * (Q + Q.T), C, readout.intensity, sigma)
+    kalman = ContinuousKalmanFilter(model, RATE)
+    assert kalman.projection.shape == (3, 2 * A1.shape[0])
+    y = record[:20_000]
+    out = list(kalman.run(_split(y, [5000, 15_000])))
+    states, _, _ = reference_filter(model, RATE, y)
+    expected = states @ kalman.projection.T
+    spin = np.concatenate([b.spin for b in out])
+    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()

@@ -1,0 +1,154 @@
+"""The live monitor follows the apparatus: an average never mixes states; the banner names what
+is missing and its button fixes it (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hotspin.analysis.experiment import ApparatusParameters, derive
+from hotspin.gui.monitor import LiveView
+from hotspin.gui.stream import ApparatusState, ModelFitter, SignalProcessor
+from hotspin.instruments.polarimeter import PolarimeterRecord
+from hotspin.simulators.spin_noise import ExactSpinNoise
+
+from tests.test_gui import WAIT_MS, light_on_balanced, station, window  # noqa: F401
+
+RATE = 100e3
+SEGMENT = 4096
+
+
+def hot(field_nT: float) -> ApparatusParameters:
+    """A hot cell (SERF line well above the shot noise) with the field along z."""
+    return ApparatusParameters(
+        temperature_K=430.0, field_T=(0.0, 0.0, 1e-9 * field_nT), probe_power_W=1e-3
+    )
+
+
+class AngleIsDifference:
+    """A polarimeter whose V_diff is the rotation angle itself (V_sum the detected power)."""
+
+    def rotation_angle_rad(self, record: PolarimeterRecord) -> np.ndarray:
+        return np.asarray(record.v_diff, dtype=float)
+
+    def imbalance(self, record: PolarimeterRecord) -> float:
+        return 0.0
+
+    def detected_power_W(self, record: PolarimeterRecord) -> float:
+        return float(np.mean(record.v_sum))
+
+
+def records(apparatus: ApparatusParameters, count: int, seed: int):
+    spins = ExactSpinNoise.from_derived(derive(apparatus), RATE, seed=seed)
+    for _ in range(count):
+        b = spins.block(2 * SEGMENT)
+        theta = b.atomic_angle_rad + b.white_noise_rad
+        yield PolarimeterRecord(RATE, theta, np.full(theta.size, 1e-3), (1.0, 1.0))
+
+
+def state(currents_A: float) -> ApparatusState:
+    return ApparatusState((0.0, 0.0, currents_A), 430.0, 0.1, True, 12.0)
+
+
+@pytest.fixture
+def quiet_root_logger():
+    import logging
+
+    before = list(logging.getLogger().handlers)
+    yield
+    for handler in logging.getLogger().handlers:
+        if handler not in before:
+            logging.getLogger().removeHandler(handler)
+
+
+def test_a_field_change_mid_stream_starts_a_new_average_and_the_fit_finds_the_new_line(
+    qtbot, quiet_root_logger
+):
+    processor = SignalProcessor(AngleIsDifference(), segment_length=SEGMENT)
+    current = {"apparatus": hot(200.0)}
+    fitter = ModelFitter(processor, lambda power_W: current["apparatus"])
+    view = LiveView(processor, fitter)
+    qtbot.addWidget(view)
+    try:
+        for record in records(hot(200.0), 6, seed=1):
+            processor.process(record, state=state(0.1))
+        assert processor.latest.records == 6
+        first = processor.latest.average
+        # The coils change the field to 400 nT: the next block starts a new average.
+        current["apparatus"] = hot(400.0)
+        for record in records(hot(400.0), 6, seed=2):
+            processor.process(record, state=state(0.2))
+        frame = processor.latest
+        assert frame.average == first + 1 and frame.records == 6
+        assert frame.average_reason == "field (coil currents) changed"
+        view.refresh()
+        assert "field (coil currents) changed" in view.average_label.text()
+        spectrum, power, (average, _) = processor.spectrum()
+        fit = fitter.fit_once(spectrum, power, average)
+        assert fit.fit is not None, fit.error
+        # The fitted field is the new one, and far from the old one.
+        field = fit.fit.parameters["field_T"]
+        assert abs(field.value - 400e-9) < 5 * field.uncertainty + 0.02 * 400e-9
+        assert abs(field.value - 200e-9) > 10 * field.uncertainty
+        view.refresh()
+        assert "Larmor" in view.fit_label.text()
+        # A fit of the earlier average is never shown over the new one.
+        stale = fitter.fit_once(spectrum, power, average - 1)
+        assert stale.fit is not None
+        view.refresh()
+        assert view.fit_label.text() == "fit: waiting for the new average"
+    finally:
+        fitter.stop()
+
+
+def test_the_missing_light_banner_appears_with_emission_off_and_its_button_clears_it(
+    window,  # noqa: F811
+    qtbot,
+):
+    view = window.live_view
+    qtbot.waitUntil(lambda: view.banner.isVisible(), timeout=WAIT_MS)
+    assert view.banner_button.text() == "Emission on"
+    assert "no light" in view.banner_label.text()
+    # The plate at the balance first, so that light brings a balanced polarimeter.
+    zero_deg = window.station.lab.config.polarimeter.hwp_zero_deg
+    with qtbot.waitSignal(window.commands.finished, timeout=WAIT_MS):
+        window.panel.plate_edit.setText(f"{zero_deg}")
+        window.panel.plate_button.click()
+    qtbot.waitUntil(lambda: bool(window.poller.readings["laser"].values), timeout=WAIT_MS)
+    with qtbot.waitSignal(window.commands.finished, timeout=WAIT_MS) as emission:
+        view.banner_button.click()
+    assert emission.args == ["laser emission → True", ""]
+    # Light on: the next condition is the room-temperature cell, and its button is Warm up.
+    qtbot.waitUntil(lambda: view.banner_button.text() == "Warm up", timeout=WAIT_MS)
+    assert "cell cold" in view.banner_label.text()
+    view.banner_button.click()
+    assert window.runner.procedure_combo.currentText() == "warmup"
+
+
+def test_log_frequency_is_the_default_and_flags_do_not_take_the_plot_width(window):  # noqa: F811
+    view = window.live_view
+    assert view.log_x.isChecked()
+    assert view.fit_label.maximumWidth() == view.fit_label.minimumWidth()  # fixed width
+    assert not view.flags_label.isVisible()
+    view.flags_button.click()
+    assert view.flags_label.isVisible()
+
+
+def test_apparatus_states_name_what_changed():
+    a = ApparatusState((0.0, 0.0, 0.1), 430.0, 0.1, True, 12.0)
+    b = ApparatusState((0.0, 0.0, 0.1), 440.0, 0.1, False, 12.0)
+    assert b.changes_from(a) == ["heater setpoint", "laser emission"]
+    assert a.changes_from(a) == []
+    assert math.isclose(a.plate_angle_deg, 12.0)
+
+
+def test_the_qnd_tab_switches_the_live_filter_on_and_off(window):  # noqa: F811
+    tabs = window.tabs
+    assert "QND" in [tabs.tabText(i) for i in range(tabs.count())]
+    worker = window.qnd_worker
+    assert not worker.enabled.is_set()  # off by default (BENCHMARKS.md, issue 14)
+    window.qnd_panel.enable_box.click()
+    assert worker.enabled.is_set()
+    window.qnd_panel.enable_box.click()
+    assert not worker.enabled.is_set()
