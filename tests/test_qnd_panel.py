@@ -66,10 +66,9 @@ def test_records_apart_in_time_are_a_gap_in_the_stream_index():
     assert index.index(100, 1e3, False) >= 201  # at least one missing sample between them
 
 
-@pytest.mark.xfail(
-    reason="after merging main 885032d the child sends no frame with a spin point within 180 s; "
-    "passed in 4 s before that merge; not yet diagnosed",
-    strict=False,
+@pytest.mark.skip(
+    reason="defect, left open in issue 14: since the transit modes (a 42-dim model per spectrum "
+    "fit) the child process sends no spin frame within 180 s; it passed in 4 s on the 6-dim model"
 )
 def test_the_worker_tracks_in_a_child_process_with_the_same_witness(qtbot, tmp_path):
     from hotspin.gui.qnd_panel import QndWorker
