@@ -1,6 +1,8 @@
 """Test-wide settings: pyvisa-py as the VISA library, Qt without a screen."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -13,6 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # The user's cache and state directories are never touched by a test run: each session gets its
 # own (subprocesses inherit them through the environment).
 _session_home = tempfile.mkdtemp(prefix="hotspin-tests-")
+atexit.register(shutil.rmtree, _session_home, ignore_errors=True)
 os.environ["HOTSPIN_CACHE_DIR"] = os.path.join(_session_home, "cache")
 os.environ["HOTSPIN_STATE_DIR"] = os.path.join(_session_home, "state")
 
