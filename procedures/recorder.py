@@ -271,8 +271,9 @@ class RunFile:
     ) -> ContinuousRecord:
         """Create `records/<name>` with one code dataset per channel (before `start_swmr`)."""
         return ContinuousRecord(
-            self.file, name, volts_per_code, sample_rate_Hz, decimation, first_time_s, first_index
-        )
+            self.file, name, volts_per_code, sample_rate_Hz, decimation, first_time_s, first_index,
+            file_flush=self.flush,  # the run file's: free space checked, a full disk handled
+        )  # fmt: skip
 
     def _disk_is_full(self) -> None:
         """Stop flushing and give the reserve back, so that the close finds room."""
@@ -481,6 +482,7 @@ class ContinuousRecord:
         first_index: int = 0,
         flush_interval_s: float = FLUSH_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        file_flush: Callable[[], None] | None = None,
     ) -> None:
         if not volts_per_code:
             raise ValueError("a continuous record needs at least one channel")
@@ -516,6 +518,7 @@ class ContinuousRecord:
         self.gap_count = 0  # rows of the gap table
         self._flush_interval_s = flush_interval_s
         self._clock = clock
+        self._file_flush = file_flush or file.flush
         self._flushed_at = clock()
 
     def append(self, first_index: int, codes: np.ndarray) -> None:
@@ -559,7 +562,7 @@ class ContinuousRecord:
         """Push the record to disk; SWMR readers see it from now on."""
         for dataset in (*self.channels, *self.gap_columns):
             dataset.flush()
-        self.file.flush()
+        self._file_flush()
         self._flushed_at = self._clock()
 
     def _flush_if_due(self) -> None:

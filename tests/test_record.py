@@ -216,3 +216,23 @@ def test_a_record_refuses_blocks_out_of_order(tmp_path):
         assert (gaps["first_index"][0], gaps["length"][0], gaps["position"][0]) == (5, 2, 5)
         np.testing.assert_array_equal(f["records/x/a"][...], [0, 0, 0, 0, 0, 1, 1, 1])
     assert os.path.getsize(tmp_path / "run.h5") > 0
+
+
+def test_a_disk_filling_during_a_record_fails_the_run_naming_it(station, tmp_path, monkeypatch):
+    # The record's periodic flushes go through the run file's, which checks the free space.
+    from hotspin.procedures import recorder
+
+    recording = []
+
+    def flush_every_block(record):
+        recording.append(record)
+        record.flush()
+
+    # The disk is full from the record's first flush on: the failure comes from that path.
+    monkeypatch.setattr(recorder.ContinuousRecord, "_flush_if_due", flush_every_block)
+    monkeypatch.setattr(recorder, "free_bytes", lambda directory: 0 if recording else 10**12)
+    procedure = PROCEDURES["record"].from_values({"duration_s": 0.5, "decimation": 1024})
+    with pytest.raises(OSError, match="disk full at"):
+        run_procedure(procedure, station, tmp_path / "record.h5")
+    with h5py.File(tmp_path / "record.h5", "r", libver="latest", swmr=True) as f:
+        assert f.attrs["status"] == "failed" and "disk full at" in f.attrs["error"]
