@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 
 import h5py
 import numpy as np
@@ -232,7 +233,16 @@ def test_a_disk_filling_during_a_record_fails_the_run_naming_it(station, tmp_pat
     monkeypatch.setattr(recorder.ContinuousRecord, "_flush_if_due", flush_every_block)
     monkeypatch.setattr(recorder, "free_bytes", lambda directory: 0 if recording else 10**12)
     procedure = PROCEDURES["record"].from_values({"duration_s": 0.5, "decimation": 1024})
-    with pytest.raises(OSError, match="disk full at"):
+    with pytest.raises(OSError, match="disk full at") as failed:
         run_procedure(procedure, station, tmp_path / "record.h5")
+    # First raised by the record's own flush (the run's end flush then meets it again).
+    chain, error = [], failed.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    frames = {
+        frame.f_code.co_name for e in chain for frame, _ in traceback.walk_tb(e.__traceback__)
+    }
+    assert "flush_every_block" in frames
     with h5py.File(tmp_path / "record.h5", "r", libver="latest", swmr=True) as f:
         assert f.attrs["status"] == "failed" and "disk full at" in f.attrs["error"]
