@@ -58,9 +58,9 @@ def lab_config_for(config: StationConfig) -> LabConfig:
     """Return the simulated lab's `LabConfig`: the station's cell and calibrations as its truth.
 
     The `[cell]` geometry is the lab's, key by key, unless `simulation.lab` names a key (its beam
-    by waist or area replaces the station's beam whole). The station's calibrations (coil matrix, detector gains, laser tuning, heater) are taken as the
-    simulated world's physics unless `simulation.lab` says otherwise, which is how a miscalibrated
-    instrument is simulated.
+    by waist or area replaces the station's beam whole). The station's calibrations (coil
+    matrix, detector gains, laser tuning, heater) are taken as the simulated world's physics
+    unless `simulation.lab` says otherwise, which is how a miscalibrated instrument is simulated.
     """
     from hotspin.simulators.lab import LabConfig
 

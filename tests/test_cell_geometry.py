@@ -7,9 +7,9 @@ import textwrap
 import pytest
 from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.experiment import (
-    DEFAULT_BEAM_WAIST_m,
     ApparatusParameters,
     CellGeometry,
+    DEFAULT_BEAM_WAIST_m,
     derive,
 )
 from hotspin.instruments.station import Station, lab_config_for
