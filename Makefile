@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hotspin-installed
 export QT_QPA_PLATFORM ?= offscreen
-# Test processes (pytest-xdist): one per core by default, each module on one worker (its module fixtures
-# built once); TEST_WORKERS=0 runs in one process.
+# Test processes (pytest-xdist): one per core by default, each module on one worker (its
+# module fixtures built once); TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= auto
 
 .PHONY: demo test test-lowest lint bench clean
