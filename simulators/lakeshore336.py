@@ -59,7 +59,9 @@ from hotspin.simulators.scpi import (
 
 # Power decades per range step: the current scales by √10 per step (range 0 = off).
 RANGE_CURRENT_FACTOR = {0: 0.0, 1: 0.1, 2: 10**-0.5, 3: 1.0}
-# HTRSET max-current presets in A (336 manual, HTRSET); 0 = user specified.
+# HTRSET max-current presets in A; 0 = user specified. Lake Shore's python-driver (model_336.py
+# get_heater_setup) lists 0.707, 1.0, 1.141, 2.0: 1.141 is √2 A with two digits swapped (the
+# presets are 0.5, 1, 2 and 4 W per ohm: 1.414 A is 50 W into 25 Ω, output 2's full scale).
 MAX_CURRENT_PRESETS_A = {1: 0.707, 2: 1.0, 3: 1.414, 4: 2.0}
 HEATER_RESISTANCE_OHM = {1: 25.0, 2: 50.0}  # HTRSET resistance codes
 MAX_POWER_W = {1: 100.0, 2: 50.0}  # full scale of the current outputs 1 and 2
@@ -528,10 +530,15 @@ class SimulatedLakeShore336(ScpiInstrument):
     def _get_heater_setup(self, args: list[str]) -> str:
         """HTRSET? <output>: resistance, max-current preset, user max current, display.
 
+        The four fields after the output, with no output type (the 335's HTRSET has one): Lake
+        Shore's python-driver reads them so (model_336.py ``get_heater_setup``: ``[0]``
+        resistance, ``[1]`` preset, ``[2]`` user current, ``[3]`` display), and QCoDeS pull
+        request #8520 (open) drops QCoDeS's ``output_type`` for the 336 on the same ground.
         Outputs 3 and 4 are voltage outputs without a heater setup (``HTRSET 3,...`` is an
-        execution error); their query answers the power-up record of an unset output, so that
-        QCoDeS's snapshot, which asks it of every output, is not held up by four timeouts.
-        What the real 336 answers there is not documented: an assumption.
+        execution error; the same pull request: they "don't support HTRSET at all"); their
+        query answers the power-up record of an unset output, so that QCoDeS's snapshot, which
+        asks it of every output, is not held up by four timeouts. Whether the real 336 answers
+        ``HTRSET? 3`` or only flags an error is in neither source: an assumption.
         """
         resistance, preset, user_current, display = self.heater_setups[self._int(args[0], OUTPUTS)]
         return f"{resistance},{preset},{user_current:+.3f},{display}"
