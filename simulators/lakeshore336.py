@@ -27,10 +27,12 @@ What it is connected to:
 Control law (Lake Shore 335 manual §2.7 and §4.5.1.7; the 336 shares it): output % =
 P·[e + (1/T_I)∫e dt + T_D de/dt] plus the manual output, e = setpoint − reading in K, with the
 integral time T_I = 1000 / I s and the derivative time T_D = D % of T_I / 4. The output is
-clamped to 0–100 % and the integral stops growing while the output is clamped (anti-windup, an
-assumption: the manual does not describe it), so a warm-up from room temperature does not
-overshoot. The loop runs every 0.1 s of simulated time. The factory PID values P 50, I 20, D 0
-hold the default oven (τ = 300 s, 50 Ω heater at 1 A full scale) at 450 K within millikelvin.
+clamped to 0–100 % and the integral stops growing while the output is clamped, so a warm-up
+from room temperature does not overshoot. The manual does not say how the 336 limits its
+integral; this conditional integration is the textbook anti-windup (Åström & Murray, Feedback
+Systems, §10.4) — a modelling choice, not documented 336 behaviour. The loop runs every 0.1 s
+of simulated time. The factory PID values P 50, I 20, D 0 hold the default oven (τ = 300 s,
+50 Ω heater at 1 A full scale) at 450 K within millikelvin.
 ``SETP?`` returns the target setpoint; ``RAMPST?`` tells whether the loop's setpoint is still
 ramping towards it.
 
@@ -321,8 +323,10 @@ class SimulatedLakeShore336(ScpiInstrument):
     def overrun(self) -> bytes:
         """A message longer than the input buffer is dropped as an invalid command.
 
-        The 336 has no error queue and its manual does not describe an overrun; the command
-        error bit is the one its parser sets for a message it cannot take (an assumption).
+        The 336 has no error queue and its manual neither sizes the buffer nor describes an
+        overrun. The bit set is the one the manual's Standard Event Status Register gives for a
+        command the 336 cannot interpret (bit 5, Command Error): the nearest documented
+        behaviour, chosen for that reason; what a real 336 does with such a line is not known.
         """
         self.esr |= ESR_COMMAND_ERROR
         return b""

@@ -125,7 +125,7 @@ TRIGGER_SOURCES = (
     "AWG_NE",
 )
 UNITS = ("VOLTS", "RAW")
-DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault of the rp library (acq_handler.c, OS 2.x)
+DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault: rp-api/api/src/acq_handler.cpp (ch_hyst)
 IDENTITY = "REDPITAYA,INSTR,SIMULATED,hotspin"
 # rp_GetVersion (the OS's ecosystem version): a deep-memory-capable 2.x OS, simulated.
 ECOSYSTEM_VERSION = "2.00-18-simulated"
@@ -539,9 +539,10 @@ class SimulatedRedPitaya(ScpiInstrument):
             self._deep_trigger()
             return
         # The software trigger acts when written, and only on an armed acquisition: the command
-        # list orders ACQ:START before ACQ:TRig NOW, and acq_SetTriggerSrc writes the source to
-        # the FPGA's trigger register, which only an armed acquisition evaluates (rp library
-        # acq_handler.c, OS 2.x); written before ACQ:START, NOW is lost.
+        # list orders ACQ:START before ACQ:TRig NOW, acq_SetTriggerSrc writes the source straight
+        # to the FPGA and acq_Start unlocks the trigger as it arms (rp-api acq_handler.cpp). What
+        # the FPGA makes of a NOW written before ACQ:START is in its own repository, not read
+        # here: the simulation drops it, as the command list's order implies.
         if self.trigger_source == "NOW" and self.capture.armed and not self.capture.triggered:
             self.capture.trigger_now()
         self.capture.start_watch()

@@ -70,8 +70,10 @@ NUMERIC_DATA_ERROR = (-120, "Numeric data error")
 INVALID_CHARACTER_DATA = (-141, "Invalid character data")
 EXECUTION_ERROR = (-200, "Execution error")
 # SCPI-99's text for -222 is "Data out of range"; Keithley's SCPI instruments word it "Parameter
-# data out of range". The page of the 622x's Table B-1 that holds -222 was not read: the wording
-# rests on Keithley's other reference manuals (an assumption for the 6221).
+# data out of range". The page of the 622x's Table B-1 found (B-2: codes -430 to -224) stops
+# before -222 and its continuation was not found, so the wording is not from a 6221 page: it is
+# what drivers written against Keithley's 2400 and 2182A record receiving for -222 (observed
+# sources, not a manual). Clients match on the code, which SCPI-99 fixes.
 DATA_OUT_OF_RANGE = (-222, "Parameter data out of range")
 QUEUE_OVERFLOW = (-350, "Queue overflow")
 INPUT_BUFFER_OVERRUN = (-363, "Input buffer overrun")
