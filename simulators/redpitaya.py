@@ -415,8 +415,9 @@ class SimulatedRedPitaya(ScpiInstrument):
     ) -> T:
         """Read parameter ``index``; a failure queues the parser's error, then the board's text.
 
-        ``failure`` is the handler's SCPI_LOG_ERR text (None: the parser's error alone); a
-        parameter left out is ``default`` if one is given (an optional parameter), else -109.
+        ``failure`` is the handler's SCPI_LOG_ERR text (None: the parser's error alone). With a
+        ``default`` the parameter is optional: left out, or failing with its error queued, it
+        reads as the default (RP_AcqTriggerDelay); without one, left out is -109.
         """
         try:
             if index < len(arguments):
@@ -425,6 +426,9 @@ class SimulatedRedPitaya(ScpiInstrument):
                 return default
             raise ScpiError(*MISSING_PARAMETER)
         except ScpiError as error:
+            if default is not None:
+                self.push_error(error.code, error.message)
+                return default
             if failure is None or error.code == EXECUTION_ERROR[0]:
                 raise
             self.push_error(error.code, error.message)
@@ -559,7 +563,7 @@ class SimulatedRedPitaya(ScpiInstrument):
         return "1" if self.capture.filled else "0"
 
     def _set_delay(self, arguments: list[str]) -> None:
-        value = self._read(arguments, 0, _integer, MISSING_FIRST, default=0)
+        value = self._read(arguments, 0, _integer, default=0)
         # acq_SetTriggerDelay: below −8192 the FPGA delay is 0 (the trigger ends the buffer).
         self.trigger_delay = max(value, -BUFFER_SIZE // 2)
         self.trigger_delay_ns = None
@@ -570,7 +574,7 @@ class SimulatedRedPitaya(ScpiInstrument):
         self.trigger_delay = max(samples, -BUFFER_SIZE // 2)
 
     def _set_delay_ns(self, arguments: list[str]) -> None:
-        self.trigger_delay_ns = self._read(arguments, 0, _integer, MISSING_FIRST, default=0)
+        self.trigger_delay_ns = self._read(arguments, 0, _integer, default=0)
         self._delay_from_ns(self.trigger_delay_ns)
 
     def _get_delay_ns(self) -> str:
@@ -689,7 +693,7 @@ class SimulatedRedPitaya(ScpiInstrument):
 
     def _axi_set_delay(self, arguments: list[str]) -> None:
         buffer = self._deep_buffer()
-        buffer.trigger_delay = self._read(arguments, 0, _integer, MISSING_FIRST, default=0)
+        buffer.trigger_delay = self._read(arguments, 0, _integer, default=0)
 
     def _axi_fill(self) -> str:
         return "1" if self.deep.filled(self._channel()) else "0"

@@ -577,6 +577,8 @@ def test_an_unread_parameter_queues_108_after_the_reply(lab):
     assert _ask(session, "SYST:ERR:COUN?") == b"3\r\n"
     for _ in range(3):
         assert _ask(session, "SYST:ERR?") == b'-108,"Parameter not allowed"\r\n'
+    assert _ask(session, "ACQ:TRig:DLY 100;DLY 5 V;DLY?") == b"0\r\n"  # optional: bad reads 0
+    assert _ask(session, "SYST:ERR?") == b'-138,"Suffix not allowed"\r\n'  # and nothing more
     assert _ask(session, "ACQ:DEC 3,9") == b""  # failed: its own error, no -108 after it
     assert _ask(session, "SYST:ERR?") == b'8891,"*ACQ:DEC Parameter decimation is invalid."\r\n'
     assert _ask(session, "SYST:ERR?") == b'0,"No error"\r\n'
