@@ -1,7 +1,7 @@
 """The SCPI session layer the simulated SCPI instruments declare their command tables on.
 
-One parser for every simulated instrument that speaks IEEE 488.2 / SCPI (the Keithley 6221) or
-the IEEE 488.2 subset with flat headers (the Lake Shore 336):
+One parser for every simulated instrument that speaks IEEE 488.2 / SCPI (the Keithley 6221, the
+Red Pitaya's SCPI server) or the IEEE 488.2 subset with flat headers (the Lake Shore 336):
 
 * headers: a pattern such as ``[:SOURce]:CURRent[:LEVel]`` answers to its short form (the capitals)
   and its long form, in any case, with the bracketed nodes optional (SCPI-99 vol. 1, command
