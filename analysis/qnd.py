@@ -789,6 +789,8 @@ def innovations_check(
 # The exact run-in after a gap (and from the prior) hands over to the steady filter when the
 # two can differ by at most this fraction of each output's RMS (a bound, _build_switch_bound).
 _RUN_IN_DEVIATION = 1e-10
+# ... filtering chunks of this many samples at a time (``_run_in``).
+_RUN_IN_L = 64
 # The steady filter runs over at most this many samples at a time (bounded temporaries).
 _STEADY_CHUNK = 1 << 18
 # ... in chunks of this many samples, each three dense matrix products (_build_chunk_matrices).
@@ -1011,6 +1013,7 @@ class ContinuousKalmanFilter:
         self._mode_outputs = np.ascontiguousarray((self._outputs @ V)[:, keep] * weight[None, :])
         self._from_modes = V[:, keep] * weight[None, :]  # x = Re(this @ z)
         self._chunk_length = _STEADY_L
+        self._run_in_length = _RUN_IN_L
         self._run_in_matrices: tuple[np.ndarray, ...] | None = None
         self._build_chunk_matrices(F, K)
         slowest = float(np.max(np.abs(eigenvalues)))
@@ -1098,7 +1101,8 @@ class ContinuousKalmanFilter:
                 done = start
             if done < stop:
                 self._steady(y, done, stop, spin, innovations, normalised)
-            self._accumulate(normalised[start:stop])
+            with _BLAS.limit(**_ONE_BLAS_THREAD):  # its dot products stall with threads
+                self._accumulate(normalised[start:stop])
             start = stop
         self._next_index = first + n
         return FilteredBlock(
@@ -1158,7 +1162,7 @@ class ContinuousKalmanFilter:
         matrix products instead of a Python loop per sample. The convergence test of the
         predicted covariance is made between chunks.
         """
-        L = self._chunk_length
+        L = self._run_in_length
         if self._run_in_matrices is None:
             self._run_in_matrices = self._build_run_in_matrices()
             self._switch_bound = self._build_switch_bound()
@@ -1217,7 +1221,7 @@ class ContinuousKalmanFilter:
         """Return the chunk matrices of the exact run-in (``_run_in``), for chunks of L samples:
         O (rows CΦ^{i+1}), the projection's PΦ^{i+1}, C Γ_{i−j} Cᵀ + R δ, P Γ_{i−j} Cᵀ,
         Γ_{L−1−j} Cᵀ (the last state against each sample) and Φ^r for r = 0 … L."""
-        L, Phi, C, sigma, P = self._chunk_length, self._Phi, self._C, self._sigma, self.projection
+        L, Phi, C, sigma, P = self._run_in_length, self._Phi, self._C, self._sigma, self.projection
         n, p = Phi.shape[0], P.shape[0]
         powers = np.empty((L + 1, n, n))
         powers[0] = np.eye(n)
