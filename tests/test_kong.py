@@ -5,10 +5,9 @@
 against scipy's CARE solver and a dense τ grid of Σ(τ) = Σ + e^{Aτ}(Σ_c − Σ)e^{Aᵀτ}.
 """
 
-import math
-
 import numpy as np
 import pytest
+from helpers import station_apparatus
 from hotspin.analysis.experiment import derive
 from hotspin.analysis.qnd import (
     THERMAL_BOUND,
@@ -17,19 +16,9 @@ from hotspin.analysis.qnd import (
     spin_projection,
     squeezing_parameter,
 )
-from hotspin.instruments.station import lab_config_for
-from hotspin.instruments.station_config import StationConfig
-from hotspin.simulators.lab import SimulatedLab
 from scipy import linalg
 
 KONG_ATOMS = 5.32e13
-
-
-def station_apparatus(**changes):
-    lab = SimulatedLab(lab_config_for(StationConfig.load(None)))
-    lab.laser.emission_enabled = True
-    field = tuple(100e-9 / math.sqrt(3) * np.ones(3))
-    return lab.apparatus().with_changes(temperature_K=450.0, field_T=field, **changes)
 
 
 def independent_witness(readout):

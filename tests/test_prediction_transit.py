@@ -9,6 +9,7 @@ cell at 450 K, 100 nT along [1,1,1], a 3 mm waist and 10 mW of probe (ξ² = 0.8
 """
 
 import pytest
+from helpers import station_apparatus
 from hotspin.analysis.experiment import derive
 from hotspin.analysis.qnd import (
     ContinuousReadout,
@@ -18,7 +19,6 @@ from hotspin.analysis.qnd import (
     squeezing_parameter,
 )
 from hotspin.simulators.spin_noise import ExactSpinNoise
-from test_kong import station_apparatus
 
 RATE = 100e3
 

@@ -59,3 +59,18 @@ SMALL = {
     "sensitivity": {"periods": 2, "averages": 2},
     "record": {"duration_s": 0.05, "decimation": 1024},
 }
+
+
+def station_apparatus(**changes):
+    """The embedded station's apparatus at Kong's conditions: 450 K, 100 nT along [1,1,1]."""
+    import math
+
+    import numpy as np
+    from hotspin.instruments.station import lab_config_for
+    from hotspin.instruments.station_config import StationConfig
+    from hotspin.simulators.lab import SimulatedLab
+
+    lab = SimulatedLab(lab_config_for(StationConfig.load(None)))
+    lab.laser.emission_enabled = True
+    field = tuple(100e-9 / math.sqrt(3) * np.ones(3))
+    return lab.apparatus().with_changes(temperature_K=450.0, field_T=field, **changes)
