@@ -5,7 +5,8 @@ swapped in by their threads) and hands them to pyqtgraph when they changed. The 
 the polarimeter's signal as the digitiser sees it, with its full scale drawn, so clipping shows;
 the spectrum is that of the calibrated rotation angle θ, with the fitted model, the Larmor line
 and the fitted values. The stream's health is always on screen: blocks received, averaged,
-clipped, unusable (no light) and dropped (the monitor could not keep up).
+clipped, unusable (no light) and dropped (the monitor could not keep up), apart from the
+board's own gaps (its ring overwritten before it was read); the average's duty cycle and gaps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 import pyqtgraph as pg
 from hotspin.analysis.fits import Estimate
-from hotspin.gui.stream import FitFrame, LiveFrame, ModelFitter, SignalProcessor, StationSource
+from hotspin.gui.stream import FitFrame, LiveFrame, ModelFitter, SignalProcessor, StreamSource
 from hotspin.procedures.spectroscopy import MIN_SPECTRUM_TEMPERATURE_K, SEGMENT_LENGTHS
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import (
@@ -79,6 +80,13 @@ def _fit_text(frame: FitFrame | None) -> str:
     return "\n".join(lines)
 
 
+def _percent(fraction: float) -> str:
+    """Return a fraction as a percentage, with a decimal where it is near one."""
+    if not math.isfinite(fraction):
+        return "–"
+    return f"{100 * fraction:.1f} %" if fraction > 0.99 else f"{100 * fraction:.0f} %"
+
+
 class RangeFollower:
     """Keeps one axis of a plot around the data, changing it only when the data leave the view
     or fill less than half of it.
@@ -133,7 +141,7 @@ class LiveView(QWidget):
         self,
         processor: SignalProcessor,
         fitter: ModelFitter,
-        source: StationSource | None = None,
+        source: StreamSource | None = None,
         parent: QWidget | None = None,
         temperature_K: Callable[[], float] | None = None,
     ) -> None:
@@ -325,6 +333,8 @@ class LiveView(QWidget):
 
     def missing(self, frame: LiveFrame | None) -> tuple[str, str] | None:
         """Return (what is missing for a spectrum, the button that fixes it), or None."""
+        if self.source is not None and self.source.warning():
+            return (self.source.warning(), "Real-time clock")
         if frame is None:
             return None
         if "no light" in frame.message:
@@ -407,9 +417,10 @@ class LiveView(QWidget):
         self.clip_label.setText("CLIPPED" if frame.clipped else "not clipped")
         self.clip_label.setStyleSheet(ALERT_STYLE if frame.clipped else QUIET_STYLE)
         self.average_label.setText(
-            f"average {frame.average} ({frame.average_reason}): {frame.records} records, "
+            f"average {frame.average} ({frame.average_reason}): {frame.records} blocks, "
             f"{frame.segments} segments, {1e-6 * frame.sample_rate_Hz:.4g} MS/s; duty cycle "
-            f"{100 * frame.duty_cycle:.0f} %, {frame.gaps} gaps"
+            f"{_percent(frame.duty_cycle)}, {frame.gaps} gaps"
+            + (f" ({frame.missing_samples} samples missing)" if frame.missing_samples else "")
         )
 
     def _draw_fit(self, frame: FitFrame | None, stale: bool = False) -> None:
@@ -436,15 +447,22 @@ class LiveView(QWidget):
 
     def _draw_counts(self, frame: LiveFrame | None) -> None:
         c = self.processor.counts
+        board = ""
+        if self.source is not None:
+            board = (
+                f"; board: {self.source.board_gaps} gaps, {self.source.board_missing} samples lost"
+            )
         self.counts_label.setText(
             f"blocks: {c.received} received, {c.processed} averaged, {c.clipped} clipped, "
             f"{c.rejected} unusable, {c.changed} taken while the apparatus changed, "
-            f"{c.dropped} dropped"
+            f"{c.dropped} dropped by the monitor{board}"
         )
         self.counts_label.setStyleSheet(ALERT_STYLE if c.dropped else QUIET_STYLE)
         messages = []
         if self.source is not None and self.source.error:
             messages.append(f"digitiser: {self.source.error}")
+        if self.source is not None and self.source.watch is not None and self.source.watch.error:
+            messages.append(f"apparatus not readable: {self.source.watch.error}")
         if frame is not None and frame.message:
             messages.append(f"last block not used: {frame.message}")
         self.message_label.setText("\n".join(messages))

@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -36,6 +35,7 @@ from hotspin.analysis.qnd import (
     entanglement_witness,
 )
 from hotspin.gui.stream import FitFrame
+from hotspin.gui.worker import end_child, start_child
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -160,31 +160,6 @@ class QndTracker:
             )
 
 
-class RecordStreamIndex:
-    """Absolute sample indices for record-by-record acquisition: an adapter until the digitiser
-    streams (then its blocks carry their own index and gaps). A record that does not follow the
-    previous one without a gap starts after the wall time between them, in samples (at least
-    one sample is missing: the filter propagates its state over the break)."""
-
-    def __init__(self) -> None:
-        self._end: int | None = None
-        self._end_time = 0.0
-
-    def index(self, samples: int, sample_rate_Hz: float, contiguous: bool) -> int:
-        """Return the absolute index of the first sample of a record of ``samples`` samples."""
-        now = time.monotonic()
-        if self._end is None:
-            first = 0
-        elif contiguous:
-            first = self._end
-        else:
-            duration = samples / sample_rate_Hz
-            missing = max(1, round((now - self._end_time - duration) * sample_rate_Hz))
-            first = self._end + missing
-        self._end, self._end_time = first + samples, now
-        return first
-
-
 def _tracking_process(connection: Connection) -> None:
     """Track in a child process: take ("fit", fit, rate) and ("block", first, θ) messages and
     answer with the tracker's newest frame."""
@@ -268,25 +243,14 @@ class QndWorker:
                         self._queue.get_nowait()
             self._thread.join(timeout=10.0)
             self._thread = None
-        if self._process is not None:
-            self._process.terminate()
-            self._process.join(timeout=10.0)
-            self._process = None
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        end_child(self._process, self._connection)
+        self._process = self._connection = None
 
     def _child(self) -> Connection:
         """Return the connection to the tracking process, starting it if need be."""
         if self._process is None or not self._process.is_alive():
-            context = get_context("spawn")  # a forked copy of a Qt process is not safe
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_tracking_process, args=(theirs,), name="monitor-qnd", daemon=True
-            )
-            process.start()
-            theirs.close()
-            self._process, self._connection = process, ours
+            end_child(self._process, self._connection)
+            self._process, self._connection = start_child(_tracking_process, "monitor-qnd")
         assert self._connection is not None
         return self._connection
 

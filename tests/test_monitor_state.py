@@ -13,7 +13,13 @@ from hotspin.gui.stream import ApparatusState, ModelFitter, SignalProcessor
 from hotspin.instruments.polarimeter import PolarimeterRecord
 from hotspin.simulators.spin_noise import ExactSpinNoise
 
-from tests.test_gui import WAIT_MS, light_on_balanced, station, window  # noqa: F401
+from tests.test_gui import (  # noqa: F401
+    WAIT_MS,
+    light_on_balanced,
+    live_window,
+    station,
+    window,
+)
 
 RATE = 100e3
 SEGMENT = 4096
@@ -102,10 +108,53 @@ def test_a_field_change_mid_stream_starts_a_new_average_and_the_fit_finds_the_ne
         fitter.stop()
 
 
-def test_the_missing_light_banner_appears_with_emission_off_and_its_button_clears_it(
-    window,  # noqa: F811
+def test_on_the_real_stream_a_field_change_starts_a_new_average_without_a_mixed_block(
+    live_window,  # noqa: F811
     qtbot,
 ):
+    gui = live_window
+    lab, processor, source = gui.station, gui.processor, gui.source
+    offered = []  # (first sample's station time, last sample's, the state it was averaged under)
+    offer = processor.offer
+
+    def spy(record, first_index=None, state=None):
+        t0 = source._first_start_s + first_index / record.sample_rate_Hz
+        offered.append((t0, t0 + record.v_diff.size / record.sample_rate_Hz, state))
+        return offer(record, first_index, state)
+
+    processor.offer = spy
+    light_on_balanced(gui, qtbot)
+    qtbot.waitUntil(lambda: processor.counts.processed >= 4, timeout=WAIT_MS)
+    before = processor.latest.average
+    # The coils change the field (from this thread, as a script would): a new average.
+    began = lab.clock.now()
+    lab.coils.set_currents([0.0, 0.0, 2e-3])
+    ended = lab.clock.now()
+    qtbot.waitUntil(
+        lambda: processor.latest.average > before and processor.latest.records >= 2,
+        timeout=WAIT_MS,
+    )
+    frame = processor.latest
+    assert frame.average_reason == "field (coil currents) changed"
+    qtbot.waitUntil(
+        lambda: "field (coil currents) changed" in gui.live_view.average_label.text(),
+        timeout=WAIT_MS,
+    )
+    new = [(t0, t1) for t0, t1, state in offered if state.coil_currents_A[2] == 2e-3]
+    old = [(t0, t1) for t0, t1, state in offered if state.coil_currents_A[2] != 2e-3]
+    assert new and old
+    # No block under the new state began before the change did, none under the old one ended
+    # after it was over: the blocks across the change are counted and left out.
+    assert min(t0 for t0, _ in new) >= began
+    assert max(t1 for _, t1 in old) <= ended
+    assert processor.counts.received == len(offered) + processor.counts.changed
+
+
+def test_the_missing_light_banner_appears_with_emission_off_and_its_button_clears_it(
+    live_window,  # noqa: F811
+    qtbot,
+):
+    window = live_window  # noqa: F811
     view = window.live_view
     qtbot.waitUntil(lambda: view.banner.isVisible(), timeout=WAIT_MS)
     assert view.banner_button.text() == "Emission on"
@@ -152,3 +201,16 @@ def test_the_qnd_tab_switches_the_live_filter_on_and_off(window):  # noqa: F811
     assert worker.enabled.is_set()
     window.qnd_panel.enable_box.click()
     assert not worker.enabled.is_set()
+
+
+def test_on_a_fast_simulated_clock_the_banner_offers_the_real_time_clock(window, qtbot):  # noqa: F811
+    view = window.live_view
+    qtbot.waitUntil(lambda: view.banner.isVisible(), timeout=WAIT_MS)
+    assert view.banner_button.text() == "Real-time clock"
+    assert "runs 100 times faster than the wall" in view.banner_label.text()
+    assert window.source.streams == 0  # no stream of a ring overwritten before it is read
+    view.banner_button.click()
+    assert window.station.clock.speed == 1.0
+    assert window.source.warning() == ""
+    view.refresh()
+    assert view.banner_button.text() != "Real-time clock"

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 from hotspin.analysis.spectra import angle_from_difference_and_sum
-from hotspin.gui.qnd_panel import QndPanel, QndTracker, RecordStreamIndex
+from hotspin.gui.qnd_panel import QndPanel, QndTracker
 from hotspin.procedures.analyze import analyze_file
 from hotspin.procedures.parameters import assign
 
@@ -57,13 +57,6 @@ def test_the_panel_shows_the_witness_analyze_finds_on_the_same_record(qtbot, tmp
     assert abs(white.normalised_variance - 1.0) < 5 * white.variance_uncertainty + 0.02
     assert tracker.latest.spin.shape == (math.ceil(theta.size / BLOCK), 3)
     assert "Ljung–Box" in panel.innovations_label.text()
-
-
-def test_records_apart_in_time_are_a_gap_in_the_stream_index():
-    index = RecordStreamIndex()
-    assert index.index(100, 1e3, False) == 0
-    assert index.index(100, 1e3, True) == 100
-    assert index.index(100, 1e3, False) >= 201  # at least one missing sample between them
 
 
 @pytest.mark.skip(
