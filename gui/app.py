@@ -24,6 +24,7 @@ from hotspin.gui.qnd_panel import QndPanel, QndTracker, QndWorker
 from hotspin.gui.run_viewer import RunViewer
 from hotspin.gui.runner import ProcedureRunner
 from hotspin.gui.stream import (
+    STREAM_DECIMATION,
     ApparatusWatch,
     ModelFitter,
     SignalProcessor,
@@ -59,10 +60,12 @@ class MainWindow(QMainWindow):
         data_directory: str | Path = "data",
         *,
         acquire: bool = True,
+        stream_decimation: int = STREAM_DECIMATION,
         parent: QWidget | None = None,
     ) -> None:
         """``acquire``: stream the station's digitiser into the live view (False: another
-        source offers blocks to `processor`)."""
+        source offers blocks to `processor`); ``stream_decimation``: the stream's decimation
+        (125 MHz / decimation samples per second)."""
         super().__init__(parent)
         self.station = station
         self.setWindowTitle(f"hotspin — {station.config.station.name}")
@@ -79,6 +82,7 @@ class MainWindow(QMainWindow):
             StreamSource(
                 station.polarimeter,
                 self.processor,
+                decimation=stream_decimation,
                 watch=ApparatusWatch(lambda: station_state(station), station.clock.now),
                 clock_speed=self._clock_speed,
             )

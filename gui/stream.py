@@ -43,6 +43,7 @@ from hotspin.gui.worker import Loop, end_child, start_child
 from hotspin.instruments.polarimeter import PolarimeterRecord
 from hotspin.instruments.redpitaya import (
     CODES_PER_FULL_SCALE,
+    ADC_CLOCK_Hz,
     StreamBlock,
     check_axi_decimation,
 )
@@ -697,9 +698,17 @@ class ApparatusWatch(Loop):
 # --- the station's digitiser as a source ---------------------------------------------------------
 #: The monitor's stream: 125 MHz / 64 = 1.95 MS/s, the continuous record's default.
 STREAM_DECIMATION = 64
-#: Samples per input read at a time: 16.8 ms at decimation 64, ≈ 60 blocks (and so up to 60
-#: frames) per second; the ring of the deep memory holds at least twice as many.
-STREAM_BLOCK_SAMPLES = 1 << 15
+#: Blocks per second the stream is read in (and so frames the view can draw): the block is the
+#: power of two nearest a 60th of a second (32 768 samples, 16.8 ms, at decimation 64); the
+#: deep memory's ring holds many times more.
+STREAM_BLOCKS_PER_S = 60.0
+
+
+def stream_block_samples(decimation: int) -> int:
+    """Return the samples per input of one block of the stream at ``decimation``."""
+    per_block = ADC_CLOCK_Hz / decimation / STREAM_BLOCKS_PER_S
+    return 1 << max(10, round(math.log2(per_block)))
+
 
 #: Seconds the stream leaves the polarimeter's lock free between two blocks (the ring holds
 #: ≥ 0.13 s: a pause of a block's duration or less loses nothing).
@@ -729,7 +738,7 @@ class StreamSource(Loop):
         processor: SignalProcessor,
         *,
         decimation: int = STREAM_DECIMATION,
-        block_samples: int = STREAM_BLOCK_SAMPLES,
+        block_samples: int | None = None,
         watch: ApparatusWatch | None = None,
         retry_s: float = 1.0,
         clock_speed: Callable[[], float] | None = None,
@@ -741,7 +750,9 @@ class StreamSource(Loop):
         self.polarimeter = polarimeter
         self.processor = processor
         self.decimation = check_axi_decimation(decimation)
-        self.block_samples = int(block_samples)
+        self.block_samples = (
+            stream_block_samples(self.decimation) if block_samples is None else int(block_samples)
+        )
         self.watch = watch
         self.retry_s = float(retry_s)
         self.running = threading.Event()  # cleared: paused by the operator
@@ -851,6 +862,7 @@ class StreamSource(Loop):
                 offset = round((stream.start_time_s - self._first_start_s) * fs)
                 offset = max(offset, self._next_index)
                 self.board_missing += offset - self._next_index
+                self._next_index = offset
             scales = [stream.volts_per_code[c] for c in channels]
             full_scale = (scales[0] * CODES_PER_FULL_SCALE, scales[1] * CODES_PER_FULL_SCALE)
             items = iter(stream)
