@@ -33,6 +33,7 @@ from hotspin.analysis.qnd import (
     Whiteness,
     WitnessResult,
     entanglement_witness,
+    separable_bound,
 )
 from hotspin.gui.stream import FitFrame
 from hotspin.gui.worker import end_child, start_child
@@ -258,7 +259,12 @@ class QndWorker:
         """Hand one message to the child and take every frame it has answered meanwhile."""
         connection = self._child()
         connection.send(message)
-        while connection.poll():
+        self._take_frames()
+
+    def _take_frames(self) -> None:
+        """Take every frame the child has answered (the newest is the tracker's latest)."""
+        connection = self._connection
+        while connection is not None and connection.poll():
             self.tracker.latest = connection.recv()
 
     def _run(self) -> None:
@@ -266,6 +272,13 @@ class QndWorker:
             try:
                 item = self._queue.get(timeout=0.2)
             except queue.Empty:
+                # No block waits: the child's answers to the last ones must still be shown.
+                if self.in_child:
+                    try:
+                        self._take_frames()
+                    except (EOFError, OSError) as error:
+                        self._process = None
+                        self.tracker.fail(f"the QND process stopped: {error}")
                 continue
             if item is None:
                 return
@@ -317,7 +330,7 @@ class QndPanel(QWidget):
             pos=1.0,
             angle=0,
             pen=pg.mkPen("#cf222e", style=Qt.DashLine),
-            label="separable bound (ξ² = 1)",
+            label=f"separable bound ξ² = 1 (b = {separable_bound():.4g} per atom)",
             labelOpts={"position": 0.1, "color": "#cf222e"},
         )
         self.xi2_plot.addItem(self.bound_line)
@@ -365,6 +378,8 @@ class QndPanel(QWidget):
             self.witness_label.setText(f"witness: {frame.error}")
         else:
             w = frame.witness
+            # ξ² is the conditional variance over b N: the line at 1 is the bound b.
+            self.bound_line.label.setFormat(f"separable bound ξ² = 1 (b = {w.bound:.4g} per atom)")
             tau = Estimate(1e3 * w.lifetime.value, 1e3 * w.lifetime.uncertainty, "ms")
             self.witness_label.setText(
                 f"ξ² = {w.squeezing_parameter} (b = {w.bound:.4g} per atom), "
