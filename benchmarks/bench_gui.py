@@ -102,7 +102,8 @@ class StreamingDigitiser(threading.Thread):
             v_diff = self.detector.difference_voltage_at_balance(theta, self.power_W)
             v_sum = self.detector.sum_voltage(BLOCK, self.power_W, SAMPLE_RATE_HZ, self.rng)
             self.processor.offer(
-                PolarimeterRecord(SAMPLE_RATE_HZ, v_diff, v_sum, (1.0, 1.0)), contiguous=True
+                PolarimeterRecord(SAMPLE_RATE_HZ, v_diff, v_sum, (1.0, 1.0)),
+                first_index=self.blocks * BLOCK,  # one block after the other, no gap
             )
             self.blocks += 1
             due = start + self.blocks * block_s
