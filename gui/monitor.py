@@ -52,6 +52,27 @@ def _nT(field_T: tuple[float, float, float] | None) -> str:
     return f"({b[0]:.3g}, {b[1]:.3g}, {b[2]:.3g}) |{math.hypot(*b):.3g}| nT"
 
 
+#: Relative uncertainty below which a fit's σ says nothing (a double carries ≈ 16 digits, and
+#: a fit's curvature is not known to anything like them): shown as unresolved, not as digits.
+UNRESOLVED_RELATIVE = 1e-9
+
+
+def estimate_text(estimate: Estimate) -> str:
+    """Return a fitted value rounded to two significant digits of its uncertainty, or, where the
+    uncertainty is below what the fit can resolve, the value to 6 digits marked so."""
+    value, sigma = estimate.value, estimate.uncertainty
+    unit = f" {estimate.unit}" if estimate.unit else ""
+    if math.isfinite(sigma) and 0 <= sigma < UNRESOLVED_RELATIVE * abs(value):
+        return f"{value:.6g}{unit} (σ not resolved: the fit is degenerate)"
+    if math.isfinite(sigma) and 0 < sigma and abs(value) < sigma:
+        # A value smaller than its σ has no digit of its own below σ's second one.
+        decimals = 1 - math.floor(math.log10(sigma))
+        if 0 <= decimals <= 8:
+            return f"{value:.{decimals}f} ± {sigma:.{decimals}f}{unit}"
+        return f"{value:.1e} ± {sigma:.1e}{unit}"
+    return str(estimate)
+
+
 def _fit_text(frame: FitFrame | None) -> str:
     """Return the fitted values, one per line, rounded to two significant digits of their
     uncertainty, for the label beside the spectrum (the flags go to their own area)."""
@@ -64,15 +85,15 @@ def _fit_text(frame: FitFrame | None) -> str:
     field = p["field_T"]
     lines = [
         f"fit of {frame.segments} segments ({1e3 * frame.duration_s:.0f} ms)",
-        f"Larmor  {fit.larmor_frequency_Hz}",
-        f"HWHM    {fit.linewidth_hwhm_Hz}",
-        f"|B| fit {Estimate(1e9 * field.value, 1e9 * field.uncertainty, 'nT')}",
+        f"Larmor  {estimate_text(fit.larmor_frequency_Hz)}",
+        f"HWHM    {estimate_text(fit.linewidth_hwhm_Hz)}",
+        f"|B| fit {estimate_text(Estimate(1e9 * field.value, 1e9 * field.uncertainty, 'nT'))}",
         f"applied {_nT(frame.applied_field_T)}",
         f"residual {_nT(frame.residual_field_T)}",
-        f"R_SE    {p['spin_exchange_rate']}",
-        f"R_SD′   {p['spin_destruction_rate']}",
-        f"N       {p['atom_number']}",
-        f"floor   {p['white_noise_psd']}",
+        f"R_SE    {estimate_text(p['spin_exchange_rate'])}",
+        f"R_SD′   {estimate_text(p['spin_destruction_rate'])}",
+        f"N       {estimate_text(p['atom_number'])}",
+        f"floor   {estimate_text(p['white_noise_psd'])}",
         f"χ²/dof  {fit.reduced_chi2:.3f}",
     ]
     if frame.apparatus is not None:

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 from hotspin.analysis.experiment import ApparatusParameters, derive
-from hotspin.gui.monitor import LiveView
+from hotspin.analysis.fits import Estimate
+from hotspin.gui.monitor import LiveView, estimate_text
 from hotspin.gui.stream import ApparatusState, ModelFitter, SignalProcessor
 from hotspin.instruments.polarimeter import PolarimeterRecord
 from hotspin.simulators.spin_noise import ExactSpinNoise
@@ -214,3 +215,14 @@ def test_on_a_fast_simulated_clock_the_banner_offers_the_real_time_clock(window,
     assert window.source.warning() == ""
     view.refresh()
     assert not view.banner.isVisible() or view.banner_button.text() != "Real-time clock"
+
+
+def test_fitted_values_are_rounded_to_their_uncertainty_and_a_degenerate_sigma_is_not_shown():
+    assert estimate_text(Estimate(1.2345678, 0.0123, "Hz")) == "1.235 ± 0.012 Hz"
+    # The Larmor 4e-06 ± 1.8e-03 Hz: a value below its σ has no digits of its own.
+    assert estimate_text(Estimate(4e-06, 1.8e-03, "Hz")) == "0.0000 ± 0.0018 Hz"
+    assert estimate_text(Estimate(-3e-3, 0.25, "nT")) == "-0.00 ± 0.25 nT"
+    # The issue's |B| 7.564e-07 ± 1.6e-21 nT: no digits the fit cannot have.
+    text = estimate_text(Estimate(7.564e-07, 1.6e-21, "nT"))
+    assert text == "7.564e-07 nT (σ not resolved: the fit is degenerate)"
+    assert estimate_text(Estimate(1.042550452128, 2.3e-11, "Hz")).startswith("1.04255 Hz (σ not")
