@@ -58,7 +58,7 @@ from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.fits import Estimate, SpinNoiseFit
 from hotspin.analysis.spin_model import PROBE_AXIS, SpinModel
 from scipy import linalg, optimize, signal, stats
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 # Eigenvector conditioning beyond which the modal form of the filter would lose accuracy.
 _MAX_EIGENVECTOR_CONDITION = 1e10
@@ -82,6 +82,8 @@ _LIFETIME_SEARCH_DECAYS = 200.0
 # OpenBLAS threads stall the small matrix products of these solvers on a busy machine (a 96 × 96
 # block model takes seconds instead of milliseconds): one thread.
 _ONE_BLAS_THREAD = {"limits": 1, "user_api": "blas"}
+# Found once: a new threadpool_limits looks the libraries up again (milliseconds, per block).
+_BLAS = ThreadpoolController()
 # Batches of the τ-ahead prediction errors for the standard error of their variance.
 _PREDICTION_BATCHES = 30
 
@@ -784,13 +786,15 @@ def innovations_check(
 
 
 # --- the continuous filter of a sample stream -----------------------------------------------------
-# A gap's run-in ends when the predicted covariance is within this fraction (max norm) of the
-# steady one: from there on the steady gain differs from the exact time-varying one by less.
-_RUN_IN_TOLERANCE = 1e-13
-# ... or when a step moves it by less than this fraction of its distance from the steady one.
-_RUN_IN_STALLED = 1e-3
+# The exact run-in after a gap (and from the prior) hands over to the steady filter when the
+# two can differ by at most this fraction of each output's RMS (a bound, _build_switch_bound).
+_RUN_IN_DEVIATION = 1e-10
+# ... filtering chunks of this many samples at a time (``_run_in``).
+_RUN_IN_L = 64
 # The steady filter runs over at most this many samples at a time (bounded temporaries).
 _STEADY_CHUNK = 1 << 18
+# ... in chunks of this many samples, each three dense matrix products (_build_chunk_matrices).
+_STEADY_L = 64
 # Hewer's iteration of the discrete Riccati equation: at most this many steps, stopped when a
 # step changes P by less than this fraction, refused when the residual exceeds the last one.
 _HEWER_MAX_STEPS = 200
@@ -917,25 +921,23 @@ class ContinuousKalmanFilter:
     """The Kalman filter of an unbroken sample stream y_k = C x_k + v_k, block after block.
 
     Steady state: x⁺_k = F x⁺_{k−1} + K y_k with F = (1 − KC)Φ and the steady gain K of the
-    discrete Riccati equation. F is diagonalised once, F = V Λ V⁻¹, and each eigenvalue is a
-    one-pole section z_k = λ z_{k−1} + g y_k run by ``scipy.signal.lfilter``, whose final
-    conditions carry the state from block to block; of a complex-conjugate pair only one is run
-    (the other is its conjugate), and an eigenvalue's mode is run in real arithmetic when it is
-    real. The outputs (the projection of x⁺, and CΦx⁺ for the next innovation) are fixed linear
-    combinations of the modes.
+    discrete Riccati equation. F is diagonalised once, F = V Λ V⁻¹ (one complex mode per
+    conjugate pair, real modes in real arithmetic), and the samples are taken in chunks of L = 64:
+    within a chunk the outputs (the projection of x⁺, and CΦx⁺ for the next innovation) are one
+    dense product of the chunk's samples and its starting modes with fixed matrices, and only
+    the modes from chunk to chunk are a recursion, one ``scipy.signal.lfilter`` per mode over
+    N/L values (``_build_chunk_matrices``). The modes carry the state from block to block.
 
     Missing samples (a jump of the absolute index between blocks, or NaN in a block): the state
     is propagated without measurement, x ← Φᵍx, and its covariance with it,
     P⁺ ← Σ + Φᵍ(P⁺ − Σ)Φᵍᵀ (exact for a stationary model). The samples after the gap are then
-    filtered sample by sample with the exact time-varying gain of the Riccati recursion (the
-    textbook filter) until the predicted covariance is back within 1e-13 (max norm, relative) of
-    the steady one, or has stopped approaching it within the Riccati solution's accuracy (1e-9;
-    the recursion's rounding floor, 6e-13 at 10 MS/s), where the steady sections take over. The
-    stream's start is the same run-in, from the prior x = 0, P = Σ. The run-in is a Python loop
-    per sample (4–50 µs each, with the dimension) over about ln(1e-13)/(2 ln|λ|max) samples per
-    gap (at 10 MS/s: 1.5e5 for the six-dimensional model, about a second; 1.8e6 estimated and
-    3.6e6 taken for the 42-dimensional transit model, 22 s): a faster exact run-in is still to
-    be found (BENCHMARKS.md).
+    filtered by the exact time-varying filter, a chunk of L samples at a time as one Gaussian
+    conditioning (a Cholesky factor of the chunk's covariance, ``_run_in``), until the steady
+    filter, taking over, could differ from the exact one by at most 1e-10 of each output's RMS
+    (a bound from the closed form of the Riccati difference equation, ``_build_switch_bound``).
+    The stream's start is the same run-in, from the prior x = 0, P = Σ. The run-in's length is
+    data-independent, about ln(1e-10)/(2 ln|λ|max) samples (``run_in_estimate``; 4.5e4 at
+    500 kS/s and ~9e5 at 10 MS/s for the 42-dimensional transit model, BENCHMARKS.md).
     """
 
     def __init__(
@@ -1007,11 +1009,16 @@ class ContinuousKalmanFilter:
         self._mode_gain = (V_inv @ K.astype(complex))[keep]
         self._to_modes = V_inv[keep]  # z = V⁻¹ x for the kept modes
         weight = np.where(real, 1.0, 2.0)[keep]  # x = Σ_real V z + Σ_pairs 2 Re(V z)
-        outputs = np.vstack([self.projection, (C @ Phi)[None, :]])
-        self._mode_outputs = np.ascontiguousarray((outputs @ V)[:, keep] * weight[None, :])
+        self._outputs = np.vstack([self.projection, (C @ Phi)[None, :]])  # H: spin rows, CΦ
+        self._mode_outputs = np.ascontiguousarray((self._outputs @ V)[:, keep] * weight[None, :])
         self._from_modes = V[:, keep] * weight[None, :]  # x = Re(this @ z)
+        self._chunk_length = _STEADY_L
+        self._run_in_length = _RUN_IN_L
+        self._run_in_matrices: tuple[np.ndarray, ...] | None = None
+        self._build_chunk_matrices(F, K)
         slowest = float(np.max(np.abs(eigenvalues)))
-        self.run_in_estimate = math.ceil(math.log(_RUN_IN_TOLERANCE) / (2 * math.log(slowest)))
+        # The excess covariance, and with it the bound on the switch, falls as |λ|max^{2k}.
+        self.run_in_estimate = math.ceil(math.log(_RUN_IN_DEVIATION) / (2 * math.log(slowest)))
         self.reset()
 
     @classmethod
@@ -1094,7 +1101,8 @@ class ContinuousKalmanFilter:
                 done = start
             if done < stop:
                 self._steady(y, done, stop, spin, innovations, normalised)
-            self._accumulate(normalised[start:stop])
+            with _BLAS.limit(**_ONE_BLAS_THREAD):  # its dot products stall with threads
+                self._accumulate(normalised[start:stop])
             start = stop
         self._next_index = first + n
         return FilteredBlock(
@@ -1141,40 +1149,180 @@ class ContinuousKalmanFilter:
         innovations: np.ndarray,
         normalised: np.ndarray,
     ) -> int:
-        """Filter y[start:stop] with the time-varying gain until the covariance has converged;
-        return the index where the steady filter takes over (``stop`` if it has not)."""
-        Phi, W, C, R, P_steady = self._Phi, self._W, self._C, self._R, self.predicted_covariance
+        """Filter y[start:stop] with the exact time-varying filter, chunk by chunk, until the
+        covariance has converged; return the index where the steady filter takes over (``stop``
+        if it has not).
+
+        A chunk of r ≤ L samples after x⁺, P⁺ is one Gaussian conditioning: with Δ = P⁺ − Σ and
+        Γ_m = Φᵐ Σ (the stationary autocovariance), Cov(x_i, x_j) = Φ^{i+1} Δ Φ^{j+1 ᵀ} + Γ_{i−j}
+        for the chunk's samples i, j, so Cov(y) = O Δ Oᵀ + [C Γ_{i−j} Cᵀ + R δ_ij] with the rows
+        CΦ^{i+1} of O. Its Cholesky factor 𝓛 whitens the samples in order: ε = 𝓛⁻¹(y − O x⁺)
+        are the normalised innovations, 𝓛_ii ε_i the innovations, and the filtered spin at i is
+        PΦ^{i+1}x⁺ + Σ_{j≤i} [Cov(Px_i, y) 𝓛⁻ᵀ]_ij ε_j — the per-sample recursion's numbers, by
+        matrix products instead of a Python loop per sample. The convergence test of the
+        predicted covariance is made between chunks.
+        """
+        L = self._run_in_length
+        if self._run_in_matrices is None:
+            self._run_in_matrices = self._build_run_in_matrices()
+            self._switch_bound = self._build_switch_bound()
+        Oy_all, OP_all, Ty_all, TPY_all, TXY_all, powers = self._run_in_matrices
+        Phi, W, P_steady, sigma = self._Phi, self._W, self.predicted_covariance, self._sigma
+        information, output_gain = self._switch_bound
+        p = self.projection.shape[0]
         x, P = self._x, self._P
-        scale = np.abs(P_steady).max()
-        previous = np.full_like(P, np.inf)
         k = start
-        while k < stop:
-            x_pred = Phi @ x
-            P_pred = Phi @ P @ Phi.T + W
-            distance = np.abs(P_pred - P_steady).max()
-            # Converged; or stalled at rounding next to the steady solution (the recursion's
-            # own fixed point lies up to ~1e-12 from the Riccati solution at 10 MS/s).
-            if distance <= _RUN_IN_TOLERANCE * scale or (
-                distance <= _DARE_RESIDUAL_TOLERANCE * scale
-                and np.abs(P_pred - previous).max() <= _RUN_IN_STALLED * distance
-            ):
-                break
-            previous = P_pred
-            PC = P_pred @ C
-            S = float(C @ PC) + R
-            gain = PC / S
-            e = y[k] - float(C @ x_pred)
-            x = x_pred + gain * e
-            P = P_pred - np.outer(gain, PC)
-            P = 0.5 * (P + P.T)
-            spin[k] = self.projection @ x
-            innovations[k] = e
-            normalised[k] = e / math.sqrt(S)
-            k += 1
+        with _BLAS.limit(**_ONE_BLAS_THREAD):
+            while k < stop:
+                excess = Phi @ P @ Phi.T + W - P_steady  # δ of the next sample's prediction
+                # Switched here, the steady filter would differ from the exact one by at most
+                # this (relative RMS of each output, ``_build_run_in_matrices``): stop when it is
+                # below the tolerance.
+                if np.trace(excess @ information @ excess) * output_gain.max() <= (
+                    _RUN_IN_DEVIATION**2
+                ):
+                    break
+                r = min(L, stop - k)
+                Oy, OP = Oy_all[:r], OP_all[: r * p]
+                delta = P - sigma
+                DO = delta @ Oy.T  # (n, r)
+                factor = np.linalg.cholesky(Oy @ DO + Ty_all[:r, :r])
+                E = powers[r]
+                # One triangular solve for the samples and the two cross-covariances.
+                solved = linalg.solve_triangular(
+                    factor,
+                    np.hstack(
+                        [
+                            (y[k : k + r] - Oy @ x)[:, None],
+                            (OP @ DO + TPY_all[: r * p, :r]).T,  # Cov(P x_i, y)ᵀ
+                            (E @ DO + TXY_all[:, L - r :]).T,  # Cov(x_last, y)ᵀ
+                        ]
+                    ),
+                    lower=True,
+                    check_finite=False,
+                )
+                eps = solved[:, 0]
+                innovations[k : k + r] = np.diag(factor) * eps
+                normalised[k : k + r] = eps
+                gain = solved[:, 1 : 1 + r * p].T.reshape(r, p, r)
+                gain *= self._run_in_mask[:r, None, :r]  # sample i uses ε_j, j ≤ i
+                spin[k : k + r] = (OP @ x).reshape(r, p) + gain @ eps
+                state_gain = solved[:, 1 + r * p :].T
+                x = E @ x + state_gain @ eps
+                P = E @ delta @ E.T + sigma - state_gain @ state_gain.T
+                P = 0.5 * (P + P.T)
+                k += r
         self._x, self._P = x, P
         if k < stop:  # converged: the steady sections take over from x⁺ of sample k − 1
             self._z = self._to_modes @ x.astype(complex)
         return k
+
+    def _build_run_in_matrices(self) -> tuple[np.ndarray, ...]:
+        """Return the chunk matrices of the exact run-in (``_run_in``), for chunks of L samples:
+        O (rows CΦ^{i+1}), the projection's PΦ^{i+1}, C Γ_{i−j} Cᵀ + R δ, P Γ_{i−j} Cᵀ,
+        Γ_{L−1−j} Cᵀ (the last state against each sample) and Φ^r for r = 0 … L."""
+        L, Phi, C, sigma, P = self._run_in_length, self._Phi, self._C, self._sigma, self.projection
+        n, p = Phi.shape[0], P.shape[0]
+        powers = np.empty((L + 1, n, n))
+        powers[0] = np.eye(n)
+        for r in range(1, L + 1):
+            powers[r] = Phi @ powers[r - 1]
+        Oy = C @ powers[1:]  # (L, n)
+        OP = (P @ powers[1:]).reshape(L * p, n)  # row (i, k): P_k Φ^{i+1}
+        ahead = powers[:L] @ (sigma @ C)  # (L, n): Γ_m Cᵀ = Φᵐ Σ Cᵀ
+        behind = (C @ powers[:L] @ sigma).T  # (n, L): Σ Φᵐᵀ Cᵀ, as columns
+        lag = np.arange(L)[:, None] - np.arange(L)[None, :]  # i − j
+        Ty = (ahead @ C)[np.abs(lag)] + self._R * np.eye(L)
+        TPY = np.where(
+            (lag >= 0)[:, None, :],
+            (ahead @ P.T)[np.clip(lag, 0, None)].transpose(0, 2, 1),
+            (P @ behind).T[np.clip(-lag, 0, None)].transpose(0, 2, 1),
+        ).reshape(L * p, L)
+        TXY = ahead[::-1].T.copy()  # column j: Γ_{L−1−j} Cᵀ
+        self._run_in_mask = np.tril(np.ones((L, L)))
+        return Oy, OP, Ty, TPY, TXY, powers
+
+    def _build_switch_bound(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (M, g²/v) of the bound on switching from the exact to the steady filter.
+
+        Switched at a sample whose predicted covariance exceeds the steady one by δ ≥ 0, the
+        steady filter's estimate differs from the exact one by d_m, m samples later, with
+        Cov(d_m) = F_pᵐ[δ − δ(1 + M_m δ)⁻¹]F_pᵐᵀ ≤ F_pᵐ δ M δ F_pᵐᵀ (F_p = Φ(1 − KC), M_m the
+        information about the prediction error that m steady innovations carry, below its limit
+        M = Σ_j F_pʲᵀ Cᵀ C F_pʲ / S). For an output h (the filtered spin rows P(1 − KC), the
+        innovation C), |h F_pᵐ| ≤ g = Σ_i |(hU)_i| |U⁻¹_i| in the eigenbasis F_p = U diag(μ) U⁻¹,
+        so its RMS difference is at most g √tr(δMδ); relative to the output's steady RMS √v:
+        tr(δMδ) g²/v. M in the eigenbasis: [h_i h_l / (1 − μ_i μ_l)]/S with h = Uᵀ Cᵀ.
+        """
+        Phi, K, C, n = self._Phi, self.gain, self._C, self._Phi.shape[0]
+        filtered = np.eye(n) - np.outer(K, C)
+        mu, U = np.linalg.eig(Phi @ filtered)
+        U_inv = np.linalg.inv(U)
+        h = U.T @ C
+        G = np.outer(h, h) / (1.0 - np.outer(mu, mu)) / self.innovation_variance
+        information = (U_inv.T @ G @ U_inv).real
+        information = 0.5 * (information + information.T)
+        rows = np.vstack([self.projection @ filtered, C[None, :]])
+        g = np.abs(rows @ U) @ np.linalg.norm(U_inv, axis=1)
+        estimate = self.projection @ (self._sigma - self.filtered_covariance) @ self.projection.T
+        variance = np.concatenate([np.diag(estimate), [self.innovation_variance]])
+        return information, g**2 / variance
+
+    def _build_chunk_matrices(self, F: np.ndarray, K: np.ndarray) -> None:
+        """Precompute the steady filter over chunks of L samples as three matrix products.
+
+        With s = x⁺ before a chunk and y_j its samples, x⁺ at the chunk's sample i is
+        F^{i+1} s + Σ_{j≤i} F^{i−j} K y_j. The outputs H x⁺ (the spin rows and CΦ) of all L
+        samples are therefore Y T + ζ O, where Y holds the chunks' samples as rows, T the
+        lower-triangular Toeplitz blocks H F^{i−j} K and O the free responses of the modes
+        (ζ = the modes' real and imaginary parts, z_s → λ_s^{i+1} z_s); the modes after the
+        chunk are λ^L z + Y B. Only the recursion of the modes from chunk to chunk is
+        sequential: one scalar recursion per mode over N/L chunk values (``lfilter``). The
+        products are dense BLAS (about 4L + 5n multiply-adds per sample), where the per-sample
+        mode recursions with their output sums cost one lfilter call per mode over every sample
+        and a complex product (2.4 MS/s for the 42-dimensional transit model, BENCHMARKS.md).
+        """
+        L, H = self._chunk_length, self._outputs
+        q = H.shape[0]
+        impulse = np.empty((L, q))  # H F^m K, m = 0 … L−1
+        column = K.copy()
+        for m in range(L):
+            impulse[m] = H @ column
+            column = F @ column
+        T = np.zeros((L, L, q))  # [j, i, output]
+        for j in range(L):
+            T[j, j:] = impulse[: L - j]
+        self._chunk_toeplitz = T.reshape(L, L * q)
+        lam = self._lambda
+        complex_modes = ~self._real
+        powers = lam[None, :] ** np.arange(1, L + 1)[:, None]  # λ^{i+1}, (L, modes)
+        free = self._mode_outputs[None, :, :] * powers[:, None, :]  # (L, q, modes)
+        # ζ = (Re z of every mode, Im z of the complex ones): Re(a z) = Re a Re z − Im a Im z.
+        self._chunk_free = np.ascontiguousarray(
+            np.concatenate([free.real, -free.imag[:, :, complex_modes]], axis=2)
+            .reshape(L * q, -1)
+            .T
+        )
+        drive = self._mode_gain[None, :] * lam[None, :] ** np.arange(L - 1, -1, -1)[:, None]
+        self._chunk_drive = np.ascontiguousarray(
+            np.concatenate([drive.real, drive.imag[:, complex_modes]], axis=1)
+        )  # (L, n): row j adds g λ^{L−1−j} y_j to the modes
+        self._chunk_powers = lam[None, :] ** np.arange(L + 1)[:, None]  # λ^r, r = 0 … L
+        self._chunk_matrix = np.vstack([self._chunk_toeplitz, self._chunk_free])
+        # Column of each mode's imaginary part in ζ (−1: a real mode has none); Re z_s is column s.
+        self._imag_column = np.full(lam.size, -1)
+        self._imag_column[complex_modes] = lam.size + np.arange(np.count_nonzero(complex_modes))
+
+    def _zeta(self, z: np.ndarray) -> np.ndarray:
+        """Return the real coordinates (Re z, Im z of the complex modes) of the modes' state."""
+        return np.concatenate([z.real, z.imag[..., ~self._real]], axis=-1)
+
+    def _modes_of(self, zeta: np.ndarray) -> np.ndarray:
+        """Return the complex modes from their real coordinates (inverse of ``_zeta``)."""
+        m = self._lambda.size
+        z = zeta[..., :m].astype(complex)
+        z[..., ~self._real] += 1j * zeta[..., m:]
+        return z
 
     def _steady(
         self,
@@ -1185,35 +1333,52 @@ class ContinuousKalmanFilter:
         innovations: np.ndarray,
         normalised: np.ndarray,
     ) -> None:
-        """Filter y[start:stop] with the steady sections, carrying their state."""
+        """Filter y[start:stop] with the steady filter in chunks of L samples, carrying its
+        modes (``_build_chunk_matrices``)."""
         assert self._z is not None
+        L, p = self._chunk_length, self.projection.shape[0]
+        q = p + 1
         root_S = math.sqrt(self.innovation_variance)
         for a in range(start, stop, _STEADY_CHUNK):
             b = min(stop, a + _STEADY_CHUNK)
             segment = y[a:b]
-            # lfilter converts a real input for a complex filter each time: once here instead.
-            complex_segment = segment.astype(complex) if not self._real.all() else segment
-            modes = np.empty((self._lambda.size, b - a), dtype=complex)
-            for j, (lam, g) in enumerate(zip(self._lambda, self._mode_gain, strict=True)):
-                if self._real[j]:
-                    lr = lam.real
-                    modes[j] = signal.lfilter(
-                        [g.real], [1.0, -lr], segment, zi=[lr * self._z[j].real]
-                    )[0]
-                else:
-                    modes[j] = signal.lfilter(
-                        [g], [1.0, -lam], complex_segment, zi=[lam * self._z[j]]
-                    )[0]
-            z_end = modes[:, -1].copy()
-            with threadpool_limits(**_ONE_BLAS_THREAD):
-                outputs = (self._mode_outputs @ modes).real
-            spin[a:b] = outputs[:-1].T
-            predicted = np.empty(b - a)
-            predicted[0] = float((self._C @ self._Phi) @ (self._from_modes @ self._z).real)
-            predicted[1:] = outputs[-1, :-1]
-            innovations[a:b] = segment - predicted
-            normalised[a:b] = innovations[a:b] / root_S
-            self._z = z_end
+            full, rest = divmod(b - a, L)
+            predicted_before = float((self._mode_outputs[-1] @ self._z).real)
+            out = np.empty((b - a, q))
+            with _BLAS.limit(**_ONE_BLAS_THREAD):
+                if full:
+                    # X = [Y | ζ before each chunk], then one product X [T; O] in place.
+                    X = np.empty((full, L + self._chunk_free.shape[0]))
+                    Y = X[:, :L]
+                    Y[:] = segment[: full * L].reshape(full, L)
+                    drive = Y @ self._chunk_drive  # (full, n): the modes' increments, as ζ
+                    mu = self._chunk_powers[L]
+                    for s, im in enumerate(self._imag_column):  # mode s: ζ column s (and im)
+                        if im < 0:  # a real mode, in real arithmetic
+                            m, u, z0 = mu[s].real, drive[:, s], self._z[s].real
+                        else:
+                            m, u, z0 = mu[s], drive[:, s] + 1j * drive[:, im], self._z[s]
+                        after = signal.lfilter([1.0], [1.0, -m], u, zi=[m * z0])[0]
+                        X[0, L + s], X[1:, L + s] = z0.real, after[:-1].real
+                        if im >= 0:
+                            X[0, L + im], X[1:, L + im] = z0.imag, after[:-1].imag
+                        self._z[s] = after[-1]
+                    np.matmul(X, self._chunk_matrix, out=out[: full * L].reshape(full, L * q))
+                if rest:
+                    tail = segment[full * L :]
+                    columns = q * rest
+                    out[full * L :] = (
+                        tail @ self._chunk_toeplitz[:rest, :columns]
+                        + self._zeta(self._z) @ self._chunk_free[:, :columns]
+                    ).reshape(rest, q)
+                    self._z = self._chunk_powers[rest] * self._z + self._modes_of(
+                        tail @ self._chunk_drive[L - rest :]
+                    )
+            spin[a:b] = out[:, :p]
+            e = innovations[a:b]
+            e[0] = segment[0] - predicted_before
+            np.subtract(segment[1:], out[:-1, p], out=e[1:])
+            np.divide(e, root_S, out=normalised[a:b])
 
     # --- the running whiteness test -------------------------------------------------------------
     def _accumulate(self, u: np.ndarray) -> None:

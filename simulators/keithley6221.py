@@ -117,8 +117,10 @@ class SimulatedKeithley6221(ScpiInstrument):
                 (":SYSTem:ERRor:COUNt", None, value(lambda: str(len(self.errors)))),
                 (":SYSTem:ERRor:ALL", None, value(self._all_errors)),
                 (":SYSTem:ERRor:CLEar", self._common(self.errors.clear), None),
-                # SCPI 1999.0 is the standard's last edition; the 622x's own reply to
-                # SYST:VERS? is not in the sources read (an assumption).
+                # The 622x manual pages read do not give SYST:VERS?'s reply. Keithley's other
+                # SCPI manuals give the edition their firmware follows (2000, 2182: 1991.0;
+                # 6430: 1996.0); the 6221 (2005) is given SCPI's last edition, 1999.0. Clients
+                # read it as text only.
                 (":SYSTem:VERSion", None, value(lambda: "1999.0")),
                 (":STATus:QUEue[:NEXT]", None, value(self._next_error)),
                 (":STATus:QUEue:CLEar", self._common(self.errors.clear), None),

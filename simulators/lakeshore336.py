@@ -27,10 +27,12 @@ What it is connected to:
 Control law (Lake Shore 335 manual §2.7 and §4.5.1.7; the 336 shares it): output % =
 P·[e + (1/T_I)∫e dt + T_D de/dt] plus the manual output, e = setpoint − reading in K, with the
 integral time T_I = 1000 / I s and the derivative time T_D = D % of T_I / 4. The output is
-clamped to 0–100 % and the integral stops growing while the output is clamped (anti-windup, an
-assumption: the manual does not describe it), so a warm-up from room temperature does not
-overshoot. The loop runs every 0.1 s of simulated time. The factory PID values P 50, I 20, D 0
-hold the default oven (τ = 300 s, 50 Ω heater at 1 A full scale) at 450 K within millikelvin.
+clamped to 0–100 % and the integral stops growing while the output is clamped, so a warm-up
+from room temperature does not overshoot. The manual does not say how the 336 limits its
+integral; this conditional integration is the textbook anti-windup (Åström & Murray, Feedback
+Systems, §10.4) — a modelling choice, not documented 336 behaviour. The loop runs every 0.1 s
+of simulated time. The factory PID values P 50, I 20, D 0 hold the default oven (τ = 300 s,
+50 Ω heater at 1 A full scale) at 450 K within millikelvin.
 ``SETP?`` returns the target setpoint; ``RAMPST?`` tells whether the loop's setpoint is still
 ramping towards it.
 
@@ -59,7 +61,9 @@ from hotspin.simulators.scpi import (
 
 # Power decades per range step: the current scales by √10 per step (range 0 = off).
 RANGE_CURRENT_FACTOR = {0: 0.0, 1: 0.1, 2: 10**-0.5, 3: 1.0}
-# HTRSET max-current presets in A (336 manual, HTRSET); 0 = user specified.
+# HTRSET max-current presets in A; 0 = user specified. Lake Shore's python-driver (model_336.py
+# get_heater_setup) lists 0.707, 1.0, 1.141, 2.0: 1.141 is √2 A with two digits swapped (the
+# presets are 0.5, 1, 2 and 4 W per ohm: 1.414 A is 50 W into 25 Ω, output 2's full scale).
 MAX_CURRENT_PRESETS_A = {1: 0.707, 2: 1.0, 3: 1.414, 4: 2.0}
 HEATER_RESISTANCE_OHM = {1: 25.0, 2: 50.0}  # HTRSET resistance codes
 MAX_POWER_W = {1: 100.0, 2: 50.0}  # full scale of the current outputs 1 and 2
@@ -319,8 +323,10 @@ class SimulatedLakeShore336(ScpiInstrument):
     def overrun(self) -> bytes:
         """A message longer than the input buffer is dropped as an invalid command.
 
-        The 336 has no error queue and its manual does not describe an overrun; the command
-        error bit is the one its parser sets for a message it cannot take (an assumption).
+        The 336 has no error queue and its manual neither sizes the buffer nor describes an
+        overrun. The bit set is the one the manual's Standard Event Status Register gives for a
+        command the 336 cannot interpret (bit 5, Command Error): the nearest documented
+        behaviour, chosen for that reason; what a real 336 does with such a line is not known.
         """
         self.esr |= ESR_COMMAND_ERROR
         return b""
@@ -528,10 +534,15 @@ class SimulatedLakeShore336(ScpiInstrument):
     def _get_heater_setup(self, args: list[str]) -> str:
         """HTRSET? <output>: resistance, max-current preset, user max current, display.
 
+        The four fields after the output, with no output type (the 335's HTRSET has one): Lake
+        Shore's python-driver reads them so (model_336.py ``get_heater_setup``: ``[0]``
+        resistance, ``[1]`` preset, ``[2]`` user current, ``[3]`` display), and QCoDeS pull
+        request #8520 (open) drops QCoDeS's ``output_type`` for the 336 on the same ground.
         Outputs 3 and 4 are voltage outputs without a heater setup (``HTRSET 3,...`` is an
-        execution error); their query answers the power-up record of an unset output, so that
-        QCoDeS's snapshot, which asks it of every output, is not held up by four timeouts.
-        What the real 336 answers there is not documented: an assumption.
+        execution error; the same pull request: they "don't support HTRSET at all"); their
+        query answers the power-up record of an unset output, so that QCoDeS's snapshot, which
+        asks it of every output, is not held up by four timeouts. Whether the real 336 answers
+        ``HTRSET? 3`` or only flags an error is in neither source: an assumption.
         """
         resistance, preset, user_current, display = self.heater_setups[self._int(args[0], OUTPUTS)]
         return f"{resistance},{preset},{user_current:+.3f},{display}"

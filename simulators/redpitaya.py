@@ -9,16 +9,30 @@ acquired, and every data query until the next trigger reads the same buffer.
 What follows the real server (RedPitaya/RedPitaya ``scpi-server/src``, its scpi-parser, and the
 command list at redpitaya.readthedocs.io ``commands-acq``):
 
+The SCPI session is the shared layer (`hotspin.simulators.scpi`), set as the server's
+scpi-parser (j123b567/scpi-parser ``libscpi/src``) behaves; this module is the command table, its
+handlers, and the capture model apart (`redpitaya_capture`).
+
 - Commands end in CR LF (``main.cpp`` cuts the stream at ``"\\r\\n"``); replies end in CR LF.
   Several commands may share a line, separated by ``;`` (IEEE 488.2 compound headers); query
-  replies on one line are joined by ``;``.
+  replies on one line are joined by ``;``. A relative header after a common command starts from
+  the root (``composeCompoundCommand``). A command longer than the parser's 512 KiB input buffer
+  (``SCPI_INPUT_BUFFER_LENGTH`` in ``scpi-commands.cpp``) is refused with -363 (``SCPI_Input``).
 - Headers match in short or long form in any case: ``ACQ:TRig`` accepts ``ACQ:TR`` and
   ``acq:trig``; ``SOUR#`` takes the input number (default 1).
-- Two error queues per connection, read by ``SYST:ERR:NEXT?`` board queue first: the parser's
-  (``-113,"Undefined header;ACQ:FOO"``, ``-224,"Illegal parameter value"``, …) and the board's,
-  whose codes are 9000 + the parser code (``8891`` = 9000 − 109, "Missing parameter", also used
-  for an invalid decimation) or 9500 + the API code (``9500``: invalid channel), with messages
-  ``*<header> <text>``. ``*STB?`` bit 2 (value 4) flags them. A query that fails sends nothing.
+- Every connection has its own scpi context (``main.cpp``: one per client): status registers,
+  ``*ESE``/``*SRE``, data format and byte order, and two error queues, read by
+  ``SYST:ERR:NEXT?`` board queue first (``SCPI_SystemErrorNextQEx``): the parser's 16 entries
+  (``-113,"Undefined header;ACQ:FOO"``, ``-224,"Illegal parameter value"``, …; a full queue's
+  newest entry becomes -350) and the board's unbounded list (``error.cpp``), whose codes are
+  9000 + the parser code (``8891`` = 9000 − 109, "Missing parameter", also used for an invalid
+  decimation) or 9500 + the API code (``9500``: invalid channel), with messages
+  ``*<header> <text>``. ``*STB?`` bit 2 (value 4) flags them from the first error on until a
+  ``SYST:ERR?`` empties the parser's queue (``STB_QMA``: the board's list does not clear it).
+- A query that fails sends nothing; after ``RP:RET_ON_ERROR ON`` (a global of ``common.cpp``,
+  off at start) one that fails on its channel or in the API sends an empty line instead
+  (``requestSendNewLine``), while a missing parameter still sends nothing. A parameter the
+  command does not read queues -108 after the command ran, its reply sent (``processCommand``).
 - RAW data are the ADC's signed 14-bit codes, −8192…8191; VOLTS are code × full scale / 8192 with
   full scale 1 V (LV) or 20 V (HV) (``rp_hw-profiles`` for the 125-14: ``fast_adc_full_scale = 1``,
   gains 1 and 20). Binary replies are IEEE 488.2 blocks of big-endian int16 or float32 (little-
@@ -65,14 +79,13 @@ as unknown commands do.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import deque
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError
-from hotspin.simulators.instrument_base import Session, SimulatedInstrument
 from hotspin.simulators.lab import SimulatedLab
 from hotspin.simulators.redpitaya_capture import (
     BUFFER_SIZE,
@@ -80,9 +93,21 @@ from hotspin.simulators.redpitaya_capture import (
     DDR_REGION_BYTES,
     FULL_SCALE_V,
     LEVEL_TRIGGERS,
+    AxiBuffer,
     DeepMemory,
     TriggeredCapture,
     valid_axi_decimation,
+)
+from hotspin.simulators.scpi import (
+    ESR_EXECUTION_ERROR,
+    EXECUTION_ERROR,
+    MISSING_PARAMETER,
+    PARAMETER_NOT_ALLOWED,
+    ScpiError,
+    ScpiInstrument,
+    ScpiSession,
+    format_error,
+    split_arguments,
 )
 
 ADC_CLOCK_Hz = 125e6
@@ -99,7 +124,8 @@ TRIGGER_SOURCES = (
     "AWG_PE",
     "AWG_NE",
 )
-DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault of the rp library (acq_handler.c, OS 2.x)
+UNITS = ("VOLTS", "RAW")
+DEFAULT_HYSTERESIS_V = 0.005  # acq_SetDefault: rp-api/api/src/acq_handler.cpp (ch_hyst)
 IDENTITY = "REDPITAYA,INSTR,SIMULATED,hotspin"
 # rp_GetVersion (the OS's ecosystem version): a deep-memory-capable 2.x OS, simulated.
 ECOSYSTEM_VERSION = "2.00-18-simulated"
@@ -107,213 +133,125 @@ ECOSYSTEM_VERSION = "2.00-18-simulated"
 BOARD_NAME = "STEMlab 125-14 v1.1"
 BOARD_ID = 2
 ADC_SAMPLE_PERIOD_NS = 8  # acq_GetADCSamplePeriod: 1 / 125 MHz
-ESB_BIT = 0x20  # *STB? bit 5: an enabled event of the ESR is set
-MSS_BIT = 0x40  # *STB? bit 6: master summary (an enabled STB bit is set)
 ERROR_QUEUE_SIZE = 16  # SCPI_ERROR_QUEUE_SIZE in scpi-server/src/main.cpp
-ERROR_QUEUE_BIT = 0x04  # STB_QMA: "error/event queue message available"
+# SCPI_INPUT_BUFFER_LENGTH (scpi-commands.cpp); SCPI_Input refuses a command of length > the
+# buffer − 1, terminator included: the longest command without its CR LF is 3 bytes shorter.
+INPUT_BUFFER_BYTES = 512 * 1024 - 3
 DEVICE_ERROR_BASE = 9000  # rp_Log: RP_ERR_CODE for errors, RP_ERR_CODE_FATAL for critical ones
 DEVICE_FATAL_BASE = 9500
-MISSING_PARAMETER = -109
 RP_EOOR = 6  # rp.h: "Value out of range."
+MISSING_FIRST = "Missing first parameter."  # the handlers' SCPI_LOG_ERR text, most of them
 
-# Parser error texts (scpi-parser error.h) for the codes this board produces.
-SCPI_ERRORS = {
-    -104: "Data type error",
-    -108: "Parameter not allowed",
-    -109: "Missing parameter",
-    -113: "Undefined header",
-    -131: "Invalid suffix",
-    -138: "Suffix not allowed",
-    -200: "Execution error",
-    -224: "Illegal parameter value",
-    -350: "Queue overflow",
-}
-# Standard Event Status Register bits set by parser errors (scpi-parser error.c `errs`).
-ESR_BITS = ((-199, -100, 0x20), (-299, -200, 0x10), (-399, -300, 0x08), (-499, -400, 0x04))
+# Parameter errors of scpi-parser (error.h) the board's parameters produce.
+DATA_TYPE_ERROR = (-104, "Data type error")
+INVALID_SUFFIX = (-131, "Invalid suffix")
+SUFFIX_NOT_ALLOWED = (-138, "Suffix not allowed")
+ILLEGAL_PARAMETER_VALUE = (-224, "Illegal parameter value")
 VOLT_SUFFIXES = {"UV": 1e-6, "MV": 1e-3, "V": 1.0, "KV": 1e3}  # SCPI: M is milli
 
 _NUMBER = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)")
 _MNEMONIC = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-
-class _CommandFailedError(Exception):
-    """The command failed; its errors are queued and it sends no reply."""
-
-
-def _node_regex(node: str) -> str:
-    """Return the regex of one header node: short form (its capitals) or long form, any case."""
-    numbered = node.endswith("#")
-    word = node.rstrip("#")
-    short = re.match(r"[A-Z*]*", word).group()
-    forms = {re.escape(word.upper()), re.escape(short)} - {""}
-    body = "(?:" + "|".join(sorted(forms, key=len, reverse=True)) + ")"
-    return body + r"(\d*)" if numbered else body
+T = TypeVar("T")
+Parse = Callable[[str], T]
 
 
-def _header_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a scpi-parser pattern such as ``SYSTem:ERRor[:NEXT]?`` or ``ACQ:SOUR#:DATA?``."""
-    query = pattern.endswith("?")
-    parts = re.split(r"(\[:[^\]]+\])", pattern.rstrip("?"))
-    regex = ""
-    for part in parts:
-        if part.startswith("["):
-            regex += "(?::" + _node_regex(part[2:-1]) + ")?"
-        elif part:
-            regex += ":".join(_node_regex(node) for node in part.split(":"))
-    return re.compile(":?" + regex + (r"\?" if query else ""), re.IGNORECASE)
+# --- parameters, read as scpi-parser reads them (parser.c SCPI_Param*) ---------------------------
+def _number(token: str) -> re.Match[str]:
+    """Return the number and suffix of a decimal numeric parameter, or fail -104."""
+    number = _NUMBER.fullmatch(token)
+    if number is None:
+        raise ScpiError(*DATA_TYPE_ERROR)
+    return number
 
 
-class _BoardSession(Session):
-    """One client connection: its data format and its two error queues, as in the server."""
+def _integer(token: str) -> int:
+    """SCPI_ParamInt32: strtol of the number (it stops at a point or exponent); no suffix."""
+    number = _number(token)
+    if number.group(2):
+        raise ScpiError(*SUFFIX_NOT_ALLOWED)
+    digits = re.match(r"[+-]?\d+", number.group(1))
+    return int(digits.group()) if digits else 0
+
+
+def _unsigned(token: str) -> int:
+    """SCPI_ParamUInt32: as `_integer`, a negative number wrapping modulo 2³²."""
+    return _integer(token) % 2**32
+
+
+def _volts(token: str) -> float:
+    """A voltage with an optional unit: 0.1, 100 mV, 0.1 V (SCPI_ParamNumber, the V unit)."""
+    number = _number(token)
+    scale = VOLT_SUFFIXES.get(number.group(2).upper() or "V")
+    if scale is None:
+        raise ScpiError(*INVALID_SUFFIX)
+    return float(number.group(1)) * scale
+
+
+def _boolean(token: str) -> bool:
+    """SCPI_ParamBool: ON/OFF or a number (nonzero is ON)."""
+    if token.upper() in ("ON", "OFF"):
+        return token.upper() == "ON"
+    number = _number(token)
+    if number.group(2):
+        raise ScpiError(*DATA_TYPE_ERROR)
+    return float(number.group(1)) != 0.0
+
+
+def _choice(options: tuple[str, ...]) -> Parse[str]:
+    """SCPI_ParamChoice over ``options``: a mnemonic (else -104) among them (else -224)."""
+
+    def parse(token: str) -> str:
+        if not _MNEMONIC.fullmatch(token):
+            raise ScpiError(*DATA_TYPE_ERROR)
+        if token.upper() not in options:
+            raise ScpiError(*ILLEGAL_PARAMETER_VALUE)
+        return token.upper()
+
+    return parse
+
+
+def _prefix(names: dict[str, bool]) -> Parse[bool]:
+    """The server's strncasecmp over the parameter's length ("B" means BIN); else -200.
+
+    A text that matches no name is only logged at info level: the parser queues -200.
+    """
+
+    def parse(token: str) -> bool:
+        for name, value in names.items():
+            if name.startswith(token.upper()):
+                return value
+        raise ScpiError(*EXECUTION_ERROR)
+
+    return parse
+
+
+class _BoardSession(ScpiSession):
+    """One client's scpi context: its status, data format, byte order and board error list."""
 
     def __init__(self, board: SimulatedRedPitaya) -> None:
         super().__init__(board)
-        self.board = board
-        self.binary = False  # ACQ:DATA:FORMAT is kept per connection (user_context_t)
-        self.scpi_errors: deque[tuple[int, str]] = deque()
-        self.device_errors: deque[tuple[int, str]] = deque()
-        self.queue_flag = False
-        self.esr = 0
-        self.ese = 0  # *ESE, *SRE: per connection, as each client has its own scpi context
-        self.sre = 0
+        self.binary = False  # ACQ:DATA:FORMAT, per connection (user_context_t)
         self.little_endian = False  # ACQ:DATA:BYTE:ORDER, per connection (user_context_t)
-        self.pushed = 0  # errors queued so far, to tell whether a command queued one
-
-    def feed(self, data: bytes) -> bytes:
-        """Take bytes from the client; return the replies of the complete commands."""
-        with self.board.lock:  # re-entrant: the base class takes it again per command
-            self.board.session = self
-            return super().feed(data)
-
-    def push_scpi_error(self, code: int, info: str = "") -> None:
-        """Queue a parser error, as SCPI_ErrorPushEx (the queue's last slot becomes -350)."""
-        text = SCPI_ERRORS[code] + (f";{info}" if info else "")
-        if len(self.scpi_errors) >= ERROR_QUEUE_SIZE:
-            self.scpi_errors[-1] = (-350, SCPI_ERRORS[-350])
-        else:
-            self.scpi_errors.append((code, text))
-        for low, high, bit in ESR_BITS:
-            if low <= code <= high:
-                self.esr |= bit
-        self.queue_flag = True
-        self.pushed += 1
-
-    def push_device_error(self, code: int, text: str) -> None:
-        """Queue a board error, as rp_errorPush (sets the execution-error bit of the ESR)."""
-        self.device_errors.append((code, text))
-        self.esr |= 0x10
-        self.queue_flag = True
-        self.pushed += 1
-
-    def pop_error(self) -> tuple[int, str]:
-        """Return the next error, board queue first; (0, "No error") when both are empty."""
-        if self.device_errors:
-            return self.device_errors.popleft()
-        error = self.scpi_errors.popleft() if self.scpi_errors else (0, "No error")
-        if not self.scpi_errors:
-            self.queue_flag = False
-        return error
-
-    def clear(self) -> None:
-        """Empty both queues and the status registers (*CLS)."""
-        self.scpi_errors.clear()
-        self.device_errors.clear()
-        self.queue_flag = False
-        self.esr = 0
+        self.board_errors: deque[tuple[int, str]] = deque()  # error.cpp g_errorList[context]
+        self.queue_flag = False  # STB_QMA of this context's status byte
 
 
-class _Parameters:
-    """The comma-separated parameters of one command, read as the scpi-parser reads them."""
-
-    def __init__(self, session: _BoardSession, text: str) -> None:
-        self.session = session
-        self.tokens = [t.strip() for t in text.split(",")] if text.strip() else []
-        self.used = 0
-
-    def _next(self, mandatory: bool) -> str | None:
-        if self.used >= len(self.tokens):
-            if mandatory:
-                self.session.push_scpi_error(MISSING_PARAMETER)
-            return None
-        self.used += 1
-        return self.tokens[self.used - 1]
-
-    def integer(self, mandatory: bool = True, unsigned: bool = True) -> int | None:
-        """Return an integer parameter (strtol semantics), or None after queueing the error."""
-        token = self._next(mandatory)
-        if token is None:
-            return None
-        number = _NUMBER.fullmatch(token)
-        if number is None:
-            self.session.push_scpi_error(-104)
-            return None
-        if number.group(2):
-            self.session.push_scpi_error(-138)
-            return None
-        digits = re.match(r"[+-]?\d+", number.group(1))  # strtol stops at a point or exponent
-        value = int(digits.group()) if digits else 0
-        return value % 2**32 if unsigned else value
-
-    def volts(self) -> float | None:
-        """Return a voltage with an optional unit (0.1, 100 mV, 0.1 V), or None after an error."""
-        token = self._next(True)
-        if token is None:
-            return None
-        number = _NUMBER.fullmatch(token)
-        if number is None:
-            self.session.push_scpi_error(-104)
-            return None
-        scale = VOLT_SUFFIXES.get(number.group(2).upper() or "V")
-        if scale is None:
-            self.session.push_scpi_error(-131)
-            return None
-        return float(number.group(1)) * scale
-
-    def choice(self, options: tuple[str, ...]) -> str | None:
-        """Return the option the mnemonic names (any case), or None after queueing the error."""
-        token = self._next(True)
-        if token is None:
-            return None
-        if not _MNEMONIC.fullmatch(token):
-            self.session.push_scpi_error(-104)
-            return None
-        if token.upper() not in options:
-            self.session.push_scpi_error(-224)
-            return None
-        return token.upper()
-
-    def boolean(self) -> bool | None:
-        """Return an ON/OFF (or numeric) parameter as SCPI_ParamBool reads it, or None."""
-        token = self._next(True)
-        if token is None:
-            return None
-        if token.upper() in ("ON", "OFF"):
-            return token.upper() == "ON"
-        number = _NUMBER.fullmatch(token)
-        if number is None or number.group(2):
-            self.session.push_scpi_error(-104)
-            return None
-        return float(number.group(1)) != 0.0
-
-    def characters(self) -> str | None:
-        """Return the raw text of the next parameter, or None after queueing the error."""
-        return self._next(True)
-
-    @property
-    def left_over(self) -> bool:
-        """Return True when parameters remain that the command did not read."""
-        return self.used < len(self.tokens)
-
-
-Handler = Callable[["SimulatedRedPitaya", _BoardSession, _Parameters, int], bytes | None]
-
-
-class SimulatedRedPitaya(SimulatedInstrument):
+class SimulatedRedPitaya(ScpiInstrument):
     """The STEMlab 125-14's SCPI server: fast inputs IN1 (V_diff) and IN2 (V_sum) of the lab."""
 
     input_terminator = b"\r\n"
     output_terminator = b"\r\n"
     default_port = 5000
+    input_buffer_bytes = INPUT_BUFFER_BYTES
+    error_queue_length = ERROR_QUEUE_SIZE
+    overflow_replaces_last = True  # SCPI_ErrorAddInternal
+    esr_at_power_on = 0  # SCPI_Init leaves the ESR at 0: no power-on bit
+    status_per_connection = True
+    error_info = True  # SCPI_ErrorPushEx(…, UNDEFINED_HEADER, <the unit as sent>)
+    common_commands_keep_path = False  # composeCompoundCommand
+    unread_parameter_after = True  # processCommand checks for unread parameters after the call
+    session: _BoardSession
 
     def __init__(
         self,
@@ -322,25 +260,223 @@ class SimulatedRedPitaya(SimulatedInstrument):
         jumpers: tuple[str, str] = ("LV", "LV"),
         ddr_bytes: int = DDR_REGION_BYTES,
     ) -> None:
-        super().__init__(lab, name)
         for jumper in jumpers:
             if jumper not in FULL_SCALE_V:
                 raise ParameterError(f"jumpers = {jumpers!r}: each one of {list(FULL_SCALE_V)}")
+        super().__init__(lab, name)
         #: The input-range jumpers of IN1 and IN2 (hardware, set by hand: "LV" ±1 V, "HV" ±20 V).
         self.jumpers = list(jumpers)
-        self.session: _BoardSession | None = None
         #: The 16 384-sample buffer of triggered acquisitions and its trigger.
         self.capture = TriggeredCapture(lab, self.jumpers, self)
         #: The deep-memory region and its writer (``ddr_bytes`` reserved, 2 MiB by default).
         self.deep = DeepMemory(lab, self.jumpers, ddr_bytes)
         self.deep_mode = False  # ACQ:START started the DDR writer, not the 16 384 buffer
         self.axi_units = "VOLTS"  # axi_unit, a global of acquire_axi.cpp (not reset by ACQ:RST)
+        self.return_on_error = False  # RP:RET_ON_ERROR, g_retByError of common.cpp
         self._reset()
+        setting, takes = self._setting, self._takes
+        self.declare(
+            [
+                # scpi-parser's own *ESE/*SRE read an Int32 (ieee488.c SCPI_CoreEse/Sre): no range
+                # check; the register keeps 8 bits, the SRE without bit 6 (IEEE 488.2 §11.3.2).
+                ("*ESE", *setting(lambda t: _integer(t) & 0xFF, "ese", str, failure=None)),
+                ("*SRE", *setting(lambda t: _integer(t) & 0xBF, "sre", str, failure=None)),
+                ("SYSTem:ERRor[:NEXT]", None, self._common(self._next_error)),
+                ("SYSTem:ERRor:COUNt", None, self._common(
+                    lambda: str(len(self.errors) + len(self.session.board_errors)))),
+                ("SYSTem:VERSion", None, self._common(lambda: ECOSYSTEM_VERSION)),
+                ("SYSTem:BRD:ID", None, self._common(lambda: str(BOARD_ID))),
+                ("SYSTem:BRD:Name", None, self._common(lambda: BOARD_NAME)),
+                ("RP:RET_ON_ERROR", takes(1, self._set_return_on_error), None),
+                ("ACQ:START", self._common(self._start), None),
+                ("ACQ:STOP", self._common(self._acq_stop), None),
+                ("ACQ:RST", self._common(self._acq_reset), None),
+                ("ACQ:DEC", takes(1, self._set_decimation), self._common(self._get_decimation)),
+                ("ACQ:DEC:Factor", takes(1, self._set_decimation_factor),
+                 self._common(self._get_decimation)),
+                ("ACQ:SRATe", None, self._common(self._sample_rate)),
+                ("ACQ:AVG", *setting(_boolean, "averaging", lambda on: "ON" if on else "OFF")),
+                ("ACQ:TRig", takes(1, self._set_trigger), None),
+                ("ACQ:TRig:STAT", None, self._common(self._trigger_status)),
+                ("ACQ:TRig:FILL", None, self._common(self._fill_status)),
+                ("ACQ:TRig:DLY", takes(1, self._set_delay),
+                 self._common(lambda: str(self.trigger_delay))),
+                ("ACQ:TRig:DLY:NS", takes(1, self._set_delay_ns), self._common(self._get_delay_ns)),
+                ("ACQ:TRig:LEV", takes(1, self._set_level),
+                 self._common(lambda: f"{self.trigger_level_V:g}")),
+                ("ACQ:TRig:HYST", *setting(lambda t: abs(_volts(t)), "trigger_hysteresis_V",
+                                           lambda volts: f"{volts:g}")),
+                ("ACQ:WPOS", None, self._common(self._write_pointer)),
+                ("ACQ:TPOS", None, self._common(lambda: str(self.capture.trigger_position))),
+                ("ACQ:SOUR#:GAIN", takes(1, self._set_gain), self._common(self._get_gain)),
+                ("ACQ:DATA:Units", *setting(_choice(UNITS), "units", str)),
+                ("ACQ:DATA:FORMAT", *setting(_prefix({"BIN": True, "ASCII": False}), "binary",
+                                             lambda binary: "BIN" if binary else "ASCII",
+                                             self.session_settings)),
+                ("ACQ:DATA:BYTE:ORDER", *setting(_prefix({"LEND": True, "BEND": False}),
+                                                 "little_endian",
+                                                 lambda little: "LEND" if little else "BEND",
+                                                 self.session_settings)),
+                ("ACQ:BUF:SIZE", None, self._common(lambda: str(BUFFER_SIZE))),
+                ("ACQ:SOUR#:DATA:STArt:End", None, takes(2, self._data_start_end)),
+                ("ACQ:SOUR#:DATA:Start:End", None, takes(2, self._data_start_end)),
+                ("ACQ:SOUR#:DATA:STArt:N", None, takes(2, self._data_start_n)),
+                ("ACQ:SOUR#:DATA:Start:N", None, takes(2, self._data_start_n)),
+                ("ACQ:SOUR#:DATA:Old:N", None, takes(1, self._data_oldest)),
+                ("ACQ:SOUR#:DATA", None, self._common(self._data_all)),
+                ("ACQ:SOUR#:DATA:LATest:N", None, takes(1, self._data_latest)),
+                # Deep memory: scpi-commands.cpp registers these, handled in acquire_axi.cpp.
+                ("ACQ:AXI:DATA:Units", *setting(_choice(UNITS), "axi_units", str)),
+                ("ACQ:AXI:DEC", takes(1, self._set_axi_decimation),
+                 self._common(lambda: str(self.deep.decimation))),
+                ("ACQ:AXI:START", None, self._common(lambda: str(self.deep.region_start))),
+                ("ACQ:AXI:SIZE", None, self._common(lambda: str(self.deep.region_bytes))),
+                ("ACQ:AXI:SOUR#:Trig:Fill", None, self._common(self._axi_fill)),
+                ("ACQ:AXI:SOUR#:Trig:Dly", takes(1, self._axi_set_delay),
+                 self._common(lambda: str(self._deep_buffer().trigger_delay))),
+                ("ACQ:AXI:SOUR#:Write:Pos", None, self._common(
+                    lambda: str(self.deep.write_position(self._channel())))),
+                ("ACQ:AXI:SOUR#:Trig:Pos", None, self._common(
+                    lambda: str(self.deep.trigger_position(self._channel())))),
+                ("ACQ:AXI:SOUR#:ENable", takes(1, self._axi_enable), None),
+                ("ACQ:AXI:SOUR#:DATA:Start:N", None, takes(2, self._axi_data)),
+                ("ACQ:AXI:SOUR#:DATA:STArt:N", None, takes(2, self._axi_data)),
+                ("ACQ:AXI:SOUR#:SET:Buffer", takes(2, self._axi_set_buffer), None),
+            ]
+        )  # fmt: skip
 
     def open_session(self) -> _BoardSession:
-        """Return a new connection with its own data format and error queues."""
+        """Return a new connection with its own scpi context."""
         return _BoardSession(self)
 
+    def session_settings(self) -> _BoardSession:
+        """Return what holds the per-connection settings: the present connection."""
+        return self.session
+
+    # --- the session layer's hooks ----------------------------------------------------------------
+    def identity(self) -> str:
+        """Return the ``*IDN?`` reply."""
+        return IDENTITY
+
+    def reset(self) -> None:
+        """*RST: the server's reset callback (SCPI_Reset) only logs; the acquisition keeps on."""
+
+    def push_error(self, code: int, message: str) -> None:
+        """Queue an error: a board code (> 0) on the board's list (rp_errorPush), else the parser's.
+
+        Both set STB_QMA; a board error sets the ESR's execution-error bit whatever its code.
+        """
+        self.session.queue_flag = True
+        if code > 0:
+            self.session.board_errors.append((code, message))
+            self.esr |= ESR_EXECUTION_ERROR
+        else:
+            super().push_error(code, message)
+
+    def error_available(self) -> bool:
+        """Return STB_QMA: set by an error, cleared when ``SYST:ERR?`` empties the parser queue."""
+        return self.session.queue_flag
+
+    def clear_status(self) -> None:
+        """*CLS (SCPI_CoreClsEx): the board's list, the parser's queue and the event registers."""
+        super().clear_status()
+        self.session.board_errors.clear()
+        self.session.queue_flag = False
+
+    def _next_error(self) -> str:
+        """SYST:ERR:NEXT?: the board's list first, then the parser's queue (SCPI_ErrorPop)."""
+        if self.session.board_errors:
+            return format_error(self.session.board_errors.popleft())
+        error = self.errors.pop()
+        if not len(self.errors):
+            self.session.queue_flag = False  # SCPI_ErrorEmitEmpty
+        return format_error(error)
+
+    # --- how the handlers read parameters and fail ------------------------------------------------
+    def _takes(self, count: int, handler: Callable[[list[str]], T]) -> Callable[[str], T]:
+        """Wrap a handler of up to ``count`` parameters: more queue -108 after it ran."""
+
+        def run(parameter: str) -> T:
+            arguments = split_arguments(parameter)
+            result = handler(arguments)
+            if len(arguments) > count:
+                self.push_error(*PARAMETER_NOT_ALLOWED)
+            return result
+
+        return run
+
+    def _read(
+        self,
+        arguments: list[str],
+        index: int,
+        parse: Parse[T],
+        failure: str | None = None,
+        default: T | None = None,
+    ) -> T:
+        """Read parameter ``index``; a failure queues the parser's error, then the board's text.
+
+        ``failure`` is the handler's SCPI_LOG_ERR text (None: the parser's error alone). With a
+        ``default`` the parameter is optional: left out, or failing with its error queued, it
+        reads as the default (RP_AcqTriggerDelay); without one, left out is -109.
+        """
+        try:
+            if index < len(arguments):
+                return parse(arguments[index])
+            if default is not None:
+                return default
+            raise ScpiError(*MISSING_PARAMETER)
+        except ScpiError as error:
+            if default is not None:
+                self.push_error(error.code, error.message)
+                return default
+            if failure is None or error.code == EXECUTION_ERROR[0]:
+                raise
+            self.push_error(error.code, error.message)
+            raise self._board_error(failure) from None
+
+    def _board_error(self, text: str, code: int = MISSING_PARAMETER[0]) -> ScpiError:
+        """A handler's SCPI_LOG_ERR: 9000 + the parser code, ``*<header> <text>``."""
+        return ScpiError(DEVICE_ERROR_BASE + code, f"*{self.header} {text}")
+
+    def _api_error(self, text: str, code: int = RP_EOOR) -> ScpiError:
+        """An API failure as RP_LOG_CRIT queues it (9500 + the API code); a query answers an
+        empty line instead of nothing after ``RP:RET_ON_ERROR ON`` (requestSendNewLine)."""
+        reply = "" if self.return_on_error and self.header.endswith("?") else None
+        return ScpiError(DEVICE_FATAL_BASE + code, f"*{self.header} {text}", reply=reply)
+
+    def _channel(self) -> int:
+        """Return the header's input number 1 or 2, or fail as RP_ParseChArgvADC does (9500)."""
+        number = self.numbers[0]
+        if number not in (1, 2):
+            raise self._api_error("Invalid channel number", code=0)
+        return number
+
+    def _setting(
+        self,
+        parse: Parse[T],
+        name: str,
+        show: Callable[[T], str],
+        holder: Callable[[], object] | None = None,
+        failure: str | None = MISSING_FIRST,
+    ) -> tuple[Callable[[str], None], Callable[[str], str]]:
+        """Return the setter and query of a one-parameter setting kept as attribute ``name``.
+
+        ``holder`` returns the object that keeps it (the board, or the connection for its own
+        settings); a parameter that does not parse queues the parser's error and ``failure``.
+        """
+        owner = holder or (lambda: self)
+
+        def put(arguments: list[str]) -> None:
+            setattr(owner(), name, self._read(arguments, 0, parse, failure))
+
+        return self._takes(1, put), self._common(lambda: show(getattr(owner(), name)))
+
+    def _set_return_on_error(self, arguments: list[str]) -> None:
+        if not arguments:  # an optional SCPI_ParamBool: left out, only the handler's own error
+            raise self._board_error(MISSING_FIRST)
+        self.return_on_error = self._read(arguments, 0, _boolean, MISSING_FIRST)
+
+    # --- acquisition settings (acquire.cpp) -------------------------------------------------------
     def _reset(self) -> None:
         """Stop and restore the acquisition defaults (ACQ:RST), keeping the buffer contents."""
         self.capture.stop()
@@ -356,24 +492,162 @@ class SimulatedRedPitaya(SimulatedInstrument):
         self.gains = ["LV", "LV"]
         self.units = "VOLTS"  # a global of acquire.cpp, shared by every connection
 
-    def _data(self, session: _BoardSession, channel: int, start: int, size: int) -> bytes:
-        """Return the reply: ``size`` samples of ``channel`` from buffer position ``start``."""
-        codes = self.capture.read(channel, start, size)
-        return self._samples_reply(session, codes, channel, self.units)
+    def _start(self) -> None:
+        # With a deep-memory buffer enabled the AXI writer takes the ADC stream instead.
+        self.deep_mode = self.deep.enabled
+        if self.deep_mode:
+            self.capture.stop()
+            self.deep.stop()
+            self.capture.armed = True
+            self.deep.start()
+            self._deep_trigger()
+        else:
+            self.capture.arm()
 
-    def _samples_reply(
-        self, session: _BoardSession, codes: np.ndarray, channel: int, units: str
-    ) -> bytes:
+    def _acq_stop(self) -> None:
+        self.capture.stop()
+        self.deep.stop()
+
+    def _acq_reset(self) -> None:
+        self._reset()
+        self.session.binary = False
+
+    def _set_decimation(self, arguments: list[str]) -> None:
+        value = self._read(arguments, 0, _unsigned, MISSING_FIRST)
+        if value not in DECIMATIONS:
+            raise self._board_error("Parameter decimation is invalid.")
+        self._decimate(value)
+
+    def _decimate(self, value: int) -> None:
+        """Set the decimation; a delay set in ns keeps its time (acq_SetDecimationFactor)."""
+        self.decimation = value
+        if self.trigger_delay_ns is not None:
+            self._delay_from_ns(self.trigger_delay_ns)
+
+    def _set_decimation_factor(self, arguments: list[str]) -> None:
+        value = self._read(arguments, 0, _unsigned, MISSING_FIRST)
+        if not valid_axi_decimation(value):  # the same rule: 1, 2, 4, 8 or 16…65536
+            raise self._api_error("Failed to set decimation factor: Value out of range.", RP_EOOR)
+        self._decimate(value)
+
+    def _get_decimation(self) -> str:
+        return str(self.decimation)
+
+    def _sample_rate(self) -> str:
+        # RP_AcqSamplingRateHzQ: sprintf("%9.0f Hz") of the float rate, sent as a mnemonic.
+        return f"{float(np.float32(ADC_CLOCK_Hz / self.decimation)):9.0f} Hz"
+
+    def _set_trigger(self, arguments: list[str]) -> None:
+        self.trigger_source = self._read(arguments, 0, _choice(TRIGGER_SOURCES), MISSING_FIRST)
+        if self.deep_mode:
+            self._deep_trigger()
+            return
+        # The software trigger acts when written, and only on an armed acquisition: the command
+        # list orders ACQ:START before ACQ:TRig NOW, acq_SetTriggerSrc writes the source straight
+        # to the FPGA and acq_Start unlocks the trigger as it arms (rp-api acq_handler.cpp). What
+        # the FPGA makes of a NOW written before ACQ:START is in its own repository, not read
+        # here: the simulation drops it, as the command list's order implies.
+        if self.trigger_source == "NOW" and self.capture.armed and not self.capture.triggered:
+            self.capture.trigger_now()
+        self.capture.start_watch()
+
+    def _trigger_status(self) -> str:
+        # TD when triggered or when the source is DISABLED (commands-acq, ACQ:TRig:STAT?).
+        self.capture.watch()
+        if self.deep_mode and self.deep.triggered:
+            self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
+        return "WAIT" if self.capture.armed and self.trigger_source != "DISABLED" else "TD"
+
+    def _fill_status(self) -> str:
+        self.capture.commit()
+        return "1" if self.capture.filled else "0"
+
+    def _set_delay(self, arguments: list[str]) -> None:
+        value = self._read(arguments, 0, _integer, default=0)
+        # acq_SetTriggerDelay: below −8192 the FPGA delay is 0 (the trigger ends the buffer).
+        self.trigger_delay = max(value, -BUFFER_SIZE // 2)
+        self.trigger_delay_ns = None
+
+    def _delay_from_ns(self, delay_ns: int) -> None:
+        """Set the delay in samples from ns, as cnvTimeToSmpls: round(ns / (8 ns × dec))."""
+        samples = round(delay_ns / (ADC_SAMPLE_PERIOD_NS * self.decimation))
+        self.trigger_delay = max(samples, -BUFFER_SIZE // 2)
+
+    def _set_delay_ns(self, arguments: list[str]) -> None:
+        self.trigger_delay_ns = self._read(arguments, 0, _integer, default=0)
+        self._delay_from_ns(self.trigger_delay_ns)
+
+    def _get_delay_ns(self) -> str:
+        # cnvSmplsToTime: samples × 8 ns × decimation, sent with SCPI_ResultInt32.
+        return str(self.trigger_delay * ADC_SAMPLE_PERIOD_NS * self.decimation)
+
+    def _set_level(self, arguments: list[str]) -> None:
+        value = self._read(arguments, 0, _volts, MISSING_FIRST)
+        # The API stores the level as an ADC code of IN1's range and reads it back from that.
+        full_scale = FULL_SCALE_V[self.gains[0]]
+        code = round(min(max(value / full_scale, -1.0), 1.0) * CODES_PER_FULL_SCALE)
+        code = min(code, CODES_PER_FULL_SCALE - 1)
+        self.trigger_level_V = float(np.float32(code * full_scale / CODES_PER_FULL_SCALE))
+
+    def _write_pointer(self) -> str:
+        self.capture.commit()
+        return str(self.capture.write_position)
+
+    def _set_gain(self, arguments: list[str]) -> None:
+        channel = self._channel()  # RP_AcqGain parses the channel before the parameter
+        self.gains[channel - 1] = self._read(
+            arguments, 0, _choice(tuple(FULL_SCALE_V)), MISSING_FIRST
+        )
+
+    def _get_gain(self) -> str:
+        return self.gains[self._channel() - 1]
+
+    # --- data (acquire.cpp RP_AcqData*Q) ----------------------------------------------------------
+    def _data(self, channel: int, start: int, size: int) -> bytes:
+        """Return the reply: ``size`` samples of ``channel`` from buffer position ``start``."""
+        self.capture.commit()
+        return self._samples_reply(self.capture.read(channel, start, size), channel, self.units)
+
+    def _samples_reply(self, codes: np.ndarray, channel: int, units: str) -> bytes:
         """Format ADC codes as the server sends them: RAW or VOLTS, a binary block or ASCII."""
-        order = "<" if session.little_endian else ">"
+        order = "<" if self.session.little_endian else ">"
         if units == "RAW":
             values, binary, text = codes, order + "i2", "{:d}"
         else:
             scale = np.float32(FULL_SCALE_V[self.gains[channel - 1]] / CODES_PER_FULL_SCALE)
             values, binary, text = codes.astype(np.float32) * scale, order + "f4", "{:f}"
-        if session.binary:
+        if self.session.binary:
             return _binary_block(values.astype(binary, copy=False).tobytes())
         return ("{" + ",".join(text.format(v) for v in values.tolist()) + "}").encode("ascii")
+
+    def _data_all(self) -> bytes:
+        channel = self._channel()
+        self.capture.commit()
+        return self._data(channel, self.capture.write_position + 1, BUFFER_SIZE)
+
+    def _data_oldest(self, arguments: list[str]) -> bytes:
+        channel = self._channel()
+        size = self._read(arguments, 0, _unsigned, "Missing SIZE parameter.")
+        self.capture.commit()
+        return self._data(channel, self.capture.write_position + 1, size)
+
+    def _data_latest(self, arguments: list[str]) -> bytes:
+        channel = self._channel()
+        size = min(self._read(arguments, 0, _unsigned, MISSING_FIRST), BUFFER_SIZE)
+        self.capture.commit()
+        return self._data(channel, self.capture.write_position + 1 - size, size)
+
+    def _data_start_n(self, arguments: list[str]) -> bytes:
+        channel = self._channel()
+        start = self._read(arguments, 0, _unsigned, "Missing START parameter.")
+        size = self._read(arguments, 1, _unsigned, "Missing SIZE parameter.")
+        return self._data(channel, start, size)
+
+    def _data_start_end(self, arguments: list[str]) -> bytes:
+        channel = self._channel()
+        start = self._read(arguments, 0, _unsigned, "Unable to read START parameter.")
+        end = self._read(arguments, 1, _unsigned, "Unable to read END parameter.")
+        return self._data(channel, start, (end + BUFFER_SIZE - start) % BUFFER_SIZE + 1)
 
     # --- deep memory (acquire_axi.cpp) ------------------------------------------------------------
     def _deep_trigger(self) -> None:
@@ -391,445 +665,46 @@ class SimulatedRedPitaya(SimulatedInstrument):
                 channel, edge, level, round(self.trigger_hysteresis_V * codes_per_V)
             )
 
-    def _axi_fail(self, s: _BoardSession, text: str, code: int = RP_EOOR) -> _CommandFailedError:
-        """Queue an API failure as RP_LOG_CRIT does (9500 + the API code)."""
-        s.push_device_error(DEVICE_FATAL_BASE + code, f"*{self._header} {text}")
-        return _CommandFailedError()
+    def _deep_buffer(self) -> AxiBuffer:
+        """Return the deep-memory buffer of the header's input."""
+        return self.deep.buffers[self._channel() - 1]
 
-    def _set_axi_units(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        units = p.choice(("VOLTS", "RAW"))
-        if units is None:
-            raise self._fail(s, "Missing first parameter.")
-        self.axi_units = units
-
-    def _get_axi_units(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return self.axi_units.encode("ascii")
-
-    def _set_axi_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.integer()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
+    def _set_axi_decimation(self, arguments: list[str]) -> None:
+        value = self._read(arguments, 0, _unsigned, MISSING_FIRST)
         if not valid_axi_decimation(value):
-            raise self._axi_fail(s, "Failed to set decimation: Value out of range.")
+            raise self._api_error("Failed to set decimation: Value out of range.")
         self.deep.decimation = value
 
-    def _get_axi_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.deep.decimation).encode("ascii")
-
-    def _axi_start(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.deep.region_start).encode("ascii")
-
-    def _axi_size(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.deep.region_bytes).encode("ascii")
-
-    def _axi_set_buffer(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        channel = self._channel(s, n)
-        address = p.integer()
-        if address is None:
-            raise self._fail(s, "Missing START parameter.")
-        size = p.integer()
-        if size is None:
-            raise self._fail(s, "Missing SIZE parameter.")
+    def _axi_set_buffer(self, arguments: list[str]) -> None:
+        channel = self._channel()
+        address = self._read(arguments, 0, _unsigned, "Missing START parameter.")
+        size = self._read(arguments, 1, _unsigned, "Missing SIZE parameter.")
         if not self.deep.set_buffer(channel, address, size):
-            raise self._axi_fail(s, "Failed to set write addresses: Value out of range.")
+            raise self._api_error("Failed to set write addresses: Value out of range.")
 
-    def _axi_enable(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        channel = self._channel(s, n)
-        state = p.boolean()
-        if state is None:
-            raise self._fail(s, "Missing first parameter.")
-        if state and not self.deep.buffers[channel - 1].samples:
+    def _axi_enable(self, arguments: list[str]) -> None:
+        buffer = self._deep_buffer()
+        state = self._read(arguments, 0, _boolean, MISSING_FIRST)
+        if state and not buffer.samples:
             # After ACQ:RST the buffer is empty (acq_SetDefault sets 0 bytes); the API would
             # reserve nothing and the writer have nowhere to write. The simulation refuses it.
-            raise self._axi_fail(s, "Failed to start data capture: Value out of range.")
-        self.deep.buffers[channel - 1].enabled = state
+            raise self._api_error("Failed to start data capture: Value out of range.")
+        buffer.enabled = state
 
-    def _axi_set_delay(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        channel = self._channel(s, n)
-        value = p.integer(mandatory=False, unsigned=False)
-        self.deep.buffers[channel - 1].trigger_delay = value or 0
+    def _axi_set_delay(self, arguments: list[str]) -> None:
+        buffer = self._deep_buffer()
+        buffer.trigger_delay = self._read(arguments, 0, _integer, default=0)
 
-    def _axi_get_delay(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.deep.buffers[self._channel(s, n) - 1].trigger_delay).encode("ascii")
+    def _axi_fill(self) -> str:
+        return "1" if self.deep.filled(self._channel()) else "0"
 
-    def _axi_write_position(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.deep.write_position(self._channel(s, n))).encode("ascii")
-
-    def _axi_trigger_position(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.deep.trigger_position(self._channel(s, n))).encode("ascii")
-
-    def _axi_fill(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return b"1" if self.deep.filled(self._channel(s, n)) else b"0"
-
-    def _axi_data(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        channel = self._channel(s, n)
-        start = p.integer()
-        if start is None:
-            raise self._fail(s, "Missing START parameter.")
-        size = p.integer()
-        if size is None:
-            raise self._fail(s, "Missing SIZE parameter.")
+    def _axi_data(self, arguments: list[str]) -> bytes:
+        channel = self._channel()
+        start = self._read(arguments, 0, _unsigned, "Missing START parameter.")
+        size = self._read(arguments, 1, _unsigned, "Missing SIZE parameter.")
         if size > self.deep.region_bytes:  # new float[size] would fail on the board's 512 MB
-            raise self._fail(s, "Failed allocate buffer", code=-200)
-        codes = self.deep.read(channel, start, size)
-        return self._samples_reply(s, codes, channel, self.axi_units)
-
-    # --- the SCPI interpreter --------------------------------------------------------------------
-    def error_reply(self, command: bytes) -> bytes:
-        """Run an invalid command before the real one: the error lands where the driver looks."""
-        return self.handle(self.invalid_command) + self.handle(command)
-
-    def handle(self, command: bytes) -> bytes:
-        """Execute one line (one or more ``;``-separated commands); return the reply line."""
-        session = self.session
-        replies = []
-        previous = ""
-        for unit in command.decode("ascii", errors="replace").split(";"):
-            unit = unit.strip()
-            if not unit:
-                continue
-            header, text = [*unit.split(None, 1), ""][:2]
-            header = _compound(previous, header)
-            found = _find(header)
-            if found is None:
-                session.push_scpi_error(-113, unit)
-                continue
-            previous = header
-            handler, number = found
-            reply = self._execute(session, handler, header, number, text)
-            if reply is not None:
-                replies.append(reply)
-        return b";".join(replies) + b"\r\n" if replies else b""
-
-    def _execute(
-        self, session: _BoardSession, handler: Handler, header: str, number: int, text: str
-    ) -> bytes | None:
-        """Run one command as scpi-parser's processCommand does; return its reply or None."""
-        pushed = session.pushed
-        parameters = _Parameters(session, text)
-        self._header = header
-        try:
-            reply = handler(self, session, parameters, number)
-        except _CommandFailedError:
-            if session.pushed == pushed:  # failed without saying why
-                session.push_scpi_error(-200)
-            return None
-        if parameters.left_over and session.pushed == pushed:
-            session.push_scpi_error(-108)  # after the reply was written: it still goes out
-        return reply
-
-    def _fail(
-        self, session: _BoardSession, text: str, code: int = MISSING_PARAMETER
-    ) -> _CommandFailedError:
-        """Queue a board error as SCPI_LOG_ERR does (9000 + code); return the exception to raise."""
-        session.push_device_error(DEVICE_ERROR_BASE + code, f"*{self._header} {text}")
-        return _CommandFailedError()
-
-    def _channel(self, session: _BoardSession, number: int) -> int:
-        """Return the input number 1 or 2, or fail as RP_ParseChArgvADC does (9500)."""
-        if number not in (1, 2):
-            session.push_device_error(DEVICE_FATAL_BASE, f"*{self._header} Invalid channel number")
-            raise _CommandFailedError()
-        return number
-
-    # Handlers: (session, parameters, number from the header) -> reply bytes or None.
-    def _idn(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return IDENTITY.encode("ascii")
-
-    def _cls(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        s.clear()
-
-    def _rst(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        """*RST: the server's reset callback only logs; the acquisition keeps its settings."""
-
-    def _stb(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        stb = (ERROR_QUEUE_BIT if s.queue_flag else 0) | (ESB_BIT if s.esr & s.ese else 0)
-        return str(stb | (MSS_BIT if stb & s.sre else 0)).encode("ascii")
-
-    def _esr(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        value, s.esr = s.esr, 0
-        return str(value).encode("ascii")
-
-    def _opc(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return b"1"
-
-    def _opc_set(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        s.esr |= 0x01  # every command completes before the next: operation complete at once
-
-    def _wai(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        """*WAI: commands run one after another, so there is nothing to wait for."""
-
-    def _tst(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return b"0"  # SCPI_CoreTstQ (scpi-parser ieee488.c): the self-test passes, 0
-
-    def _set_ese(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.integer()
-        if value is None:
-            raise _CommandFailedError()
-        s.ese = value & 0xFF
-
-    def _get_ese(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(s.ese).encode("ascii")
-
-    def _set_sre(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.integer()
-        if value is None:
-            raise _CommandFailedError()
-        s.sre = value & 0xBF  # bit 6 cannot be enabled (IEEE 488.2 §11.3.2)
-
-    def _get_sre(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(s.sre).encode("ascii")
-
-    def _version(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return ECOSYSTEM_VERSION.encode("ascii")
-
-    def _board_name(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return BOARD_NAME.encode("ascii")
-
-    def _board_id(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(BOARD_ID).encode("ascii")
-
-    def _error_next(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        code, text = s.pop_error()
-        return f'{code},"{text.replace(chr(34), chr(34) * 2)}"'.encode("ascii", errors="replace")
-
-    def _error_count(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(len(s.scpi_errors) + len(s.device_errors)).encode("ascii")
-
-    def _start(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        # With a deep-memory buffer enabled the AXI writer takes the ADC stream instead.
-        self.deep_mode = self.deep.enabled
-        if self.deep_mode:
-            self.capture.stop()
-            self.deep.stop()
-            self.capture.armed = True
-            self.deep.start()
-            self._deep_trigger()
-        else:
-            self.capture.arm()
-
-    def _acq_stop(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        self.capture.stop()
-        self.deep.stop()
-
-    def _acq_reset(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        self._reset()
-        s.binary = False
-
-    def _set_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.integer()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
-        if value not in DECIMATIONS:
-            raise self._fail(s, "Parameter decimation is invalid.")
-        self._decimate(value)
-
-    def _decimate(self, value: int) -> None:
-        """Set the decimation; a delay set in ns keeps its time (acq_SetDecimationFactor)."""
-        self.decimation = value
-        if self.trigger_delay_ns is not None:
-            self._delay_from_ns(self.trigger_delay_ns)
-
-    def _set_decimation_factor(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.integer()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
-        if not valid_axi_decimation(value):  # the same rule: 1, 2, 4, 8 or 16…65536
-            s.push_device_error(
-                DEVICE_FATAL_BASE + RP_EOOR,
-                f"*{self._header} Failed to set decimation factor: Value out of range.",
-            )
-            raise _CommandFailedError()
-        self._decimate(value)
-
-    def _sample_rate(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        # RP_AcqSamplingRateHzQ: sprintf("%9.0f Hz") of the float rate, sent as a mnemonic.
-        return f"{float(np.float32(ADC_CLOCK_Hz / self.decimation)):9.0f} Hz".encode("ascii")
-
-    def _set_averaging(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.boolean()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
-        self.averaging = value
-
-    def _get_averaging(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return b"ON" if self.averaging else b"OFF"
-
-    def _get_decimation(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.decimation).encode("ascii")
-
-    def _set_trigger(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        source = p.choice(TRIGGER_SOURCES)
-        if source is None:
-            raise self._fail(s, "Missing first parameter.")
-        self.trigger_source = source
-        if self.deep_mode:
-            self._deep_trigger()
-            return
-        # The software trigger acts when written, and only on an armed acquisition (the command
-        # list orders ACQ:START before ACQ:TRig NOW); set earlier, it is lost [unverified].
-        if source == "NOW" and self.capture.armed and not self.capture.triggered:
-            self.capture.trigger_now()
-        self.capture.start_watch()
-
-    def _trigger_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        # TD when triggered or when the source is DISABLED (commands-acq, ACQ:TRig:STAT?).
-        self.capture.watch()
-        if self.deep_mode and self.deep.triggered:
-            self.trigger_source = "DISABLED"  # the FPGA clears the source once it has triggered
-        return b"WAIT" if self.capture.armed and self.trigger_source != "DISABLED" else b"TD"
-
-    def _fill_status(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        self.capture.commit()
-        return b"1" if self.capture.filled else b"0"
-
-    def _set_delay(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.integer(mandatory=False, unsigned=False)
-        # acq_SetTriggerDelay: below −8192 the FPGA delay is 0 (the trigger ends the buffer).
-        self.trigger_delay = max(value or 0, -BUFFER_SIZE // 2)
-        self.trigger_delay_ns = None
-
-    def _get_delay(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.trigger_delay).encode("ascii")
-
-    def _delay_from_ns(self, delay_ns: int) -> None:
-        """Set the delay in samples from ns, as cnvTimeToSmpls: round(ns / (8 ns × dec))."""
-        samples = round(delay_ns / (ADC_SAMPLE_PERIOD_NS * self.decimation))
-        self.trigger_delay = max(samples, -BUFFER_SIZE // 2)
-
-    def _set_delay_ns(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.integer(mandatory=False, unsigned=False)
-        self.trigger_delay_ns = value or 0
-        self._delay_from_ns(self.trigger_delay_ns)
-
-    def _get_delay_ns(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        # cnvSmplsToTime: samples × 8 ns × decimation, sent with SCPI_ResultInt32.
-        return str(self.trigger_delay * ADC_SAMPLE_PERIOD_NS * self.decimation).encode("ascii")
-
-    def _set_level(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.volts()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
-        # The API stores the level as an ADC code of IN1's range and reads it back from that.
-        full_scale = FULL_SCALE_V[self.gains[0]]
-        code = round(min(max(value / full_scale, -1.0), 1.0) * CODES_PER_FULL_SCALE)
-        code = min(code, CODES_PER_FULL_SCALE - 1)
-        self.trigger_level_V = float(np.float32(code * full_scale / CODES_PER_FULL_SCALE))
-
-    def _get_level(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return f"{self.trigger_level_V:g}".encode("ascii")
-
-    def _set_hysteresis(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.volts()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
-        self.trigger_hysteresis_V = abs(value)
-
-    def _get_hysteresis(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return f"{self.trigger_hysteresis_V:g}".encode("ascii")
-
-    def _write_pointer(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        self.capture.commit()
-        return str(self.capture.write_position).encode("ascii")
-
-    def _trigger_pointer(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(self.capture.trigger_position).encode("ascii")
-
-    def _set_gain(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        channel = self._channel(s, n)
-        gain = p.choice(tuple(FULL_SCALE_V))
-        if gain is None:
-            raise self._fail(s, "Missing first parameter.")
-        self.gains[channel - 1] = gain
-
-    def _get_gain(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return self.gains[self._channel(s, n) - 1].encode("ascii")
-
-    def _set_units(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        units = p.choice(("VOLTS", "RAW"))
-        if units is None:
-            raise self._fail(s, "Missing first parameter.")
-        self.units = units
-
-    def _get_units(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return self.units.encode("ascii")
-
-    def _set_format(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.characters()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
-        # The server compares with strncasecmp over the parameter's length: "B" means BIN.
-        if "BIN".startswith(value.upper()):
-            s.binary = True
-        elif "ASCII".startswith(value.upper()):
-            s.binary = False
-        else:
-            raise _CommandFailedError()  # logged at info level only: the parser queues -200
-
-    def _get_format(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return b"BIN" if s.binary else b"ASCII"
-
-    def _set_byte_order(self, s: _BoardSession, p: _Parameters, n: int) -> None:
-        value = p.characters()
-        if value is None:
-            raise self._fail(s, "Missing first parameter.")
-        # RP_AcqDataEndian: strncasecmp over the parameter's length, as ACQ:DATA:FORMAT.
-        if "LEND".startswith(value.upper()):
-            s.little_endian = True
-        elif "BEND".startswith(value.upper()):
-            s.little_endian = False
-        else:
-            raise _CommandFailedError()  # logged at info level only: the parser queues -200
-
-    def _get_byte_order(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return b"LEND" if s.little_endian else b"BEND"
-
-    def _buffer_size(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        return str(BUFFER_SIZE).encode("ascii")
-
-    def _data_all(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        channel = self._channel(s, n)
-        self.capture.commit()
-        return self._data(s, channel, self.capture.write_position + 1, BUFFER_SIZE)
-
-    def _data_oldest(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        channel = self._channel(s, n)
-        size = p.integer()
-        if size is None:
-            raise self._fail(s, "Missing SIZE parameter.")
-        self.capture.commit()
-        return self._data(s, channel, self.capture.write_position + 1, size)
-
-    def _data_latest(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        channel = self._channel(s, n)
-        size = p.integer()
-        if size is None:
-            raise self._fail(s, "Missing first parameter.")
-        self.capture.commit()
-        size = min(size, BUFFER_SIZE)
-        return self._data(s, channel, self.capture.write_position + 1 - size, size)
-
-    def _data_start_n(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        channel = self._channel(s, n)
-        start = p.integer()
-        if start is None:
-            raise self._fail(s, "Missing START parameter.")
-        size = p.integer()
-        if size is None:
-            raise self._fail(s, "Missing SIZE parameter.")
-        self.capture.commit()
-        return self._data(s, channel, start, size)
-
-    def _data_start_end(self, s: _BoardSession, p: _Parameters, n: int) -> bytes:
-        channel = self._channel(s, n)
-        start = p.integer()
-        if start is None:
-            raise self._fail(s, "Unable to read START parameter.")
-        end = p.integer()
-        if end is None:
-            raise self._fail(s, "Unable to read END parameter.")
-        self.capture.commit()
-        return self._data(s, channel, start, (end + BUFFER_SIZE - start) % BUFFER_SIZE + 1)
+            raise self._board_error("Failed allocate buffer", code=EXECUTION_ERROR[0])
+        return self._samples_reply(self.deep.read(channel, start, size), channel, self.axi_units)
 
 
 def _binary_block(payload: bytes) -> bytes:
@@ -841,102 +716,3 @@ def _binary_block(payload: bytes) -> bytes:
     """
     count = str(len(payload))
     return f"#{len(count)}{count}".encode("ascii") + payload
-
-
-def _compound(previous: str, header: str) -> str:
-    """Prefix a relative header with the path of the previous one (IEEE 488.2 compound rule)."""
-    if not previous or header.startswith((":", "*")) or previous.startswith("*"):
-        return header
-    path = previous.rpartition(":")[0]
-    return f"{path}:{header}" if path else header
-
-
-@functools.lru_cache(maxsize=256)
-def _find(header: str) -> tuple[Handler, int] | None:
-    """Return the handler whose pattern matches ``header`` and the header's number."""
-    for regex, handler in _COMMANDS:
-        match = regex.fullmatch(header)
-        if match:
-            number = next((g for g in match.groups() if g is not None), "")
-            return handler, int(number) if number else 1
-    return None
-
-
-_COMMANDS: tuple[tuple[re.Pattern[str], Handler], ...] = tuple(
-    (_header_regex(pattern), handler)
-    for pattern, handler in (
-        ("*IDN?", SimulatedRedPitaya._idn),
-        ("*CLS", SimulatedRedPitaya._cls),
-        ("*RST", SimulatedRedPitaya._rst),
-        ("*STB?", SimulatedRedPitaya._stb),
-        ("*ESR?", SimulatedRedPitaya._esr),
-        ("*OPC?", SimulatedRedPitaya._opc),
-        ("*OPC", SimulatedRedPitaya._opc_set),
-        ("*ESE", SimulatedRedPitaya._set_ese),
-        ("*ESE?", SimulatedRedPitaya._get_ese),
-        ("*SRE", SimulatedRedPitaya._set_sre),
-        ("*SRE?", SimulatedRedPitaya._get_sre),
-        ("*TST?", SimulatedRedPitaya._tst),
-        ("*WAI", SimulatedRedPitaya._wai),
-        ("SYSTem:VERSion?", SimulatedRedPitaya._version),
-        ("SYSTem:BRD:ID?", SimulatedRedPitaya._board_id),
-        ("SYSTem:BRD:Name?", SimulatedRedPitaya._board_name),
-        ("SYSTem:ERRor[:NEXT]?", SimulatedRedPitaya._error_next),
-        ("SYSTem:ERRor:COUNt?", SimulatedRedPitaya._error_count),
-        ("ACQ:START", SimulatedRedPitaya._start),
-        ("ACQ:STOP", SimulatedRedPitaya._acq_stop),
-        ("ACQ:RST", SimulatedRedPitaya._acq_reset),
-        ("ACQ:DEC", SimulatedRedPitaya._set_decimation),
-        ("ACQ:DEC?", SimulatedRedPitaya._get_decimation),
-        ("ACQ:DEC:Factor", SimulatedRedPitaya._set_decimation_factor),
-        ("ACQ:DEC:Factor?", SimulatedRedPitaya._get_decimation),
-        ("ACQ:SRATe?", SimulatedRedPitaya._sample_rate),
-        ("ACQ:AVG", SimulatedRedPitaya._set_averaging),
-        ("ACQ:AVG?", SimulatedRedPitaya._get_averaging),
-        ("ACQ:TRig", SimulatedRedPitaya._set_trigger),
-        ("ACQ:TRig:STAT?", SimulatedRedPitaya._trigger_status),
-        ("ACQ:TRig:FILL?", SimulatedRedPitaya._fill_status),
-        ("ACQ:TRig:DLY", SimulatedRedPitaya._set_delay),
-        ("ACQ:TRig:DLY?", SimulatedRedPitaya._get_delay),
-        ("ACQ:TRig:DLY:NS", SimulatedRedPitaya._set_delay_ns),
-        ("ACQ:TRig:DLY:NS?", SimulatedRedPitaya._get_delay_ns),
-        ("ACQ:TRig:LEV", SimulatedRedPitaya._set_level),
-        ("ACQ:TRig:LEV?", SimulatedRedPitaya._get_level),
-        ("ACQ:TRig:HYST", SimulatedRedPitaya._set_hysteresis),
-        ("ACQ:TRig:HYST?", SimulatedRedPitaya._get_hysteresis),
-        ("ACQ:WPOS?", SimulatedRedPitaya._write_pointer),
-        ("ACQ:TPOS?", SimulatedRedPitaya._trigger_pointer),
-        ("ACQ:SOUR#:GAIN", SimulatedRedPitaya._set_gain),
-        ("ACQ:SOUR#:GAIN?", SimulatedRedPitaya._get_gain),
-        ("ACQ:DATA:Units", SimulatedRedPitaya._set_units),
-        ("ACQ:DATA:Units?", SimulatedRedPitaya._get_units),
-        ("ACQ:DATA:FORMAT", SimulatedRedPitaya._set_format),
-        ("ACQ:DATA:FORMAT?", SimulatedRedPitaya._get_format),
-        ("ACQ:DATA:BYTE:ORDER", SimulatedRedPitaya._set_byte_order),
-        ("ACQ:DATA:BYTE:ORDER?", SimulatedRedPitaya._get_byte_order),
-        ("ACQ:BUF:SIZE?", SimulatedRedPitaya._buffer_size),
-        ("ACQ:SOUR#:DATA:STArt:End?", SimulatedRedPitaya._data_start_end),
-        ("ACQ:SOUR#:DATA:Start:End?", SimulatedRedPitaya._data_start_end),
-        ("ACQ:SOUR#:DATA:STArt:N?", SimulatedRedPitaya._data_start_n),
-        ("ACQ:SOUR#:DATA:Start:N?", SimulatedRedPitaya._data_start_n),
-        ("ACQ:SOUR#:DATA:Old:N?", SimulatedRedPitaya._data_oldest),
-        ("ACQ:SOUR#:DATA?", SimulatedRedPitaya._data_all),
-        ("ACQ:SOUR#:DATA:LATest:N?", SimulatedRedPitaya._data_latest),
-        # Deep memory: scpi-commands.cpp registers these, handled in acquire_axi.cpp.
-        ("ACQ:AXI:DATA:Units", SimulatedRedPitaya._set_axi_units),
-        ("ACQ:AXI:DATA:Units?", SimulatedRedPitaya._get_axi_units),
-        ("ACQ:AXI:DEC", SimulatedRedPitaya._set_axi_decimation),
-        ("ACQ:AXI:DEC?", SimulatedRedPitaya._get_axi_decimation),
-        ("ACQ:AXI:START?", SimulatedRedPitaya._axi_start),
-        ("ACQ:AXI:SIZE?", SimulatedRedPitaya._axi_size),
-        ("ACQ:AXI:SOUR#:Trig:Fill?", SimulatedRedPitaya._axi_fill),
-        ("ACQ:AXI:SOUR#:Trig:Dly", SimulatedRedPitaya._axi_set_delay),
-        ("ACQ:AXI:SOUR#:Trig:Dly?", SimulatedRedPitaya._axi_get_delay),
-        ("ACQ:AXI:SOUR#:Write:Pos?", SimulatedRedPitaya._axi_write_position),
-        ("ACQ:AXI:SOUR#:Trig:Pos?", SimulatedRedPitaya._axi_trigger_position),
-        ("ACQ:AXI:SOUR#:ENable", SimulatedRedPitaya._axi_enable),
-        ("ACQ:AXI:SOUR#:DATA:Start:N?", SimulatedRedPitaya._axi_data),
-        ("ACQ:AXI:SOUR#:DATA:STArt:N?", SimulatedRedPitaya._axi_data),
-        ("ACQ:AXI:SOUR#:SET:Buffer", SimulatedRedPitaya._axi_set_buffer),
-    )
-)

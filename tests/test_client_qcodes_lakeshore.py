@@ -5,10 +5,15 @@ The stock QCoDeS driver with its defaults (5 s timeout); only the address is our
 INCRV?, INNAME?, CRVHDR?, OUTMODE?, PID?, HTRSET?, HTR?, RAMP?, ... — each must be answered, or the
 snapshot waits 5 s per unanswered query.
 
-QCoDeS parses ``HTRSET?`` with the Model 335's six fields (its shared Lake Shore base); the 336
-answers five (Lake Shore's python-driver, model_336.py get_heater_setup), so QCoDeS's heater-setup
-group fails to parse on every output — quickly, a parse error and no timeout. The test names
-exactly those parameters so that any other failure shows.
+QCoDeS (0.58 and its main branch as fetched) reads ``HTRSET?`` into the five parameters of its
+shared Lake Shore base, ``output_type`` first, as the Model 335 answers (output type, resistance,
+max current, max user current, display) and sets it with six arguments. The 336 has no output
+type: ``HTRSET <output>,<resistance>,<max current>,<max user current>,<current/power>`` and
+``HTRSET?`` answers the four fields after the output (Lake Shore's python-driver, model_336.py
+``get_heater_setup`` reads ``[0]`` resistance, ``[1]`` max-current preset, ``[2]`` max user current,
+``[3]`` display; QCoDeS pull request #8520, open, "The 336's HTRSET has no output_type field").
+So QCoDeS's heater-setup group fails to parse on every output — quickly, a parse error and no
+timeout. The tests name exactly those parameters so that any other failure shows.
 """
 
 import logging
@@ -74,5 +79,29 @@ def test_the_whole_session_of_qcodes_lakeshore_model336(served, caplog):
         with pytest.raises(ValueError, match="setpoint"):
             ls.output_1.setpoint(1e6)
         assert ls.ask("*ESR?") == "128"  # power-on only: no command reached the 336 in error
+    finally:
+        ls.close()
+
+
+def test_qcodes_misreads_the_336s_heater_setup_by_one_field(served):
+    """The values QCoDeS's heater-setup parameters get from the 336's four-field reply."""
+    _, address = served
+    ls = qcodes_lakeshore.LakeshoreModel336("ls336", address)
+    try:
+        output = ls.output_1
+        # 25 Ω (1), max current user-specified (0), 0.5 A, display in power (2): the 336 form
+        ls.write("HTRSET 1,1,0,0.5,2")
+        assert ls.ask("HTRSET? 1") == "1,0,+0.500,2"
+        assert ls.ask("*ESR?") == "128"  # taken without error
+        with pytest.raises(KeyError, match="'0' not in val_mapping"):
+            output.heater_group.update()
+        cached = {name: output.parameters[name].cache.get(False) for name in HEATER_SETUP_GROUP}
+        # QCoDeS zips its five names onto the four fields: the resistance code 1 becomes output
+        # type "voltage", the max-current preset 0 is taken for a resistance code and refused.
+        assert cached == dict.fromkeys(HEATER_SETUP_GROUP) | {"output_type": "voltage"}
+        # Setting one reads the group first to fill in the others, and fails there: nothing sent.
+        with pytest.raises(KeyError, match="setting ls336_output_1_output_display"):
+            output.output_display("current")
+        assert ls.ask("HTRSET? 1;*ESR?") == "1,0,+0.500,2;000"
     finally:
         ls.close()

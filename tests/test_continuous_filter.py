@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from hotspin.analysis import qnd
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.qnd import (
     ContinuousKalmanFilter,
@@ -52,7 +53,7 @@ def setup():
     d = derive(ENTANGLING)
     readout = ContinuousReadout.from_apparatus(d)
     spins = ExactSpinNoise.from_derived(d, RATE, seed=7)
-    block = spins.block(40_000)
+    block = spins.block(60_000)  # the run-in from the prior takes ~45 000 samples
     record = (block.atomic_angle_rad + block.white_noise_rad) / 1.0
     return readout, record
 
@@ -65,11 +66,19 @@ def _split(record, sizes):
     return out
 
 
-def test_blocks_equal_the_per_sample_reference_filter(setup):
+@pytest.fixture(scope="module")
+def reference(setup):
+    """The per-sample reference filter over the whole seeded record (no gap)."""
+    readout, record = setup
+    model = ContinuousKalmanFilter.from_readout(readout, RATE).model
+    return reference_filter(model, RATE, record)
+
+
+def test_blocks_equal_the_per_sample_reference_filter(setup, reference):
     readout, record = setup
     kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
-    blocks = list(kalman.run(_split(record, [1000, 7, 35_000, 3_993])))
-    states, innovations, _ = reference_filter(kalman.model, RATE, record)
+    blocks = list(kalman.run(_split(record, [1000, 7, 35_000, 14_000, 9_993])))
+    states, innovations, _ = reference
     spin = np.concatenate([b.spin for b in blocks])
     expected = states @ kalman.projection.T * math.sqrt(readout.model.atom_number)
     scale = np.abs(expected).max()
@@ -111,6 +120,49 @@ def test_a_gap_between_blocks_equals_missing_samples_in_the_reference(setup):
     )
 
 
+def test_a_gap_in_the_steady_state_is_run_in_exactly_and_within_the_estimate(setup):
+    """A gap after the filter has reached its steady state: the samples after it are run in
+    with the exact time-varying filter (chunked Gaussian conditioning) and equal the reference
+    given the gap as missing samples; the run-in ends within the data-independent estimate
+    and sooner than the run-in from the prior (a short gap loses little)."""
+    readout, record = setup
+    kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
+    gap = slice(50_000, 50_200)
+    out = list(kalman.run([(0, record[: gap.start]), (gap.stop, record[gap.stop :])]))
+    assert out[0].run_in_samples < gap.start  # steady before the gap
+    assert out[1].gaps == ((gap.start, gap.stop - gap.start),)
+    with_gap = record.copy()
+    with_gap[gap] = np.nan
+    states, innovations, _ = reference_filter(kalman.model, RATE, with_gap)
+    expected = np.delete(states @ kalman.projection.T, np.r_[gap], axis=0)
+    expected *= math.sqrt(readout.model.atom_number)
+    spin = np.concatenate([b.spin for b in out])
+    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
+    got = np.concatenate([b.innovations for b in out])
+    want = np.delete(innovations, np.r_[gap])
+    assert np.abs(got - want).max() < 1e-9 * np.abs(want).max()
+    assert 0 < out[1].run_in_samples < out[0].run_in_samples <= kalman.run_in_estimate
+
+
+def test_the_hand_over_to_the_steady_filter_keeps_within_its_bound(setup, reference, monkeypatch):
+    """With a loose hand-over tolerance (1e-6 of each output's RMS) the steady filter takes
+    over early; its spin then differs from the exact reference, but by less than the bound."""
+    readout, record = setup
+    monkeypatch.setattr(qnd, "_RUN_IN_DEVIATION", 1e-6)
+    kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
+    out = kalman.filter_block(0, record)
+    switch = out.run_in_samples
+    assert 0 < switch < record.size
+    states, _, _ = reference
+    n = readout.model.atom_number
+    deviation = (out.spin - states @ kalman.projection.T * math.sqrt(n))[switch:]
+    estimate = kalman.projection @ (kalman.model.stationary - kalman.filtered_covariance)
+    rms_scale = np.sqrt(np.diag(estimate @ kalman.projection.T) * n)  # of the spin estimate
+    relative = np.sqrt(np.mean(deviation**2, axis=0)) / rms_scale
+    assert np.all(relative < 1e-6)
+    assert relative.max() > 1e-12  # the early hand-over is seen: the comparison can fail
+
+
 def test_nan_samples_inside_a_block_are_missing_samples(setup):
     readout, record = setup
     kalman = ContinuousKalmanFilter.from_readout(readout, RATE)
@@ -127,7 +179,7 @@ def test_nan_samples_inside_a_block_are_missing_samples(setup):
 def test_steady_witness_and_running_whiteness_agree_with_the_record_analysis(setup):
     readout, record = setup
     kalman = ContinuousKalmanFilter.from_readout(readout, RATE, whiteness_window=1000)
-    out = list(kalman.run(_split(record, [10_000] * 4)))
+    out = list(kalman.run(_split(record, [10_000] * 6)))
     assert kalman.squeezing_parameter == pytest.approx(squeezing_parameter(readout), rel=1e-12)
     assert out[-1].squeezing_parameter == kalman.squeezing_parameter
     # The running test over all blocks is the whole-record test of qnd.innovations_check.

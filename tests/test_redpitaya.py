@@ -546,3 +546,100 @@ def test_a_garbled_whole_number_reply_is_an_error_the_link_repeats():
     # Line noise on "64": pymeasure would hand back the string; the driver refuses it.
     with expected_protocol(RedPitaya, [(b"ACQ:DEC?", b"?4")]) as board, pytest.raises(ValueError):
         board.decimation  # noqa: B018
+
+
+# --- the board's scpi context: scpi-parser's rules, one context per connection ------------------
+def _ask(session, message: str) -> bytes:
+    return session.feed(message.encode("ascii") + b"\r\n")
+
+
+def test_each_connection_has_its_own_status_format_and_error_queues(lab):
+    # [SRV] main.cpp: one scpi context per client; user_context_t holds the data format.
+    board = SimulatedRedPitaya(lab)
+    first, second = board.open_session(), board.open_session()
+    _ask(first, "ACQ:FOO")
+    _ask(first, "*ESE 32")
+    _ask(first, "ACQ:DATA:FORMAT B")  # strncasecmp over the parameter's length: BIN
+    _ask(first, "ACQ:DATA:Units RAW")  # a global of acquire.cpp: every connection sees it
+    assert _ask(first, "*STB?") == b"36\r\n"  # QMA 4, ESB 32 (ESR bit 5 enabled)
+    assert _ask(second, "*STB?;*ESE?;ACQ:DATA:FORMAT?") == b"0;0;ASCII\r\n"
+    assert _ask(second, "ACQ:DATA:Units?") == b"RAW\r\n"
+    assert _ask(second, "SYST:ERR?") == b'0,"No error"\r\n'
+    assert _ask(first, "SYST:ERR?") == b'-113,"Undefined header;ACQ:FOO"\r\n'
+
+
+def test_an_unread_parameter_queues_108_after_the_reply(lab):
+    # [SRV] scpi-parser processCommand: the callback answers, then unread parameters are -108.
+    board = SimulatedRedPitaya(lab)
+    session = board.open_session()
+    assert _ask(session, "*IDN? 5") == b"REDPITAYA,INSTR,SIMULATED,hotspin\r\n"
+    assert _ask(session, "ACQ:DEC? 7;DEC 8,9;DEC?") == b"1;8\r\n"
+    assert _ask(session, "SYST:ERR:COUN?") == b"3\r\n"
+    for _ in range(3):
+        assert _ask(session, "SYST:ERR?") == b'-108,"Parameter not allowed"\r\n'
+    assert _ask(session, "ACQ:TRig:DLY 100;DLY 5 V;DLY?") == b"0\r\n"  # optional: bad reads 0
+    assert _ask(session, "SYST:ERR?") == b'-138,"Suffix not allowed"\r\n'  # and nothing more
+    assert _ask(session, "ACQ:DEC 3,9") == b""  # failed: its own error, no -108 after it
+    assert _ask(session, "SYST:ERR?") == b'8891,"*ACQ:DEC Parameter decimation is invalid."\r\n'
+    assert _ask(session, "SYST:ERR?") == b'0,"No error"\r\n'
+
+
+def test_return_on_error_answers_a_failed_query_with_an_empty_line(lab):
+    # [SRV] common.cpp RP:RET_ON_ERROR (g_retByError, off at start) and requestSendNewLine in
+    # RP_AcqGainQ after RP_ParseChArgvADC; a missing parameter (RP_AcqOldestDataQ) sends nothing.
+    board = SimulatedRedPitaya(lab)
+    session = board.open_session()
+    assert _ask(session, "ACQ:SOUR3:GAIN?") == b""
+    _ask(session, "RP:RET_ON_ERROR ON")
+    assert _ask(session, "ACQ:SOUR3:GAIN?") == b"\r\n"
+    assert _ask(session, "ACQ:SOUR1:DATA:Old:N?") == b""
+    _ask(session, "RP:RET_ON_ERROR OFF")
+    assert _ask(session, "ACQ:SOUR0:GAIN?") == b""
+    errors = [_ask(session, "SYST:ERR?") for _ in range(5)]
+    assert errors == [
+        b'9500,"*ACQ:SOUR3:GAIN? Invalid channel number"\r\n',
+        b'9500,"*ACQ:SOUR3:GAIN? Invalid channel number"\r\n',
+        b'8891,"*ACQ:SOUR1:DATA:Old:N? Missing SIZE parameter."\r\n',
+        b'9500,"*ACQ:SOUR0:GAIN? Invalid channel number"\r\n',
+        b'-109,"Missing parameter"\r\n',  # the parser's queue comes after the board's list
+    ]
+
+
+def test_the_queue_flag_and_overflow_follow_scpi_parser(lab):
+    # [SRV] error.c: a full 16-entry queue's newest entry becomes -350; STB_QMA is set by every
+    # error and cleared only when a read empties the parser's queue (the board's list does not).
+    board = SimulatedRedPitaya(lab)
+    session = board.open_session()
+    _ask(session, "ACQ:DEC 3")
+    assert _ask(session, "*STB?") == b"4\r\n"
+    assert _ask(session, "SYST:ERR?").startswith(b"8891,")
+    assert _ask(session, "*STB?") == b"4\r\n"  # the parser's queue was not read yet
+    assert _ask(session, "SYST:ERR?") == b'0,"No error"\r\n'
+    assert _ask(session, "*STB?") == b"0\r\n"
+    _ask(session, ";".join(f"FOO{n}" for n in range(20)))
+    assert _ask(session, "SYST:ERR:COUN?") == b"16\r\n"
+    errors = [_ask(session, "SYST:ERR?") for _ in range(17)]
+    assert errors[:15] == [f'-113,"Undefined header;FOO{n}"\r\n'.encode() for n in range(15)]
+    assert errors[15:] == [b'-350,"Queue overflow"\r\n', b'0,"No error"\r\n']
+
+
+def test_compound_paths_follow_scpi_parsers_compose_rule(lab):  # composeCompoundCommand
+    board = SimulatedRedPitaya(lab)
+    session = board.open_session()
+    assert _ask(session, "ACQ:DEC 3;DEC?") == b"1\r\n"  # a found header moves the path
+    assert _ask(session, "ACQ:DEC 4;*OPC;DEC?") == b""  # after a common command: the root
+    _ask(session, "SYST:ERR?")
+    assert _ask(session, "SYST:ERR?") == b'-113,"Undefined header;DEC?"\r\n'
+    assert _ask(session, "ACQ:DEC?") == b"4\r\n"
+
+
+def test_a_command_longer_than_the_parsers_buffer_is_an_input_overrun(lab):
+    # [SRV] scpi-commands.cpp SCPI_INPUT_BUFFER_LENGTH 512 KiB; scpi-parser SCPI_Input: -363.
+    board = SimulatedRedPitaya(lab)
+    session = board.open_session()
+    longest = b"ACQ:DEC 4" + b" " * (board.input_buffer_bytes - 9)
+    assert session.feed(longest + b"\r\n") == b""
+    assert _ask(session, "ACQ:DEC?;:SYST:ERR?") == b'4;0,"No error"\r\n'
+    assert session.feed(longest + b" \r\n") == b""
+    assert _ask(session, "SYST:ERR?") == b'-363,"Input buffer overrun"\r\n'
+    assert board.input_buffer_bytes + 3 == 512 * 1024
