@@ -40,6 +40,8 @@ ALERT_STYLE = "background: #cf222e; color: white; font-weight: bold; padding: 2p
 QUIET_STYLE = "color: #57606a; padding: 2px;"
 
 
+#: Seconds without a block after which the stream is shown as stalled.
+STALLED_S = 2.0
 #: |imbalance| of the polarimeter above which the banner asks for a balance.
 UNBALANCED = 0.2
 
@@ -482,6 +484,11 @@ class LiveView(QWidget):
         messages = []
         if self.source is not None and self.source.error:
             messages.append(f"digitiser: {self.source.error}")
+        if self.source is not None and self.source.stalled_s() > STALLED_S:
+            messages.append(
+                f"digitiser: no block for {self.source.stalled_s():.0f} s (the board writes "
+                "its deep memory slower than the stream's rate)"
+            )
         if self.source is not None and self.source.watch is not None and self.source.watch.error:
             messages.append(f"apparatus not readable: {self.source.watch.error}")
         if frame is not None and frame.message:

@@ -761,6 +761,7 @@ class StreamSource(Loop):
         self.board_gaps = 0  # gaps the board's ring reported (samples overwritten unread)
         self.board_missing = 0  # samples in those gaps and between streams
         self.streams = 0  # streams started
+        self.last_item_s = math.nan  # time.monotonic() of the latest block or gap
         self.sample_rate_Hz = math.nan
         self._suspended = threading.Event()  # set by `suspend`: a procedure has the digitiser
         self._idle = threading.Event()  # set while no stream is open
@@ -786,10 +787,20 @@ class StreamSource(Loop):
         if self.watch is not None:
             self.watch.stop()
 
-    def suspend(self, timeout_s: float = 60.0) -> bool:
+    def suspend(self, timeout_s: float = 10.0) -> bool:
         """Stop the stream and keep it stopped until `resume` (a procedure uses the digitiser);
-        return True once no stream is open."""
+        return True once no stream is open.
+
+        The stream ends after the block being read. A board that writes no block (a simulated
+        one slower than real time: `RedPitaya.stream` then waits without end, holding the
+        polarimeter) gets ``timeout_s``; then its connection is closed under the waiting
+        reader, whose next query fails and so ends the stream (the link reconnects on its next
+        use)."""
         self._suspended.set()
+        if self._idle.wait(timeout_s):
+            return True
+        log.warning("monitor stream: no block in %g s; closing the digitiser's link", timeout_s)
+        self.polarimeter.digitiser.disconnect()
         return self._idle.wait(timeout_s)
 
     def resume(self) -> None:
@@ -807,6 +818,13 @@ class StreamSource(Loop):
                 "cannot stream (its ring would be overwritten before it is read)"
             )
         return ""
+
+    def stalled_s(self) -> float:
+        """Return the seconds an open stream has gone without a block or gap (0 when none is
+        open or it moves)."""
+        if not self.streaming or not math.isfinite(self.last_item_s):
+            return 0.0
+        return time.monotonic() - self.last_item_s
 
     @property
     def streaming(self) -> bool:
@@ -853,6 +871,7 @@ class StreamSource(Loop):
             self._idle.clear()
         try:
             self.streams += 1
+            self.last_item_s = time.monotonic()
             fs = stream.sample_rate_Hz
             if fs != self.sample_rate_Hz or self._first_start_s is None:
                 self.sample_rate_Hz, self._first_start_s, self._next_index = fs, None, 0
@@ -874,6 +893,7 @@ class StreamSource(Loop):
                 time.sleep(LOCK_GAP_S)
                 if item is None:
                     return
+                self.last_item_s = time.monotonic()
                 first = offset + item.first_index
                 if not isinstance(item, StreamBlock):  # samples the ring lost: a gap
                     self.board_gaps += 1

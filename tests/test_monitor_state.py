@@ -4,13 +4,15 @@ is missing and its button fixes it (pytest-qt, offscreen)."""
 from __future__ import annotations
 
 import math
+import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import Estimate
 from hotspin.gui.monitor import LiveView, estimate_text
-from hotspin.gui.stream import ApparatusState, ModelFitter, SignalProcessor
+from hotspin.gui.stream import ApparatusState, ModelFitter, SignalProcessor, StreamSource
 from hotspin.instruments.polarimeter import PolarimeterRecord
 from hotspin.simulators.spin_noise import ExactSpinNoise
 
@@ -226,3 +228,74 @@ def test_fitted_values_are_rounded_to_their_uncertainty_and_a_degenerate_sigma_i
     text = estimate_text(Estimate(7.564e-07, 1.6e-21, "nT"))
     assert text == "7.564e-07 nT (σ not resolved: the fit is degenerate)"
     assert estimate_text(Estimate(1.042550452128, 2.3e-11, "Hz")).startswith("1.04255 Hz (σ not")
+
+
+class HangingBoard:
+    """A digitiser whose stream never writes a block: its reader waits until the link closes."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+        self.closed = threading.Event()
+        self.written: list[str] = []
+
+    def stream(self, **_):
+        def items():
+            self.waiting.set()
+            self.closed.wait(60.0)  # a bound for the test; the real reader has none
+            raise OSError("the session was closed")
+            yield  # a generator
+
+        return IterableStream(
+            sample_rate_Hz=125e6 / 64,
+            start_time_s=0.0,
+            volts_per_code=(1 / 8192, 1 / 8192),
+            items=items(),
+            close=lambda: None,
+        )
+
+    def write(self, command: str) -> None:
+        self.written.append(command)
+
+
+class HangingLink:
+    def __init__(self, board: HangingBoard) -> None:
+        self.board = board
+
+    def call(self, operation):
+        return operation(self.board)
+
+    def disconnect(self) -> None:
+        self.board.closed.set()
+
+
+def test_a_board_that_writes_no_block_is_cut_off_when_a_procedure_needs_the_digitiser():
+    board = HangingBoard()
+    polarimeter = SimpleNamespace(
+        lock=threading.RLock(),
+        config=SimpleNamespace(diff_channel=1, sum_channel=2),
+        digitiser=HangingLink(board),
+    )
+    source = StreamSource(polarimeter, SignalProcessor(AngleIsDifference()), retry_s=0.01)
+    source.start()
+    try:
+        assert board.waiting.wait(10.0)
+        assert source.streaming and source.stalled_s() >= 0.0
+        # The stream holds the polarimeter while it waits; suspending closes the link.
+        assert source.suspend(timeout_s=0.2)
+        assert board.closed.is_set() and not source.streaming
+        assert "OSError" in source.error
+        assert board.written[-1] == "ACQ:DATA:BYTE:ORDER BEND"  # left as the driver reads
+        assert polarimeter.lock.acquire(timeout=1.0)  # free for the procedure
+        polarimeter.lock.release()
+    finally:
+        source.stop()
+
+
+class IterableStream:
+    """The stream object the driver returns: iterable, with its rates and scales."""
+
+    def __init__(self, **fields) -> None:
+        self.__dict__.update(fields)
+
+    def __iter__(self):
+        return self.items
