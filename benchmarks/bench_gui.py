@@ -17,17 +17,33 @@ Measured over the run:
 * blocks received, averaged and dropped, the input rate achieved, the fits done and their time,
   and the process's CPU use.
 
+With ``--served`` the live view is fed instead by the real stream: `hotspin sim serve` runs the
+embedded simulated lab (its clock at wall speed) as a child process, and the window's station
+reaches it over TCP as real instruments (`--client-station`); the monitor streams the Red
+Pitaya's deep memory at decimation 64 (1.95 MS/s) as it does on hardware. With ``--qnd`` the QND
+tab is on; in the served mode its filter is given the model of a fit of a simulated entangling
+record (a cold served cell has no spin noise to fit a model to). Then the blocks the *board*
+lost (its ring overwritten before they were read: the served board not keeping real time) are
+reported apart from those the *monitor* dropped, and the CPU of the GUI process, of its children
+(fitter, QND tracker) and of the server.
+
 Run: QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gui.py [--seconds 20]
-     [--screenshot out/bench_gui.png]
+     [--screenshot out/bench_gui.png] [--qnd] [--served]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import tomllib
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -36,6 +52,7 @@ from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.gui.app import MainWindow, save_screenshot
 from hotspin.gui.stream import SignalProcessor
 from hotspin.instruments.polarimeter import PolarimeterRecord
+from hotspin.instruments.redpitaya import check_axi_decimation
 from hotspin.instruments.station import Station
 from hotspin.simulators.polarimeter_optics import BalancedPolarimeter, PolarimeterConfig
 from hotspin.simulators.spin_noise import FastAngleNoise
@@ -85,7 +102,8 @@ class StreamingDigitiser(threading.Thread):
             v_diff = self.detector.difference_voltage_at_balance(theta, self.power_W)
             v_sum = self.detector.sum_voltage(BLOCK, self.power_W, SAMPLE_RATE_HZ, self.rng)
             self.processor.offer(
-                PolarimeterRecord(SAMPLE_RATE_HZ, v_diff, v_sum, (1.0, 1.0)), contiguous=True
+                PolarimeterRecord(SAMPLE_RATE_HZ, v_diff, v_sum, (1.0, 1.0)),
+                first_index=self.blocks * BLOCK,  # one block after the other, no gap
             )
             self.blocks += 1
             due = start + self.blocks * block_s
@@ -130,6 +148,78 @@ class PaintCounter(QObject):
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds(but: int | None = None) -> float:
+    """Return the CPU seconds of this process's living children (fitter, QND tracker) but the
+    process ``but`` (the server)."""
+    total = 0.0
+    for child in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for pid in child.read_text().split():
+            if int(pid) != but:
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    total += cpu_seconds(int(pid))
+    return total
+
+
+class ServedLab:
+    """`hotspin sim serve` of the embedded lab at wall speed, as a child process, with the
+    station file that reaches it over TCP."""
+
+    def __init__(self, directory: Path, port_base: int = 47300) -> None:
+        from hotspin.instruments.station_config import station_file_text
+
+        text = station_file_text(None)
+        lab = tomllib.loads(text)["simulation"]["lab"]["polarimeter"]
+        self.balance_deg = float(lab["hwp_zero_deg"])  # where its polarimeter balances
+        served = directory / "served.toml"
+        served.write_text(text.replace("clock_speed = 100.0", "clock_speed = 1.0", 1))
+        self.client = directory / "client.toml"
+        self.log = directory / "serve.log"
+        with self.log.open("w") as log:  # a file: a pipe nobody reads would stall the server
+            self.process = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "hotspin.cli", "sim", "serve"),
+                    *("--station", str(served), "--client-station", str(self.client)),
+                    *("--port-base", str(port_base)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120.0
+        while "clients:" not in self.log.read_text():  # announced once it serves
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"hotspin sim serve did not start:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM: it closes every connection) and wait for it."""
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def entangling_fit_frame():
+    """Return a fit frame of a simulated entangling record (the QND panel's model)."""
+    from hotspin.gui.stream import FitFrame
+    from hotspin.procedures.analyze import analyze_file
+    from hotspin.procedures.parameters import assign
+
+    from hotspin.simulate import SIMULATE_PARAMETERS, simulate_record
+
+    values = assign(
+        SIMULATE_PARAMETERS,
+        ["seed=4", "temperature_K=450", "probe_power_W=2e-3", "field_nT=57.7,57.7,57.7"],
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        path = simulate_record(Path(directory) / "record.h5", 1.0, 100e3, values)
+        (result,) = analyze_file(path, write=False).spectra
+    return FitFrame(1, result.fit, "", 0, None, 0.0)
+
+
 def _percentile(ordered: list[float], fraction: float) -> float:
     """Return the value below which ``fraction`` of the sorted values lie."""
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -143,20 +233,45 @@ def main() -> None:
     parser.add_argument(
         "--qnd", action="store_true", help="QND tab on: witness and Kalman filter on the stream"
     )
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="the real stream of a served lab (hotspin sim serve)",
+    )
+    parser.add_argument(
+        "--decimation", type=int, default=64, help="the served stream's decimation (default 64)"
+    )
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication([])
-    station = Station.from_file(None)
+    scratch = tempfile.TemporaryDirectory()
+    served = ServedLab(Path(scratch.name)) if args.served else None
+    server_pid = None if served is None else served.process.pid
+    station = Station.from_file(None if served is None else served.client)
     station.configure()
-    window = MainWindow(station, "out/bench-gui-data", acquire=False)
-    window.fitter.apparatus = lambda _power_W: APPARATUS  # the stream's own apparatus
+    if served is not None:
+        # Light on a balanced polarimeter, as after a balance (the served lab's own zero).
+        station.laser.emission_enabled = True
+        station.polarimeter.plate_angle_deg = served.balance_deg
+    window = MainWindow(
+        station,
+        "out/bench-gui-data",
+        acquire=served is not None,
+        stream_decimation=check_axi_decimation(args.decimation),
+    )
+    if served is None:
+        window.fitter.apparatus = lambda _power_W: APPARATUS  # the stream's own apparatus
+    elif args.qnd:
+        model = entangling_fit_frame()
+        window.qnd_worker.fits = lambda: model
     window.qnd_panel.enable_box.setChecked(args.qnd)
     window.show()
     view = window.live_view
     painter = PaintCounter()
     for plot in (view.trace_plot, view.spectrum_plot):
         plot.viewport().installEventFilter(painter)
-    digitiser = StreamingDigitiser(window.processor, station)
+    digitiser = None if served is not None else StreamingDigitiser(window.processor, station)
+    source = window.source
     probe = LatencyProbe()
     fit_times: list[float] = []
     last_fit = [0]
@@ -180,7 +295,8 @@ def main() -> None:
     def stream() -> None:
         baseline.extend(probe.waits)
         probe.waits.clear()
-        digitiser.start()
+        if digitiser is not None:
+            digitiser.start()
 
     def begin() -> None:
         probe.waits.clear()
@@ -191,14 +307,30 @@ def main() -> None:
             redraws=view.redraws,
             paints=painter.count,
             received=window.processor.counts.received,
+            children=children_cpu_seconds(server_pid),
+            server=0.0 if served is None else cpu_seconds(served.process.pid),
+            board_missing=0 if source is None else source.board_missing,
+            board_gaps=0 if source is None else source.board_gaps,
+            samples=0 if source is None else source._next_index,
         )
 
+    if served is not None:
+        # The stream runs from the start (the window streams as it opens): the baseline is the
+        # window with its stream, before the measured stretch.
+        source.running.clear()
+        QTimer.singleShot(round(1000 * BASELINE_S), source.running.set)
     QTimer.singleShot(round(1000 * BASELINE_S), stream)
     QTimer.singleShot(round(1000 * (BASELINE_S + 1.0)), begin)
     QTimer.singleShot(round(1000 * (BASELINE_S + 1.0 + args.seconds)), app.quit)
     app.exec_()
     wall = time.perf_counter() - measured["wall"]
     cpu = time.process_time() - measured["cpu"]
+    children = children_cpu_seconds(server_pid) - measured["children"]
+    server_cpu = 0.0 if served is None else cpu_seconds(served.process.pid) - measured["server"]
+    if source is not None:
+        board_missing = source.board_missing - measured["board_missing"]
+        board_gaps = source.board_gaps - measured["board_gaps"]
+        streamed = source._next_index - measured["samples"]
     redraws = (view.redraws - measured["redraws"]) / wall
     paints = (painter.count - measured["paints"]) / wall
     received = window.processor.counts.received - measured["received"]
@@ -206,25 +338,45 @@ def main() -> None:
     if args.screenshot:
         save_screenshot(window, args.screenshot)
     probe.stop.set()
-    digitiser.stop.set()
-    digitiser.join()
+    if digitiser is not None:
+        digitiser.stop.set()
+        digitiser.join()
     probe.thread.join()
     counts = window.processor.counts
     window.shutdown()
     station.close()
+    if served is not None:
+        served.stop()
+    scratch.cleanup()
 
     waits = sorted(probe.waits)
     p99 = _percentile(waits, 0.99)
     idle = sorted(baseline)
-    print(
-        f"offscreen monitor, {wall:.1f} s measured; stream {SAMPLE_RATE_HZ / 1e6:g} MS/s in "
-        f"{BLOCK}-sample blocks; trace {frame.trace_V.size} points, spectrum "
-        f"{frame.psd.size + window.processor._psd.mean_removed_bins} bins"
-    )
-    print(
-        f"  input achieved:   {received * BLOCK / wall / 1e6:.3f} MS/s "
-        f"(generator at worst {1e3 * digitiser.late_s:.1f} ms behind the digitiser clock)"
-    )
+    bins = 0 if frame is None else frame.psd.size + window.processor._psd.mean_removed_bins
+    points = 0 if frame is None else frame.trace_V.size
+    if served is None:
+        print(
+            f"offscreen monitor, {wall:.1f} s measured; stream {SAMPLE_RATE_HZ / 1e6:g} MS/s in "
+            f"{BLOCK}-sample blocks; trace {points} points, spectrum {bins} bins"
+        )
+        print(
+            f"  input achieved:   {received * BLOCK / wall / 1e6:.3f} MS/s "
+            f"(generator at worst {1e3 * digitiser.late_s:.1f} ms behind the digitiser clock)"
+        )
+    else:
+        rate = source.sample_rate_Hz
+        print(
+            f"offscreen monitor on a served lab (hotspin sim serve, clock x1), {wall:.1f} s "
+            f"measured; Red Pitaya deep-memory stream at decimation {source.decimation} "
+            f"({rate / 1e6:.3f} MS/s) in {source.block_samples}-sample blocks; trace {points} "
+            f"points, spectrum {bins} bins; QND tab {'on' if args.qnd else 'off'}"
+        )
+        print(
+            f"  board:            {streamed} samples written in {wall:.1f} s "
+            f"({streamed / wall / rate:.3f} x real time), of them {board_missing} lost in "
+            f"{board_gaps} gaps before they were read (the board's shortfall), "
+            f"{streamed - board_missing} streamed"
+        )
     print(
         f"  redraws:          {redraws:.1f} frames/s drawn, {paints:.1f} plot paints/s "
         f"(target >= {TARGET_REDRAWS_PER_S:g} frames/s: "
@@ -252,6 +404,19 @@ def main() -> None:
             f"{1e3 * statistics.median(fit_times):.0f} ms, max {1e3 * max(fit_times):.0f} ms"
         )
     print(f"  CPU:              {cpu / wall:.2f} cores of {os.cpu_count()} (the whole process)")
+    if served is not None:
+        print(
+            f"  CPU, children:    {children / wall:.2f} cores (fitter, QND tracker); GUI process "
+            f"with its children {(cpu + children) / wall:.2f} (target <= 1.5); the served lab "
+            f"{server_cpu / wall:.2f} cores"
+        )
+    if args.qnd:
+        qnd = window.qnd_tracker.latest
+        spins = 0 if qnd is None else qnd.spin.shape[0]
+        print(
+            f"  QND:              {window.qnd_worker.dropped} blocks dropped by the tracker's "
+            f"queue, {spins} spin points back; {'' if qnd is None else qnd.error}"
+        )
 
 
 if __name__ == "__main__":

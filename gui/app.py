@@ -1,9 +1,11 @@
 """`hotspin gui`: the main window (live view, instrument panel, procedure runner, run viewer).
 
-Threads: the digitiser source, the signal processor, the model fitter, one poller per instrument,
-the command worker and the procedure runner all work off the GUI thread; the GUI thread draws
-what they publish. Every instrument access goes through the virtual instruments' locks, which
-the procedures take too, so the monitor and a run never interleave commands on one instrument.
+Threads: the digitiser's stream, the apparatus watch, the signal processor, the model fitter,
+one poller per instrument, the command worker and the procedure runner all work off the GUI
+thread; the GUI thread draws what they publish. While a procedure runs, the stream gives the
+digitiser up (the procedure records itself). Every instrument access goes through the virtual
+instruments' locks, which the procedures take too, so the monitor and a run never interleave
+commands on one instrument.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from hotspin.gui.commands import CommandQueue
 from hotspin.gui.instrument_panel import InstrumentPanel
 from hotspin.gui.monitor import LiveView
 from hotspin.gui.polling import InstrumentPoller, station_readers
-from hotspin.gui.qnd_panel import QndPanel, QndTracker, QndWorker, RecordStreamIndex
+from hotspin.gui.qnd_panel import QndPanel, QndTracker, QndWorker
 from hotspin.gui.run_viewer import RunViewer
 from hotspin.gui.runner import ProcedureRunner
 from hotspin.gui.stream import (
+    STREAM_DECIMATION,
+    ApparatusWatch,
     ModelFitter,
     SignalProcessor,
-    StationSource,
+    StreamSource,
     station_fields,
     station_state,
 )
@@ -43,6 +47,9 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+#: Procedures that never use the digitiser: the live stream goes on while they run.
+STREAM_DURING = frozenset({"warmup"})
+
 
 class MainWindow(QMainWindow):
     """The monitor and runner of one station."""
@@ -53,10 +60,12 @@ class MainWindow(QMainWindow):
         data_directory: str | Path = "data",
         *,
         acquire: bool = True,
+        stream_decimation: int = STREAM_DECIMATION,
         parent: QWidget | None = None,
     ) -> None:
         """``acquire``: stream the station's digitiser into the live view (False: another
-        source offers blocks to `processor`, as the benchmark's 2 MS/s generator does)."""
+        source offers blocks to `processor`); ``stream_decimation``: the stream's decimation
+        (125 MHz / decimation samples per second)."""
         super().__init__(parent)
         self.station = station
         self.setWindowTitle(f"hotspin — {station.config.station.name}")
@@ -70,7 +79,13 @@ class MainWindow(QMainWindow):
             fields=lambda: station_fields(station),
         )
         self.source = (
-            StationSource(station.polarimeter, self.processor, state=lambda: station_state(station))
+            StreamSource(
+                station.polarimeter,
+                self.processor,
+                decimation=stream_decimation,
+                watch=ApparatusWatch(lambda: station_state(station), station.clock.now),
+                clock_speed=self._clock_speed,
+            )
             if acquire
             else None
         )
@@ -80,10 +95,7 @@ class MainWindow(QMainWindow):
         # The QND panel: the witness of each fit and the continuous filter over the θ blocks.
         self.qnd_tracker = QndTracker()
         self.qnd_worker = QndWorker(self.qnd_tracker, lambda: self.fitter.latest, in_child=True)
-        stream_index = RecordStreamIndex()
-        self.processor.theta_sink = lambda theta, rate, contiguous: self.qnd_worker.offer(
-            stream_index.index(theta.size, rate, contiguous), theta, rate
-        )
+        self.processor.theta_sink = self.qnd_worker.offer
         self.qnd_panel = QndPanel(self.qnd_tracker, self.qnd_worker)
         self.live_view = LiveView(
             self.processor, self.fitter, self.source, temperature_K=self._cell_temperature_K
@@ -101,6 +113,10 @@ class MainWindow(QMainWindow):
         self.runner.queue.running_changed.connect(
             lambda running: self.panel.set_controls_enabled(not running)
         )
+        if self.source is not None:
+            # In the runner's thread, before the run starts: a procedure records itself, so the
+            # stream gives the digitiser up first (and takes it back after the run).
+            self.runner.queue.running_changed.connect(self._hand_digitiser, Qt.DirectConnection)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live_view, "Live")
@@ -118,6 +134,8 @@ class MainWindow(QMainWindow):
             dock.setMinimumWidth(440)
             self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self._add_clock_control()
+        if self.speed_box is not None:
+            self.live_view.fixes["Real-time clock"] = lambda: self.speed_box.setValue(1.0)
 
         self.processor.start()
         self.qnd_worker.start()
@@ -126,6 +144,22 @@ class MainWindow(QMainWindow):
         if self.source is not None:
             self.source.start()
 
+    def _hand_digitiser(self, running: bool) -> None:
+        """Suspend the live stream while a procedure that records runs; resume it afterwards."""
+        assert self.source is not None
+        run = self.runner.queue.current
+        if not running:
+            self.source.resume()
+        elif run is None or run.name not in STREAM_DURING:
+            self.source.suspend()
+
+    def _clock_speed(self) -> float:
+        """Return simulated seconds per wall second (1 for a real station or a manual clock)."""
+        clock = self.station.clock
+        if self.station.lab is None or getattr(clock, "manual", False):
+            return 1.0
+        return float(clock.speed)
+
     def _cell_temperature_K(self) -> float:
         """Return the cell temperature of the latest heater poll (NaN before one)."""
         return float(self.poller.readings["heater"].values.get("temperature_K", math.nan))
@@ -133,6 +167,7 @@ class MainWindow(QMainWindow):
     def _add_clock_control(self) -> None:
         """In a simulated lab, let the operator speed its clock up (the oven takes minutes)."""
         name = self.station.config.station.name
+        self.speed_box: QDoubleSpinBox | None = None
         if self.station.lab is None:
             self.statusBar().addWidget(QLabel(f"station: {name} (real instruments)"))
             return
@@ -143,6 +178,7 @@ class MainWindow(QMainWindow):
         speed.setValue(self.station.clock.speed)
         speed.valueChanged.connect(lambda value: setattr(self.station.clock, "speed", value))
         self.statusBar().addWidget(speed)
+        self.speed_box = speed
 
     def show_run(self, path: str) -> None:
         """Open a run file in the run viewer (read in the background) and show it."""

@@ -5,7 +5,8 @@ swapped in by their threads) and hands them to pyqtgraph when they changed. The 
 the polarimeter's signal as the digitiser sees it, with its full scale drawn, so clipping shows;
 the spectrum is that of the calibrated rotation angle θ, with the fitted model, the Larmor line
 and the fitted values. The stream's health is always on screen: blocks received, averaged,
-clipped, unusable (no light) and dropped (the monitor could not keep up).
+clipped, unusable (no light) and dropped (the monitor could not keep up), apart from the
+board's own gaps (its ring overwritten before it was read); the average's duty cycle and gaps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 import pyqtgraph as pg
 from hotspin.analysis.fits import Estimate
-from hotspin.gui.stream import FitFrame, LiveFrame, ModelFitter, SignalProcessor, StationSource
+from hotspin.gui.stream import FitFrame, LiveFrame, ModelFitter, SignalProcessor, StreamSource
 from hotspin.procedures.spectroscopy import MIN_SPECTRUM_TEMPERATURE_K, SEGMENT_LENGTHS
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import (
@@ -39,6 +40,8 @@ ALERT_STYLE = "background: #cf222e; color: white; font-weight: bold; padding: 2p
 QUIET_STYLE = "color: #57606a; padding: 2px;"
 
 
+#: Seconds without a block after which the stream is shown as stalled.
+STALLED_S = 2.0
 #: |imbalance| of the polarimeter above which the banner asks for a balance.
 UNBALANCED = 0.2
 
@@ -49,6 +52,27 @@ def _nT(field_T: tuple[float, float, float] | None) -> str:
         return "–"
     b = [1e9 * x for x in field_T]
     return f"({b[0]:.3g}, {b[1]:.3g}, {b[2]:.3g}) |{math.hypot(*b):.3g}| nT"
+
+
+#: Relative uncertainty below which a fit's σ says nothing (a double carries ≈ 16 digits, and
+#: a fit's curvature is not known to anything like them): shown as unresolved, not as digits.
+UNRESOLVED_RELATIVE = 1e-9
+
+
+def estimate_text(estimate: Estimate) -> str:
+    """Return a fitted value rounded to two significant digits of its uncertainty, or, where the
+    uncertainty is below what the fit can resolve, the value to 6 digits marked so."""
+    value, sigma = estimate.value, estimate.uncertainty
+    unit = f" {estimate.unit}" if estimate.unit else ""
+    if math.isfinite(sigma) and 0 <= sigma < UNRESOLVED_RELATIVE * abs(value):
+        return f"{value:.6g}{unit} (σ not resolved: the fit is degenerate)"
+    if math.isfinite(sigma) and 0 < sigma and abs(value) < sigma:
+        # A value smaller than its σ has no digit of its own below σ's second one.
+        decimals = 1 - math.floor(math.log10(sigma))
+        if 0 <= decimals <= 8:
+            return f"{value:.{decimals}f} ± {sigma:.{decimals}f}{unit}"
+        return f"{value:.1e} ± {sigma:.1e}{unit}"
+    return str(estimate)
 
 
 def _fit_text(frame: FitFrame | None) -> str:
@@ -63,20 +87,27 @@ def _fit_text(frame: FitFrame | None) -> str:
     field = p["field_T"]
     lines = [
         f"fit of {frame.segments} segments ({1e3 * frame.duration_s:.0f} ms)",
-        f"Larmor  {fit.larmor_frequency_Hz}",
-        f"HWHM    {fit.linewidth_hwhm_Hz}",
-        f"|B| fit {Estimate(1e9 * field.value, 1e9 * field.uncertainty, 'nT')}",
+        f"Larmor  {estimate_text(fit.larmor_frequency_Hz)}",
+        f"HWHM    {estimate_text(fit.linewidth_hwhm_Hz)}",
+        f"|B| fit {estimate_text(Estimate(1e9 * field.value, 1e9 * field.uncertainty, 'nT'))}",
         f"applied {_nT(frame.applied_field_T)}",
         f"residual {_nT(frame.residual_field_T)}",
-        f"R_SE    {p['spin_exchange_rate']}",
-        f"R_SD′   {p['spin_destruction_rate']}",
-        f"N       {p['atom_number']}",
-        f"floor   {p['white_noise_psd']}",
+        f"R_SE    {estimate_text(p['spin_exchange_rate'])}",
+        f"R_SD′   {estimate_text(p['spin_destruction_rate'])}",
+        f"N       {estimate_text(p['atom_number'])}",
+        f"floor   {estimate_text(p['white_noise_psd'])}",
         f"χ²/dof  {fit.reduced_chi2:.3f}",
     ]
     if frame.apparatus is not None:
         lines.append(f"T (heater) {frame.apparatus.temperature_K:.1f} K")
     return "\n".join(lines)
+
+
+def _percent(fraction: float) -> str:
+    """Return a fraction as a percentage, with a decimal where it is near one."""
+    if not math.isfinite(fraction):
+        return "–"
+    return f"{100 * fraction:.1f} %" if fraction > 0.99 else f"{100 * fraction:.0f} %"
 
 
 class RangeFollower:
@@ -133,7 +164,7 @@ class LiveView(QWidget):
         self,
         processor: SignalProcessor,
         fitter: ModelFitter,
-        source: StationSource | None = None,
+        source: StreamSource | None = None,
         parent: QWidget | None = None,
         temperature_K: Callable[[], float] | None = None,
     ) -> None:
@@ -325,6 +356,8 @@ class LiveView(QWidget):
 
     def missing(self, frame: LiveFrame | None) -> tuple[str, str] | None:
         """Return (what is missing for a spectrum, the button that fixes it), or None."""
+        if self.source is not None and self.source.warning():
+            return (self.source.warning(), "Real-time clock")
         if frame is None:
             return None
         if "no light" in frame.message:
@@ -407,9 +440,10 @@ class LiveView(QWidget):
         self.clip_label.setText("CLIPPED" if frame.clipped else "not clipped")
         self.clip_label.setStyleSheet(ALERT_STYLE if frame.clipped else QUIET_STYLE)
         self.average_label.setText(
-            f"average {frame.average} ({frame.average_reason}): {frame.records} records, "
+            f"average {frame.average} ({frame.average_reason}): {frame.records} blocks, "
             f"{frame.segments} segments, {1e-6 * frame.sample_rate_Hz:.4g} MS/s; duty cycle "
-            f"{100 * frame.duty_cycle:.0f} %, {frame.gaps} gaps"
+            f"{_percent(frame.duty_cycle)}, {frame.gaps} gaps"
+            + (f" ({frame.missing_samples} samples missing)" if frame.missing_samples else "")
         )
 
     def _draw_fit(self, frame: FitFrame | None, stale: bool = False) -> None:
@@ -436,15 +470,27 @@ class LiveView(QWidget):
 
     def _draw_counts(self, frame: LiveFrame | None) -> None:
         c = self.processor.counts
+        board = ""
+        if self.source is not None:
+            board = (
+                f"; board: {self.source.board_gaps} gaps, {self.source.board_missing} samples lost"
+            )
         self.counts_label.setText(
             f"blocks: {c.received} received, {c.processed} averaged, {c.clipped} clipped, "
             f"{c.rejected} unusable, {c.changed} taken while the apparatus changed, "
-            f"{c.dropped} dropped"
+            f"{c.dropped} dropped by the monitor{board}"
         )
         self.counts_label.setStyleSheet(ALERT_STYLE if c.dropped else QUIET_STYLE)
         messages = []
         if self.source is not None and self.source.error:
             messages.append(f"digitiser: {self.source.error}")
+        if self.source is not None and self.source.stalled_s() > STALLED_S:
+            messages.append(
+                f"digitiser: no block for {self.source.stalled_s():.0f} s (the board writes "
+                "its deep memory slower than the stream's rate)"
+            )
+        if self.source is not None and self.source.watch is not None and self.source.watch.error:
+            messages.append(f"apparatus not readable: {self.source.watch.error}")
         if frame is not None and frame.message:
             messages.append(f"last block not used: {frame.message}")
         self.message_label.setText("\n".join(messages))

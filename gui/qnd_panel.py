@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,8 +33,10 @@ from hotspin.analysis.qnd import (
     Whiteness,
     WitnessResult,
     entanglement_witness,
+    separable_bound,
 )
 from hotspin.gui.stream import FitFrame
+from hotspin.gui.worker import end_child, start_child
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
@@ -160,31 +161,6 @@ class QndTracker:
             )
 
 
-class RecordStreamIndex:
-    """Absolute sample indices for record-by-record acquisition: an adapter until the digitiser
-    streams (then its blocks carry their own index and gaps). A record that does not follow the
-    previous one without a gap starts after the wall time between them, in samples (at least
-    one sample is missing: the filter propagates its state over the break)."""
-
-    def __init__(self) -> None:
-        self._end: int | None = None
-        self._end_time = 0.0
-
-    def index(self, samples: int, sample_rate_Hz: float, contiguous: bool) -> int:
-        """Return the absolute index of the first sample of a record of ``samples`` samples."""
-        now = time.monotonic()
-        if self._end is None:
-            first = 0
-        elif contiguous:
-            first = self._end
-        else:
-            duration = samples / sample_rate_Hz
-            missing = max(1, round((now - self._end_time - duration) * sample_rate_Hz))
-            first = self._end + missing
-        self._end, self._end_time = first + samples, now
-        return first
-
-
 def _tracking_process(connection: Connection) -> None:
     """Track in a child process: take ("fit", fit, rate) and ("block", first, θ) messages and
     answer with the tracker's newest frame."""
@@ -268,25 +244,14 @@ class QndWorker:
                         self._queue.get_nowait()
             self._thread.join(timeout=10.0)
             self._thread = None
-        if self._process is not None:
-            self._process.terminate()
-            self._process.join(timeout=10.0)
-            self._process = None
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        end_child(self._process, self._connection)
+        self._process = self._connection = None
 
     def _child(self) -> Connection:
         """Return the connection to the tracking process, starting it if need be."""
         if self._process is None or not self._process.is_alive():
-            context = get_context("spawn")  # a forked copy of a Qt process is not safe
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_tracking_process, args=(theirs,), name="monitor-qnd", daemon=True
-            )
-            process.start()
-            theirs.close()
-            self._process, self._connection = process, ours
+            end_child(self._process, self._connection)
+            self._process, self._connection = start_child(_tracking_process, "monitor-qnd")
         assert self._connection is not None
         return self._connection
 
@@ -294,7 +259,12 @@ class QndWorker:
         """Hand one message to the child and take every frame it has answered meanwhile."""
         connection = self._child()
         connection.send(message)
-        while connection.poll():
+        self._take_frames()
+
+    def _take_frames(self) -> None:
+        """Take every frame the child has answered (the newest is the tracker's latest)."""
+        connection = self._connection
+        while connection is not None and connection.poll():
             self.tracker.latest = connection.recv()
 
     def _run(self) -> None:
@@ -302,6 +272,13 @@ class QndWorker:
             try:
                 item = self._queue.get(timeout=0.2)
             except queue.Empty:
+                # No block waits: the child's answers to the last ones must still be shown.
+                if self.in_child:
+                    try:
+                        self._take_frames()
+                    except (EOFError, OSError) as error:
+                        self._process = None
+                        self.tracker.fail(f"the QND process stopped: {error}")
                 continue
             if item is None:
                 return
@@ -353,7 +330,7 @@ class QndPanel(QWidget):
             pos=1.0,
             angle=0,
             pen=pg.mkPen("#cf222e", style=Qt.DashLine),
-            label="separable bound (ξ² = 1)",
+            label=f"separable bound ξ² = 1 (b = {separable_bound():.4g} per atom)",
             labelOpts={"position": 0.1, "color": "#cf222e"},
         )
         self.xi2_plot.addItem(self.bound_line)
@@ -401,6 +378,8 @@ class QndPanel(QWidget):
             self.witness_label.setText(f"witness: {frame.error}")
         else:
             w = frame.witness
+            # ξ² is the conditional variance over b N: the line at 1 is the bound b.
+            self.bound_line.label.setFormat(f"separable bound ξ² = 1 (b = {w.bound:.4g} per atom)")
             tau = Estimate(1e3 * w.lifetime.value, 1e3 * w.lifetime.uncertainty, "ms")
             self.witness_label.setText(
                 f"ξ² = {w.squeezing_parameter} (b = {w.bound:.4g} per atom), "

@@ -1,14 +1,19 @@
-"""The live signal chain, off the GUI thread: records → rotation angle → running spectrum → fit.
+"""The live signal chain, off the GUI thread: stream → rotation angle → running spectrum → fit.
 
-Three kinds of thread feed the monitor, none of them the GUI thread:
+Four kinds of thread feed the monitor, none of them the GUI thread:
 
-* a source (`StationSource`: the station's digitiser, record after record; or any thread that
-  streams blocks, such as the benchmark's 2 MS/s generator) hands `PolarimeterRecord`s to
-  `SignalProcessor.offer`, which never blocks: when the processor's bounded queue is full the
-  block is *dropped and counted*, never silently skipped;
+* a source (`StreamSource`: the station's digitiser streaming from its deep memory, every
+  sample in a block or a gap; or any thread that offers blocks, such as a test's) hands
+  `PolarimeterRecord`s with their stream index to `SignalProcessor.offer`, which never blocks:
+  when the processor's bounded queue is full the block is *dropped and counted*, never silently
+  skipped; the board's own gaps (its ring overwritten before a block was read) are counted by
+  the source, apart from the monitor's;
+* an `ApparatusWatch` reads the apparatus (field, heater setpoint, laser, plate) beside the
+  stream, and a block is averaged under one state only;
 * the `SignalProcessor` thread turns each block into the rotation angle θ(t) (the station's
-  calibration, as the procedures use it), adds it to a streaming Welch estimate, keeps a
-  min/max-decimated rolling trace of V_diff, and publishes an immutable `LiveFrame`;
+  calibration, as the procedures use it), adds it to a streaming Welch estimate (a Welch
+  record ends at every break in the stream indices), keeps a min/max-decimated rolling trace of
+  V_diff, and publishes an immutable `LiveFrame`;
 * the `ModelFitter` thread has the two-manifold model fitted to the running spectrum every
   ``interval_s``, in a child process (the apparatus comes from the station, as in the spectrum
   procedures), and publishes a `FitFrame`.
@@ -18,15 +23,15 @@ The GUI thread only reads the latest frames (a reference swap, no lock) and draw
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -34,6 +39,14 @@ import numpy as np
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import ProbeGeometry, SpinNoiseFit, fit_spin_noise, initial_values
 from hotspin.analysis.spectra import Spectrum, StreamingPSD
+from hotspin.gui.worker import Loop, end_child, start_child
+from hotspin.instruments.polarimeter import PolarimeterRecord
+from hotspin.instruments.redpitaya import (
+    CODES_PER_FULL_SCALE,
+    ADC_CLOCK_Hz,
+    StreamBlock,
+    check_axi_decimation,
+)
 from hotspin.procedures.spectroscopy import OVERLAP, WINDOW
 
 log = logging.getLogger(__name__)
@@ -144,8 +157,9 @@ class LiveFrame:
     message: str  # why the latest block could not be used ('' when it was)
     average: int  # which average the spectrum is (counts up with each new one)
     average_reason: str  # why the current average began
-    duty_cycle: float  # acquired signal time / wall time since the average began
+    duty_cycle: float  # samples in the average / the stream's samples over its span
     gaps: int  # breaks between the blocks of the average (each Welch record ends at one)
+    missing_samples: int = 0  # of the stream's span of the average, not in it
 
 
 @dataclass
@@ -178,16 +192,15 @@ class SignalProcessor:
         self.trace_window_s = float(trace_window_s)
         self.counts = StreamCounts()
         self.latest: LiveFrame | None = None
-        self._queue: queue.Queue[tuple[Any, bool] | None] = queue.Queue(queue_blocks)
+        self._queue: queue.Queue[tuple[Any, int | None, Any] | None] = queue.Queue(queue_blocks)
         # Held while the spectrum changes or is read; the GUI thread only takes it to reset.
         self._lock = threading.Lock()
-        self._gap = False  # a block was dropped: the next one does not continue the stream
         self._thread: threading.Thread | None = None
         self._version = 0
         self._sample_rate_Hz = math.nan
         self._psd: StreamingPSD | None = None
         self._records = 0
-        self._continues = False  # the last block offered went into the spectrum
+        self._end_index: int | None = None  # after the last block that went into the spectrum
         self._ring = np.zeros(self.trace_points, dtype=np.float32)
         self._ring_filled = 0
         self._ring_position = 0
@@ -196,32 +209,37 @@ class SignalProcessor:
         self._power_W = math.nan
         self._average = 0  # counts the averages started (reset, new rate, new segment length)
         self._pending: tuple[Any, float, str] | None = None  # (block, imbalance, message) to show
-        #: Called with (θ, sample rate, contiguous) of every block in the spectrum
-        #: (the QND panel's filter), in the processor's thread; it must not block.
-        self.theta_sink: Callable[[np.ndarray, float, bool], None] | None = None
+        #: Called with (the stream index of its first sample, θ, sample rate) of every block
+        #: of the stream in the spectrum (the QND panel's filter), in the processor's thread;
+        #: it must not block. Blocks without a stream index (separate records) are not passed.
+        self.theta_sink: Callable[[int, np.ndarray, float], None] | None = None
         self._state: ApparatusState | None = None  # the apparatus the average is taken under
         self.average_reason = "monitor started"
         self._average_started = time.monotonic()
         self._acquired_s = 0.0  # signal time in the average
         self._gaps = 0
+        self._first_index: int | None = None  # the stream index the average began at
+        self._missing = 0  # samples of the average's span not in it
 
     # --- the source's side ----------------------------------------------------------------------
     def offer(
-        self, record: Any, contiguous: bool = False, state: ApparatusState | None = None
+        self,
+        record: Any,
+        first_index: int | None = None,
+        state: ApparatusState | None = None,
     ) -> bool:
         """Queue a block for processing; return False if it was dropped (the processor is behind).
 
-        ``contiguous``: the block follows the source's previous block without a gap in time;
+        ``first_index``: the stream index of the block's first sample (a block continues the
+        one before it when it starts where that one ended; None: a separate record);
         ``state``: the apparatus it was taken under (None: unknown, taken as unchanged).
         """
         self.counts.received += 1
         try:
-            self._queue.put_nowait((record, contiguous and not self._gap, state))
+            self._queue.put_nowait((record, first_index, state))
         except queue.Full:
             self.counts.dropped += 1
-            self._gap = True
             return False
-        self._gap = False
         return True
 
     # --- control ---------------------------------------------------------------------------------
@@ -254,6 +272,8 @@ class SignalProcessor:
         self._average_started = time.monotonic()
         self._acquired_s = 0.0
         self._gaps = 0
+        self._first_index = None
+        self._missing = 0
 
     def set_segment_length(self, segment_length: int) -> None:
         """Average spectra of ``segment_length``-sample segments from now on (a new average)."""
@@ -282,9 +302,9 @@ class SignalProcessor:
                 continue
             if item is None:
                 return
-            record, contiguous, state = item
+            record, first_index, state = item
             try:
-                self.add(record, contiguous, state)
+                self.add(record, first_index, state)
             except Exception as error:  # the stream must survive one bad block: say so instead
                 log.exception("monitor: block not processed")
                 self.counts.rejected += 1
@@ -300,14 +320,14 @@ class SignalProcessor:
         return StreamingPSD(self.segment_length, sample_rate_Hz, window=WINDOW, overlap=OVERLAP)
 
     def process(
-        self, record: Any, contiguous: bool = False, state: ApparatusState | None = None
+        self, record: Any, first_index: int | None = None, state: ApparatusState | None = None
     ) -> None:
         """Add one block (see `add`) and publish the new state at once."""
-        self.add(record, contiguous, state)
+        self.add(record, first_index, state)
         self.publish()
 
     def add(
-        self, record: Any, contiguous: bool = False, state: ApparatusState | None = None
+        self, record: Any, first_index: int | None = None, state: ApparatusState | None = None
     ) -> None:
         """Add one block to the trace and, unless it is clipped or cannot be calibrated, to the
         spectrum; the next `publish` shows it. A block taken under another apparatus ``state``
@@ -332,23 +352,27 @@ class SignalProcessor:
             # A clipped block's spectrum is the clipping's, far above the spin noise: in a live
             # average it would hide everything else. It is counted and shown instead.
             self.counts.clipped += 1
-            self._continues = False
             self._pending = (record, imbalance, CLIPPED_MESSAGE)
             return
         try:
             theta = self.calibration.rotation_angle_rad(record)
         except ValueError as error:  # no light, or a ratio no angle gives: not a spectrum
             self.counts.rejected += 1
-            self._continues = False
             self._pending = (record, imbalance, str(error))
             return
         power = self.calibration.detected_power_W(record)
         with self._lock:
             assert self._psd is not None
-            if not (contiguous and self._continues):
+            if first_index is None or first_index != self._end_index:
                 self._psd.end_record()
                 if self._records:
                     self._gaps += 1
+            if first_index is not None:
+                if self._first_index is None or not self._records:
+                    self._first_index = first_index
+                elif self._end_index is not None and first_index > self._end_index:
+                    self._missing += first_index - self._end_index
+            self._end_index = None if first_index is None else first_index + theta.size
             self._psd.add(theta)
             self._records += 1
             self._acquired_s += theta.size / fs
@@ -358,9 +382,8 @@ class SignalProcessor:
                 if self._records == 1 or not math.isfinite(self._power_W)
                 else self._power_W + (power - self._power_W) / self._records
             )
-        if self.theta_sink is not None:
-            self.theta_sink(theta, fs, contiguous and self._continues)
-        self._continues = True
+        if self.theta_sink is not None and first_index is not None:
+            self.theta_sink(first_index, theta, fs)
         self.counts.processed += 1
         self._pending = (record, imbalance, "")
 
@@ -427,8 +450,14 @@ class SignalProcessor:
             segments = 0 if psd is None else psd.segments
             records, power = self._records, self._power_W
             average, reason, gaps = self._average, self.average_reason, self._gaps
-            elapsed = time.monotonic() - self._average_started
-            duty = min(1.0, self._acquired_s / elapsed) if elapsed > 0 else math.nan
+            missing = self._missing
+            if self._first_index is not None and records:
+                # A stream: the samples averaged against the stream's span (gaps, blocks lost).
+                taken = self._acquired_s * self._sample_rate_Hz
+                duty = taken / (taken + missing)
+            else:  # separate records: the signal time against the wall time
+                elapsed = time.monotonic() - self._average_started
+                duty = min(1.0, self._acquired_s / elapsed) if elapsed > 0 else math.nan
         time_s, trace = self._trace()
         self._version += 1
         self.latest = LiveFrame(
@@ -449,6 +478,7 @@ class SignalProcessor:
             average_reason=reason,
             duty_cycle=duty,
             gaps=gaps,
+            missing_samples=missing,
         )
 
 
@@ -499,7 +529,7 @@ def _fitting_process(connection: Connection) -> None:
             connection.send((None, f"{type(error).__name__}: {error}"))
 
 
-class ModelFitter:
+class ModelFitter(Loop):
     """Refits the running spectrum every ``interval_s`` while it has new segments.
 
     The fit itself runs in a child process. It is thousands of small numpy operations, each of
@@ -510,6 +540,8 @@ class ModelFitter:
     The child starts with the first fit and is terminated on `stop`, fit or no fit in progress.
     """
 
+    THREAD_NAME = "monitor-fitter"
+
     def __init__(
         self,
         processor: SignalProcessor,
@@ -517,6 +549,7 @@ class ModelFitter:
         interval_s: float = 0.25,
         fields: FieldProvider | None = None,
     ) -> None:
+        super().__init__()
         self.processor = processor
         self.apparatus = apparatus
         self.fields = fields
@@ -524,59 +557,23 @@ class ModelFitter:
         self.enabled = threading.Event()
         self.enabled.set()
         self.latest: FitFrame | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._process: Any = None
         self._connection: Connection | None = None
         self._version = 0
 
-    def start(self) -> None:
-        """Start the fitting thread."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="monitor-fitter", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the fitting thread and end the fitting process."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
+    def _stopped(self) -> None:
         self._end_process()
 
     def _end_process(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.join(timeout=10.0)
-            self._process = None
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        end_child(self._process, self._connection)
+        self._process = self._connection = None
 
     def _fitting_connection(self) -> Connection:
         """Return the connection to the fitting process, starting it if need be."""
         if self._process is None or not self._process.is_alive():
             self._end_process()
-            # 'spawn': a forked copy of a process running Qt and a dozen threads is not safe.
-            context = get_context("spawn")
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_fitting_process, args=(theirs,), name="monitor-fit", daemon=True
-            )
-            # One BLAS thread in the child: the fit's matrices are small, and on a busy machine
-            # BLAS threads only wait for a core (BENCHMARKS.md, the fit: 8-12 ms per call).
-            previous = os.environ.get("OPENBLAS_NUM_THREADS")
-            os.environ["OPENBLAS_NUM_THREADS"] = "1"
-            try:
-                process.start()  # kept only once started: `stop` must not end an unborn one
-            finally:
-                if previous is None:
-                    del os.environ["OPENBLAS_NUM_THREADS"]
-                else:
-                    os.environ["OPENBLAS_NUM_THREADS"] = previous
-            theirs.close()
-            self._process, self._connection = process, ours
+            # Kept only once started: `stop` must not end an unborn one.
+            self._process, self._connection = start_child(_fitting_process, "monitor-fit")
         assert self._connection is not None
         return self._connection
 
@@ -631,70 +628,317 @@ class ModelFitter:
         return frame
 
 
-# --- the station's digitiser as a source ---------------------------------------------------------
-class StationSource:
-    """Records the polarimeter again and again and hands each record to the processor.
+# --- the apparatus, read beside the stream -------------------------------------------------------
+#: Seconds between two readings of the apparatus state (a block is averaged only once a reading
+#: after its last sample says nothing changed: this is also the live view's delay).
+STATE_INTERVAL_S = 0.05
+#: Readings kept to classify the blocks that wait for one.
+STATE_HISTORY = 256
 
-    Every record takes the polarimeter's lock, so a running procedure's acquisitions and the
-    monitor's alternate record by record and never interleave commands. The pause after each
-    record leaves the lock free for the procedure (a lock released and retaken at once by the same
-    thread would otherwise starve the other waiter).
+
+class ApparatusWatch(Loop):
+    """Reads the apparatus state again and again, each reading stamped with the station clock's
+    time before and after it, so that a block of the stream can be placed between readings."""
+
+    THREAD_NAME = "monitor-apparatus"
+
+    def __init__(
+        self,
+        read: Callable[[], ApparatusState],
+        now: Callable[[], float],
+        interval_s: float = STATE_INTERVAL_S,
+    ) -> None:
+        super().__init__()
+        self.read, self.now, self.interval_s = read, now, float(interval_s)
+        self.error = ""  # the latest reading's failure ('' after a good one)
+        #: Called after every good reading (the stream source releases the blocks it covers).
+        self.on_reading: Callable[[], None] | None = None
+        self._readings: deque[tuple[float, float, ApparatusState]] = deque(maxlen=STATE_HISTORY)
+        self._lock = threading.Lock()
+
+    def read_once(self) -> None:
+        """Take one reading of the apparatus now."""
+        before = self.now()
+        try:
+            state = self.read()
+        except Exception as error:  # shown with the stream; blocks wait for a good reading
+            self.error = f"{type(error).__name__}: {error}"
+            return
+        self.error = ""
+        with self._lock:
+            self._readings.append((before, self.now(), state))
+        if self.on_reading is not None:
+            self.on_reading()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.read_once()
+            self._stop.wait(self.interval_s)
+
+    def state_over(self, start_s: float, end_s: float) -> ApparatusState | bool | None:
+        """Return the apparatus state over [start_s, end_s] of the station clock: the state if
+        every reading from the last one begun before ``start_s`` to the first one ended after
+        ``end_s`` agrees, False if they differ (it changed meanwhile), None while no reading
+        has ended after ``end_s`` yet."""
+        with self._lock:
+            readings = list(self._readings)
+        if not readings or readings[-1][1] < end_s:
+            return None
+        first = 0
+        for k, (began, _, _) in enumerate(readings):
+            if began <= start_s:
+                first = k
+        last = next(k for k, (_, ended, _) in enumerate(readings) if ended >= end_s)
+        states = [state for _, _, state in readings[first : last + 1]]
+        if any(state.changes_from(states[0]) for state in states[1:]):
+            return False
+        return states[0]
+
+
+# --- the station's digitiser as a source ---------------------------------------------------------
+#: The monitor's stream: 125 MHz / 64 = 1.95 MS/s, the continuous record's default.
+STREAM_DECIMATION = 64
+#: Blocks per second the stream is read in (and so frames the view can draw): the block is the
+#: power of two nearest a 60th of a second (32 768 samples, 16.8 ms, at decimation 64); the
+#: deep memory's ring holds many times more.
+STREAM_BLOCKS_PER_S = 60.0
+
+
+def stream_block_samples(decimation: int) -> int:
+    """Return the samples per input of one block of the stream at ``decimation``."""
+    per_block = ADC_CLOCK_Hz / decimation / STREAM_BLOCKS_PER_S
+    return 1 << max(10, round(math.log2(per_block)))
+
+
+#: Seconds the stream leaves the polarimeter's lock free between two blocks (the ring holds
+#: ≥ 0.13 s: a pause of a block's duration or less loses nothing).
+LOCK_GAP_S = 0.002
+
+
+class StreamSource(Loop):
+    """Streams the station's digitiser from its deep memory (`RedPitaya.stream`: every sample
+    in a block or in a gap) and hands each block to the processor with its stream index.
+
+    Every exchange with the board takes the polarimeter's lock, block by block, so the poller's
+    reads pass between blocks; a procedure, which records itself, first `suspend`s the stream
+    (the board's writer stopped, the lock free) and `resume`s it afterwards. A new stream (after
+    a pause, a run or a link fault) is placed after the last one by the time between their
+    starts, so what was not streamed meanwhile is a gap, as in the record procedure.
+
+    With an `ApparatusWatch`, a block is handed over only once a reading after its last sample
+    exists: under the state of the readings around it, or, if they differ, not at all (counted
+    as taken while the apparatus changed), so an average never mixes states.
     """
+
+    THREAD_NAME = "monitor-stream"
 
     def __init__(
         self,
         polarimeter: Any,
         processor: SignalProcessor,
-        pause_s: float = 0.05,
+        *,
+        decimation: int = STREAM_DECIMATION,
+        block_samples: int | None = None,
+        watch: ApparatusWatch | None = None,
         retry_s: float = 1.0,
-        state: Callable[[], ApparatusState] | None = None,
+        clock_speed: Callable[[], float] | None = None,
     ) -> None:
+        """``clock_speed``: simulated seconds per wall second of the station's clock (a
+        simulated lab on a fast clock writes faster than any board could be read)."""
+        super().__init__()
+        self.clock_speed = clock_speed
         self.polarimeter = polarimeter
         self.processor = processor
-        self.state = state
-        self.pause_s = pause_s
-        self.retry_s = retry_s
-        self.running = threading.Event()
+        self.decimation = check_axi_decimation(decimation)
+        self.block_samples = (
+            stream_block_samples(self.decimation) if block_samples is None else int(block_samples)
+        )
+        self.watch = watch
+        self.retry_s = float(retry_s)
+        self.running = threading.Event()  # cleared: paused by the operator
         self.running.set()
-        #: The last acquisition error ('' after a good record).
-        self.error = ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.error = ""  # the latest stream failure ('' while streaming)
+        self.board_gaps = 0  # gaps the board's ring reported (samples overwritten unread)
+        self.board_missing = 0  # samples in those gaps and between streams
+        self.streams = 0  # streams started
+        self.last_item_s = math.nan  # time.monotonic() of the latest block or gap
+        self.sample_rate_Hz = math.nan
+        self._suspended = threading.Event()  # set by `suspend`: a procedure has the digitiser
+        self._idle = threading.Event()  # set while no stream is open
+        self._idle.set()
+        self._first_start_s: float | None = None
+        self._next_index = 0  # after the last index accounted for
+        self._pending: deque[tuple[PolarimeterRecord, int, float, float]] = deque()
+        self._pending_lock = threading.Lock()
+        if watch is not None:
+            watch.on_reading = self.release
 
+    # --- control ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start acquiring."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="monitor-source", daemon=True)
-            self._thread.start()
+        """Start streaming (and the apparatus watch)."""
+        if self.watch is not None:
+            self.watch.start()
+        super().start()
 
-    def stop(self) -> None:
-        """Stop acquiring (after the record in progress)."""
-        self._stop.set()
-        self.running.set()  # wake a paused loop so it can see the stop
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
+    def _wake(self) -> None:
+        self.running.set()  # a paused loop sees the stop
 
+    def _stopped(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+
+    def suspend(self, timeout_s: float = 10.0) -> bool:
+        """Stop the stream and keep it stopped until `resume` (a procedure uses the digitiser);
+        return True once no stream is open.
+
+        The stream ends after the block being read. A board that writes no block (a simulated
+        one slower than real time: `RedPitaya.stream` then waits without end, holding the
+        polarimeter) gets ``timeout_s``; then its connection is closed under the waiting
+        reader, whose next query fails and so ends the stream (the link reconnects on its next
+        use)."""
+        self._suspended.set()
+        if self._idle.wait(timeout_s):
+            return True
+        log.warning("monitor stream: no block in %g s; closing the digitiser's link", timeout_s)
+        self.polarimeter.digitiser.disconnect()
+        return self._idle.wait(timeout_s)
+
+    def resume(self) -> None:
+        """Stream again after `suspend`."""
+        self._suspended.clear()
+
+    def warning(self) -> str:
+        """Return why the digitiser cannot stream now ('' when it can)."""
+        speed = 1.0 if self.clock_speed is None else self.clock_speed()
+        if speed > 1.0:
+            # Its deep memory would be overwritten many times before any block could be read,
+            # and the simulated board would spend this process's time generating it.
+            return (
+                f"the simulated clock runs {speed:g} times faster than the wall: the digitiser "
+                "cannot stream (its ring would be overwritten before it is read)"
+            )
+        return ""
+
+    def stalled_s(self) -> float:
+        """Return the seconds an open stream has gone without a block or gap (0 when none is
+        open or it moves)."""
+        if not self.streaming or not math.isfinite(self.last_item_s):
+            return 0.0
+        return time.monotonic() - self.last_item_s
+
+    @property
+    def streaming(self) -> bool:
+        """Return True while a stream is open."""
+        return not self._idle.is_set()
+
+    def _may_stream(self) -> bool:
+        return (
+            not self._stop.is_set()
+            and self.running.is_set()
+            and not self._suspended.is_set()
+            and not self.warning()
+        )
+
+    # --- the loop --------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.running.wait()
-            if self._stop.is_set():
-                return
-            try:
-                # The apparatus before and after the record: a record taken while it changed
-                # belongs to no average.
-                before = self.state() if self.state is not None else None
-                record = self.polarimeter.acquire()  # one whole digitiser buffer
-                after = self.state() if self.state is not None else None
-            except Exception as error:  # an instrument error is shown; acquisition retries
-                self.error = f"{type(error).__name__}: {error}"
-                self._stop.wait(self.retry_s)
+            if not self._may_stream():
+                self._stop.wait(0.05)  # paused, suspended, clock too fast: wait (or stop)
                 continue
-            self.error = ""
-            if before is not None and after is not None and after.changes_from(before):
-                self.processor.counts.received += 1
-                self.processor.counts.changed += 1
-            else:  # records are separate in time
-                self.processor.offer(record, contiguous=False, state=before)
-            self._stop.wait(self.pause_s)
+            try:
+                self._stream_once()
+                self.error = ""
+            except Exception as error:  # shown on the live view; the stream starts again
+                self.error = f"{type(error).__name__}: {error}"
+                log.warning("monitor stream: %s", self.error)
+                with contextlib.suppress(Exception):
+                    self.polarimeter.digitiser.disconnect()
+                self._stop.wait(self.retry_s)
+
+    def _stream_once(self) -> None:
+        """Open a stream, hand over its blocks until paused, suspended or stopped, close it."""
+        polarimeter = self.polarimeter
+        config = polarimeter.config
+        channels = (config.diff_channel - 1, config.sum_channel - 1)
+        with polarimeter.lock:
+            if not self._may_stream():
+                return
+            stream = polarimeter.digitiser.call(
+                lambda board: board.stream(
+                    decimation=self.decimation, block_samples=self.block_samples
+                )
+            )
+            self._idle.clear()
+        try:
+            self.streams += 1
+            self.last_item_s = time.monotonic()
+            fs = stream.sample_rate_Hz
+            if fs != self.sample_rate_Hz or self._first_start_s is None:
+                self.sample_rate_Hz, self._first_start_s, self._next_index = fs, None, 0
+            if self._first_start_s is None:
+                self._first_start_s, offset = stream.start_time_s, 0
+            else:  # placed by its start; the time since the last stream ended is a gap
+                offset = round((stream.start_time_s - self._first_start_s) * fs)
+                offset = max(offset, self._next_index)
+                self.board_missing += offset - self._next_index
+                self._next_index = offset
+            scales = [stream.volts_per_code[c] for c in channels]
+            full_scale = (scales[0] * CODES_PER_FULL_SCALE, scales[1] * CODES_PER_FULL_SCALE)
+            items = iter(stream)
+            while self._may_stream():
+                with polarimeter.lock:
+                    item = next(items, None)
+                # Python's locks are not fair: retaken at once, this one would starve every
+                # other user of the polarimeter (the poller, the fitter's apparatus reading).
+                time.sleep(LOCK_GAP_S)
+                if item is None:
+                    return
+                self.last_item_s = time.monotonic()
+                first = offset + item.first_index
+                if not isinstance(item, StreamBlock):  # samples the ring lost: a gap
+                    self.board_gaps += 1
+                    self.board_missing += item.length
+                    self._next_index = first + item.length
+                    continue
+                codes = item.codes
+                record = PolarimeterRecord(
+                    fs, codes[channels[0]] * scales[0], codes[channels[1]] * scales[1], full_scale
+                )
+                self._next_index = first + codes.shape[1]
+                self._hand_over(record, first)
+        finally:
+            with polarimeter.lock, contextlib.suppress(Exception):
+                stream.close()
+                # `RedPitaya.stream` switches this connection's binary blocks to little-endian
+                # and leaves them so, while the driver's buffer reads (`acquire`, which the
+                # procedures use) decode big-endian, the board's default (RP_AcqDataEndian):
+                # without this a procedure after the monitor's stream reads wrong voltages.
+                polarimeter.digitiser.call(lambda board: board.write("ACQ:DATA:BYTE:ORDER BEND"))
+            self._idle.set()
+
+    def _hand_over(self, record: PolarimeterRecord, first: int) -> None:
+        """Offer a block at once, or keep it until a reading of the apparatus covers it."""
+        if self.watch is None or self._first_start_s is None:
+            self.processor.offer(record, first, None)
+            return
+        fs = record.sample_rate_Hz
+        t0 = self._first_start_s + first / fs  # station-clock time of its first sample
+        with self._pending_lock:
+            self._pending.append((record, first, t0, t0 + record.v_diff.size / fs))
+        self.release()
+
+    def release(self) -> None:
+        """Hand over the waiting blocks that a reading of the apparatus now covers, in order."""
+        assert self.watch is not None
+        with self._pending_lock:
+            while self._pending:
+                record, first, t0, t1 = self._pending[0]
+                state = self.watch.state_over(t0, t1)
+                if state is None:
+                    return  # no reading after it yet (the ones after it wait too)
+                self._pending.popleft()
+                if state is False:
+                    self.processor.counts.received += 1
+                    self.processor.counts.changed += 1
+                else:
+                    self.processor.offer(record, first, state)

@@ -15,12 +15,12 @@ attributes); a group a new kind of run file adds (continuous records) is read be
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import h5py
 import numpy as np
 from hotspin.gui.run_viewer import RunViewer
+from hotspin.gui.worker import Loop
 from hotspin.procedures.run_file import Column, RunContents, load_run, plain
 from PyQt5.QtWidgets import QApplication
 
@@ -60,32 +60,20 @@ def read_growing(f: h5py.File, path: Path) -> RunContents:
     return contents
 
 
-class RunFileWatcher:
-    """Reads a run file again and again in a thread and hands each reading to a viewer."""
+class RunFileWatcher(Loop):
+    """Reads a run file again and again in a thread and hands each reading to a viewer
+    (`start` follows the file, `stop` ends following it and closes it)."""
+
+    THREAD_NAME = "watch-run"
 
     def __init__(
         self, path: str | Path, viewer: RunViewer, interval_s: float = WATCH_INTERVAL_S
     ) -> None:
+        super().__init__()
         self.path = Path(path)
         self.viewer = viewer
         self.interval_s = float(interval_s)
         self.reads = 0  # readings handed to the viewer
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start following the file."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="watch-run", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop following the file (and close it)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
 
     def _run(self) -> None:
         handle: h5py.File | None = None

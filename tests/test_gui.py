@@ -16,7 +16,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 from hotspin.analysis.spectra import angle_from_difference_and_sum
-from hotspin.gui import stream
+from hotspin.gui import worker
 from hotspin.gui.app import MainWindow, save_screenshot
 from hotspin.gui.instrument_panel import OLD_VALUE_STYLE
 from hotspin.gui.monitor import RangeFollower
@@ -54,6 +54,21 @@ def window(qtbot, station, tmp_path):
     window.show()
     yield window
     window.shutdown()
+
+
+@pytest.fixture
+def live_window(qtbot, tmp_path):
+    """The main window on a simulated lab whose clock moves only when code waits: the board
+    writes its deep memory exactly as fast as the monitor's stream reads it (on a clock that
+    follows the wall, this machine's simulated board cannot keep up at 1.95 MS/s)."""
+    station = Station.from_file(None, manual_clock=True)
+    station.configure()
+    window = MainWindow(station, tmp_path / "data")
+    qtbot.addWidget(window)
+    window.show()
+    yield window
+    window.shutdown()
+    station.close()
 
 
 def light_on_balanced(window: MainWindow, qtbot) -> None:
@@ -101,7 +116,8 @@ def test_window_opens_with_every_procedure_and_instrument(window, qtbot):
     assert window.panel.groups["laser"].values["emission"].text() == "off, no light"
 
 
-def test_live_data_flows_from_the_simulated_lab(window, qtbot):
+def test_live_data_flows_from_the_simulated_lab(live_window, qtbot):
+    window = live_window
     view, processor = window.live_view, window.processor
     # Emission off: the detector sees no light; the blocks are counted and the reason shown.
     qtbot.waitUntil(lambda: processor.counts.rejected > 0, timeout=WAIT_MS)
@@ -112,7 +128,8 @@ def test_live_data_flows_from_the_simulated_lab(window, qtbot):
     qtbot.waitUntil(
         lambda: processor.latest is not None and processor.latest.segments >= 4, timeout=WAIT_MS
     )
-    qtbot.waitUntil(lambda: window.fitter.latest is not None, timeout=WAIT_MS)
+    # The first fit starts the fitting process (imports scipy: slow on a loaded machine).
+    qtbot.waitUntil(lambda: window.fitter.latest is not None, timeout=3 * WAIT_MS)
     qtbot.waitUntil(lambda: view._drawn_version == processor.latest.version, timeout=WAIT_MS)
     frame = processor.latest
     frequency, psd = view.spectrum_curve.getOriginalDataset()
@@ -125,6 +142,13 @@ def test_live_data_flows_from_the_simulated_lab(window, qtbot):
     assert np.all(np.abs(trace) <= frame.full_scale_V[0])
     assert "averaged" in view.counts_label.text()
     assert view.clip_label.text() == "not clipped"
+    # The deep-memory stream: every block follows the one before it, nothing lost.
+    source = window.source
+    assert source.streams == 1 and (source.board_gaps, source.board_missing) == (0, 0)
+    assert (frame.gaps, frame.missing_samples, frame.duty_cycle) == (0, 0, 1.0)
+    assert frame.sample_rate_Hz == 125e6 / 64
+    assert "duty cycle 100.0 %, 0 gaps" in view.average_label.text()
+    assert "board: 0 gaps, 0 samples lost" in view.counts_label.text()
     # The model fit, overlaid with its values (at room temperature there is little to fit, and
     # a failed fit must say so as plainly as a good one shows its values).
     qtbot.waitUntil(lambda: "waiting" not in view.fit_label.text(), timeout=WAIT_MS)
@@ -293,22 +317,56 @@ def test_a_bad_parameter_shows_an_error_and_starts_nothing(window, text, expecte
         assert form.inputs["target_temperature_K"].styleSheet() != ""
 
 
-def test_screenshot_of_the_monitor_during_a_run(window, qtbot, tmp_path):
+def test_screenshot_of_the_monitor_during_a_run(live_window, qtbot, tmp_path):
+    window = live_window
     light_on_balanced(window, qtbot)
-    warmup_form(window, target_temperature_K="450", dwell_s="60", sample_interval_s="0.1")
-    window.runner.queue_button.click()
-    [run] = window.runner.queue.runs
-    qtbot.waitUntil(lambda: run.status == "running" and run.steps >= 1, timeout=WAIT_MS)
     qtbot.waitUntil(
         lambda: window.processor.latest is not None and window.processor.latest.segments >= 4,
         timeout=WAIT_MS,
     )
+    # A warm-up leaves the digitiser alone: the stream goes on while it runs (on this manual
+    # clock its waits move time on faster than the board is read: gaps, shown as such).
+    warmup_form(window, target_temperature_K="450", dwell_s="60", sample_interval_s="0.1")
+    window.runner.queue_button.click()
+    [run] = window.runner.queue.runs
+    qtbot.waitUntil(lambda: run.status == "running" and run.steps >= 1, timeout=WAIT_MS)
+    assert window.source.streaming
     path = save_screenshot(window, tmp_path / "monitor-during-run.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = QImage(str(path))
     assert (image.width(), image.height()) == (window.width(), window.height())
     window.runner.abort_button.click()
     qtbot.waitUntil(lambda: run.status == "aborted", timeout=WAIT_MS)
+
+
+def test_a_recording_procedure_takes_the_digitiser_from_the_stream_and_gives_it_back(
+    live_window, qtbot
+):
+    window = live_window
+    source, polarimeter = window.source, window.station.polarimeter
+    light_on_balanced(window, qtbot)
+    qtbot.waitUntil(lambda: window.processor.counts.processed > 0, timeout=WAIT_MS)
+    streaming_during_acquire = []
+    acquire = polarimeter.acquire
+
+    def spy(*args, **kwargs):
+        streaming_during_acquire.append(source.streaming)
+        return acquire(*args, **kwargs)
+
+    polarimeter.acquire = spy
+    form = window.runner.select_procedure("balance")
+    form.set_value("coarse_step_deg", "10")
+    form.set_value("fine_points", "3")
+    window.runner.queue_button.click()
+    [run] = window.runner.queue.runs
+    qtbot.waitUntil(lambda: run.status in ("completed", "failed"), timeout=3 * WAIT_MS)
+    assert run.status == "completed", run.message
+    assert streaming_during_acquire and not any(streaming_during_acquire)
+    # After the run a new stream starts, placed after the first: the run's time is a gap.
+    qtbot.waitUntil(lambda: source.streams == 2 and source.streaming, timeout=WAIT_MS)
+    received = window.processor.counts.received
+    qtbot.waitUntil(lambda: window.processor.counts.received > received, timeout=WAIT_MS)
+    assert source.board_missing > 0
 
 
 # --- the run viewer ------------------------------------------------------------------------------
@@ -394,22 +452,27 @@ def block(n: int = 512, light_V: float = 0.5, offset_V: float = 0.0, seed: int =
 
 def test_the_processor_counts_dropped_blocks_and_never_joins_across_them():
     processor = SignalProcessor(Gains(), segment_length=1024, queue_blocks=1)
-    assert processor.offer(block(seed=1), contiguous=True)
-    assert not processor.offer(block(seed=2), contiguous=True)  # the queue is full: dropped
+    assert processor.offer(block(seed=1), first_index=0)
+    assert not processor.offer(block(seed=2), first_index=512)  # the queue is full: dropped
     assert (processor.counts.received, processor.counts.dropped) == (2, 1)
     processor.start()
     processor.stop()  # processes what was queued, then ends
-    assert processor.offer(block(seed=3), contiguous=True)
+    assert processor.offer(block(seed=3), first_index=1024)
     processor.start()
     processor.stop()
     assert processor.counts.processed == 2
-    # Two half-segment blocks around a dropped one: no segment spans the gap.
-    assert processor.latest is not None and processor.latest.segments == 0
+    # Two half-segment blocks around a dropped one: no segment spans the gap, which the
+    # average counts (one gap, the dropped block's 512 samples missing of 1536).
+    frame = processor.latest
+    assert frame is not None and frame.segments == 0
+    assert (frame.gaps, frame.missing_samples) == (1, 512)
+    assert frame.duty_cycle == pytest.approx(1024 / 1536)
 
     joined = SignalProcessor(Gains(), segment_length=1024)
-    joined.process(block(seed=1), contiguous=True)
-    joined.process(block(seed=3), contiguous=True)
+    joined.process(block(seed=1), first_index=0)
+    joined.process(block(seed=3), first_index=512)
     assert joined.latest.segments == 1
+    assert (joined.latest.gaps, joined.latest.duty_cycle) == (0, 1.0)
 
 
 def test_the_processor_leaves_clipped_and_dark_blocks_out_of_the_spectrum():
@@ -477,7 +540,7 @@ def test_a_fitting_process_that_cannot_start_is_reported_and_stop_still_works(mo
 
     spawn = multiprocessing.get_context("spawn")
     context = SimpleNamespace(Pipe=spawn.Pipe, Process=RefusingProcess)
-    monkeypatch.setattr(stream, "get_context", lambda method: context)
+    monkeypatch.setattr(worker, "get_context", lambda method: context)
     fitter = ModelFitter(processor=None, apparatus=lambda power: "the apparatus")
     frame = fitter.fit_once(SimpleNamespace(segments=3), detected_power_W=1e-3)
     assert frame.fit is None and frame.error == "RuntimeError: no new processes here"
