@@ -36,6 +36,7 @@ from typing import Any
 import h5py
 import numpy as np
 from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.detection import DetectionChain
 from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, derive
 from hotspin.analysis.fits import (
     SPIN_NOISE_PARAMETERS,
@@ -346,13 +347,18 @@ def _row_apparatus(
 
 # --- the analysis of one spectrum -----------------------------------------------------------------
 def analyze_spectrum(
-    spectrum: Spectrum, apparatus: ApparatusParameters, label: str, duration_s: float | None
+    spectrum: Spectrum,
+    apparatus: ApparatusParameters,
+    label: str,
+    duration_s: float | None,
+    detection: DetectionChain | None = None,
 ) -> SpectrumAnalysis:
-    """Fit one spectrum and derive everything from it; errors are recorded, not raised."""
+    """Fit one spectrum (behind ``detection``, None: ideal samples) and derive everything from
+    it; errors are recorded, not raised."""
     result = SpectrumAnalysis(label=label, apparatus=apparatus)
     try:
         derived = derive(apparatus)
-        geometry = ProbeGeometry.from_apparatus(derived)
+        geometry = ProbeGeometry.from_apparatus(derived, detection)
         fit, result.flicker_test = fit_spin_noise_testing_flicker(
             spectrum, geometry, initial_values(derived)
         )
@@ -480,7 +486,10 @@ def _analyze_open_file(path: Path, write: bool, read_only: bool) -> FileAnalysis
                         SpectrumAnalysis(label, row_apparatus, error=f"bad spectrum: {error}")
                     )
                     continue
-                analysis.spectra.append(analyze_spectrum(spectrum, row_apparatus, label, None))
+                detection = detection_from_attributes(f["spectra/psd"].attrs)
+                analysis.spectra.append(
+                    analyze_spectrum(spectrum, row_apparatus, label, None, detection)
+                )
             if procedure in ("field_sweep", "temperature_sweep"):
                 analysis.sweep = _sweep(f, analysis, derive(apparatus).diffusion_rate)
         else:
@@ -571,6 +580,29 @@ def welch_attributes(spectrum: Spectrum, window: str) -> dict[str, Any]:
         "mean_removed_bins": spectrum.mean_removed_bins,
         "clipped_samples": spectrum.clipped_samples,
     }
+
+
+def detection_attributes(chain: DetectionChain | None) -> dict[str, Any]:
+    """Return the attributes of `spectra/psd` that name the detection chain the fit modelled
+    (none for ideal samples): the detector's −3 dB bandwidth, the decimation and averaging."""
+    if chain is None:
+        return {}
+    return {
+        "detection_bandwidth_Hz": chain.bandwidth_Hz,
+        "detection_decimation": chain.decimation,
+        "detection_averaging": chain.decimation_averaging,
+    }
+
+
+def detection_from_attributes(attributes: Any) -> DetectionChain | None:
+    """Return the detection chain stored by `detection_attributes` (None when none was)."""
+    if "detection_bandwidth_Hz" not in attributes:
+        return None
+    return DetectionChain(
+        float(attributes["detection_bandwidth_Hz"]),
+        int(attributes["detection_decimation"]),
+        bool(attributes["detection_averaging"]),
+    )
 
 
 def _write_spectrum(f: h5py.File, spectrum: Spectrum, source: str) -> None:

@@ -1,20 +1,31 @@
-"""What every spin-noise procedure does: average digitiser records into a calibrated spectrum,
-fit the two-manifold model to it, and record the spectrum and the fit as one step.
+"""What every spin-noise procedure does: average Welch segments of the digitiser's continuous
+stream into a calibrated spectrum, fit the two-manifold model to it, and record the spectrum and
+the fit as one step.
 
-Each digitiser record is turned into the rotation angle θ(t) = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)]
-and added to a streaming Welch estimate; records are not contiguous in time, so no Welch segment
-spans two of them. The fit compares the model with the exact expectation of that estimate
-(window leakage and aliasing included), so the spectrum is recorded with its window and
-standard errors (`spectra/psd`, `spectra/psd_standard_error`) and `hotspin analyze` can redo it.
+The stream (`procedures.streaming`, the deep-memory ring read behind its write pointer) is
+turned block by block into the rotation angle θ(t) = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)] and
+added to a streaming Welch estimate: every sample goes into a segment, and a segment ends only
+where the stream has a gap (or a block the digitiser clipped, which is left out). `averages` is
+the number of segments; the stream is read until they are complete, no further. The running
+average is checkpointed into the run file as it grows (`running_spectrum`), so a killed long
+average keeps what was flushed. Triggered 16 384-sample records remain where the trigger is the
+point: the entanglement run's filter records and the live monitor's frames.
+
+The fit compares the model with the exact expectation of that estimate (window leakage and
+aliasing included) behind the detection chain — the PDB450A's pole at its gain and the Red
+Pitaya's decimation with or without averaging (`detection_chain`) — so the spectrum is recorded
+with its window, standard errors and chain (`spectra/psd` attributes) and `hotspin analyze`
+can redo the same fit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.detection import DetectionChain
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import (
     Estimate,
@@ -28,9 +39,11 @@ from hotspin.analysis.fits import (
 from hotspin.analysis.magnetometry import spin_noise_to_shot_noise
 from hotspin.analysis.spectra import Spectrum, StreamingPSD
 from hotspin.instruments.errors import InstrumentError
-from hotspin.procedures.analyze import FIELD_COLUMNS, welch_attributes
+from hotspin.instruments.redpitaya import StreamGap
+from hotspin.procedures.analyze import FIELD_COLUMNS, detection_attributes, welch_attributes
 from hotspin.procedures.base import HotspinProcedure
 from hotspin.procedures.parameters import BoundedVectorParameter
+from hotspin.procedures.streaming import PolarimeterStream
 from pymeasure.experiment import IntegerParameter, ListParameter
 
 WINDOW = "hann"
@@ -63,9 +76,10 @@ class SpinNoiseStep:
     apparatus: ApparatusParameters
     fit: SpinNoiseFit  # with the A/f term when the flicker test asked for it
     detected_power_W: float
-    clipped_records: int
+    clipped_blocks: int  # stream blocks refused because the digitiser clipped
     flicker_test: FlickerTest
     shot_noise_psd_rad2_per_Hz: float  # of the white floor, from the detected power
+    detection: DetectionChain | None = None  # the chain the fit modelled (None: ideal samples)
 
     @property
     def spin_to_shot_noise(self) -> Estimate:
@@ -76,6 +90,11 @@ class SpinNoiseStep:
 #: Below about 100 °C the vapour (n < 6e12 cm⁻³) gives a spin noise far under the probe's shot
 #: noise: no spectrum procedure can fit a line there.
 MIN_SPECTRUM_TEMPERATURE_K = 373.15
+#: A spectrum gives up when its segments are not done after this many times the samples they
+#: need (a ring overrun on every block, say): the stream never ends by itself.
+MAX_STREAM_FACTOR = 20
+#: Clipped stream blocks a spectrum tolerates (each is left out and named) before it gives up.
+MAX_CLIPPED_BLOCKS = 8
 #: Samples of the readiness probe: enough for a mean of V_diff and V_sum, far less than a record.
 READINESS_SAMPLES = 1024
 
@@ -88,8 +107,9 @@ class SpectrumProcedure(HotspinProcedure):
     NEEDS_WARM_CELL = True
 
     averages = IntegerParameter(
-        "digitiser records averaged per spectrum", minimum=1, maximum=100000, default=20
-    )
+        "Welch segments averaged per spectrum (from one continuous stream; 50 % overlap)",
+        minimum=1, maximum=100000, default=20,
+    )  # fmt: skip
     decimation = ListParameter(
         "digitiser decimation (sample rate 125 MHz / decimation)", choices=DECIMATIONS,
         default=256,
@@ -122,40 +142,80 @@ class SpectrumProcedure(HotspinProcedure):
             )
 
     def measure_spectrum(self, progress: tuple[float, float] = (0.0, 1.0)) -> SpinNoiseStep:
-        """Average the records into a spectrum, fit the model, and return both (not recorded).
+        """Average ``averages`` Welch segments of the stream into a spectrum, fit the model
+        behind the station's detection chain, and return both (not recorded).
 
-        ``progress`` is the fraction of the run done before and after this spectrum.
+        Every sample of the stream goes into a segment, but no segment spans a gap or a clipped
+        block (either ends the run of segments); the samples read are exactly those the
+        segments need. ``progress`` is the fraction of the run done before and after it.
         """
         polarimeter = self.station.polarimeter
         self.ensure_probe_light()
-        polarimeter.set_decimation(int(self.decimation))
-        fs = polarimeter.sample_rate_Hz
-        psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
-        powers, clipped = [], 0
-        for k in range(int(self.averages)):
-            self.check_stop()
-            self.watch()
-            record = polarimeter.acquire()
-            if record.clipped:
-                clipped += 1  # a few are tolerated (and flagged); most of them end the run
-            psd.add(polarimeter.rotation_angle_rad(record))
-            psd.end_record()
-            powers.append(polarimeter.detected_power_W(record))
-            if self.run is not None and self.run.checkpoint_due():  # a kill keeps the average
-                self.run.checkpoint_average(psd.frequency_Hz, psd.mean(), k + 1, psd.segments)
-            done = progress[0] + (progress[1] - progress[0]) * (k + 1) / int(self.averages)
-            self.progress(done, f"spectrum: record {k + 1} of {int(self.averages)}")
-        if clipped > int(self.averages) // 2:
-            raise RuntimeError(
-                f"the digitiser clipped {clipped} of {int(self.averages)} records: the "
-                "polarimeter is far from balance (run 'balance') or the PDB450A gain is too high"
+        decimation = int(self.decimation)
+        wanted = int(self.averages)
+        powers, samples, clipped, lost = [], 0, 0, 0
+        with PolarimeterStream(self, decimation) as stream:
+            fs = stream.sample_rate_Hz
+            psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
+            budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
+            for item in stream:
+                self.check_stop()
+                self.watch()
+                if stream.next_index > budget:
+                    raise RuntimeError(
+                        f"the stream gave {psd.segments} of {wanted} segments in {budget} "
+                        f"samples ({lost} lost in gaps, {clipped} blocks clipped): the "
+                        "digitiser's ring is overrun or the polarimeter clips"
+                    )
+                if isinstance(item, StreamGap):
+                    psd.end_record()  # no segment spans a gap
+                    lost += item.length
+                    continue
+                record = stream.record(item)
+                if record.clipped:  # refused whole: a clipped sample is no angle
+                    psd.end_record()
+                    clipped += 1
+                    if clipped > MAX_CLIPPED_BLOCKS:
+                        raise RuntimeError(
+                            f"the digitiser clipped {clipped} blocks of the stream: the "
+                            "polarimeter is far from balance (run 'balance') or the PDB450A "
+                            "gain is too high"
+                        )
+                    continue
+                theta = polarimeter.rotation_angle_rad(record)
+                used = 0
+                while used < theta.size and psd.segments < wanted:
+                    take = min(psd.samples_for(1), theta.size - used)
+                    psd.add(theta[used : used + take])
+                    used += take
+                    if not psd.segments:
+                        continue
+                    if self.run is not None and self.run.checkpoint_due():  # a kill keeps it
+                        self.run.checkpoint_average(
+                            psd.frequency_Hz, psd.mean(), len(powers) + 1, psd.segments
+                        )
+                    done = progress[0] + (progress[1] - progress[0]) * psd.segments / wanted
+                    self.progress(done, f"spectrum: segment {psd.segments} of {wanted}")
+                powers.append(float(np.sum(record.v_sum[:used])))
+                samples += used
+                if psd.segments >= wanted:
+                    break
+        if clipped:
+            self.notes.append(
+                f"{self.NAME}: {clipped} clipped blocks of the stream were left out of a spectrum"
             )
-        spectrum = replace(psd.spectrum(), clipped_samples=psd.clipped_samples)
-        detected = float(np.mean(powers))
+        if lost:
+            self.notes.append(
+                f"{self.NAME}: {lost} samples lost in gaps of the stream; no segment spans one"
+            )
+        spectrum = psd.spectrum()
+        config = polarimeter.config
+        detected = sum(powers) / samples / (config.gain_sum_V_per_A * config.responsivity_A_per_W)
         apparatus = self.apparatus_for(detected)
         derived = derive(apparatus)
+        chain = self.detection_chain()
         fit, flicker_test = fit_spin_noise_testing_flicker(
-            spectrum, ProbeGeometry.from_apparatus(derived), initial_values(derived)
+            spectrum, ProbeGeometry.from_apparatus(derived, chain), initial_values(derived)
         )
         return SpinNoiseStep(
             spectrum,
@@ -165,7 +225,26 @@ class SpectrumProcedure(HotspinProcedure):
             clipped,
             flicker_test,
             derived.shot_noise_psd_rad2_per_Hz,
+            chain,
         )
+
+    def detection_chain(self) -> DetectionChain | None:
+        """Return the detector's pole and the digitiser's decimation and averaging, as set.
+
+        The gain is the polarimeter's station setting (the PDB450A has no remote interface),
+        the averaging the digitiser's ``ACQ:AVG?``; another detector has no known chain (None,
+        named in the notes: the fit then takes the samples as ideal).
+        """
+        polarimeter = self.station.polarimeter
+        config = polarimeter.config
+        if config.detector != "PDB450A":
+            self.notes.append(
+                f"{self.NAME}: no detection chain known for detector {config.detector!r}: "
+                "fitted as ideal instantaneous samples"
+            )
+            return None
+        averaging = bool(polarimeter.digitiser.call(lambda board: board.acq_averaging))
+        return DetectionChain.pdb450a(config.gain_diff_V_per_A, int(self.decimation), averaging)
 
     def apparatus_for(self, detected_power_W: float) -> ApparatusParameters:
         """Return the apparatus now, with the probe power into the cell inferred from the
@@ -211,7 +290,7 @@ class SpectrumProcedure(HotspinProcedure):
         results["reduced_chi2"] = (fit.reduced_chi2, "")
         results["p_value"] = (fit.p_value, "")
         results["detected_power_W"] = (step.detected_power_W, "W")
-        results["clipped_records"] = (float(step.clipped_records), "")
+        results["clipped_blocks"] = (float(step.clipped_blocks), "")
         spectrum = step.spectrum
         model = np.full(spectrum.psd.shape, np.nan)
         model[np.isin(spectrum.frequency_Hz, fit.frequency_Hz)] = fit.predicted
@@ -219,7 +298,11 @@ class SpectrumProcedure(HotspinProcedure):
             results,
             spectrum=(spectrum.frequency_Hz, spectrum.psd),
             standard_error=spectrum.standard_error,
-            spectrum_attributes=dict(welch_attributes(spectrum, WINDOW), overlap=OVERLAP),
+            spectrum_attributes=dict(
+                welch_attributes(spectrum, WINDOW),
+                overlap=OVERLAP,
+                **detection_attributes(step.detection),
+            ),
             model=model,
         )
         if fit.flags:
