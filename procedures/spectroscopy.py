@@ -80,6 +80,7 @@ class SpinNoiseStep:
     flicker_test: FlickerTest
     shot_noise_psd_rad2_per_Hz: float  # of the white floor, from the detected power
     detection: DetectionChain | None = None  # the chain the fit modelled (None: ideal samples)
+    lost_samples: int = 0  # of the stream, in gaps between the runs of segments
 
     @property
     def spin_to_shot_noise(self) -> Estimate:
@@ -226,6 +227,7 @@ class SpectrumProcedure(HotspinProcedure):
             flicker_test,
             derived.shot_noise_psd_rad2_per_Hz,
             chain,
+            lost,
         )
 
     def detection_chain(self) -> DetectionChain | None:
@@ -291,6 +293,8 @@ class SpectrumProcedure(HotspinProcedure):
         results["p_value"] = (fit.p_value, "")
         results["detected_power_W"] = (step.detected_power_W, "W")
         results["clipped_blocks"] = (float(step.clipped_blocks), "")
+        results["samples_used"] = (float(step.spectrum.samples), "samples")  # in the segments
+        results["samples_lost"] = (float(step.lost_samples), "samples")  # in the stream's gaps
         spectrum = step.spectrum
         model = np.full(spectrum.psd.shape, np.nan)
         model[np.isin(spectrum.frequency_Hz, fit.frequency_Hz)] = fit.predicted

@@ -344,6 +344,20 @@ def test_acquisition_gives_full_buffers_and_the_sum_voltage(board, lab):
     assert record.voltages_V[1].std() > 10 * LV_STEP_V  # shot noise, many codes wide
 
 
+def test_an_acquisition_after_a_stream_reads_its_blocks_in_the_streams_byte_order(board, lab):
+    # `stream` sets ACQ:DATA:BYTE:ORDER LEND, which holds for the connection's ordinary buffer
+    # reads too: decoded as big-endian they would be byte-swapped codes.
+    _, pitaya = board
+    before = pitaya.acquire().voltages_V[2].mean()
+    stream = pitaya.stream(decimation=256, n_samples=1024)
+    assert sum(item.codes.shape[1] for item in stream) == 1024
+    stream.close()
+    record = pitaya.acquire()
+    assert record.voltages_V[2].mean() == pytest.approx(before, abs=3 * LV_STEP_V)
+    codes = pitaya.analog_in[2].read_codes()
+    np.testing.assert_allclose(codes * LV_STEP_V, pitaya.analog_in[2].read_voltages(), atol=1e-6)
+
+
 def test_quantisation_step_is_one_code_of_the_range(board, lab):
     simulated, pitaya = board
     pitaya.decimation = 64
