@@ -73,6 +73,12 @@ class Record(HotspinProcedure):
                 f"{self.NAME}: {record.missing} of {n} samples lost in "
                 f"{record.gap_count} gaps (the gap table says where)"
             )
+            speed = getattr(self.station.clock, "speed", 1.0)
+            if speed > 1.0 and not getattr(self.station.clock, "manual", True):
+                self.notes.append(  # a simulated lab on a fast clock writes faster than any reader
+                    f"{self.NAME}: the simulated clock runs {speed:g} times faster than the "
+                    "wall; a continuous record needs simulation.clock_speed = 1"
+                )
         self.record_summary(
             {
                 "samples_recorded": (float(record.stored), 0.0, "samples"),

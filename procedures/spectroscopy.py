@@ -6,7 +6,8 @@ The stream (`procedures.streaming`, the deep-memory ring read behind its write p
 turned block by block into the rotation angle θ(t) = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)] and
 added to a streaming Welch estimate: every sample goes into a segment, and a segment ends only
 where the stream has a gap (or a block the digitiser clipped, which is left out). `averages` is
-the number of segments; the stream is read until they are complete, no further. The running
+the number of segments; the stream is read until they are complete, no further (on a simulated
+clock faster than the wall, which no reader can follow, triggered records instead). The running
 average is checkpointed into the run file as it grows (`running_spectrum`), so a killed long
 average keeps what was flushed. Triggered 16 384-sample records remain where the trigger is the
 point: the entanglement run's filter records and the live monitor's frames.
@@ -20,6 +21,8 @@ can redo the same fit.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +42,7 @@ from hotspin.analysis.fits import (
 from hotspin.analysis.magnetometry import spin_noise_to_shot_noise
 from hotspin.analysis.spectra import Spectrum, StreamingPSD
 from hotspin.instruments.errors import InstrumentError
+from hotspin.instruments.polarimeter import PolarimeterRecord
 from hotspin.instruments.redpitaya import StreamGap
 from hotspin.procedures.analyze import FIELD_COLUMNS, detection_attributes, welch_attributes
 from hotspin.procedures.base import HotspinProcedure
@@ -152,38 +156,39 @@ class SpectrumProcedure(HotspinProcedure):
         """
         polarimeter = self.station.polarimeter
         self.ensure_probe_light()
-        decimation = int(self.decimation)
         wanted = int(self.averages)
-        powers, samples, clipped, lost = [], 0, 0, 0
-        with PolarimeterStream(self, decimation) as stream:
-            fs = stream.sample_rate_Hz
-            psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
-            budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
-            for item in stream:
+        psd: StreamingPSD | None = None
+        power_sum, seen, clipped, lost = 0.0, 0, 0, 0
+        with contextlib.closing(self._pieces(int(self.decimation))) as pieces:
+            for piece in pieces:
                 self.check_stop()
                 self.watch()
-                if stream.next_index > budget:
+                if psd is None:
+                    fs = self._sample_rate_Hz
+                    psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
+                    budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
+                if seen > budget:
                     raise RuntimeError(
-                        f"the stream gave {psd.segments} of {wanted} segments in {budget} "
-                        f"samples ({lost} lost in gaps, {clipped} blocks clipped): the "
-                        "digitiser's ring is overrun or the polarimeter clips"
+                        f"the digitiser gave {psd.segments} of {wanted} segments in {seen} "
+                        f"samples ({lost} lost in gaps, {clipped} blocks clipped): its ring is "
+                        "overrun or the polarimeter clips"
                     )
-                if isinstance(item, StreamGap):
+                if isinstance(piece, StreamGap):
                     psd.end_record()  # no segment spans a gap
-                    lost += item.length
+                    lost += piece.length
+                    seen += piece.length
                     continue
-                record = stream.record(item)
-                if record.clipped:  # refused whole: a clipped sample is no angle
+                seen += piece.v_sum.size
+                if piece.clipped:  # refused whole: a clipped sample is no angle
                     psd.end_record()
                     clipped += 1
                     if clipped > MAX_CLIPPED_BLOCKS:
                         raise RuntimeError(
-                            f"the digitiser clipped {clipped} blocks of the stream: the "
-                            "polarimeter is far from balance (run 'balance') or the PDB450A "
-                            "gain is too high"
+                            f"the digitiser clipped {clipped} blocks: the polarimeter is far "
+                            "from balance (run 'balance') or the PDB450A gain is too high"
                         )
                     continue
-                theta = polarimeter.rotation_angle_rad(record)
+                theta = polarimeter.rotation_angle_rad(piece)
                 used = 0
                 while used < theta.size and psd.segments < wanted:
                     take = min(psd.samples_for(1), theta.size - used)
@@ -193,25 +198,23 @@ class SpectrumProcedure(HotspinProcedure):
                         continue
                     if self.run is not None and self.run.checkpoint_due():  # a kill keeps it
                         self.run.checkpoint_average(
-                            psd.frequency_Hz, psd.mean(), len(powers) + 1, psd.segments
+                            psd.frequency_Hz, psd.mean(), psd.segments, psd.segments
                         )
                     done = progress[0] + (progress[1] - progress[0]) * psd.segments / wanted
                     self.progress(done, f"spectrum: segment {psd.segments} of {wanted}")
-                powers.append(float(np.sum(record.v_sum[:used])))
-                samples += used
+                power_sum += float(np.sum(piece.v_sum[:used]))
                 if psd.segments >= wanted:
                     break
+        assert psd is not None  # the pieces never end before the segments are complete
         if clipped:
-            self.notes.append(
-                f"{self.NAME}: {clipped} clipped blocks of the stream were left out of a spectrum"
-            )
+            self.notes.append(f"{self.NAME}: {clipped} clipped blocks were left out of a spectrum")
         if lost:
             self.notes.append(
                 f"{self.NAME}: {lost} samples lost in gaps of the stream; no segment spans one"
             )
         spectrum = psd.spectrum()
         config = polarimeter.config
-        detected = sum(powers) / samples / (config.gain_sum_V_per_A * config.responsivity_A_per_W)
+        detected = power_sum / psd.samples / (config.gain_sum_V_per_A * config.responsivity_A_per_W)
         apparatus = self.apparatus_for(detected)
         derived = derive(apparatus)
         chain = self.detection_chain()
@@ -229,6 +232,31 @@ class SpectrumProcedure(HotspinProcedure):
             chain,
             lost,
         )
+
+    def _pieces(self, decimation: int) -> Iterator[PolarimeterRecord | StreamGap]:
+        """Yield the digitiser's samples in order: blocks of the continuous stream and its gaps.
+
+        A simulated lab on a clock faster than the wall (not manual) writes its ring faster
+        than any reader follows, so there the samples come as triggered records instead, each
+        followed by a gap (records are not contiguous), and the notes say so.
+        """
+        clock = self.station.clock
+        speed = getattr(clock, "speed", 1.0)
+        if speed > 1.0 and not getattr(clock, "manual", True):
+            polarimeter = self.station.polarimeter
+            polarimeter.set_decimation(decimation)
+            self._sample_rate_Hz = polarimeter.sample_rate_Hz
+            self.notes.append(
+                f"{self.NAME}: the simulated clock runs {speed:g} times faster than the wall, "
+                "faster than any reader of the stream: spectra from triggered records"
+            )
+            while True:
+                yield polarimeter.acquire()
+                yield StreamGap(0, 0)
+        with PolarimeterStream(self, decimation) as stream:
+            self._sample_rate_Hz = stream.sample_rate_Hz
+            for item in stream:
+                yield item if isinstance(item, StreamGap) else stream.record(item)
 
     def detection_chain(self) -> DetectionChain | None:
         """Return the detector's pole and the digitiser's decimation and averaging, as set.

@@ -7,11 +7,6 @@ retries in a row); a new stream counts from its own start, so it is placed by th
 the two starts (to the clock's precision, a few samples) and what was written in between
 becomes a gap — a new stream that seems to begin before the last index is placed at it. The
 `record` procedure writes these items into the run file; the spectrum procedures average them.
-
-A simulated lab on a clock faster than the wall (``simulation.clock_speed`` > 1, not manual)
-writes its ring faster than any reader can follow, so the stream would be all gaps: while
-streaming, such a clock is held at wall speed (and the run's notes say so). A manual clock
-needs nothing: it moves only while the reader waits.
 """
 
 from __future__ import annotations
@@ -42,37 +37,15 @@ class PolarimeterStream:
         self.decimation = int(decimation)
         self.n_samples = n_samples
         self.next_index = 0  # the index after the last item yielded
-        self._clock = procedure.station.clock
-        self._held_speed: float | None = None
-        self._hold_clock_at_wall_speed()
-        try:
-            self._stream = self.link.call(
-                lambda board: board.stream(decimation=self.decimation, n_samples=n_samples)
-            )
-        except BaseException:
-            self._release_clock()
-            raise
+        self._stream = self.link.call(
+            lambda board: board.stream(decimation=self.decimation, n_samples=n_samples)
+        )
         scales = self._stream.volts_per_code
         #: Volts per ADC code of V_diff and V_sum.
         self.volts_per_code = (scales[self.channels[0]], scales[self.channels[1]])
         self.sample_rate_Hz = self._stream.sample_rate_Hz
         self.start_time_s = self._stream.start_time_s
         self._items = self._iterate()
-
-    def _hold_clock_at_wall_speed(self) -> None:
-        speed = getattr(self._clock, "speed", 1.0)
-        if speed > 1.0 and not getattr(self._clock, "manual", True):
-            self._held_speed = speed
-            self._clock.speed = 1.0
-            self.procedure.notes.append(
-                f"{self.procedure.NAME}: the simulated clock ({speed:g} × the wall) was held at "
-                "wall speed while the digitiser streamed (a faster writer laps any reader)"
-            )
-
-    def _release_clock(self) -> None:
-        if self._held_speed is not None:
-            self._clock.speed = self._held_speed
-            self._held_speed = None
 
     def __enter__(self) -> PolarimeterStream:
         return self
@@ -84,11 +57,10 @@ class PolarimeterStream:
         return self._items
 
     def close(self) -> None:
-        """Stop the board's writer (if it still runs) and give the clock its speed back."""
+        """Stop the board's writer (if it still runs)."""
         self._items.close()
         with contextlib.suppress(*RETRYABLE, ValueError):
             self._stream.close()
-        self._release_clock()
 
     def record(self, block: StreamBlock) -> PolarimeterRecord:
         """Return a block as a polarimeter record in volts (for θ, the power and clipping)."""

@@ -66,8 +66,9 @@ def assert_layout(path, procedure, steps_at_least=1):
 def lab(tmp_path_factory):
     """A station warmed to 450 K, balanced and field-zeroed by the procedures themselves."""
     directory = tmp_path_factory.mktemp("prepared")
-    station = Station.from_file(None)
-    station.clock.speed = 500.0
+    # A manual clock: time moves while the procedures wait, so the digitiser's stream is read
+    # without a gap however slowly the simulated board generates it.
+    station = Station.from_file(None, manual_clock=True)
     station.configure()
     files = {
         "warmup": run(station, directory, "warmup", target_temperature_K=450.0, dwell_s=10.0),
