@@ -160,7 +160,7 @@ def test_field_sweep_shows_the_serf_slowing_down(lab, tmp_path):
     assert abs(value - true["spin_exchange_rate_per_s"]) < 4 * sigma, (value, sigma)
     # `hotspin analyze` refits every spectrum and finds the sweep's results again.
     analysis = analyze_file(path)
-    again = analysis.sweep.summary()
+    again = analysis.sweep_results
     for name, (value, sigma) in result.items():
         assert abs(again[name][0] - value) < 0.1 * sigma, name
     assert "field_sweep, from 5 of the refitted spectra:" in format_report(analysis)
@@ -187,7 +187,7 @@ def test_temperature_sweep_steps_the_cell(lab, tmp_path):
         assert abs(rate - vapour.spin_exchange_rate(temperature)) < 4 * sigma
     # σ_SE from the sweep; `hotspin analyze` finds it again from its refits of the rows.
     value, sigma = summary(path)["spin_exchange_cross_section_m2"]
-    again = analyze_file(path).sweep.summary()["spin_exchange_cross_section_m2"]
+    again = analyze_file(path).sweep_results["spin_exchange_cross_section_m2"]
     assert abs(again[0] - value) < 0.1 * sigma and again[1] == pytest.approx(sigma, rel=0.1)
 
 
@@ -249,7 +249,8 @@ def entangling_lab(tmp_path_factory):
 
 def test_entanglement_run_witnesses_entangled_atoms(entangling_lab, tmp_path):
     station, _ = entangling_lab
-    path = run(station, tmp_path, "entanglement", averages=40, filter_records=4, field_nT=100.0)
+    # 120 segments of one stream: the 40 triggered records of 3 segments each it once took.
+    path = run(station, tmp_path, "entanglement", averages=120, filter_records=4, field_nT=100.0)
     assert_layout(path, "entanglement")
     values = summary(path)
     xi2, sigma = values["squeezing_parameter"]

@@ -126,6 +126,9 @@ def test_averaging_delay_in_ns_and_board_identity():  # [DMM] acquire.cpp, commo
             ("ACQ:AVG OFF", None),
             NO_ERRORS,
             ("ACQ:AVG?", "ON"),
+            ("ACQ:AVG ON", None),
+            NO_ERRORS,
+            ("ACQ:AVG?", "OFF"),
             ("ACQ:TRig:DLY:NS 51200", None),
             NO_ERRORS,
             ("ACQ:TRig:DLY:NS?", "51200"),
@@ -135,6 +138,8 @@ def test_averaging_delay_in_ns_and_board_identity():  # [DMM] acquire.cpp, commo
     ) as pitaya:
         pitaya.acq_averaging = False
         assert pitaya.acq_averaging is True
+        pitaya.acq_averaging = True
+        assert pitaya.acq_averaging is False
         pitaya.acq_trigger_delay_ns = 51200
         assert pitaya.acq_trigger_delay_ns == 51200
         assert pitaya.board_name == "STEMlab 125-14 v1.1"

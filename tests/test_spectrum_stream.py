@@ -12,10 +12,12 @@ import itertools
 import h5py
 import numpy as np
 import pytest
+from hotspin.analysis.detection import DetectionChain
 from hotspin.analysis.fits import angle_autocovariance
 from hotspin.analysis.spectra import Spectrum, angle_from_difference_and_sum
 from hotspin.instruments.redpitaya import RedPitaya, StreamBlock
 from hotspin.instruments.station import Station
+from hotspin.procedures.analyze import analyze_file
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.registry import PROCEDURES
 from scipy import signal
@@ -106,8 +108,30 @@ def test_a_spectrum_is_the_welch_average_of_one_continuous_stream(warm_station, 
     expected = spectrum.expectation(R)
     band = slice(attributes["mean_removed_bins"], -1)
     ratio = psd[band] / expected[band]
+    print(ratio.mean(), ratio[spectrum.frequency_Hz[band] < 2e3].mean())
     # 2 000 bins of K_eff ≈ 38 averages, neighbours correlated by 0.46: the mean ratio to
     # ±0.4 % (one σ); the line's region (the lowest 2 kHz) to a few per cent.
     assert ratio.mean() == pytest.approx(1.0, abs=0.02)
     line = spectrum.frequency_Hz[band] < 2e3
     assert ratio[line].mean() == pytest.approx(1.0, abs=0.15)
+
+
+def test_the_fit_models_the_stations_detection_chain_and_analyze_refits_with_it(
+    warm_station, tmp_path
+):
+    procedure = PROCEDURES["spin_noise"].from_values(
+        {"averages": 8, "decimation": 1024, "bias_field_nT": [400.0, 0.0, 0.0]}
+    )
+    path = run_procedure(procedure, warm_station, tmp_path / "spin_noise.h5")
+    # The PDB450A at the station's 10⁵ V/A (a 4 MHz pole) into the board's averaging decimation.
+    chain = DetectionChain.pdb450a(1e5, 1024, True)
+    with h5py.File(path, "r") as f:
+        attributes = f["spectra/psd"].attrs
+        assert attributes["detection_bandwidth_Hz"] == 4e6
+        assert attributes["detection_decimation"] == 1024
+        assert bool(attributes["detection_averaging"]) is True
+        fitted = {n: f["results"][n][0] for n in ("spin_exchange_rate", "atom_number")}
+    refit = analyze_file(path).spectra[0].fit
+    assert refit.geometry.detection == chain
+    for name, value in fitted.items():
+        assert refit.value(name) == pytest.approx(value, rel=1e-6), name
