@@ -20,6 +20,7 @@ from hotspin.instruments.station import Station
 from hotspin.procedures.analyze import analyze_file
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.registry import PROCEDURES
+from hotspin.simulators.instrument_base import Fault
 from scipy import signal
 
 
@@ -135,3 +136,40 @@ def test_the_fit_models_the_stations_detection_chain_and_analyze_refits_with_it(
     assert refit.geometry.detection == chain
     for name, value in fitted.items():
         assert refit.value(name) == pytest.approx(value, rel=1e-6), name
+
+
+def test_a_dropped_link_restarts_the_stream_and_no_segment_spans_the_restart(
+    warm_station, tapped, tmp_path
+):
+    station = warm_station
+    K, L = 40, 4096
+    procedure = PROCEDURES["spin_noise"].from_values(
+        {"averages": K, "segment_length": L, "bias_field_nT": [400.0, 0.0, 0.0]}
+    )
+    digitiser = station.simulated_instruments["digitiser"]
+    measure = procedure.execute
+
+    def execute_with_a_drop():
+        # 30 commands in: the stream is set up and its first blocks are being read.
+        digitiser.faults.add(Fault("drop", after=30))
+        measure()
+
+    procedure.execute = execute_with_a_drop
+    try:
+        path = run_procedure(procedure, station, tmp_path / "dropped.h5")
+    finally:
+        digitiser.faults.clear()
+    with h5py.File(path, "r") as f:
+        notes = str(f.attrs["notes"])
+        segments = f["spectra/psd"].attrs["segments"]
+        used = f["results/samples_used"][0]
+        lost = f["results/samples_lost"][0]
+    assert "spin_noise: stream restarted after" in notes
+    assert segments == K
+    # Two streams: the first run of segments ends where the first stream did (its last partial
+    # segment is dropped), the second starts a new run; whatever the old writer wrote after the
+    # last block read is a gap.
+    hop = L // 2
+    assert used > K * hop + (L - hop) or lost > 0
+    starts = [item.first_index for item in tapped]
+    assert starts.count(0) == 2  # each stream counts from its own start
