@@ -55,6 +55,7 @@ class Record(HotspinProcedure):
                 stream.sample_rate_Hz,
                 decimation,
                 stream.start_time_s,
+                clock=self.station.clock.now,  # flushed every second of the lab's time
             )
             self.run.start_swmr()
             try:

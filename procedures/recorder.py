@@ -268,10 +268,13 @@ class RunFile:
         decimation: int,
         first_time_s: float,
         first_index: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> ContinuousRecord:
-        """Create `records/<name>` with one code dataset per channel (before `start_swmr`)."""
+        """Create `records/<name>` with one code dataset per channel (before `start_swmr`);
+        ``clock`` (the station's) times its flushes."""
         return ContinuousRecord(
             self.file, name, volts_per_code, sample_rate_Hz, decimation, first_time_s, first_index,
+            clock=clock,
             file_flush=self.flush,  # the run file's: free space checked, a full disk handled
         )  # fmt: skip
 

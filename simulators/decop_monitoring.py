@@ -21,7 +21,6 @@ clock, and a client waits for them in real time.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import errno
 import re
@@ -32,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from hotspin.simulators.server import PortInUseError, Served
+from hotspin.simulators.server import PortInUseError, Served, TrackingTCPServer
 from hotspin.simulators.toptica_dlcpro import PARSE_ERROR, DecopError, SimulatedDLCpro
 
 #: Update interval when a subscription names none, s.
@@ -157,28 +156,11 @@ class _MonitoringHandler(socketserver.BaseRequestHandler):
         self.request.sendall(line.encode("utf-8"))
 
 
-class _MonitoringServer(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-    block_on_close = True
-    request_queue_size = 64
-
+class _MonitoringServer(TrackingTCPServer):
     def __init__(self, address: tuple[str, int], dlcpro: SimulatedDLCpro) -> None:
         self.dlcpro = dlcpro
         self.stopping = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _MonitoringHandler)
-
-    def track(self, connection: socket.socket, add: bool) -> None:
-        with self._connections_lock:
-            (self._connections.add if add else self._connections.discard)(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            for connection in list(self._connections):
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
 
 
 class MonitoringLineServer(Served):

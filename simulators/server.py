@@ -112,27 +112,38 @@ def _acknowledge_now(connection: socket.socket) -> None:
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
-class _InstrumentServer(socketserver.ThreadingTCPServer):
+class TrackingTCPServer(socketserver.ThreadingTCPServer):
+    """A threaded loopback server that knows its open connections, so a stop can end them."""
+
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], instrument: SimulatedInstrument) -> None:
-        self.instrument = instrument
+    def __init__(
+        self, address: tuple[str, int], handler: type[socketserver.BaseRequestHandler]
+    ) -> None:
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(address, _ConnectionHandler)
+        super().__init__(address, handler)
 
     def track(self, connection: socket.socket, add: bool) -> None:
+        """Note a connection opened (``add``) or closed."""
         with self._connections_lock:
             (self._connections.add if add else self._connections.discard)(connection)
 
     def close_connections(self) -> None:
+        """Shut every open connection down, so their handlers end."""
         with self._connections_lock:
             for connection in list(self._connections):
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
+
+
+class _InstrumentServer(TrackingTCPServer):
+    def __init__(self, address: tuple[str, int], instrument: SimulatedInstrument) -> None:
+        self.instrument = instrument
+        super().__init__(address, _ConnectionHandler)
 
 
 class SimServer(Served):

@@ -191,6 +191,10 @@ def _readable(connection):
 TRANSIENT = {"drop": 2, "delay": 10, "corrupt": 18, "error": 26}  # kind: commands before it
 STALL = {"stall": 2}
 INSTRUMENTS = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
+# In-process the matrix runs every procedure. Over TCP what differs is the link (timeouts on the
+# socket, reconnects, the deep-memory stream), not the procedure: four procedures that together
+# meet every kind on every instrument, the stream among them, keep the suite within its time.
+TCP_PROCEDURES = ("warmup", "balance", "field_sweep", "record")
 
 
 @pytest.fixture(scope="module", params=["inprocess", "tcp"])
@@ -267,8 +271,9 @@ def test_fault_matrix(faulty_station, capsys):
     """Every fault kind on every instrument, in every procedure: survived, safe, nothing lost."""
     station, directory = faulty_station
     transport = station.config.simulation.transport
+    procedures = list(PROCEDURES) if transport == "inprocess" else TCP_PROCEDURES
     table, tried = {}, set()
-    for procedure in PROCEDURES:
+    for procedure in procedures:
         row = []
         for label, faults in (("transient", TRANSIENT), ("stall", STALL)):
             # What each run expects to find: an aborted run may have left the plate or the
@@ -291,7 +296,7 @@ def test_fault_matrix(faulty_station, capsys):
     kinds = (*TRANSIENT, *STALL)
     assert sorted(kinds) == sorted(FAULT_KINDS)
     assert {(k, n) for _, k, n in tried} == {(k, n) for k in kinds for n in INSTRUMENTS}
-    for procedure in PROCEDURES:
+    for procedure in procedures:
         met = {k for p, k, _ in tried if p == procedure}
         assert {"drop", "stall"} <= met, (procedure, met)
     with capsys.disabled():
@@ -301,7 +306,7 @@ def test_fault_matrix(faulty_station, capsys):
             print(f"{procedure:<18}" + "".join(f"{cell:>28}" for cell in row))
         print(
             f"faults survived / tried over {transport} (procedure x kind x instrument): "
-            f"{len(tried)}/{len(tried)} of {len(PROCEDURES) * len(kinds) * len(INSTRUMENTS)}"
+            f"{len(tried)}/{len(tried)} of {len(procedures) * len(kinds) * len(INSTRUMENTS)}"
         )
 
 

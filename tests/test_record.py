@@ -6,11 +6,11 @@ run killed with SIGKILL leaves a readable file holding every sample a reader saw
 """
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 import traceback
 
 import h5py
@@ -20,7 +20,7 @@ from hotspin.analysis.spectra import angle_from_difference_and_sum
 from hotspin.instruments.redpitaya import RedPitaya, StreamBlock
 from hotspin.instruments.station import Station
 from hotspin.procedures.base import run_procedure
-from hotspin.procedures.recorder import RunFile, open_run_file
+from hotspin.procedures.recorder import ContinuousRecord, RunFile, open_run_file
 from hotspin.procedures.registry import PROCEDURES
 from hotspin.simulators.cell_oven import OvenConfig
 from hotspin.simulators.clock import SimClock
@@ -77,9 +77,9 @@ def test_spectrum_of_a_long_stream_matches_the_model():
 
 @pytest.fixture
 def station():
-    """The embedded simulated station on a clock at wall speed, as a streaming board needs."""
-    station = Station.from_file(None)
-    station.clock.speed = 1.0
+    """The embedded simulated station on a clock that moves when the code waits: the board
+    writes exactly what the client waits for, however busy the machine."""
+    station = Station.from_file(None, manual_clock=True)
     station.configure()
     yield station
     station.close()
@@ -111,95 +111,110 @@ def test_record_procedure_writes_the_continuous_format(station, tmp_path):
         assert 0.01 < v_sum.mean() < 0.99
 
 
+# The writer records on a clock that moves only when it waits, and says after each flush how
+# many samples per channel it has flushed.
 WRITER = """
 import sys
 from hotspin.instruments.station import Station
 from hotspin.procedures.base import run_procedure
+from hotspin.procedures.recorder import ContinuousRecord
 from hotspin.procedures.registry import PROCEDURES
-station = Station.from_file(None)
-station.clock.speed = 1.0
+flush = ContinuousRecord.flush
+def flush_and_say(record):
+    flush(record)
+    print(record.stored, flush=True)
+ContinuousRecord.flush = flush_and_say
+station = Station.from_file(None, manual_clock=True)
 station.configure()
 procedure = PROCEDURES["record"].from_values({{"duration_s": {duration}, "decimation": 1024}})
 run_procedure(procedure, station, sys.argv[1])
 station.close()
 """
 
+
+# The reader answers each "look" with the length of the record it sees through SWMR, so the
+# test asks it right after each of the writer's flushes: no polling, no waiting on the wall.
 READER = """
-import sys, time
+import sys
 import h5py
-deadline = time.monotonic() + {deadline}
-seen = []
-while time.monotonic() < deadline and len(set(seen)) < 4:
-    try:
-        with h5py.File(sys.argv[1], "r", libver="latest", swmr=True) as f:
-            codes = f["records/polarimeter/v_sum"]
-            while time.monotonic() < deadline and len(set(seen)) < 4:
-                codes.refresh()
-                if codes.shape[0] and (not seen or codes.shape[0] != seen[-1]):
-                    seen.append(codes.shape[0])
-                time.sleep(0.05)
-    except (OSError, KeyError):  # not yet created, or not yet in SWMR mode
-        time.sleep(0.05)
-print(" ".join(map(str, seen)))
+codes = None
+for line in sys.stdin:
+    if codes is None:
+        codes = h5py.File(sys.argv[1], "r", libver="latest", swmr=True)["records/polarimeter/v_sum"]
+    codes.refresh()
+    print(codes.shape[0], flush=True)
 """
 
 
 def python(code: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def test_an_swmr_reader_in_another_process_sees_the_record_grow(station, tmp_path):
+def test_an_swmr_reader_in_another_process_sees_the_record_grow(station, tmp_path, monkeypatch):
     path = tmp_path / "live.h5"
-    reader = python(READER.format(deadline=DEADLINE_S), str(path))
-    # 7 s flushed about every second: the reader, however late it starts, sees several sizes.
-    procedure = PROCEDURES["record"].from_values({"duration_s": 7.0, "decimation": 1024})
-    run_procedure(procedure, station, path)
-    out, err = reader.communicate(timeout=DEADLINE_S)
-    seen = [int(n) for n in out.split()]
+    reader = python(READER, str(path))
+    flush = ContinuousRecord.flush
+    flushed_and_seen = []
+
+    def flush_then_ask_the_reader(record):
+        flush(record)
+        reader.stdin.write("look\n")
+        reader.stdin.flush()
+        ready, _, _ = select.select([reader.stdout], [], [], DEADLINE_S)
+        assert ready, "the SWMR reader did not answer"
+        flushed_and_seen.append((record.stored, int(reader.stdout.readline())))
+
+    monkeypatch.setattr(ContinuousRecord, "flush", flush_then_ask_the_reader)
+    try:
+        # Flushed every second of the lab's time: three times before the end of a 3 s record.
+        procedure = PROCEDURES["record"].from_values({"duration_s": 3.0, "decimation": 1024})
+        run_procedure(procedure, station, path)
+    finally:
+        _, err = reader.communicate(timeout=DEADLINE_S)
     with h5py.File(path, "r") as f:
         final = f["records/polarimeter/v_sum"].shape[0]
-    # At least three sizes seen while the run wrote (flushed at least every second), all
-    # smaller than the finished record, and growing.
-    assert len([n for n in seen if n < final]) >= 3, (seen, err)
-    assert seen == sorted(seen)
+    # After every flush the other process saw exactly what had been flushed, while the run was
+    # still writing (all but the last smaller than the finished record).
+    assert [seen for _, seen in flushed_and_seen] == [n for n, _ in flushed_and_seen], err
+    growing = [seen for _, seen in flushed_and_seen if seen < final]
+    assert len(growing) >= 2 and growing == sorted(growing), (flushed_and_seen, final)
 
 
 def test_a_killed_record_leaves_every_flushed_sample_readable(tmp_path):
     path = tmp_path / "killed.h5"
     writer = python(WRITER.format(duration=60.0), str(path))
-    deadline = time.monotonic() + DEADLINE_S
-    seen = np.zeros((0, 2), dtype=np.int16)
+    flushed = 0
     try:
-        while time.monotonic() < deadline and seen.shape[0] < 200_000:
-            try:
-                with h5py.File(path, "r", libver="latest", swmr=True) as f:
-                    record = f["records/polarimeter"]
-                    for name in ("v_diff", "v_sum"):
-                        record[name].refresh()
-                    n = min(record["v_diff"].shape[0], record["v_sum"].shape[0])
-                    seen = np.stack([record["v_diff"][:n], record["v_sum"][:n]], axis=1)
-            except (OSError, KeyError):
-                pass  # not yet created, or not yet in SWMR mode
-            time.sleep(0.1)
-        assert seen.shape[0] >= 200_000, "the writer never flushed 200 000 samples"
+        while flushed < 200_000:
+            ready, _, _ = select.select([writer.stdout], [], [], DEADLINE_S)
+            line = writer.stdout.readline() if ready else ""
+            assert line, f"the writer ended or stalled after {flushed} samples: {writer.stderr}"
+            flushed = int(line)
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:  # what a reader sees now
+            record = f["records/polarimeter"]
+            for name in ("v_diff", "v_sum"):
+                record[name].refresh()
+            seen = np.stack([record["v_diff"][:flushed], record["v_sum"][:flushed]], axis=1)
         assert writer.poll() is None, "the writer ended before it was killed"
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=DEADLINE_S)
     assert writer.returncode == -signal.SIGKILL
+    assert seen.shape[0] == flushed
     with open_run_file(path) as f:
         assert f.attrs["status"] == "running"  # it never finished
         record = f["records/polarimeter"]
         assert record.attrs["sample_rate_Hz"] == 125e6 / 1024
         kept = np.stack([record["v_diff"][...], record["v_sum"][...]], axis=1)
         assert record["gaps/length"][...].sum() == 0
-    assert kept.shape[0] >= seen.shape[0]
-    np.testing.assert_array_equal(kept[: seen.shape[0]], seen)
+    assert kept.shape[0] >= flushed  # every flushed sample is kept, unchanged
+    np.testing.assert_array_equal(kept[:flushed], seen)
 
 
 def test_a_record_refuses_blocks_out_of_order(tmp_path):

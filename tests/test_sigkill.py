@@ -1,39 +1,18 @@
 """SIGKILL at ten seeded random moments of a field sweep and of a long average: every file stays
 readable and keeps every step that was flushed before the kill."""
 
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
+from helpers.killable import start_procedure
 from hotspin.instruments.station import Station
 from hotspin.instruments.station_config import StationConfig
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.registry import PROCEDURES
 
-# The child runs one procedure on the kept (persisted) lab that the test warmed and balanced,
+# Each child runs one procedure on the kept (persisted) lab that the test warmed and balanced,
 # and reports each progress message and each recorded step (recorded means flushed: the run
 # file flushes a step before it calls on_step).
-CHILD = """
-import json
-import sys
-from hotspin.instruments.station import Station
-from hotspin.instruments.station_config import StationConfig
-from hotspin.procedures.base import run_procedure
-from hotspin.procedures.registry import PROCEDURES
-
-station_file, name, values, out = sys.argv[1:]
-with Station(StationConfig.load(station_file), persist=True) as station:
-    station.configure()
-    run_procedure(
-        PROCEDURES[name].from_values(json.loads(values)), station, out,
-        progress=lambda percent, message: print("progress", flush=True),
-        on_step=lambda row: print("step", flush=True),
-    )
-print("done", flush=True)
-"""
-
 KILLS = 10
 SCENARIOS = {
     # (procedure, parameters, progress messages in a whole run)
@@ -58,29 +37,27 @@ def warm_kept_lab(tmp_path, lab_state):
 @pytest.mark.timeout(600)  # twenty short-lived processes; each wait below is bounded too
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_sigkill_at_random_moments_keeps_every_flushed_step(tmp_path, warm_kept_lab, scenario):
-    import json
-
     name, values, messages = SCENARIOS[scenario]
     rng = np.random.default_rng(20261201)
     moments = rng.integers(1, messages - 1, size=KILLS)  # kill after this many progress reports
     for index, moment in enumerate(moments):
         out = tmp_path / f"killed-{index}.h5"
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(warm_kept_lab), name, json.dumps(values), str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+        child, reports_of_child = start_procedure(warm_kept_lab, name, values, out)
         steps = reports = 0
         try:
-            for line in child.stdout:
-                steps += line == "step\n"
-                reports += line == "progress\n"
-                if reports >= moment:
+            while reports < moment and reports_of_child.poll(60):
+                try:
+                    message = reports_of_child.recv()
+                except EOFError:  # the child ended
                     break
+                steps += message == "step"
+                reports += message == "progress"
             child.kill()
-            child.wait(timeout=60)
+            child.join(timeout=60)
         finally:
-            if child.poll() is None:
+            if child.is_alive():
                 child.kill()
+            reports_of_child.close()
         assert reports >= moment, f"{scenario} kill {index}: the run ended before it"
         with h5py.File(out, "r") as f:  # readable
             assert f.attrs["procedure"] == name
