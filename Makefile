@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hotspin-installed
 export QT_QPA_PLATFORM ?= offscreen
+# Test processes (pytest-xdist): one per core by default, each module on one worker (its
+# module fixtures built once); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test test-lowest lint bench clean
 
@@ -24,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # The suite again on the lowest version of every dependency that pyproject.toml allows (CI runs
 # it after `make test`), so that a version range never claims what the code cannot run on.
@@ -35,7 +38,7 @@ test-lowest:
 	$(PYTHON) .ci/lowest_constraints.py > $(LOWEST)/constraints.txt
 	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt -e '.[test]'
 	$(LOWEST)/bin/python -m pip install --quiet --no-deps instrumentkit==0.6.0
-	$(LOWEST)/bin/python -m pytest -q
+	$(LOWEST)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spin_noise.py

@@ -1,5 +1,8 @@
 """From the apparatus to the model: every rate, the atom number, the couplings and the noise floor.
 
+`CellGeometry` is the vapour cell and probe beam, declared here once: the analysis
+(`ApparatusParameters`), the simulated lab (`LabConfig`) and the station file's `[cell]` table
+(`CellConfig`) each extend it and are handed one another's geometry whole.
 `ApparatusParameters` is what a physicist sets (temperature, field, probe, cell, detector);
 `derive` turns it into the `SpinModel` of docs/physics.md §3 and the observation of §4. The
 simulator is driven by it and the analysis reports fits against it.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 import numpy as np
 from hotspin.analysis import constants as k
@@ -62,23 +66,69 @@ def transit_time_s(beam_waist_m: float, diffusion_constant_m2_per_s: float) -> f
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class CellGeometry:
+    """The vapour cell and probe beam: inner size, N₂ fill and the beam's waist (or area), in SI.
+
+    The one declaration of these settings, their defaults and their checks. Its fields are
+    keyword-only, so a class that extends it keeps its own positional order.
+    """
+
+    cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)  # z is along the probe
+    n2_fill_pressure_Torr: float = 100.0  # at the fill temperature (the cell's certificate)
+    n2_fill_temperature_K: float = 293.15
+    # The probe beam: its 1/e² intensity radius w, or its effective area π w² (give either; the
+    # other follows; neither: DEFAULT_BEAM_WAIST_m). w also sets the transit time τ_D = w²/(4D).
+    beam_waist_m: float | None = None
+    beam_area_m2: float | None = None
+
+    #: Where the settings come from, prefixed to their names in errors ("cell." in a station file).
+    where: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        name = self.where
+        dims = check_vector(f"{name}cell_dimensions_m", self.cell_dimensions_m, 3, "m")
+        if np.any(dims <= 0):
+            raise ParameterError(
+                f"{name}cell_dimensions_m = {dims.tolist()} must all lie in (0, inf) m"
+            )
+        object.__setattr__(self, "cell_dimensions_m", tuple(dims.tolist()))
+        check_range(
+            f"{name}n2_fill_pressure_Torr",
+            self.n2_fill_pressure_Torr,
+            0.0,
+            3000.0,
+            "Torr",
+            low_open=True,
+        )
+        check_positive(f"{name}n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
+        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2, prefix=name)
+        object.__setattr__(self, "beam_waist_m", waist)
+        object.__setattr__(self, "beam_area_m2", area)
+
+    def geometry_values(self) -> dict[str, Any]:
+        """Return the geometry's settings by name (beam settled), to build another holder of it."""
+        return {f.name: getattr(self, f.name) for f in fields(CellGeometry)}
+
+    @property
+    def geometry(self) -> CellGeometry:
+        """Return the cell geometry alone, whatever class holds it."""
+        return CellGeometry(**self.geometry_values())
+
+
 @dataclass(frozen=True)
-class ApparatusParameters:
-    """The physical settings of the vapour cell, field, probe and detector, in SI units."""
+class ApparatusParameters(CellGeometry):
+    """The physical settings of the vapour cell, field, probe and detector, in SI units.
+
+    The cell and beam are its `CellGeometry` (keyword-only fields).
+    """
 
     temperature_K: float = 450.0
     field_T: tuple[float, float, float] = (500e-9, 0.0, 0.0)
     probe_power_W: float = 1.0e-3  # into the cell
     probe_detuning_Hz: float = 60e9  # from the D1 line of F = 2; positive is blue
-    # The probe beam: its 1/e² intensity radius w, or its effective area π w² (give either; the
-    # other follows; neither: DEFAULT_BEAM_WAIST_m). w also sets the transit time τ_D = w²/(4D).
-    beam_waist_m: float | None = None
-    beam_area_m2: float | None = None
     # False holds the atoms in place across the beam (the model without transit, to compare).
     beam_transit: bool = True
-    cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)  # z is along the probe
-    n2_fill_pressure_Torr: float = 100.0
-    n2_fill_temperature_K: float = 293.15
     responsivity_A_per_W: float = 0.52  # PDB450A (Si) at 795 nm
     nep_W_per_rtHz: float = 5e-12  # detector noise-equivalent power in the difference signal
     optics_transmission: float = 0.95  # exit window, half-wave plate and PBS losses
@@ -95,24 +145,10 @@ class ApparatusParameters:
             )
         check_range("probe_power_W", self.probe_power_W, 0.0, 1.0, "W")
         check_range("probe_detuning_Hz", self.probe_detuning_Hz, -1e12, 1e12, "Hz")
-        self._settle_beam()
-        dims = check_vector("cell_dimensions_m", self.cell_dimensions_m, 3, "m")
-        if np.any(dims <= 0):
-            raise ParameterError(f"cell_dimensions_m = {dims.tolist()} must all lie in (0, inf) m")
-        object.__setattr__(self, "cell_dimensions_m", tuple(dims.tolist()))
-        check_range(
-            "n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0.0, 3000.0, "Torr", low_open=True
-        )
-        check_positive("n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
+        super().__post_init__()
         check_positive("responsivity_A_per_W", self.responsivity_A_per_W, "A/W")
         check_range("nep_W_per_rtHz", self.nep_W_per_rtHz, 0.0, 1e-6, "W/√Hz")
         check_range("optics_transmission", self.optics_transmission, 0.0, 1.0, low_open=True)
-
-    def _settle_beam(self) -> None:
-        """Fill in the beam's waist or area from the other (see `settle_beam`)."""
-        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2)
-        object.__setattr__(self, "beam_waist_m", waist)
-        object.__setattr__(self, "beam_area_m2", area)
 
     def with_changes(self, **changes: object) -> ApparatusParameters:
         """Return a copy with some parameters changed (validated again)."""

@@ -32,13 +32,7 @@ def _build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--duration-s", type=float, required=True, help="record length in s")
     simulate.add_argument("--sample-rate-Hz", type=float, required=True, help="sample rate in Hz")
     simulate.add_argument("--out", required=True, help="HDF5 file to write (must not exist)")
-    simulate.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="change a setting (see 'hotspin list'); repeat for several",
-    )
+    _add_settings(simulate, "change a setting (see 'hotspin list'); repeat for several")
     sim = commands.add_parser("sim", help="the simulated lab")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
     serve = sim_commands.add_parser(
@@ -47,7 +41,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Serve each simulated instrument of a (simulated) station file on its "
         "loopback port, answering its real command set, until Ctrl-C.",
     )
-    serve.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    _add_station(serve)
     serve.add_argument(
         "--client-station", metavar="FILE",
         help="also write the station file that reaches the served lab over TCP, for "
@@ -79,11 +73,8 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("procedure", help="procedure name")
-    run.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE",
-        help="change a parameter; repeat for several",
-    )  # fmt: skip
-    run.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    _add_settings(run, "change a parameter; repeat for several")
+    _add_station(run)
     run.add_argument("--out", help="HDF5 file to write (default: data/<date>/<time>_<name>.h5)")
     run.add_argument(
         "--save-calibration", action="store_true",
@@ -103,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Watch the polarimeter signal, the spin-noise spectrum and every "
         "instrument live; tune the apparatus; queue, watch and abort procedures; open runs.",
     )
-    gui.add_argument("--station", help="station file (default: the embedded simulated lab)")
+    _add_station(gui)
     gui.add_argument("--data", default="data", help="directory for run files (default: data)")
     gui.add_argument(
         "--watch",
@@ -111,6 +102,16 @@ def _build_parser() -> argparse.ArgumentParser:
         help="follow a run file another process is writing (SWMR); needs no station",
     )
     return parser
+
+
+def _add_settings(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add the repeatable ``--set NAME=VALUE`` option."""
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=help)
+
+
+def _add_station(parser: argparse.ArgumentParser) -> None:
+    """Add ``--station FILE`` (none: the embedded simulated lab)."""
+    parser.add_argument("--station", help="station file (default: the embedded simulated lab)")
 
 
 def procedure_summaries() -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from hotspin.instruments.errors import InterlockError
+from hotspin.instruments.linked import Linked, read_all
 from hotspin.instruments.resilience import ResilientLink
 from hotspin.instruments.station_config import CoilsConfig
 
@@ -22,6 +23,43 @@ log = logging.getLogger(__name__)
 AXES = ("x", "y", "z")
 # Time between ramp steps; the ramp rate sets the size of each step.
 RAMP_STEP_S = 0.05
+
+
+class CoilSource:
+    """One Keithley 6221 of the coil system, through its link, under the coil system's lock.
+
+    Its settings are sent as they are: the limits are the coil system's to check.
+    """
+
+    def __init__(self, link: ResilientLink, lock: threading.RLock) -> None:
+        self.link, self.lock = link, lock
+
+    @property
+    def name(self) -> str:
+        """Get the name of the source's link (coil_x, coil_y, coil_z)."""
+        return self.link.name
+
+    idn = Linked("id", str, "Get the source's identification.")
+    source_current_A = Linked("source_current", float, "Control the DC source current in A.",
+                              writable=True)  # fmt: skip
+    source_compliance_V = Linked("source_compliance", float, "Control the compliance voltage "
+                                 "in V.", writable=True)  # fmt: skip
+    source_range_A = Linked("source_range", float, "Control the fixed source range in A.",
+                            writable=True)  # fmt: skip
+    source_enabled = Linked("source_enabled", bool, "Control whether the output is on.",
+                            writable=True)  # fmt: skip
+    in_compliance = Linked("in_compliance", bool, "Get whether the output is in compliance.")
+
+
+#: What a coil source's snapshot holds, in order.
+SOURCE_SNAPSHOT = (
+    "idn",
+    "source_current_A",
+    "source_compliance_V",
+    "source_range_A",
+    "source_enabled",
+    "in_compliance",
+)
 
 
 class CoilSystem:
@@ -35,27 +73,27 @@ class CoilSystem:
     ) -> None:
         if len(sources) != 3:
             raise ValueError(f"a coil system needs 3 sources (x, y, z), got {len(sources)}")
-        self.sources = list(sources)
         self.config = config
         self.matrix = np.asarray(config.coil_matrix_T_per_A, dtype=float)
         self.zero_field_currents_A = np.asarray(config.zero_field_currents_A, dtype=float)
         self.lock = threading.RLock()
+        self.sources = [CoilSource(link, self.lock) for link in sources]
         self._sleep = sleep
 
     def configure(self) -> None:
         """Set compliance and a fixed range, start at 0 A and switch the outputs on."""
         with self.lock:
             for source in self.sources:
-                source.call(lambda k: setattr(k, "source_compliance", self.config.compliance_V))
-                source.call(lambda k: setattr(k, "source_range", self.config.max_current_A))
-                source.call(lambda k: setattr(k, "source_current", 0.0))
-                source.call(lambda k: setattr(k, "source_enabled", True))
+                source.source_compliance_V = self.config.compliance_V
+                source.source_range_A = self.config.max_current_A
+                source.source_current_A = 0.0
+                source.source_enabled = True
 
     @property
     def currents_A(self) -> np.ndarray:
         """Get the three source currents in A (x, y, z)."""
         with self.lock:
-            return np.array([s.call(lambda k: float(k.source_current)) for s in self.sources])
+            return np.array([source.source_current_A for source in self.sources])
 
     def check_currents(self, currents_A: Sequence[float]) -> np.ndarray:
         """Return the currents if each is within the station's limit, else raise InterlockError."""
@@ -86,14 +124,14 @@ class CoilSystem:
                     self._sleep(RAMP_STEP_S)
                 level = present + (target - present) * k / steps
                 for source, current in zip(self.sources, level, strict=True):
-                    source.call(lambda k, i=float(current): setattr(k, "source_current", i))
+                    source.source_current_A = float(current)
 
     def _switch_on(self) -> None:
         """Switch on any output that is off (after a safe state), starting it at 0 A."""
         for source in self.sources:
-            if not source.call(lambda k: bool(k.source_enabled)):
-                source.call(lambda k: setattr(k, "source_current", 0.0))
-                source.call(lambda k: setattr(k, "source_enabled", True))
+            if not source.source_enabled:
+                source.source_current_A = 0.0
+                source.source_enabled = True
 
     @property
     def field_T(self) -> np.ndarray:
@@ -147,35 +185,29 @@ class CoilSystem:
             for axis, source in zip(AXES, self.sources, strict=True):
                 try:
                     self._ramp_alone_to_zero(source)
-                    source.call(lambda k: setattr(k, "source_enabled", False))
+                    source.source_enabled = False
                 except Exception as error:
                     failed[axis] = f"{source.name} ({axis}): {type(error).__name__}: {error}"
         if failed:
             raise InterlockError("coils", "not safe: " + "; ".join(failed.values()))
 
-    def _ramp_alone_to_zero(self, source: Any) -> None:
+    def _ramp_alone_to_zero(self, source: CoilSource) -> None:
         """Ramp one source from its present current to 0 A at the station's maximum rate."""
-        present = float(source.call(lambda k: float(k.source_current)))
+        present = source.source_current_A
         step_A = self.config.max_ramp_rate_A_per_s * RAMP_STEP_S
         steps = math.ceil(abs(present) / step_A)
         for k in range(1, steps + 1):
             self._sleep(RAMP_STEP_S)
             level = present * (1 - k / steps)
-            source.call(lambda d, i=level: setattr(d, "source_current", i))
+            source.source_current_A = level
 
     def snapshot(self) -> dict[str, Any]:
         """Return every readable setting of the three sources and the field they make."""
         with self.lock:
-            sources = {}
-            for axis, source in zip(AXES, self.sources, strict=True):
-                sources[axis] = {
-                    "idn": source.call(lambda k: k.id),
-                    "source_current_A": source.call(lambda k: float(k.source_current)),
-                    "source_compliance_V": source.call(lambda k: float(k.source_compliance)),
-                    "source_range_A": source.call(lambda k: float(k.source_range)),
-                    "source_enabled": source.call(lambda k: bool(k.source_enabled)),
-                    "in_compliance": source.call(lambda k: bool(k.in_compliance)),
-                }
+            sources = {
+                axis: read_all(source, SOURCE_SNAPSHOT)
+                for axis, source in zip(AXES, self.sources, strict=True)
+            }
             return {
                 "sources": sources,
                 "coil_matrix_T_per_A": self.matrix.tolist(),

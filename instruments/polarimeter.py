@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from hotspin.analysis.spectra import angle_from_difference_and_sum
+from hotspin.instruments.linked import Linked, read_all
 from hotspin.instruments.redpitaya import BUFFER_SIZE
 from hotspin.instruments.resilience import ResilientLink
 from hotspin.instruments.station_config import DigitiserConfig, PolarimeterConfig
@@ -55,34 +56,58 @@ class Polarimeter:
         #: Where the plate balanced the polarimeter last (the station file's guess until then).
         self.balanced_angle_deg = config.plate_zero_deg
 
+    def _diff_input(self, board: Any) -> Any:
+        return board.analog_in[self.config.diff_channel]
+
+    def _sum_input(self, board: Any) -> Any:
+        return board.analog_in[self.config.sum_channel]
+
+    idn = Linked("id", str, "Get the digitiser's identification.", link="digitiser")
+    decimation = Linked(
+        "decimation", int, "Control the digitiser's decimation (its sample rate is 125 MHz / "
+        "decimation).", link="digitiser", writable=True,
+        send=lambda decimation: decimation,  # as given: the driver refuses a non-decimation
+    )  # fmt: skip
+    sample_rate_Hz = Linked("sample_rate_Hz", float, "Get the digitiser's sample rate in Hz.",
+                            link="digitiser")  # fmt: skip
+    diff_gain = Linked(
+        "gain", str, "Control the range of the V_diff input ('LV' ±1 V or 'HV' ±20 V, as its "
+        "jumper).", link="digitiser", part="_diff_input", writable=True,
+    )  # fmt: skip
+    sum_gain = Linked(
+        "gain", str, "Control the range of the V_sum input ('LV' ±1 V or 'HV' ±20 V, as its "
+        "jumper).", link="digitiser", part="_sum_input", writable=True,
+    )  # fmt: skip
+    diff_full_scale_V = Linked("full_scale_V", float, "Get the V_diff input's full scale in V.",
+                               link="digitiser", part="_diff_input")  # fmt: skip
+    sum_full_scale_V = Linked("full_scale_V", float, "Get the V_sum input's full scale in V.",
+                              link="digitiser", part="_sum_input")  # fmt: skip
+    plate_angle_deg = Linked(
+        "position_deg", float, "Control the half-wave plate's angle in degrees (setting it turns "
+        "the plate to the angle modulo 360 and waits for the move to end).", link="mount",
+        setter="move_to", send=lambda angle_deg: float(angle_deg) % 360.0,
+    )  # fmt: skip
+    mount_info = Linked("info", str, "Get the mount's identification (its `in` reply).",
+                        link="mount")  # fmt: skip
+
     def configure(self) -> None:
         """Set the digitiser's decimation and input ranges for the detector's two outputs."""
-        c, d = self.config, self.digitiser_config
+        d = self.digitiser_config
         with self.lock:
-            self.digitiser.call(lambda r: setattr(r, "decimation", d.decimation))
-            self.digitiser.call(lambda r: setattr(r.analog_in[c.diff_channel], "gain", d.diff_gain))
-            self.digitiser.call(lambda r: setattr(r.analog_in[c.sum_channel], "gain", d.sum_gain))
+            self.decimation = d.decimation
+            self.diff_gain = d.diff_gain
+            self.sum_gain = d.sum_gain
 
     def set_decimation(self, decimation: int) -> None:
         """Set the digitiser's decimation (its sample rate is 125 MHz / decimation)."""
-        with self.lock:
-            self.digitiser.call(lambda r: setattr(r, "decimation", decimation))
-
-    @property
-    def sample_rate_Hz(self) -> float:
-        """Get the digitiser's sample rate in Hz."""
-        with self.lock:
-            return self.digitiser.call(lambda r: float(r.sample_rate_Hz))
+        self.decimation = decimation
 
     def acquire(self, n: int = BUFFER_SIZE) -> PolarimeterRecord:
         """Record ``n`` samples of V_diff and V_sum now."""
         c = self.config
         with self.lock:
             record = self.digitiser.call(lambda r: r.acquire((c.diff_channel, c.sum_channel), n))
-            ranges = (
-                self.digitiser.call(lambda r: r.analog_in[c.diff_channel].full_scale_V),
-                self.digitiser.call(lambda r: r.analog_in[c.sum_channel].full_scale_V),
-            )
+            ranges = (self.diff_full_scale_V, self.sum_full_scale_V)
         return PolarimeterRecord(
             record.sample_rate_Hz,
             record.voltages_V[c.diff_channel].astype(float),
@@ -102,18 +127,6 @@ class Polarimeter:
         c = self.config
         ratio = c.gain_sum_V_per_A / c.gain_diff_V_per_A
         return float(np.mean(record.v_diff) * ratio / np.mean(record.v_sum))
-
-    @property
-    def plate_angle_deg(self) -> float:
-        """Measure the half-wave plate's angle in degrees."""
-        with self.lock:
-            return self.mount.call(lambda m: float(m.position_deg))
-
-    @plate_angle_deg.setter
-    def plate_angle_deg(self, value: float) -> None:
-        """Turn the half-wave plate to ``value`` degrees (taken modulo 360) and wait."""
-        with self.lock:
-            self.mount.call(lambda m: m.move_to(float(value) % 360.0, wait=True))
 
     def detected_power_W(self, record: PolarimeterRecord) -> float:
         """Return the light power on the detector from the sum channel, in W."""
@@ -136,17 +149,12 @@ class Polarimeter:
                 "responsivity_A_per_W": c.responsivity_A_per_W,
                 "nep_W_per_rtHz": c.nep_W_per_rtHz,
                 "plate_angle_deg": self.plate_angle_deg,
-                "mount": {
-                    "info": self.mount.call(lambda m: str(m.info)),
-                    "address": c.mount_address,
-                },
+                "mount": {"info": self.mount_info, "address": c.mount_address},
                 "digitiser": {
-                    "idn": self.digitiser.call(lambda r: r.id),
-                    "decimation": self.digitiser.call(lambda r: int(r.decimation)),
-                    "sample_rate_Hz": self.sample_rate_Hz,
+                    **read_all(self, ("idn", "decimation", "sample_rate_Hz")),
                     "diff_channel": c.diff_channel,
                     "sum_channel": c.sum_channel,
-                    "diff_gain": self.digitiser.call(lambda r: r.analog_in[c.diff_channel].gain),
-                    "sum_gain": self.digitiser.call(lambda r: r.analog_in[c.sum_channel].gain),
+                    "diff_gain": self.diff_gain,
+                    "sum_gain": self.sum_gain,
                 },
             }

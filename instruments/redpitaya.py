@@ -57,7 +57,7 @@ from pymeasure.adapters import Adapter
 from pymeasure.instruments import Instrument
 from pymeasure.instruments.redpitaya.redpitaya_scpi import AnalogInputFastChannel, RedPitayaScpi
 from pyvisa import constants
-from pyvisa.errors import VisaIOError
+from pyvisa.errors import InvalidSession, VisaIOError
 
 ADC_CLOCK_Hz = 125e6
 BUFFER_SIZE = 16384
@@ -427,6 +427,8 @@ class RedPitaya(RedPitayaScpi):
             super().write(command, **kwargs)
         except VisaIOError as error:
             raise LinkLostError(self.name, str(error)) from error
+        except InvalidSession as error:  # a link closed after a fault, written to on the way out
+            raise LinkLostError(self.name, "the connection is closed") from error
 
     def read(self, **kwargs: object) -> str:
         """Read one reply line without its CR LF; a silent board raises a specific error."""

@@ -12,6 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -56,18 +57,22 @@ class WallClock:
 def lab_config_for(config: StationConfig) -> LabConfig:
     """Return the simulated lab's `LabConfig`: the station's cell and calibrations as its truth.
 
-    The station's calibrations (coil matrix, detector gains, laser tuning, heater) are taken as the
-    simulated world's physics unless `simulation.lab` says otherwise, which is how a miscalibrated
-    instrument is simulated.
+    The `[cell]` geometry is the lab's, key by key, unless `simulation.lab` names a key (its beam
+    by waist or area replaces the station's beam whole). The station's calibrations (coil
+    matrix, detector gains, laser tuning, heater) are taken as the simulated world's physics
+    unless `simulation.lab` says otherwise, which is how a miscalibrated instrument is simulated.
     """
     from hotspin.simulators.lab import LabConfig
 
     mapping = copy.deepcopy(config.simulation.lab)
     cell, coils, pol, laser = config.cell, config.coils, config.polarimeter, config.laser
-    mapping.setdefault("cell_dimensions_m", list(cell.cell_dimensions_m))
-    mapping.setdefault("n2_fill_pressure_Torr", cell.n2_fill_pressure_Torr)
-    mapping.setdefault("n2_fill_temperature_K", cell.n2_fill_temperature_K)
-    mapping.setdefault("beam_area_m2", cell.beam_area_m2)
+    geometry = cell.geometry_values()
+    if "beam_waist_m" in mapping or "beam_area_m2" in mapping:
+        # `simulation.lab` gives the simulated beam by its waist or its area: the other follows
+        # from it, not from the station's beam.
+        del geometry["beam_waist_m"], geometry["beam_area_m2"]
+    for name, value in geometry.items():
+        mapping.setdefault(name, value)
     mapping.setdefault("seed", config.simulation.seed)
     mapping.setdefault("coils", {}).setdefault(
         "coil_matrix_T_per_A", [list(row) for row in coils.coil_matrix_T_per_A]
@@ -349,14 +354,11 @@ class Station:
         cell, pol = self.config.cell, self.config.polarimeter
         field = tuple(self.coils.field_T) if field_T is None else field_T
         return ApparatusParameters(
+            **cell.geometry_values(),
             temperature_K=self.heater.temperature_K,
             field_T=field,
             probe_power_W=probe_power_W,
             probe_detuning_Hz=self.laser.detuning_Hz,
-            beam_area_m2=cell.beam_area_m2,
-            cell_dimensions_m=cell.cell_dimensions_m,
-            n2_fill_pressure_Torr=cell.n2_fill_pressure_Torr,
-            n2_fill_temperature_K=cell.n2_fill_temperature_K,
             responsivity_A_per_W=pol.responsivity_A_per_W,
             nep_W_per_rtHz=pol.nep_W_per_rtHz,
             optics_transmission=cell.optics_transmission,
@@ -367,11 +369,8 @@ class Station:
         snapshot: dict[str, Any] = {
             "station": {"name": self.config.station.name, "simulated": self.config.simulated},
             "cell": {
-                "cell_dimensions_m": list(self.config.cell.cell_dimensions_m),
-                "n2_fill_pressure_Torr": self.config.cell.n2_fill_pressure_Torr,
-                "n2_fill_temperature_K": self.config.cell.n2_fill_temperature_K,
-                "beam_area_m2": self.config.cell.beam_area_m2,
-                "optics_transmission": self.config.cell.optics_transmission,
+                name: list(value) if isinstance(value, tuple) else value
+                for name, value in asdict(self.config.cell).items()
             },
         }
         for role in ("heater", "laser", "polarimeter", "coils"):

@@ -14,16 +14,15 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hotspin.analysis.checks import (
     ParameterError,
-    check_positive,
     check_range,
     check_vector,
     dataclass_from_mapping,
 )
-from hotspin.analysis.experiment import settle_beam
+from hotspin.analysis.experiment import CellGeometry
 
 SAFE_STATES = ("hold", "off")
 DECIMATIONS = tuple(2**k for k in range(17))  # the Red Pitaya's: 1, 2, 4, …, 65536
@@ -56,28 +55,18 @@ class StationInfo:
 
 
 @dataclass(frozen=True)
-class CellConfig:
-    """The vapour cell and probe beam geometry (used by the analysis and the simulator)."""
+class CellConfig(CellGeometry):
+    """The `[cell]` table: the cell and beam geometry, and the optics' transmission to the detector.
 
-    cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)
-    n2_fill_pressure_Torr: float = 100.0
-    n2_fill_temperature_K: float = 293.15
-    # The probe's 1/e² intensity radius w; the area π w² follows (or give the area instead).
-    beam_waist_m: float | None = None
-    beam_area_m2: float | None = None
+    The geometry's keys, defaults and checks are `CellGeometry`'s; the analysis and the simulated
+    lab are handed that geometry whole.
+    """
+
+    where: ClassVar[str] = "cell."
     optics_transmission: float = 0.95
 
     def __post_init__(self) -> None:
-        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2, prefix="cell.")
-        object.__setattr__(self, "beam_waist_m", waist)
-        object.__setattr__(self, "beam_area_m2", area)
-        dims = check_vector("cell.cell_dimensions_m", self.cell_dimensions_m, 3, "m")
-        if (dims <= 0).any():
-            raise ParameterError(f"cell.cell_dimensions_m = {dims.tolist()} must all be > 0 m")
-        check_range(
-            "cell.n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0, 3000, "Torr", low_open=True
-        )
-        check_positive("cell.n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
+        super().__post_init__()
         check_range("cell.optics_transmission", self.optics_transmission, 0, 1, low_open=True)
 
 

@@ -23,9 +23,9 @@ from hotspin.analysis.checks import (
 )
 from hotspin.analysis.experiment import (
     ApparatusParameters,
+    CellGeometry,
     DerivedQuantities,
     derive,
-    settle_beam,
 )
 from hotspin.simulators.cell_oven import CellOven, OvenConfig
 from hotspin.simulators.clock import SimClock
@@ -46,14 +46,12 @@ HeaterControl = Callable[[float, float, float], float]
 
 
 @dataclass(frozen=True)
-class LabConfig:
-    """The simulated apparatus: cell, beam, oven, laser, coils, polarimeter and random seed."""
+class LabConfig(CellGeometry):
+    """The simulated apparatus: cell, beam, oven, laser, coils, polarimeter and random seed.
 
-    cell_dimensions_m: tuple[float, float, float] = (0.03, 0.03, 0.03)
-    n2_fill_pressure_Torr: float = 100.0
-    n2_fill_temperature_K: float = 293.15
-    beam_waist_m: float | None = None  # 1/e² intensity radius; sets area π w² and τ_D
-    beam_area_m2: float | None = None  # or the area; the other follows
+    The cell and beam are its `CellGeometry` (keyword-only fields, the same keys in a mapping).
+    """
+
     oven: OvenConfig = field(default_factory=OvenConfig)
     laser: LaserDiodeConfig = field(default_factory=LaserDiodeConfig)
     coils: CoilConfig = field(default_factory=CoilConfig)
@@ -64,11 +62,7 @@ class LabConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        check_vector("cell_dimensions_m", self.cell_dimensions_m, 3, "m")
-        check_range(
-            "n2_fill_pressure_Torr", self.n2_fill_pressure_Torr, 0.0, 3000.0, "Torr", low_open=True
-        )
-        check_positive("n2_fill_temperature_K", self.n2_fill_temperature_K, "K")
+        super().__post_init__()
         check_range("flicker_coefficient_rad2", self.flicker_coefficient_rad2, 0.0, 1.0, "rad²")
         low, high = check_vector("flicker_band_Hz", self.flicker_band_Hz, 2, "Hz")
         if not 0 < low < high:
@@ -76,9 +70,6 @@ class LabConfig:
                 f"flicker_band_Hz = {list(self.flicker_band_Hz)}: "
                 "must be (low, high) with 0 < low < high"
             )
-        waist, area = settle_beam(self.beam_waist_m, self.beam_area_m2)
-        object.__setattr__(self, "beam_waist_m", waist)
-        object.__setattr__(self, "beam_area_m2", area)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> LabConfig:
@@ -149,14 +140,11 @@ class SimulatedLab:
         with self.lock:
             self.update()
             return ApparatusParameters(
+                **c.geometry_values(),
                 temperature_K=self.oven.temperature_K,
                 field_T=tuple(self.coils.field_T() if field_T is None else field_T),
                 probe_power_W=self.laser.power_at_cell_W,
                 probe_detuning_Hz=self.laser.detuning_Hz,
-                beam_waist_m=c.beam_waist_m,
-                cell_dimensions_m=c.cell_dimensions_m,
-                n2_fill_pressure_Torr=c.n2_fill_pressure_Torr,
-                n2_fill_temperature_K=c.n2_fill_temperature_K,
                 responsivity_A_per_W=pol.responsivity_A_per_W,
                 nep_W_per_rtHz=pol.nep_W_per_rtHz,
                 optics_transmission=pol.optics_transmission,

@@ -133,6 +133,22 @@ def test_a_digitiser_socket_closed_by_the_peer_is_a_lost_link_that_names_it():
     assert "Error" not in message  # the instrument, not a Python class
 
 
+def test_closing_a_stream_on_a_link_closed_after_a_fault_is_a_lost_link_not_a_crash():
+    # A record that restarts its stream after a fault disconnects the link and then closes the
+    # old stream, whose stop commands meet a closed session.
+    lab = SimulatedLab(clock=SimClock(manual=True))
+    sim = SimulatedRedPitaya(lab, "digitiser")
+    with SimServer({"digitiser": (sim, 0)}) as server:
+        board = RedPitaya(
+            server.resource("digitiser"), timeout=300, visa_library="@py",
+            sleep=lab.clock.sleep, now=lab.clock.now,
+        )  # fmt: skip
+        stream = board.stream(decimation=1024, n_samples=1000)
+        board.adapter.close()
+        with pytest.raises(LinkLostError, match=r"^Red Pitaya STEMlab 125-14.*is closed"):
+            stream.close()
+
+
 def _session(connection, timeout_s):
     """The parts of a pyvisa-py raw-socket session `bounded_clear` works on."""
     return types.SimpleNamespace(
@@ -184,8 +200,9 @@ def _readable(connection):
 # instrument anyway): the four transient kinds spaced by more commands than one exchange takes,
 # so that each exchange meets at most one, in one run; a stall in another. A stall hangs an
 # instrument for 2.5 simulated seconds: longer than its link's three tries in-process (where a
-# read of nothing times out at once: the run aborts), shorter than one TCP timeout (300 ms of
-# wall time, 150 simulated s: survived), and always shorter than the station's patience for a
+# read of nothing times out at once: the run aborts), shorter than one TCP timeout (600 ms of
+# wall time, 300 simulated s: survived; long enough for the digitiser to
+# compute a record on a busy machine), and always shorter than the station's patience for a
 # safe state (it is reached). The patience is counted on the simulated clock too, at 500 times
 # wall time, so it is set long enough for a slow pass over seven instruments on a busy machine.
 TRANSIENT = {"drop": 2, "delay": 10, "corrupt": 18, "error": 26}  # kind: commands before it
@@ -201,7 +218,7 @@ TCP_PROCEDURES = ("warmup", "balance", "field_sweep", "record")
 def faulty_station(request, tmp_path_factory):
     config = StationConfig.from_mapping(
         {
-            "station": {"timeout_ms": 300, "retries": 2, "safe_state_patience_s": 600.0},
+            "station": {"timeout_ms": 600, "retries": 2, "safe_state_patience_s": 600.0},
             "simulation": {"clock_speed": 500.0, "seed": 2, "transport": request.param},
         }
     )
