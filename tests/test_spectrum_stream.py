@@ -109,7 +109,6 @@ def test_a_spectrum_is_the_welch_average_of_one_continuous_stream(warm_station, 
     expected = spectrum.expectation(R)
     band = slice(attributes["mean_removed_bins"], -1)
     ratio = psd[band] / expected[band]
-    print(ratio.mean(), ratio[spectrum.frequency_Hz[band] < 2e3].mean())
     # 2 000 bins of K_eff ≈ 38 averages, neighbours correlated by 0.46: the mean ratio to
     # ±0.4 % (one σ); the line's region (the lowest 2 kHz) to a few per cent.
     assert ratio.mean() == pytest.approx(1.0, abs=0.02)
