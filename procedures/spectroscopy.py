@@ -98,7 +98,8 @@ MIN_SPECTRUM_TEMPERATURE_K = 373.15
 #: A spectrum gives up when its segments are not done after this many times the samples they
 #: need (a ring overrun on every block, say): the stream never ends by itself.
 MAX_STREAM_FACTOR = 20
-#: Clipped stream blocks a spectrum tolerates (each is left out and named) before it gives up.
+#: Clipped (or otherwise unusable) blocks a spectrum tolerates, each left out and named, before
+#: it gives up.
 MAX_CLIPPED_BLOCKS = 8
 #: Samples of the readiness probe: enough for a mean of V_diff and V_sum, far less than a record.
 READINESS_SAMPLES = 1024
@@ -159,55 +160,76 @@ class SpectrumProcedure(HotspinProcedure):
         wanted = int(self.averages)
         psd: StreamingPSD | None = None
         power_sum, seen, clipped, lost = 0.0, 0, 0, 0
-        with contextlib.closing(self._pieces(int(self.decimation))) as pieces:
-            for piece in pieces:
-                self.check_stop()
-                self.watch()
-                if psd is None:
-                    fs = self._sample_rate_Hz
-                    psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
-                    budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
-                if seen > budget:
-                    raise RuntimeError(
-                        f"the digitiser gave {psd.segments} of {wanted} segments in {seen} "
-                        f"samples ({lost} lost in gaps, {clipped} blocks clipped): its ring is "
-                        "overrun or the polarimeter clips"
-                    )
-                if isinstance(piece, StreamGap):
-                    psd.end_record()  # no segment spans a gap
-                    lost += piece.length
-                    seen += piece.length
-                    continue
-                seen += piece.v_sum.size
-                if piece.clipped:  # refused whole: a clipped sample is no angle
-                    psd.end_record()
-                    clipped += 1
-                    if clipped > MAX_CLIPPED_BLOCKS:
+        unusable: list[str] = []  # why each block that gave no angle gave none
+        while psd is None or psd.segments < wanted:
+            with contextlib.closing(self._pieces(int(self.decimation))) as pieces:
+                for piece in pieces:
+                    self.check_stop()
+                    if self._paused():  # what is in hand was taken while something was wrong:
+                        if psd is not None:  # a new stream (or record) from now on
+                            psd.end_record()
+                        break
+                    if psd is None:
+                        fs = self._sample_rate_Hz
+                        psd = StreamingPSD(
+                            int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP
+                        )
+                        budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
+                    if seen > budget:
                         raise RuntimeError(
-                            f"the digitiser clipped {clipped} blocks: the polarimeter is far "
-                            "from balance (run 'balance') or the PDB450A gain is too high"
+                            f"the digitiser gave {psd.segments} of {wanted} segments in {seen} "
+                            f"samples ({lost} lost in gaps, {clipped} blocks clipped): its ring is "
+                            "overrun or the polarimeter clips"
                         )
-                    continue
-                theta = polarimeter.rotation_angle_rad(piece)
-                used = 0
-                while used < theta.size and psd.segments < wanted:
-                    take = min(psd.samples_for(1), theta.size - used)
-                    psd.add(theta[used : used + take])
-                    used += take
-                    if not psd.segments:
+                    if isinstance(piece, StreamGap):
+                        psd.end_record()  # no segment spans a gap
+                        lost += piece.length
+                        seen += piece.length
                         continue
-                    if self.run is not None and self.run.checkpoint_due():  # a kill keeps it
-                        self.run.checkpoint_average(
-                            psd.frequency_Hz, psd.mean(), psd.segments, psd.segments
-                        )
-                    done = progress[0] + (progress[1] - progress[0]) * psd.segments / wanted
-                    self.progress(done, f"spectrum: segment {psd.segments} of {wanted}")
-                power_sum += float(np.sum(piece.v_sum[:used]))
-                if psd.segments >= wanted:
-                    break
+                    seen += piece.v_sum.size
+                    if piece.clipped:  # refused whole: a clipped sample is no angle
+                        psd.end_record()
+                        clipped += 1
+                        if clipped > MAX_CLIPPED_BLOCKS:
+                            raise RuntimeError(
+                                f"the digitiser clipped {clipped} blocks: the polarimeter is far "
+                                "from balance (run 'balance') or the PDB450A gain is too high"
+                            )
+                        continue
+                    try:
+                        theta = polarimeter.rotation_angle_rad(piece)
+                    except ValueError as error:  # no light (say), briefly: left out like a clip
+                        psd.end_record()
+                        unusable.append(str(error))
+                        if len(unusable) > MAX_CLIPPED_BLOCKS:
+                            raise ValueError(
+                                f"{len(unusable)} blocks of the digitiser unusable: {error}"
+                            ) from error
+                        continue
+                    used = 0
+                    while used < theta.size and psd.segments < wanted:
+                        take = min(psd.samples_for(1), theta.size - used)
+                        psd.add(theta[used : used + take])
+                        used += take
+                        if not psd.segments:
+                            continue
+                        if self.run is not None and self.run.checkpoint_due():  # a kill keeps it
+                            self.run.checkpoint_average(
+                                psd.frequency_Hz, psd.mean(), psd.segments, psd.segments
+                            )
+                        done = progress[0] + (progress[1] - progress[0]) * psd.segments / wanted
+                        self.progress(done, f"spectrum: segment {psd.segments} of {wanted}")
+                    power_sum += float(np.sum(piece.v_sum[:used]))
+                    if psd.segments >= wanted:
+                        break
         assert psd is not None  # the pieces never end before the segments are complete
         if clipped:
             self.notes.append(f"{self.NAME}: {clipped} clipped blocks were left out of a spectrum")
+        if unusable:
+            self.notes.append(
+                f"{self.NAME}: {len(unusable)} blocks gave no angle and were left out "
+                f"({unusable[0]})"
+            )
         if lost:
             self.notes.append(
                 f"{self.NAME}: {lost} samples lost in gaps of the stream; no segment spans one"
@@ -233,6 +255,13 @@ class SpectrumProcedure(HotspinProcedure):
             lost,
         )
 
+    def _paused(self) -> bool:
+        """Return whether a watched condition was wrong, after pausing until it is right."""
+        if not self._problems():
+            return False
+        self.watch()
+        return True
+
     def _pieces(self, decimation: int) -> Iterator[PolarimeterRecord | StreamGap]:
         """Yield the digitiser's samples in order: blocks of the continuous stream and its gaps.
 
@@ -251,6 +280,7 @@ class SpectrumProcedure(HotspinProcedure):
                 "faster than any reader of the stream: spectra from triggered records"
             )
             while True:
+                self.watch()  # before the record, as it is taken at once
                 yield polarimeter.acquire()
                 yield StreamGap(0, 0)
         with PolarimeterStream(self, decimation) as stream:
