@@ -6,8 +6,10 @@ The stream (`procedures.streaming`, the deep-memory ring read behind its write p
 turned block by block into the rotation angle θ(t) = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)] and
 added to a streaming Welch estimate: every sample goes into a segment, and a segment ends only
 where the stream has a gap (or a block the digitiser clipped, which is left out). `averages` is
-the number of segments; the stream is read until they are complete, no further (on a simulated
-clock faster than the wall, which no reader can follow, triggered records instead). The running
+the number of segments; the stream is read until they are complete, no further. Triggered
+records (each its own run of segments) stand in where no reader can follow the stream: a
+simulated lab on a clock faster than the wall, or a stream that lost more than 20 times the
+samples the segments need (a served simulated lab on a fast clock, a slow link). The running
 average is checkpointed into the run file as it grows (`running_spectrum`), so a killed long
 average keeps what was flushed. Triggered 16 384-sample records remain where the trigger is the
 point: the entanglement run's filter records and the live monitor's frames.
@@ -161,6 +163,16 @@ class SpectrumProcedure(HotspinProcedure):
         psd: StreamingPSD | None = None
         power_sum, seen, clipped, lost = 0.0, 0, 0, 0
         unusable: list[str] = []  # why each block that gave no angle gave none
+        clock = self.station.clock
+        speed = getattr(clock, "speed", 1.0)
+        # A simulated lab on a clock faster than the wall (not manual) writes its ring faster
+        # than any reader follows: there the samples come as triggered records from the start.
+        self._triggered = speed > 1.0 and not getattr(clock, "manual", True)
+        if self._triggered:
+            self.notes.append(
+                f"{self.NAME}: the simulated clock runs {speed:g} times faster than the wall, "
+                "faster than any reader of the stream: spectra from triggered records"
+            )
         while psd is None or psd.segments < wanted:
             with contextlib.closing(self._pieces(int(self.decimation))) as pieces:
                 for piece in pieces:
@@ -175,6 +187,17 @@ class SpectrumProcedure(HotspinProcedure):
                             int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP
                         )
                         budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
+                    if seen > budget and not self._triggered:
+                        # The board writes faster than this client reads (a served simulated
+                        # lab on a fast clock, a slow link): triggered records instead.
+                        self.notes.append(
+                            f"{self.NAME}: the stream lost {lost} of {seen} samples before "
+                            f"{wanted} segments were complete: spectra from triggered records"
+                        )
+                        self._triggered = True
+                        psd = None
+                        power_sum, seen, clipped, lost = 0.0, 0, 0, 0
+                        break
                     if seen > budget:
                         raise RuntimeError(
                             f"the digitiser gave {psd.segments} of {wanted} segments in {seen} "
@@ -263,22 +286,13 @@ class SpectrumProcedure(HotspinProcedure):
         return True
 
     def _pieces(self, decimation: int) -> Iterator[PolarimeterRecord | StreamGap]:
-        """Yield the digitiser's samples in order: blocks of the continuous stream and its gaps.
-
-        A simulated lab on a clock faster than the wall (not manual) writes its ring faster
-        than any reader follows, so there the samples come as triggered records instead, each
-        followed by a gap (records are not contiguous), and the notes say so.
+        """Yield the digitiser's samples in order: blocks of the continuous stream and its gaps,
+        or (``_triggered``) triggered records, each followed by a gap (they are not contiguous).
         """
-        clock = self.station.clock
-        speed = getattr(clock, "speed", 1.0)
-        if speed > 1.0 and not getattr(clock, "manual", True):
+        if self._triggered:
             polarimeter = self.station.polarimeter
             polarimeter.set_decimation(decimation)
             self._sample_rate_Hz = polarimeter.sample_rate_Hz
-            self.notes.append(
-                f"{self.NAME}: the simulated clock runs {speed:g} times faster than the wall, "
-                "faster than any reader of the stream: spectra from triggered records"
-            )
             while True:
                 self.watch()  # before the record, as it is taken at once
                 yield polarimeter.acquire()
