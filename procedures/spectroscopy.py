@@ -111,6 +111,8 @@ class SpectrumProcedure(HotspinProcedure):
     """A procedure that takes spin-noise spectra: averaging, digitiser rate, Welch segments."""
 
     WATCHES = ("temperature", "interlock")
+    #: Set when a stream of this run was overrun: its later spectra take triggered records.
+    _stream_overrun = False
     #: Whether the run needs the cell warm before it starts (a temperature sweep heats it).
     NEEDS_WARM_CELL = True
 
@@ -167,8 +169,9 @@ class SpectrumProcedure(HotspinProcedure):
         speed = getattr(clock, "speed", 1.0)
         # A simulated lab on a clock faster than the wall (not manual) writes its ring faster
         # than any reader follows: there the samples come as triggered records from the start.
-        self._triggered = speed > 1.0 and not getattr(clock, "manual", True)
-        if self._triggered:
+        fast = speed > 1.0 and not getattr(clock, "manual", True)
+        self._triggered = fast or self._stream_overrun
+        if fast:
             self.notes.append(
                 f"{self.NAME}: the simulated clock runs {speed:g} times faster than the wall, "
                 "faster than any reader of the stream: spectra from triggered records"
@@ -194,7 +197,7 @@ class SpectrumProcedure(HotspinProcedure):
                             f"{self.NAME}: the stream lost {lost} of {seen} samples before "
                             f"{wanted} segments were complete: spectra from triggered records"
                         )
-                        self._triggered = True
+                        self._triggered = self._stream_overrun = True  # for the whole run
                         psd = None
                         power_sum, seen, clipped, lost = 0.0, 0, 0, 0
                         break
