@@ -8,8 +8,9 @@ added to a streaming Welch estimate: every sample goes into a segment, and a seg
 where the stream has a gap (or a block the digitiser clipped, which is left out). `averages` is
 the number of segments; the stream is read until they are complete, no further. Triggered
 records (each its own run of segments) stand in where no reader can follow the stream: a
-simulated lab on a clock faster than the wall, or a stream that lost more than 20 times the
-samples the segments need (a served simulated lab on a fast clock, a slow link). The running
+simulated lab on a clock faster than the wall, or a stream lapped by a whole ring before its
+first block or that lost more than 20 times the samples the segments need (a served simulated
+lab on a fast clock, a slow link); the rest of that run then takes records too. The running
 average is checkpointed into the run file as it grows (`running_spectrum`), so a killed long
 average keeps what was flushed. Triggered 16 384-sample records remain where the trigger is the
 point: the entanglement run's filter records and the live monitor's frames.
@@ -24,6 +25,7 @@ can redo the same fit.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -190,7 +192,11 @@ class SpectrumProcedure(HotspinProcedure):
                             int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP
                         )
                         budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
-                    if seen > budget and not self._triggered:
+                    overrun = seen > budget or (  # lapped by a whole ring before any block
+                        isinstance(piece, StreamGap) and piece.length >= self._ring_samples
+                        and psd.samples == 0
+                    )  # fmt: skip
+                    if overrun and not self._triggered:
                         # The board writes faster than this client reads (a served simulated
                         # lab on a fast clock, a slow link): triggered records instead.
                         self.notes.append(
@@ -296,12 +302,14 @@ class SpectrumProcedure(HotspinProcedure):
             polarimeter = self.station.polarimeter
             polarimeter.set_decimation(decimation)
             self._sample_rate_Hz = polarimeter.sample_rate_Hz
+            self._ring_samples = math.inf  # records: no ring to be lapped in
             while True:
                 self.watch()  # before the record, as it is taken at once
                 yield polarimeter.acquire()
                 yield StreamGap(0, 0)
         with PolarimeterStream(self, decimation) as stream:
             self._sample_rate_Hz = stream.sample_rate_Hz
+            self._ring_samples = stream.ring_samples
             for item in stream:
                 yield item if isinstance(item, StreamGap) else stream.record(item)
 

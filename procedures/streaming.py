@@ -44,6 +44,7 @@ class PolarimeterStream:
         #: Volts per ADC code of V_diff and V_sum.
         self.volts_per_code = (scales[self.channels[0]], scales[self.channels[1]])
         self.sample_rate_Hz = self._stream.sample_rate_Hz
+        self.ring_samples = self._stream.ring_samples  # per input, in the board's memory
         self.start_time_s = self._stream.start_time_s
         self._items = self._iterate()
 
