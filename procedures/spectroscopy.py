@@ -199,9 +199,11 @@ class SpectrumProcedure(HotspinProcedure):
                     if overrun and not self._triggered:
                         # The board writes faster than this client reads (a served simulated
                         # lab on a fast clock, a slow link): triggered records instead.
+                        gap = piece.length if isinstance(piece, StreamGap) else 0
                         self.notes.append(
-                            f"{self.NAME}: the stream lost {lost} of {seen} samples before "
-                            f"{wanted} segments were complete: spectra from triggered records"
+                            f"{self.NAME}: the digitiser's stream was overrun ({lost + gap} "
+                            f"samples lost before {wanted} segments were complete): spectra "
+                            "from triggered records for the rest of the run"
                         )
                         self._triggered = self._stream_overrun = True  # for the whole run
                         psd = None
