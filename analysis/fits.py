@@ -48,6 +48,13 @@ from hotspin.analysis.spin_model import (
     quadratic_zeeman_peak_change,
 )
 from scipy import optimize, signal, special, stats
+from threadpoolctl import ThreadpoolController
+
+# The model's small matrices (6 × 6 blocks; 21 × 21 exponentials behind a detection chain) are
+# evaluated hundreds of times a fit: with OpenBLAS's worker threads a 21 × 21 expm takes 15 ms on
+# a busy machine instead of 0.1 ms, so fits run on one BLAS thread. The controller is found once
+# (a fresh threadpool_limits scans the loaded libraries each time).
+_THREADPOOLS = ThreadpoolController()
 
 # Relative step of the forward differences of the model in its nonlinear log-parameters.
 _DIFFERENCE_STEP = 1e-6
@@ -531,6 +538,7 @@ class _SpinNoiseSpectrum:
         return model.psd(self.frequency_Hz, c_a, c_b, g.probe_axis)
 
 
+@_THREADPOOLS.wrap(limits=1, user_api="blas")
 def fit_spin_noise(
     spectrum: Spectrum,
     geometry: ProbeGeometry,

@@ -321,6 +321,12 @@ class StreamingPSD:
         """
         self._carry = None
 
+    def samples_for(self, segments: int) -> int:
+        """Return how many more contiguous samples complete ``segments`` more segments."""
+        wanted = int(check_range("segments", segments, 1, math.inf))
+        held = 0 if self._carry is None else self._carry.size
+        return (wanted - 1) * self.hop + self.segment_length - held
+
     def add(self, block: np.ndarray) -> None:
         """Add the next samples of the stream (raw counts or volts; scaled per segment).
 

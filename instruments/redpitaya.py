@@ -220,6 +220,7 @@ class FastInput(AnalogInputFastChannel):
         parent.write(f"ACQ:DATA:FORMAT BIN;:ACQ:DATA:Units {units};:{self.insert_id(query)}")
         payload = parent.read_block()
         wire, dtype = SAMPLE_TYPES[units]
+        wire = parent.block_byte_order + wire[1:]
         expected = BUFFER_SIZE if n is None else n
         if len(payload) != expected * np.dtype(wire).itemsize:
             raise GarbledReplyError(
@@ -253,6 +254,9 @@ class RedPitaya(RedPitayaScpi):
         self._sleep = sleep
         self._now = now
         self._reading_errors = False
+        #: Byte order of this connection's binary blocks: big-endian until `stream` sets LEND
+        #: (``ACQ:DATA:BYTE:ORDER`` holds per connection, for the ordinary buffer's reads too).
+        self.block_byte_order = ">"
         #: True when Nagle's algorithm is off on the board's socket (False off TCP).
         self.tcp_nodelay = set_tcp_nodelay(self.adapter)
 
@@ -538,6 +542,7 @@ class RedPitaya(RedPitayaScpi):
         self.write("ACQ:AXI:DATA:Units RAW")
         self.write("ACQ:DATA:FORMAT BIN")
         self.write("ACQ:DATA:BYTE:ORDER LEND")  # this connection's blocks: no byte swap
+        self.block_byte_order = "<"
         self.write("ACQ:TRig DISABLED")
         for channel, address in ((1, region_start), (2, region_start + half)):
             self.write(f"ACQ:AXI:SOUR{channel}:SET:Buffer {address},{half}")

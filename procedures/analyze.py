@@ -36,6 +36,7 @@ from typing import Any
 import h5py
 import numpy as np
 from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.detection import DetectionChain
 from hotspin.analysis.experiment import ApparatusParameters, DerivedQuantities, derive
 from hotspin.analysis.fits import (
     SPIN_NOISE_PARAMETERS,
@@ -116,6 +117,8 @@ class FileAnalysis:
     written: bool = False
     # A sweep's results as a whole (field: γ, q and the rates; temperature: σ_SE), from the refits.
     sweep: FieldSweepAnalysis | TemperatureSweepAnalysis | None = None
+    # What of it is reported (`sweep_summary`: an undetermined R_SD′ is withheld, with a note).
+    sweep_results: dict[str, tuple[float, float, str]] = field(default_factory=dict)
 
 
 def apparatus_from_settings(values: dict[str, Any]) -> ApparatusParameters:
@@ -346,13 +349,18 @@ def _row_apparatus(
 
 # --- the analysis of one spectrum -----------------------------------------------------------------
 def analyze_spectrum(
-    spectrum: Spectrum, apparatus: ApparatusParameters, label: str, duration_s: float | None
+    spectrum: Spectrum,
+    apparatus: ApparatusParameters,
+    label: str,
+    duration_s: float | None,
+    detection: DetectionChain | None = None,
 ) -> SpectrumAnalysis:
-    """Fit one spectrum and derive everything from it; errors are recorded, not raised."""
+    """Fit one spectrum (behind ``detection``, None: ideal samples) and derive everything from
+    it; errors are recorded, not raised."""
     result = SpectrumAnalysis(label=label, apparatus=apparatus)
     try:
         derived = derive(apparatus)
-        geometry = ProbeGeometry.from_apparatus(derived)
+        geometry = ProbeGeometry.from_apparatus(derived, detection)
         fit, result.flicker_test = fit_spin_noise_testing_flicker(
             spectrum, geometry, initial_values(derived)
         )
@@ -480,7 +488,10 @@ def _analyze_open_file(path: Path, write: bool, read_only: bool) -> FileAnalysis
                         SpectrumAnalysis(label, row_apparatus, error=f"bad spectrum: {error}")
                     )
                     continue
-                analysis.spectra.append(analyze_spectrum(spectrum, row_apparatus, label, None))
+                detection = detection_from_attributes(f["spectra/psd"].attrs)
+                analysis.spectra.append(
+                    analyze_spectrum(spectrum, row_apparatus, label, None, detection)
+                )
             if procedure in ("field_sweep", "temperature_sweep"):
                 analysis.sweep = _sweep(f, analysis, derive(apparatus).diffusion_rate)
         else:
@@ -517,9 +528,65 @@ def _sweep(
     except ValueError as error:
         analysis.notes.append(f"{analysis.procedure}: nothing from the sweep as a whole: {error}")
         return None
+    analysis.sweep_results, withheld = sweep_summary(sweep, fits)
+    if withheld:
+        analysis.notes.append(f"{analysis.procedure}: {withheld}")
     used = np.zeros(fitted.size, dtype=bool)
     used[fitted] = sweep.used
     return replace(sweep, used=used)  # `used` by row of the file
+
+
+#: R_SD′ from a field sweep's zero-field intercept is reported only when its uncertainty is below
+#: this fraction of its value: beyond it the estimate, bounded below by 0, is far from Gaussian
+#: and biased (the fits' log-parameter pins a rate that the spectra hardly see near zero).
+MAX_RELATIVE_UNCERTAINTY_OF_R_SD = 0.5
+
+
+def sweep_summary(
+    sweep: FieldSweepAnalysis | TemperatureSweepAnalysis, fits: list[SpinNoiseFit]
+) -> tuple[dict[str, tuple[float, float, str]], str | None]:
+    """Return a sweep's results {name: (value, uncertainty, units)}, without an R_SD′ the
+    spectra do not determine, and why it was withheld (None when nothing was).
+
+    Under transit through the beam the SERF line decays at ≈ 1/τ_D beside R_SD′/6 + R_D (for a
+    1 mm waist 800 s⁻¹ beside 66 s⁻¹); each spectrum's fit holds τ_D at the station's waist and
+    its R_SD′ is then uncertain by several times its value. Its linewidth's uncertainty is
+    conditional on R_SD′ when the fit left R_SD′ at a bound, and such points pull the
+    intercept with far too small an uncertainty; and a weakly determined intercept is biased
+    (pulls of +0.8 and −14 over 20 seeded five-point sweeps of 18 segments each).
+    """
+    summary = sweep.summary()
+    name = "spin_destruction_rate_from_broadening"
+    if not isinstance(sweep, FieldSweepAnalysis) or name not in summary:
+        return summary, None
+    used = [fit for fit, keep in zip(fits, sweep.used, strict=True) if keep]
+    held = sum(
+        not math.isfinite(fit.parameters["spin_destruction_rate"].uncertainty) for fit in used
+    )
+    value, uncertainty, unit = summary[name]
+    transit = used[0].geometry.transit_time_s
+    beside = (
+        f"the transit through the beam (1/τ_D = {1 / transit:.3g} s⁻¹)"
+        if math.isfinite(transit)
+        else "the line's other decay rates"
+    )
+    if held:
+        reason = (
+            f"{held} of {len(used)} SERF spectra left R_SD′ at a fit bound (their linewidths' "
+            f"uncertainties hold it fixed)"
+        )
+    elif not uncertainty < MAX_RELATIVE_UNCERTAINTY_OF_R_SD * abs(value):
+        reason = (
+            f"R_SD′ = {Estimate(value, uncertainty, unit)} from the intercept is uncertain by "
+            f"more than {100 * MAX_RELATIVE_UNCERTAINTY_OF_R_SD:g} %"
+        )
+    else:
+        return summary, None
+    del summary[name]
+    return summary, (
+        f"R_SD′ not determined by this sweep: {reason}; {beside} dominates the SERF line's "
+        "decay beside R_SD′/6 (average longer, or widen the beam)"
+    )
 
 
 # --- writing the results --------------------------------------------------------------------------
@@ -571,6 +638,29 @@ def welch_attributes(spectrum: Spectrum, window: str) -> dict[str, Any]:
         "mean_removed_bins": spectrum.mean_removed_bins,
         "clipped_samples": spectrum.clipped_samples,
     }
+
+
+def detection_attributes(chain: DetectionChain | None) -> dict[str, Any]:
+    """Return the attributes of `spectra/psd` that name the detection chain the fit modelled
+    (none for ideal samples): the detector's −3 dB bandwidth, the decimation and averaging."""
+    if chain is None:
+        return {}
+    return {
+        "detection_bandwidth_Hz": chain.bandwidth_Hz,
+        "detection_decimation": chain.decimation,
+        "detection_averaging": chain.decimation_averaging,
+    }
+
+
+def detection_from_attributes(attributes: Any) -> DetectionChain | None:
+    """Return the detection chain stored by `detection_attributes` (None when none was)."""
+    if "detection_bandwidth_Hz" not in attributes:
+        return None
+    return DetectionChain(
+        float(attributes["detection_bandwidth_Hz"]),
+        int(attributes["detection_decimation"]),
+        bool(attributes["detection_averaging"]),
+    )
 
 
 def _write_spectrum(f: h5py.File, spectrum: Spectrum, source: str) -> None:
@@ -652,7 +742,7 @@ def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None)
         group.create_dataset("field_resolution", data=resolution).attrs["units"] = "fT/Hz^0.5"
         if analysis.sweep is not None:
             sweep = group.create_group("sweep")
-            for name, (value, uncertainty, unit) in analysis.sweep.summary().items():
+            for name, (value, uncertainty, unit) in analysis.sweep_results.items():
                 sweep.attrs.update(
                     {name: value, f"{name}_uncertainty": uncertainty, f"{name}_units": unit}
                 )
@@ -752,7 +842,7 @@ def format_report(analysis: FileAnalysis) -> str:
     if analysis.sweep is not None:
         used = int(analysis.sweep.used.sum())
         lines.append(f"{analysis.procedure}, from {used} of the refitted spectra:")
-        for name, (value, uncertainty, unit) in analysis.sweep.summary().items():
+        for name, (value, uncertainty, unit) in analysis.sweep_results.items():
             lines.append(f"  {name:<38} {Estimate(value, uncertainty, unit)}")
     if analysis.written:
         lines.append(f"results written to {analysis.path} (group 'analysis')")

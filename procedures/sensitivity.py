@@ -5,7 +5,8 @@ linear Faraday signal: without a pump, the field is read from the Larmor frequen
 noise. The calibration tone is therefore applied as a slow square wave of the field magnitude
 (±ΔB about the bias, through the bias coil, one spectrum per half-period). Its response is the
 step of the fitted Larmor frequency, ∂f/∂B; the noise floor is the scatter of the Larmor
-frequency about the square wave, σ_f for a spectrum that integrates T seconds of record. The
+frequency about the square wave, σ_f for a spectrum that integrates T seconds of the stream
+(its segments' samples over the sample rate). The
 sensitivity is δB = σ_f √T / (∂f/∂B) in fT/√Hz, beside the field resolution the spectra's own
 fits claim (σ_|B| √T).
 """
@@ -18,7 +19,6 @@ from typing import Any
 import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.magnetometry import FEMTOTESLA, field_resolution_fT_per_rtHz
-from hotspin.instruments.redpitaya import BUFFER_SIZE
 from hotspin.procedures.spectroscopy import SpectrumProcedure
 from pymeasure.experiment import FloatParameter, IntegerParameter, ListParameter
 
@@ -66,9 +66,8 @@ class Sensitivity(SpectrumProcedure):
 
     def execute(self) -> None:
         """Alternate the field, fit the Larmor frequency of each spectrum, demodulate."""
-        signs, larmor, sigma, resolution = [], [], [], []
+        signs, larmor, sigma, resolution, durations = [], [], [], [], []
         halves = 2 * int(self.periods)
-        record_s = BUFFER_SIZE / self.station.polarimeter.sample_rate_Hz
         for half in range(halves):
             sign = 1.0 if half % 2 == 0 else -1.0
             field = (self.bias_nT + sign * self.tone_nT) * self._direction()
@@ -82,14 +81,17 @@ class Sensitivity(SpectrumProcedure):
             signs.append(sign)
             larmor.append(f.value)
             sigma.append(f.uncertainty)
-            resolution.append(field_resolution_fT_per_rtHz(step.fit, record_s * self.averages))
+            # The stretch of stream the spectrum integrates: its samples over the sample rate.
+            duration_s = step.spectrum.samples / float(step.spectrum.sample_rate_Hz)
+            durations.append(duration_s)
+            resolution.append(field_resolution_fT_per_rtHz(step.fit, duration_s))
         s, f = np.array(signs), np.array(larmor)
         high, low = f[s > 0], f[s < 0]
         response = (high.mean() - low.mean()) / (2e-9 * self.tone_nT)  # Hz/T
         scatter = np.concatenate([high - high.mean(), low - low.mean()])
         sigma_f = float(np.sqrt(scatter @ scatter / (scatter.size - 2)))
         response_error = sigma_f * math.sqrt(1 / high.size + 1 / low.size) / (2e-9 * self.tone_nT)
-        integration_s = record_s * int(self.averages)
+        integration_s = float(np.mean(durations))
         sensitivity = sigma_f * math.sqrt(integration_s) / abs(response) / FEMTOTESLA
         self.record_summary(
             {

@@ -1,20 +1,38 @@
-"""What every spin-noise procedure does: average digitiser records into a calibrated spectrum,
-fit the two-manifold model to it, and record the spectrum and the fit as one step.
+"""What every spin-noise procedure does: average Welch segments of the digitiser's continuous
+stream into a calibrated spectrum, fit the two-manifold model to it, and record the spectrum and
+the fit as one step.
 
-Each digitiser record is turned into the rotation angle θ(t) = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)]
-and added to a streaming Welch estimate; records are not contiguous in time, so no Welch segment
-spans two of them. The fit compares the model with the exact expectation of that estimate
-(window leakage and aliasing included), so the spectrum is recorded with its window and
-standard errors (`spectra/psd`, `spectra/psd_standard_error`) and `hotspin analyze` can redo it.
+The stream (`procedures.streaming`, the deep-memory ring read behind its write pointer) is
+turned block by block into the rotation angle θ(t) = ½ arcsin[(V_diff/G_d)/(V_sum/G_s)] and
+added to a streaming Welch estimate: every sample goes into a segment, and a segment ends only
+where the stream has a gap (or a block the digitiser clipped, which is left out). `averages` is
+the number of segments; the stream is read until they are complete, no further. Triggered
+records (each its own run of segments) stand in where no reader can follow the stream: a
+simulated lab on a clock faster than the wall, or a stream lapped by a whole ring before its
+first block or that lost more than 20 times the samples the segments need (a served simulated
+lab on a fast clock, a slow link); the rest of that run then takes records too. The running
+average is checkpointed into the run file as it grows (`running_spectrum`), so a killed long
+average keeps what was flushed. Triggered 16 384-sample records remain where the trigger is the
+point: the entanglement run's filter records and the live monitor's frames.
+
+The fit compares the model with the exact expectation of that estimate (window leakage and
+aliasing included) behind the detection chain — the PDB450A's pole at its gain and the Red
+Pitaya's decimation with or without averaging (`detection_chain`) — so the spectrum is recorded
+with its window, standard errors and chain (`spectra/psd` attributes) and `hotspin analyze`
+can redo the same fit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError
+from hotspin.analysis.detection import DetectionChain
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import (
     Estimate,
@@ -28,9 +46,12 @@ from hotspin.analysis.fits import (
 from hotspin.analysis.magnetometry import spin_noise_to_shot_noise
 from hotspin.analysis.spectra import Spectrum, StreamingPSD
 from hotspin.instruments.errors import InstrumentError
-from hotspin.procedures.analyze import FIELD_COLUMNS, welch_attributes
+from hotspin.instruments.polarimeter import PolarimeterRecord
+from hotspin.instruments.redpitaya import StreamGap
+from hotspin.procedures.analyze import FIELD_COLUMNS, detection_attributes, welch_attributes
 from hotspin.procedures.base import HotspinProcedure
 from hotspin.procedures.parameters import BoundedVectorParameter
+from hotspin.procedures.streaming import PolarimeterStream
 from pymeasure.experiment import IntegerParameter, ListParameter
 
 WINDOW = "hann"
@@ -63,9 +84,11 @@ class SpinNoiseStep:
     apparatus: ApparatusParameters
     fit: SpinNoiseFit  # with the A/f term when the flicker test asked for it
     detected_power_W: float
-    clipped_records: int
+    clipped_blocks: int  # stream blocks refused because the digitiser clipped
     flicker_test: FlickerTest
     shot_noise_psd_rad2_per_Hz: float  # of the white floor, from the detected power
+    detection: DetectionChain | None = None  # the chain the fit modelled (None: ideal samples)
+    lost_samples: int = 0  # of the stream, in gaps between the runs of segments
 
     @property
     def spin_to_shot_noise(self) -> Estimate:
@@ -76,6 +99,12 @@ class SpinNoiseStep:
 #: Below about 100 °C the vapour (n < 6e12 cm⁻³) gives a spin noise far under the probe's shot
 #: noise: no spectrum procedure can fit a line there.
 MIN_SPECTRUM_TEMPERATURE_K = 373.15
+#: A spectrum gives up when its segments are not done after this many times the samples they
+#: need (a ring overrun on every block, say): the stream never ends by itself.
+MAX_STREAM_FACTOR = 20
+#: Clipped (or otherwise unusable) blocks a spectrum tolerates, each left out and named, before
+#: it gives up.
+MAX_CLIPPED_BLOCKS = 8
 #: Samples of the readiness probe: enough for a mean of V_diff and V_sum, far less than a record.
 READINESS_SAMPLES = 1024
 
@@ -84,12 +113,15 @@ class SpectrumProcedure(HotspinProcedure):
     """A procedure that takes spin-noise spectra: averaging, digitiser rate, Welch segments."""
 
     WATCHES = ("temperature", "interlock")
+    #: Set when a stream of this run was overrun: its later spectra take triggered records.
+    _stream_overrun = False
     #: Whether the run needs the cell warm before it starts (a temperature sweep heats it).
     NEEDS_WARM_CELL = True
 
     averages = IntegerParameter(
-        "digitiser records averaged per spectrum", minimum=1, maximum=100000, default=20
-    )
+        "Welch segments averaged per spectrum (from one continuous stream; 50 % overlap)",
+        minimum=1, maximum=100000, default=20,
+    )  # fmt: skip
     decimation = ListParameter(
         "digitiser decimation (sample rate 125 MHz / decimation)", choices=DECIMATIONS,
         default=256,
@@ -122,40 +154,128 @@ class SpectrumProcedure(HotspinProcedure):
             )
 
     def measure_spectrum(self, progress: tuple[float, float] = (0.0, 1.0)) -> SpinNoiseStep:
-        """Average the records into a spectrum, fit the model, and return both (not recorded).
+        """Average ``averages`` Welch segments of the stream into a spectrum, fit the model
+        behind the station's detection chain, and return both (not recorded).
 
-        ``progress`` is the fraction of the run done before and after this spectrum.
+        Every sample of the stream goes into a segment, but no segment spans a gap or a clipped
+        block (either ends the run of segments); the samples read are exactly those the
+        segments need. ``progress`` is the fraction of the run done before and after it.
         """
         polarimeter = self.station.polarimeter
         self.ensure_probe_light()
-        polarimeter.set_decimation(int(self.decimation))
-        fs = polarimeter.sample_rate_Hz
-        psd = StreamingPSD(int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP)
-        powers, clipped = [], 0
-        for k in range(int(self.averages)):
-            self.check_stop()
-            self.watch()
-            record = polarimeter.acquire()
-            if record.clipped:
-                clipped += 1  # a few are tolerated (and flagged); most of them end the run
-            psd.add(polarimeter.rotation_angle_rad(record))
-            psd.end_record()
-            powers.append(polarimeter.detected_power_W(record))
-            if self.run is not None and self.run.checkpoint_due():  # a kill keeps the average
-                self.run.checkpoint_average(psd.frequency_Hz, psd.mean(), k + 1, psd.segments)
-            done = progress[0] + (progress[1] - progress[0]) * (k + 1) / int(self.averages)
-            self.progress(done, f"spectrum: record {k + 1} of {int(self.averages)}")
-        if clipped > int(self.averages) // 2:
-            raise RuntimeError(
-                f"the digitiser clipped {clipped} of {int(self.averages)} records: the "
-                "polarimeter is far from balance (run 'balance') or the PDB450A gain is too high"
+        wanted = int(self.averages)
+        psd: StreamingPSD | None = None
+        power_sum, seen, clipped, lost = 0.0, 0, 0, 0
+        unusable: list[str] = []  # why each block that gave no angle gave none
+        clock = self.station.clock
+        speed = getattr(clock, "speed", 1.0)
+        # A simulated lab on a clock faster than the wall (not manual) writes its ring faster
+        # than any reader follows: there the samples come as triggered records from the start.
+        fast = speed > 1.0 and not getattr(clock, "manual", True)
+        self._triggered = fast or self._stream_overrun
+        if fast:
+            self.notes.append(
+                f"{self.NAME}: the simulated clock runs {speed:g} times faster than the wall, "
+                "faster than any reader of the stream: spectra from triggered records"
             )
-        spectrum = replace(psd.spectrum(), clipped_samples=psd.clipped_samples)
-        detected = float(np.mean(powers))
+        while psd is None or psd.segments < wanted:
+            with contextlib.closing(self._pieces(int(self.decimation))) as pieces:
+                for piece in pieces:
+                    self.check_stop()
+                    if self._paused():  # what is in hand was taken while something was wrong:
+                        if psd is not None:  # a new stream (or record) from now on
+                            psd.end_record()
+                        break
+                    if psd is None:
+                        fs = self._sample_rate_Hz
+                        psd = StreamingPSD(
+                            int(self.segment_length), fs, window=WINDOW, overlap=OVERLAP
+                        )
+                        budget = MAX_STREAM_FACTOR * psd.samples_for(wanted)
+                    overrun = seen > budget or (  # lapped by a whole ring before any block
+                        isinstance(piece, StreamGap) and piece.length >= self._ring_samples
+                        and psd.samples == 0
+                    )  # fmt: skip
+                    if overrun and not self._triggered:
+                        # The board writes faster than this client reads (a served simulated
+                        # lab on a fast clock, a slow link): triggered records instead.
+                        gap = piece.length if isinstance(piece, StreamGap) else 0
+                        self.notes.append(
+                            f"{self.NAME}: the digitiser's stream was overrun ({lost + gap} "
+                            f"samples lost before {wanted} segments were complete): spectra "
+                            "from triggered records for the rest of the run"
+                        )
+                        self._triggered = self._stream_overrun = True  # for the whole run
+                        psd = None
+                        power_sum, seen, clipped, lost = 0.0, 0, 0, 0
+                        break
+                    if seen > budget:
+                        raise RuntimeError(
+                            f"the digitiser gave {psd.segments} of {wanted} segments in {seen} "
+                            f"samples ({lost} lost in gaps, {clipped} blocks clipped): its ring is "
+                            "overrun or the polarimeter clips"
+                        )
+                    if isinstance(piece, StreamGap):
+                        psd.end_record()  # no segment spans a gap
+                        lost += piece.length
+                        seen += piece.length
+                        continue
+                    seen += piece.v_sum.size
+                    if piece.clipped:  # refused whole: a clipped sample is no angle
+                        psd.end_record()
+                        clipped += 1
+                        if clipped > MAX_CLIPPED_BLOCKS:
+                            raise RuntimeError(
+                                f"the digitiser clipped {clipped} blocks: the polarimeter is far "
+                                "from balance (run 'balance') or the PDB450A gain is too high"
+                            )
+                        continue
+                    try:
+                        theta = polarimeter.rotation_angle_rad(piece)
+                    except ValueError as error:  # no light (say), briefly: left out like a clip
+                        psd.end_record()
+                        unusable.append(str(error))
+                        if len(unusable) > MAX_CLIPPED_BLOCKS:
+                            raise ValueError(
+                                f"{len(unusable)} blocks of the digitiser unusable: {error}"
+                            ) from error
+                        continue
+                    used = 0
+                    while used < theta.size and psd.segments < wanted:
+                        take = min(psd.samples_for(1), theta.size - used)
+                        psd.add(theta[used : used + take])
+                        used += take
+                        if not psd.segments:
+                            continue
+                        if self.run is not None and self.run.checkpoint_due():  # a kill keeps it
+                            self.run.checkpoint_average(
+                                psd.frequency_Hz, psd.mean(), psd.segments, psd.segments
+                            )
+                        done = progress[0] + (progress[1] - progress[0]) * psd.segments / wanted
+                        self.progress(done, f"spectrum: segment {psd.segments} of {wanted}")
+                    power_sum += float(np.sum(piece.v_sum[:used]))
+                    if psd.segments >= wanted:
+                        break
+        assert psd is not None  # the pieces never end before the segments are complete
+        if clipped:
+            self.notes.append(f"{self.NAME}: {clipped} clipped blocks were left out of a spectrum")
+        if unusable:
+            self.notes.append(
+                f"{self.NAME}: {len(unusable)} blocks gave no angle and were left out "
+                f"({unusable[0]})"
+            )
+        if lost:
+            self.notes.append(
+                f"{self.NAME}: {lost} samples lost in gaps of the stream; no segment spans one"
+            )
+        spectrum = psd.spectrum()
+        config = polarimeter.config
+        detected = power_sum / psd.samples / (config.gain_sum_V_per_A * config.responsivity_A_per_W)
         apparatus = self.apparatus_for(detected)
         derived = derive(apparatus)
+        chain = self.detection_chain()
         fit, flicker_test = fit_spin_noise_testing_flicker(
-            spectrum, ProbeGeometry.from_apparatus(derived), initial_values(derived)
+            spectrum, ProbeGeometry.from_apparatus(derived, chain), initial_values(derived)
         )
         return SpinNoiseStep(
             spectrum,
@@ -165,7 +285,53 @@ class SpectrumProcedure(HotspinProcedure):
             clipped,
             flicker_test,
             derived.shot_noise_psd_rad2_per_Hz,
+            chain,
+            lost,
         )
+
+    def _paused(self) -> bool:
+        """Return whether a watched condition was wrong, after pausing until it is right."""
+        if not self._problems():
+            return False
+        self.watch()
+        return True
+
+    def _pieces(self, decimation: int) -> Iterator[PolarimeterRecord | StreamGap]:
+        """Yield the digitiser's samples in order: blocks of the continuous stream and its gaps,
+        or (``_triggered``) triggered records, each followed by a gap (they are not contiguous).
+        """
+        if self._triggered:
+            polarimeter = self.station.polarimeter
+            polarimeter.set_decimation(decimation)
+            self._sample_rate_Hz = polarimeter.sample_rate_Hz
+            self._ring_samples = math.inf  # records: no ring to be lapped in
+            while True:
+                self.watch()  # before the record, as it is taken at once
+                yield polarimeter.acquire()
+                yield StreamGap(0, 0)
+        with PolarimeterStream(self, decimation) as stream:
+            self._sample_rate_Hz = stream.sample_rate_Hz
+            self._ring_samples = stream.ring_samples
+            for item in stream:
+                yield item if isinstance(item, StreamGap) else stream.record(item)
+
+    def detection_chain(self) -> DetectionChain | None:
+        """Return the detector's pole and the digitiser's decimation and averaging, as set.
+
+        The gain is the polarimeter's station setting (the PDB450A has no remote interface),
+        the averaging the digitiser's ``ACQ:AVG?``; another detector has no known chain (None,
+        named in the notes: the fit then takes the samples as ideal).
+        """
+        polarimeter = self.station.polarimeter
+        config = polarimeter.config
+        if config.detector != "PDB450A":
+            self.notes.append(
+                f"{self.NAME}: no detection chain known for detector {config.detector!r}: "
+                "fitted as ideal instantaneous samples"
+            )
+            return None
+        averaging = bool(polarimeter.digitiser.call(lambda board: board.acq_averaging))
+        return DetectionChain.pdb450a(config.gain_diff_V_per_A, int(self.decimation), averaging)
 
     def apparatus_for(self, detected_power_W: float) -> ApparatusParameters:
         """Return the apparatus now, with the probe power into the cell inferred from the
@@ -211,7 +377,9 @@ class SpectrumProcedure(HotspinProcedure):
         results["reduced_chi2"] = (fit.reduced_chi2, "")
         results["p_value"] = (fit.p_value, "")
         results["detected_power_W"] = (step.detected_power_W, "W")
-        results["clipped_records"] = (float(step.clipped_records), "")
+        results["clipped_blocks"] = (float(step.clipped_blocks), "")
+        results["samples_used"] = (float(step.spectrum.samples), "samples")  # in the segments
+        results["samples_lost"] = (float(step.lost_samples), "samples")  # in the stream's gaps
         spectrum = step.spectrum
         model = np.full(spectrum.psd.shape, np.nan)
         model[np.isin(spectrum.frequency_Hz, fit.frequency_Hz)] = fit.predicted
@@ -219,7 +387,11 @@ class SpectrumProcedure(HotspinProcedure):
             results,
             spectrum=(spectrum.frequency_Hz, spectrum.psd),
             standard_error=spectrum.standard_error,
-            spectrum_attributes=dict(welch_attributes(spectrum, WINDOW), overlap=OVERLAP),
+            spectrum_attributes=dict(
+                welch_attributes(spectrum, WINDOW),
+                overlap=OVERLAP,
+                **detection_attributes(step.detection),
+            ),
             model=model,
         )
         if fit.flags:

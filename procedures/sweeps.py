@@ -3,7 +3,9 @@ the probe detuning, and what the sweep shows as a whole.
 
 * Field: the SERF signature — the slowing-down factor q = γ_e/γ from Larmor frequency against
   field at low field, and R_SE and R_SD′ from the SERF line's decay rate against field,
-  Γ = R_SD′/6 + R_D + (5/3)ω²/R_SE (slope and intercept, with R_D from the cell geometry).
+  Γ = R_SD′/6 + R_D + (5/3)ω²/R_SE (slope and intercept, with R_D from the cell geometry). Each
+  spectrum's fit holds the transit time τ_D at the station's beam waist; R_SD′ is withheld (with
+  a note saying why) when the spectra do not determine it (`analyze.sweep_summary`).
 * Temperature (density): linewidth and R_SE against density; σ_SE v̄ from R_SE against n.
 * Probe power: spin-noise-to-shot-noise ratio against power.
 * Detuning: spin-noise-to-shot-noise ratio against detuning.
@@ -18,6 +20,7 @@ import numpy as np
 from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.experiment import derive
 from hotspin.analysis.magnetometry import analyse_field_sweep, analyse_temperature_sweep
+from hotspin.procedures.analyze import sweep_summary
 from hotspin.procedures.parameters import BoundedVectorParameter
 from hotspin.procedures.spectroscopy import BiasField, SpectrumProcedure, SpinNoiseStep
 from hotspin.procedures.warmup import settle_temperature
@@ -136,7 +139,10 @@ class FieldSweep(Sweep):
             return
         if sweep.problem:
             self.notes.append(f"field_sweep: no R_SE or R_SD′ from the broadening: {sweep.problem}")
-        self.record_summary(sweep.summary())
+        results, withheld = sweep_summary(sweep, [s.fit for s in steps])
+        if withheld:
+            self.notes.append(f"field_sweep: {withheld}")
+        self.record_summary(results)
 
 
 class TemperatureSweep(BiasedSweep):

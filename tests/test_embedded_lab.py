@@ -81,7 +81,7 @@ def test_the_readme_script_example_runs(lab_state, tmp_path):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     example = readme.split("```python\n", 1)[1].split("```", 1)[0]
     namespace = {}
-    exec(textwrap.dedent(example).replace('averages=50', 'averages=6, out=OUT'),
+    exec(textwrap.dedent(example).replace('averages=50', 'averages=18, out=OUT'),
          {"OUT": tmp_path / "s.h5", **namespace})  # fmt: skip
     run = hotspin.load_run(tmp_path / "s.h5")
     spectrum = run.spectrum

@@ -126,6 +126,9 @@ def test_averaging_delay_in_ns_and_board_identity():  # [DMM] acquire.cpp, commo
             ("ACQ:AVG OFF", None),
             NO_ERRORS,
             ("ACQ:AVG?", "ON"),
+            ("ACQ:AVG ON", None),
+            NO_ERRORS,
+            ("ACQ:AVG?", "OFF"),
             ("ACQ:TRig:DLY:NS 51200", None),
             NO_ERRORS,
             ("ACQ:TRig:DLY:NS?", "51200"),
@@ -135,6 +138,8 @@ def test_averaging_delay_in_ns_and_board_identity():  # [DMM] acquire.cpp, commo
     ) as pitaya:
         pitaya.acq_averaging = False
         assert pitaya.acq_averaging is True
+        pitaya.acq_averaging = True
+        assert pitaya.acq_averaging is False
         pitaya.acq_trigger_delay_ns = 51200
         assert pitaya.acq_trigger_delay_ns == 51200
         assert pitaya.board_name == "STEMlab 125-14 v1.1"
@@ -342,6 +347,20 @@ def test_acquisition_gives_full_buffers_and_the_sum_voltage(board, lab):
     assert record.voltages_V[2].mean() == pytest.approx(expected_sum_V, abs=LV_STEP_V)
     assert abs(record.voltages_V[1].mean()) < 0.01  # balanced
     assert record.voltages_V[1].std() > 10 * LV_STEP_V  # shot noise, many codes wide
+
+
+def test_an_acquisition_after_a_stream_reads_its_blocks_in_the_streams_byte_order(board, lab):
+    # `stream` sets ACQ:DATA:BYTE:ORDER LEND, which holds for the connection's ordinary buffer
+    # reads too: decoded as big-endian they would be byte-swapped codes.
+    _, pitaya = board
+    before = pitaya.acquire().voltages_V[2].mean()
+    stream = pitaya.stream(decimation=256, n_samples=1024)
+    assert sum(item.codes.shape[1] for item in stream) == 1024
+    stream.close()
+    record = pitaya.acquire()
+    assert record.voltages_V[2].mean() == pytest.approx(before, abs=3 * LV_STEP_V)
+    codes = pitaya.analog_in[2].read_codes()
+    np.testing.assert_allclose(codes * LV_STEP_V, pitaya.analog_in[2].read_voltages(), atol=1e-6)
 
 
 def test_quantisation_step_is_one_code_of_the_range(board, lab):

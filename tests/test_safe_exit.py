@@ -111,7 +111,7 @@ from hotspin.procedures.base import run_procedure
 from hotspin.procedures.recorder import RunFile
 from hotspin.procedures.registry import PROCEDURES
 
-RunFile.checkpoint_due = lambda self, interval_s=1.0: True  # every record, for the test
+RunFile.checkpoint_due = lambda self, interval_s=1.0: True  # every segment, for the test
 with Station.from_file(None, manual_clock=True) as station:
     station.configure()
     run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w")
@@ -130,7 +130,7 @@ def test_a_killed_long_average_keeps_the_average_flushed_before_the_kill(tmp_pat
     while seen < 5:
         line = process.stdout.readline()
         assert line, "the run ended before it was killed"
-        if line.startswith("spectrum: record"):
+        if line.startswith("spectrum: segment"):
             seen = int(line.split()[2])
     process.kill()
     process.wait(timeout=60)
