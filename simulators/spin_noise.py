@@ -1,12 +1,12 @@
 """Exact discrete-time generation of the collective spin and the Faraday angle (docs/physics.md §3).
 
-Two generators share one model and one convention, θ = C x + white noise:
+The generators share one model and one convention, θ = C x + white noise:
 
 * `ExactSpinNoise` carries the full state: x ∈ ℝ⁶ per transit mode (`SpinModel.block_model`,
   M modes for the diffusion through the beam): x_{k+1} = Φ x_k + w_k with Φ = exp(AΔt) and
   w_k ~ N(0, Σ − ΦΣΦᵀ). No Euler steps, so any sample rate is exact; the model may change between
   blocks (field, temperature, probe) and time may be skipped without samples. It draws 6M + 1
-  Gaussians per sample and is what the simulated lab and any record of the true state use. The
+  Gaussians per sample and is what any record of the true state uses. The
   transit modes share the wall mode's eigenvectors (their extra decay is a multiple of 1), so
   one eigen-decomposition of a 6×6 Φ serves them all, and their beam-weighted sum is formed in
   the modal coordinates before the one real product back to the spin.
@@ -16,7 +16,11 @@ Two generators share one model and one convention, θ = C x + white noise:
   stationary distribution and is carried across blocks, so blocks join without seams. The model
   is fixed for the life of the generator: the innovations form has no true state to carry.
 
-Both work in units of √N (x̃ = x/√N), where every matrix is of order one.
+* `AngleNoise` is the simulated lab's: the recorded angle alone (behind the detection chain when
+  given), one Gaussian per sample in innovations form while the model holds, handing over
+  exactly to the full recursion where a change of model needs it, and back.
+
+All work in units of √N (x̃ = x/√N), where every matrix is of order one.
 """
 
 from __future__ import annotations
