@@ -19,7 +19,7 @@ class CoilConfig:
 
     coil_matrix_T_per_A: tuple[tuple[float, ...], ...] = field(default_factory=_default_coil_matrix)
     residual_field_T: tuple[float, float, float] = (3.0e-9, -2.0e-9, 1.5e-9)
-    current_noise_A: float = 2e-9  # rms, per source, slower than one digitiser block
+    current_noise_A: float = 2e-9  # rms, per source; the lab draws it every 10 s of signal
 
     def __post_init__(self) -> None:
         matrix = np.asarray(self.coil_matrix_T_per_A, dtype=float)
@@ -47,9 +47,11 @@ class Coils:
         self.config = config
         self.currents_A = np.zeros(3)
 
-    def field_T(self, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Return B = B_res + K I, with the sources' current noise drawn when ``rng`` is given."""
-        currents = self.currents_A
-        if rng is not None and self.config.current_noise_A > 0:
-            currents = currents + self.config.current_noise_A * rng.standard_normal(3)
+    def current_noise_A(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw the three sources' current noise (rms ``current_noise_A`` each), in A."""
+        return self.config.current_noise_A * rng.standard_normal(3)
+
+    def field_T(self, current_noise_A: np.ndarray | None = None) -> np.ndarray:
+        """Return B = B_res + K (I + δI), δI the sources' current noise when given."""
+        currents = self.currents_A if current_noise_A is None else self.currents_A + current_noise_A
         return np.asarray(self.config.residual_field_T) + self.config.matrix @ currents

@@ -8,6 +8,7 @@ polarimeter's difference and sum voltages, computed from the spin model of `anal
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from hotspin.analysis.checks import (
     check_vector,
     dataclass_from_mapping,
 )
+from hotspin.analysis.detection import DetectionChain
 from hotspin.analysis.experiment import (
     ApparatusParameters,
     CellGeometry,
@@ -36,10 +38,13 @@ from hotspin.simulators.polarimeter_optics import (
     FlickerNoise,
     PolarimeterConfig,
 )
-from hotspin.simulators.spin_noise import ExactSpinNoise
+from hotspin.simulators.spin_noise import AngleNoise
 
 # The Lake Shore 336 updates its control loop about ten times a second.
 CONTROL_INTERVAL_S = 0.1
+# The current sources' noise is drawn afresh once per this much signal and held in between: it
+# is slower than a record, and the spin model is rebuilt only when something changes.
+CURRENT_NOISE_INTERVAL_S = 10.0
 
 HeaterControl = Callable[[float, float, float], float]
 """(time_s, temperature_K, interval_s) → heater power in W for the next interval."""
@@ -85,7 +90,7 @@ class LabRecord:
     sample_rate_Hz: float
     v_diff: np.ndarray  # V, RF (difference) output
     v_sum: np.ndarray  # V, monitor (sum) output
-    atomic_angle_rad: np.ndarray  # the truth: rotation by the atoms, before light noise
+    atomic_angle_rad: np.ndarray  # the truth: rotation by the atoms (behind the chain, if any)
 
 
 class SimulatedLab:
@@ -107,7 +112,10 @@ class SimulatedLab:
         self.motion_updates: list[Callable[[], None]] = []
         self._thermal_time_s = self.clock.now()
         self._spin_time_s = self.clock.now()
-        self._spins: ExactSpinNoise | None = None
+        self._angle = AngleNoise(self.rng)
+        self._current_noise_A = np.zeros(3)
+        self._current_noise_until_s = -math.inf  # signal time at which the next draw is due
+        self._derived: tuple[ApparatusParameters, DerivedQuantities] | None = None
         self.flicker = FlickerNoise(
             self.config.flicker_coefficient_rad2, self.config.flicker_band_Hz, self.rng
         )
@@ -177,11 +185,20 @@ class SimulatedLab:
             self._thermal_time_s = self._spin_time_s = self.clock.now()
 
     # --- the digitiser's view -------------------------------------------------------------------
-    def record(self, n: int, sample_rate_Hz: float, start_s: float | None = None) -> LabRecord:
+    def record(
+        self,
+        n: int,
+        sample_rate_Hz: float,
+        start_s: float | None = None,
+        detection: DetectionChain | None = None,
+    ) -> LabRecord:
         """Return ``n`` samples of the polarimeter outputs at ``sample_rate_Hz`` from ``start_s``.
 
         The spins evolve exactly through any gap since the last record. A record cannot start
         before the previous one ended (the atoms have no rewind): such a start is moved up.
+        With ``detection`` (the detector's pole and the digitiser's decimation, see
+        `analysis.detection`) the difference output is what that chain delivers; its sample rate
+        must be ``sample_rate_Hz``. Without it the detector is ideal.
         """
         fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
         with self.lock:
@@ -189,15 +206,25 @@ class SimulatedLab:
             start = max(start, self._spin_time_s)
             for update in self.motion_updates:
                 update()
-            # Current noise of the sources: one draw per record, slower than the record.
-            derived = derive(self.apparatus(self.coils.field_T(self.rng)))
-            spins = self._spins_for(derived, fs)
-            spins.advance(start - self._spin_time_s)
-            block = spins.block(n)
-            angle = block.atomic_angle_rad
+            if start >= self._current_noise_until_s:
+                self._current_noise_A = self.coils.current_noise_A(self.rng)
+                self._current_noise_until_s = start + CURRENT_NOISE_INTERVAL_S
+            derived = self._derive(self.apparatus(self.coils.field_T(self._current_noise_A)))
+            gap = start - self._spin_time_s
+            self._angle.set_model(
+                derived.model,
+                derived.coupling_upper_rad,
+                derived.coupling_lower_rad,
+                fs,
+                detection,
+            )
+            self._angle.advance(gap)
+            angle = self._angle.block(n)
+            atomic = angle
             if self.config.flicker_coefficient_rad2:
-                self.flicker.advance(start - self._spin_time_s)
+                self.flicker.advance(gap)
                 angle = angle + self.flicker.block(n, fs)
+            self.polarimeter.advance(gap)
             self._spin_time_s = start + n / fs
             v_diff, v_sum = self.polarimeter.voltages(
                 angle,
@@ -205,14 +232,17 @@ class SimulatedLab:
                 self.hwp_angle_deg,
                 fs,
                 self.rng,
+                detection,
             )
-            return LabRecord(start, fs, v_diff, v_sum, block.atomic_angle_rad)
+            return LabRecord(start, fs, v_diff, v_sum, atomic)
 
-    def _spins_for(self, derived: DerivedQuantities, sample_rate_Hz: float) -> ExactSpinNoise:
-        """Return the spin generator set to the present model (the state carries over)."""
-        args = (derived.model, derived.coupling_upper_rad, derived.coupling_lower_rad, 0.0)
-        if self._spins is None:
-            self._spins = ExactSpinNoise(*args, sample_rate_Hz, seed=self.rng)
-        else:
-            self._spins.set_model(*args, sample_rate_Hz=sample_rate_Hz)
-        return self._spins
+    def detection_chain(self, decimation: int, averaging: bool) -> DetectionChain:
+        """Return the chain a Red Pitaya at ``decimation`` sees behind the lab's PDB450A."""
+        gain = self.config.polarimeter.gain_diff_V_per_A
+        return DetectionChain.pdb450a(gain, decimation, averaging)
+
+    def _derive(self, apparatus: ApparatusParameters) -> DerivedQuantities:
+        """Return derive(apparatus), kept while the apparatus stays the same."""
+        if self._derived is None or self._derived[0] != apparatus:
+            self._derived = (apparatus, derive(apparatus))
+        return self._derived[1]

@@ -66,10 +66,8 @@ a skip leaves the skipped pre-trigger samples unwritten. Nothing is connected to
 generator triggers: they never fire and a driver waiting for one times out.
 
 Averaging (``ACQ:AVG ON|OFF``, ON after ``ACQ:RST`` as in acq_SetDefault) is stored and read
-back; the samples do not depend on it yet: a sample is the atoms' signal at its instant plus
-the white noise of the sampled band. (The boxcar over each decimated sample belongs in
-`SimulatedLab.record`; `TriggeredCapture._codes` and `DeepMemory._generate` are the two calls
-that would pass the board's ``averaging`` to it.)
+back, and both acquisitions record through it: each sample the mean of its D ADC samples (ON)
+or the last of them (OFF), behind the PDB450A's pole (`SimulatedLab.detection_chain`).
 
 Deep memory (``ACQ:AXI:*``, OS 2.00-18 and later) is `redpitaya_capture.DeepMemory`: with a
 buffer enabled, ``ACQ:START`` starts the DDR writer instead of the 16 384-sample buffer, and the
@@ -269,7 +267,7 @@ class SimulatedRedPitaya(ScpiInstrument):
         #: The 16 384-sample buffer of triggered acquisitions and its trigger.
         self.capture = TriggeredCapture(lab, self.jumpers, self)
         #: The deep-memory region and its writer (``ddr_bytes`` reserved, 2 MiB by default).
-        self.deep = DeepMemory(lab, self.jumpers, ddr_bytes)
+        self.deep = DeepMemory(lab, self.jumpers, ddr_bytes, self)
         self.deep_mode = False  # ACQ:START started the DDR writer, not the 16 384 buffer
         self.axi_units = "VOLTS"  # axi_unit, a global of acquire_axi.cpp (not reset by ACQ:RST)
         self.return_on_error = False  # RP:RET_ON_ERROR, g_retByError of common.cpp

@@ -21,14 +21,18 @@ and ``oscilloscope.cpp`` ``osc_axi_*``):
   (the register ``cha_axi_wr_ptr_cur`` is a byte address; ``osc_axi_GetWritePointerChA`` returns
   (address − buffer start) / 2); ``Trig:Pos?`` the position of the trigger sample.
 
-The samples come from `SimulatedLab.record` in chunks that follow one another exactly (the spin
-state carries over, no seams). A chunk is generated when the clock first reaches it, so a
-change of the apparatus shows up within one chunk (≤ 20 ms of signal). Stretches that would be
+The samples come from `SimulatedLab.record`, behind the detection chain of the lab's PDB450A
+and this decimation with the board's averaging (`ACQ:AVG`, `analysis.detection`), in chunks
+that follow one another exactly (the spin state carries over, no seams). A chunk is generated
+when the clock first reaches it, so a change of the apparatus shows up within one chunk
+(≤ 20 ms of signal). Stretches that would be
 overwritten before anyone could read them are not generated: the atoms evolve exactly through
 them (`SimulatedLab.record` advances the state), and the ring holds what it would.
 
-Both generate with one BLAS thread (threadpoolctl): the spin model's 6 × 6 expm, eig and thin
+Both generate with one BLAS thread (threadpoolctl): the spin model's small expm, eig and thin
 products stall on OpenBLAS's worker threads on a busy machine (10–24 ms per expm, issue 13).
+While the apparatus is unchanged the lab draws one Gaussian per sample for the atoms
+(`AngleNoise`'s innovations form) and rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ class AcquisitionSettings(Protocol):
     trigger_level_V: float
     trigger_hysteresis_V: float
     gains: list[str]
+    averaging: bool  # ACQ:AVG: each decimated sample the mean of its D ADC samples
 
 
 class TriggeredCapture:
@@ -185,8 +190,9 @@ class TriggeredCapture:
 
     def _codes(self, n: int, fs: float, start_s: float) -> tuple[float, np.ndarray]:
         """Digitise ``n`` samples of both inputs from ``start_s``; return the true start, codes."""
-        with _THREADPOOLS.limit(limits=1, user_api="blas"):  # the 6 × 6 expm and eig
-            record = self.lab.record(n, fs, start_s)
+        chain = self.lab.detection_chain(self.settings.decimation, self.settings.averaging)
+        with _THREADPOOLS.limit(limits=1, user_api="blas"):  # the model's small matrices
+            record = self.lab.record(n, fs, start_s, chain)
         inputs = (record.v_diff, record.v_sum)
         codes = np.stack([adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)])
         return record.start_s, codes
@@ -320,7 +326,11 @@ class DeepMemory:
     """The DDR region and its AXI writer, fed by the lab's polarimeter outputs (IN1, IN2)."""
 
     def __init__(
-        self, lab: SimulatedLab, jumpers: list[str], region_bytes: int = DDR_REGION_BYTES
+        self,
+        lab: SimulatedLab,
+        jumpers: list[str],
+        region_bytes: int = DDR_REGION_BYTES,
+        settings: AcquisitionSettings | None = None,
     ) -> None:
         if region_bytes < 64 or region_bytes % 16:
             raise ParameterError(
@@ -328,6 +338,10 @@ class DeepMemory:
             )
         self.lab = lab
         self.jumpers = jumpers  # shared with the board: the inputs' range jumpers
+        # The board's settings, for ACQ:AVG: the AXI writer stores the samples of the same
+        # decimator as the 16 384-sample buffer, whose averaging flag lives in the data
+        # decimation register (an assumption: the Red Pitaya documentation names no other).
+        self.settings = settings
         self.region_start = DDR_REGION_START
         self.region_bytes = int(region_bytes)
         self.memory = np.zeros(self.region_bytes // 2, dtype=np.int16)
@@ -498,7 +512,9 @@ class DeepMemory:
         """Generate the next chunk of both inputs from absolute sample ``first``."""
         fs = writer.sample_rate_Hz
         n = int(min(max(fs * CHUNK_DURATION_S, MIN_CHUNK_SAMPLES), MAX_CHUNK_SAMPLES))
-        record = self.lab.record(n, fs, writer.start_s + first / fs)
+        averaging = True if self.settings is None else self.settings.averaging
+        chain = self.lab.detection_chain(self.decimation, averaging)
+        record = self.lab.record(n, fs, writer.start_s + first / fs, chain)
         inputs = (record.v_diff, record.v_sum)
         writer.pending = np.stack(
             [adc_codes(v, j) for v, j in zip(inputs, self.jumpers, strict=True)]

@@ -1,12 +1,12 @@
 """Exact discrete-time generation of the collective spin and the Faraday angle (docs/physics.md §3).
 
-Two generators share one model and one convention, θ = C x + white noise:
+The generators share one model and one convention, θ = C x + white noise:
 
 * `ExactSpinNoise` carries the full state: x ∈ ℝ⁶ per transit mode (`SpinModel.block_model`,
   M modes for the diffusion through the beam): x_{k+1} = Φ x_k + w_k with Φ = exp(AΔt) and
   w_k ~ N(0, Σ − ΦΣΦᵀ). No Euler steps, so any sample rate is exact; the model may change between
   blocks (field, temperature, probe) and time may be skipped without samples. It draws 6M + 1
-  Gaussians per sample and is what the simulated lab and any record of the true state use. The
+  Gaussians per sample and is what any record of the true state uses. The
   transit modes share the wall mode's eigenvectors (their extra decay is a multiple of 1), so
   one eigen-decomposition of a 6×6 Φ serves them all, and their beam-weighted sum is formed in
   the modal coordinates before the one real product back to the spin.
@@ -16,7 +16,11 @@ Two generators share one model and one convention, θ = C x + white noise:
   stationary distribution and is carried across blocks, so blocks join without seams. The model
   is fixed for the life of the generator: the innovations form has no true state to carry.
 
-Both work in units of √N (x̃ = x/√N), where every matrix is of order one.
+* `AngleNoise` is the simulated lab's: the recorded angle alone (behind the detection chain when
+  given), one Gaussian per sample in innovations form while the model holds, handing over
+  exactly to the full recursion where a change of model needs it, and back.
+
+All work in units of √N (x̃ = x/√N), where every matrix is of order one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Self
 
 import numpy as np
-from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.checks import ParameterError, check_positive, check_range
 from hotspin.analysis.detection import (
     DetectionChain,
     DiscreteOutput,
@@ -35,7 +39,7 @@ from hotspin.analysis.detection import (
 )
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.spin_model import SpinModel
-from scipy import linalg, signal
+from scipy import fft, linalg, signal
 
 # Conditioning of the eigenvectors beyond which the modal recursion would lose accuracy. Even at
 # the exceptional point the computed eigenvectors stay about √ε apart, so this never trips for
@@ -317,7 +321,9 @@ class FastAngleNoise(_ApparatusGenerator):
 class _OutputRecursion:
     """Samples y_k = scale·(H s_k + u_k) of s_{k+1} = Φ s_k + w_k, exact, by modal recursion."""
 
-    def __init__(self, output: DiscreteOutput, rng: np.random.Generator) -> None:
+    def __init__(
+        self, output: DiscreteOutput, rng: np.random.Generator, state: np.ndarray | None = None
+    ) -> None:
         self.rng = rng
         self.scale = output.scale
         eigenvalues, V = np.linalg.eig(output.transition)
@@ -333,10 +339,21 @@ class _OutputRecursion:
         self._driving = self._to_modes @ root[:n]
         self._output_noise = root[n]
         self._output = output.output
-        self._state = _matrix_sqrt(output.stationary) @ rng.standard_normal(n)
+        if state is None:  # from the stationary law
+            state = _matrix_sqrt(output.stationary) @ rng.standard_normal(n)
+        self._state = np.asarray(state, dtype=float)
+
+    @property
+    def state(self) -> np.ndarray:
+        """Return the state s before the next output."""
+        return self._state
 
     def block(self, n: int) -> np.ndarray:
         """Return the next ``n`` outputs; the state after them is kept."""
+        return self.scale * self.unscaled_block(n)
+
+    def unscaled_block(self, n: int) -> np.ndarray:
+        """Return the next ``n`` outputs H s + u, without the scale; the state after is kept."""
         draws = self.rng.standard_normal((self._output_noise.size, n))
         driving = self._driving @ draws
         z0 = self._to_modes @ self._state
@@ -349,7 +366,7 @@ class _OutputRecursion:
             last[j] = following[-1]
         states = self._from_modes @ np.concatenate([trajectories.real, trajectories.imag])
         self._state = self._from_modes @ np.concatenate([last.real, last.imag])
-        return self.scale * (self._output @ states + self._output_noise @ draws)
+        return self._output @ states + self._output_noise @ draws
 
 
 class DetectedAngleNoise(_ApparatusGenerator):
@@ -401,3 +418,330 @@ class DetectedAngleNoise(_ApparatusGenerator):
         """Return the next ``n`` recorded samples of the angle in rad."""
         n = int(check_range("n", n, 1, math.inf, "samples"))
         return self._atoms.block(n) + self._white.block(n)
+
+
+# Largest relative error of the conditional covariance that a hand-over between the fast form
+# and the exact recursion may leave (see `AngleNoise`): far below any statistic of a record.
+HANDOVER_TOLERANCE = 1e-6
+# Samples per step of the fast form: its tables hold this many powers of Φ (2 × 6M × 2¹³ floats,
+# small enough to stay in cache; longer steps were slower on this machine).
+_TABLE_SAMPLES = 1 << 13
+_CACHED_MODELS = 8
+
+
+@dataclass(frozen=True)
+class _AngleModel:
+    """The recorded atomic angle as a linear Gaussian model, in the units of `detected_atoms`.
+
+    The state s holds the unit spins x̃ = x/√N of every transit mode and, behind a detection
+    chain, the detector's pole v̌ = v/σ_θ of each: (x̃₁, v̌₁, x̃₂, v̌₂, …); without one, (x̃₁, x̃₂, …).
+    """
+
+    output: DiscreteOutput  # the sampled model, y = σ_θ (H s + u)
+    drift: np.ndarray  # ds/dt = drift·s + noise: the continuous model, for gaps
+    atom_number: float
+    spins: np.ndarray  # positions of x̃ in s
+    poles: np.ndarray  # positions of v̌ in s (none without a detection chain)
+    thermal: np.ndarray  # Σ/N of x̃: the law of joining atoms
+
+    def stationary_transition(self, duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Return Φ(t) and W(t) = P − Φ(t) P Φ(t)ᵀ of the state over ``duration_s``."""
+        Phi = linalg.expm(self.drift * duration_s)
+        P = self.output.stationary
+        W = P - Phi @ P @ Phi.T
+        return Phi, 0.5 * (W + W.T)
+
+
+def _angle_model(
+    model: SpinModel,
+    coupling_upper: float,
+    coupling_lower: float,
+    sample_rate_Hz: float,
+    chain: DetectionChain | None,
+) -> _AngleModel:
+    """Return the model of the atomic angle sampled at ``sample_rate_Hz`` behind ``chain``."""
+    A, _, S, C = model.block_model(coupling_upper, coupling_lower)
+    atoms = model.atom_number
+    sigma = math.sqrt(float(C @ S @ C))
+    thermal = S / atoms
+    H = C * math.sqrt(atoms) / sigma
+    size = A.shape[0]
+    if chain is None:
+        dt = 1.0 / sample_rate_Hz
+        rates, _ = model.transit_modes()
+        wall = linalg.expm(model.drift_matrix() * dt)  # the modes share it (see block_model)
+        Phi = linalg.block_diag(*(math.exp(-rate * dt) * wall for rate in rates))
+        W = thermal - Phi @ thermal @ Phi.T
+        noise = np.zeros((size + 1, size + 1))
+        noise[:size, :size] = 0.5 * (W + W.T)
+        output = DiscreteOutput(Phi, H, noise, thermal, sigma)
+        return _AngleModel(output, A, atoms, np.arange(size), np.arange(0), thermal)
+    if not math.isclose(chain.sample_rate_Hz, sample_rate_Hz, rel_tol=1e-9):
+        raise ParameterError(
+            f"sample_rate_Hz = {sample_rate_Hz:g} is not the detection chain's "
+            f"{chain.sample_rate_Hz:g} Hz"
+        )
+    output = detected_atoms(model, coupling_upper, coupling_lower, chain)
+    modes = size // 6
+    drift = np.zeros((7 * modes, 7 * modes))
+    for m in range(modes):
+        spins, pole = slice(7 * m, 7 * m + 6), 7 * m + 6
+        drift[spins, spins] = A[6 * m : 6 * m + 6, 6 * m : 6 * m + 6]
+        drift[pole, spins] = chain.pole_rate * H[6 * m : 6 * m + 6]  # v̌' = ω_c(H x̃ − v̌)
+        drift[pole, pole] = -chain.pole_rate
+    spins = (7 * np.arange(modes)[:, None] + np.arange(6)).ravel()
+    return _AngleModel(output, drift, atoms, spins, 7 * np.arange(modes) + 6, thermal)
+
+
+def _carry_map(old: _AngleModel, new: _AngleModel) -> tuple[np.ndarray, np.ndarray]:
+    """Return (T, N): the state under ``new`` is T s + n, n ~ N(0, N), s the state under ``old``.
+
+    Atoms joining or leaving the beam as in `ExactSpinNoise.set_model`; the pole's v = σ_θ v̌
+    is continuous. A chain connected anew starts from its law given the spins (as if it had been
+    connected all along); a chain taken away leaves the spins.
+    """
+    if old.spins.size != new.spins.size:
+        raise ValueError("the number of transit modes cannot change while the spins carry")
+    f = min(old.atom_number, new.atom_number) / max(old.atom_number, new.atom_number)
+    size = new.output.transition.shape[0]
+    T = np.zeros((size, old.output.transition.shape[0]))
+    noise = np.zeros((size, size))
+    T[np.ix_(new.spins, old.spins)] = math.sqrt(f) * np.eye(new.spins.size)
+    noise[np.ix_(new.spins, new.spins)] = (1.0 - f) * new.thermal
+    if new.poles.size and old.poles.size:
+        ratio = old.output.scale / new.output.scale
+        T[np.ix_(new.poles, old.poles)] = ratio * np.eye(new.poles.size)
+    elif new.poles.size:
+        P = new.output.stationary
+        gain = np.linalg.solve(P[np.ix_(new.spins, new.spins)], P[np.ix_(new.spins, new.poles)]).T
+        T[new.poles] = gain @ T[new.spins]
+        spin_noise = noise[np.ix_(new.spins, new.spins)]
+        conditional = P[np.ix_(new.poles, new.poles)] - gain @ P[np.ix_(new.spins, new.poles)]
+        noise[np.ix_(new.poles, new.spins)] = gain @ spin_noise
+        noise[np.ix_(new.spins, new.poles)] = spin_noise @ gain.T
+        noise[np.ix_(new.poles, new.poles)] = gain @ spin_noise @ gain.T + conditional
+    return T, noise
+
+
+def _powers_applied(first: np.ndarray, step: np.ndarray, count: int, from_left: bool) -> np.ndarray:
+    """Return [g Φ⁰ … g Φⁿ⁻¹] (rows, ``from_left``) or [Φ⁰g … Φⁿ⁻¹g] (columns), by doubling."""
+    block = first[None, :] if from_left else first[:, None]
+    while block.shape[int(not from_left)] < count:
+        block = np.vstack([block, block @ step]) if from_left else np.hstack([block, step @ block])
+        step = step @ step
+    return block[:count] if from_left else block[:, :count]
+
+
+class _InnovationsForm:
+    """The steady Kalman predictor of a `DiscreteOutput`: y = H ŝ + e, ŝ_{k+1} = Φ ŝ_k + K e_k.
+
+    ŝ_k = E[s_k | y_<k] and s_k − ŝ_k ~ N(0, P), P the steady one-step prediction error: the
+    outputs' law needs one Gaussian e_k per sample. Over a step of n ≤ 2¹³ samples the output
+    is the free response H Φⁱ ŝ₀ plus the innovations convolved with the impulse response
+    (1, H K, H Φ K, …) — an FFT — and ŝ_n = Φⁿ ŝ₀ + Σ Φⁿ⁻¹⁻ⁱ K e_i, one product; the tables
+    of powers are built once per model by doubling (no eigenvectors, so no conditioning limit).
+    """
+
+    def __init__(self, output: DiscreteOutput) -> None:
+        Phi, H = output.transition, output.output
+        n = Phi.shape[0]
+        W, cross, R = output.noise[:n, :n], output.noise[:n, n], output.noise[n, n]
+        P = linalg.solve_discrete_are(Phi.T, H[:, None], W, np.array([[R]]), s=cross[:, None])
+        self.P = 0.5 * (P + P.T)
+        self.root = np.linalg.cholesky(self.P)
+        self.root_inverse = linalg.solve_triangular(self.root, np.eye(n), lower=True)
+        variance = float(H @ self.P @ H) + R
+        self.gain = (Phi @ self.P @ H + cross) / variance
+        self.closed_loop = Phi - np.outer(self.gain, H)
+        sigma = math.sqrt(variance)
+        L = _TABLE_SAMPLES
+        free = _powers_applied(H, Phi, L, from_left=True)  # row i: H Φⁱ
+        kicks = _powers_applied(self.gain * sigma, Phi, L, from_left=False)  # column j: Φʲ K σ
+        impulse = np.concatenate([[sigma], free[:-1] @ (self.gain * sigma)])
+        # float32 tables halve the memory the two products stream through per sample; their
+        # rounding (≈ 10⁻⁷ relative, ≈ 10⁻⁵ of a step's increment of ŝ summed over 2¹³ terms)
+        # is far below the law's statistics and the ADC's resolution.
+        self._free = free.astype(np.float32)
+        self._kicks = np.ascontiguousarray(kicks[:, ::-1], dtype=np.float32)  # col L−1−j: Φʲ K σ
+        self._impulse = fft.rfft(impulse, 2 * L)
+        self._transition = Phi
+        self._powers: dict[tuple[int, bool], np.ndarray] = {}
+        self._closed_kicks: np.ndarray | None = None
+
+    def power(self, n: int, closed: bool = False) -> np.ndarray:
+        """Return Φⁿ (or (Φ − K H)ⁿ), kept for the step lengths in use."""
+        key = (n, closed)
+        if key not in self._powers:
+            if len(self._powers) > 16:
+                self._powers.clear()
+            base = self.closed_loop if closed else self._transition
+            self._powers[key] = np.linalg.matrix_power(base, n)
+        return self._powers[key]
+
+    def step(self, estimate: np.ndarray, n: int, rng: np.random.Generator) -> tuple:
+        """Return (the next n ≤ 2¹³ outputs H s + u, ŝ after them)."""
+        L = _TABLE_SAMPLES
+        # float32 draws: their 2⁻²⁴ resolution is far below the angle's resolution in the ADC.
+        draws = rng.standard_normal(n, dtype=np.float32)
+        convolved = fft.irfft(fft.rfft(draws, 2 * L) * self._impulse, 2 * L)[:n]
+        outputs = convolved + self._free[:n] @ estimate.astype(np.float32)
+        following = self.power(n) @ estimate + self._kicks[:, L - n :] @ draws
+        return outputs, following
+
+    def predict(self, estimate: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        """Return the predictor ŝ after ``outputs`` (H s + u) from ``estimate``: Φ_c ŝ + K y."""
+        L, n = _TABLE_SAMPLES, outputs.size
+        if self._closed_kicks is None:
+            kicks = _powers_applied(self.gain, self.closed_loop, L, from_left=False)
+            self._closed_kicks = np.ascontiguousarray(kicks[:, ::-1])
+        return self.power(n, closed=True) @ estimate + self._closed_kicks[:, L - n :] @ outputs
+
+
+# The models in use and their fast forms, shared by every generator (they are not modified; a
+# served board and a test's many generators reuse them). Oldest dropped first.
+_MODELS: dict[tuple, tuple[_AngleModel, _InnovationsForm]] = {}
+
+
+class AngleNoise:
+    """The atomic angle a digitiser records, exact, with one Gaussian per sample while it can.
+
+    The lab's generator: only the angle θ = C x (behind the detection chain when one is given),
+    never the 6M-dimensional state. Two forms produce the same law:
+
+    * fast: the innovations form of the present model (`_InnovationsForm`), carrying
+      ŝ = E[s | every output so far], with s − ŝ ~ N(0, P) independent of the past;
+    * exact: `_OutputRecursion` from a drawn true state s (6M + 1 Gaussians per sample).
+
+    A change of model (field, temperature, probe, sample rate, chain) or a gap without samples
+    turns the law of s given the past into N(m, Q) under the new model, computed exactly. When
+    Q ≥ P_new, drawing ŝ = m + (Q − P_new)^{1/2} η gives exactly that law with the new fast form
+    (∫ N(ŝ; m, Q − P) N(s; ŝ, P) dŝ = N(s; m, Q)): a gap always allows it (less is known than
+    from a full past), and so does a change too small to matter, up to HANDOVER_TOLERANCE of P
+    on the negative side. Otherwise s = m + Q^{1/2} ξ is drawn and the exact recursion takes
+    over, while the new model's steady predictor runs over its outputs from m; its error
+    covariance is P_new + (Φ − KH)ᵏ(Q − P_new)(Φ − KH)ᵀᵏ, and the fast form resumes from the
+    predictor once that excess is below HANDOVER_TOLERANCE of P_new (for a large change at
+    decimation 64, ≈ 0.1 s of signal). The models and their forms are cached by key, so an
+    unchanged apparatus never rebuilds them.
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self._key: tuple | None = None
+        self._model: _AngleModel | None = None
+        self._form: _InnovationsForm | None = None
+        self._estimate = np.zeros(0)  # ŝ (fast form) or the steady predictor's (exact)
+        self._exact: _OutputRecursion | None = None
+        self._excess = np.zeros((0, 0))  # exact: the predictor's error covariance − P
+
+    @property
+    def fast(self) -> bool:
+        """Return True while the innovations form generates (False: the exact recursion)."""
+        return self._exact is None
+
+    def set_model(
+        self,
+        model: SpinModel,
+        coupling_upper: float,
+        coupling_lower: float,
+        sample_rate_Hz: float,
+        chain: DetectionChain | None = None,
+    ) -> None:
+        """Put a model in force from the next sample on; the spins carry over exactly."""
+        fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+        key = (
+            tuple(model.field_T),
+            model.spin_exchange_rate,
+            model.spin_destruction_rate,
+            model.diffusion_rate,
+            model.transit_time_s,
+            model.gamma_upper,
+            model.gamma_lower,
+            model.atom_number,
+            coupling_upper,
+            coupling_lower,
+            fs,
+            chain,
+        )
+        if key == self._key:
+            return
+        if key not in _MODELS:
+            if len(_MODELS) >= _CACHED_MODELS:
+                _MODELS.pop(next(iter(_MODELS)))
+            angle = _angle_model(model, coupling_upper, coupling_lower, fs, chain)
+            _MODELS[key] = (angle, _InnovationsForm(angle.output))
+        old, old_form = self._model, self._form
+        self._key = key
+        self._model, self._form = _MODELS[key]
+        if old is None or old_form is None:  # the stationary law: ŝ ~ N(0, Σ − P)
+            spread = self._model.output.stationary - self._form.P
+            self._estimate = _matrix_sqrt(spread) @ self.rng.standard_normal(spread.shape[0])
+            return
+        T, noise = _carry_map(old, self._model)
+        if self._exact is None:
+            self._hand_over(T @ self._estimate, T @ old_form.P @ T.T + noise)
+            return
+        state = T @ self._exact.state + _matrix_sqrt(noise) @ self.rng.standard_normal(T.shape[0])
+        error = T @ (old_form.P + self._excess) @ T.T + noise
+        self._estimate = T @ self._estimate
+        self._excess = error - self._form.P
+        self._exact = _OutputRecursion(self._model.output, self.rng, state)
+
+    def advance(self, duration_s: float) -> None:
+        """Let the spins and the detector evolve for ``duration_s`` without samples, exactly."""
+        t = check_range("duration_s", duration_s, 0.0, math.inf, "s", high_open=True)
+        if t == 0.0 or self._model is None or self._form is None:
+            return
+        Phi, W = self._model.stationary_transition(t)
+        if self._exact is None:
+            self._hand_over(Phi @ self._estimate, Phi @ self._form.P @ Phi.T + W)
+            return
+        # Given the true state, the law after the gap is N(Φ s, W): hand over if it allows.
+        self._hand_over(Phi @ self._exact.state, W)
+
+    def _hand_over(self, mean: np.ndarray, covariance: np.ndarray) -> None:
+        """Continue from the law N(mean, covariance) of the state given everything generated."""
+        assert self._model is not None and self._form is not None
+        root, inverse = self._form.root, self._form.root_inverse
+        excess = inverse @ (covariance - self._form.P) @ inverse.T  # in units of P
+        values, vectors = np.linalg.eigh(0.5 * (excess + excess.T))
+        draws = self.rng.standard_normal(mean.size)
+        if values[0] >= -HANDOVER_TOLERANCE:
+            spread = root @ (vectors * np.sqrt(np.clip(values, 0.0, None)))
+            self._estimate = mean + spread @ draws
+            self._exact = None
+            return
+        state = mean + _matrix_sqrt(covariance) @ draws
+        self._exact = _OutputRecursion(self._model.output, self.rng, state)
+        self._estimate = mean
+        self._excess = covariance - self._form.P
+
+    def _settled(self) -> bool:
+        """Return True once the predictor's excess error is below the tolerance of P."""
+        assert self._form is not None
+        inverse = self._form.root_inverse
+        excess = inverse @ self._excess @ inverse.T
+        return float(np.abs(np.linalg.eigvalsh(0.5 * (excess + excess.T))).max()) < (
+            HANDOVER_TOLERANCE
+        )
+
+    def block(self, n: int) -> np.ndarray:
+        """Return the next ``n`` samples of the recorded atomic angle in rad."""
+        n = int(check_range("n", n, 1, math.inf, "samples"))
+        if self._model is None or self._form is None:
+            raise RuntimeError("AngleNoise.set_model must come before the first block")
+        form, angle = self._form, np.empty(n)
+        for first in range(0, n, _TABLE_SAMPLES):
+            count = min(_TABLE_SAMPLES, n - first)
+            if self._exact is None:
+                outputs, self._estimate = form.step(self._estimate, count, self.rng)
+            else:
+                outputs = self._exact.unscaled_block(count)
+                self._estimate = form.predict(self._estimate, outputs)
+                decay = form.power(count, closed=True)
+                self._excess = decay @ self._excess @ decay.T
+                if self._settled():
+                    self._exact = None
+            angle[first : first + count] = outputs
+        angle *= self._model.output.scale
+        return angle

@@ -16,7 +16,8 @@ import traceback
 import h5py
 import numpy as np
 import pytest
-from hotspin.analysis.spectra import angle_from_difference_and_sum
+from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
+from hotspin.analysis.spectra import angle_from_difference_and_sum, welch_expectation
 from hotspin.instruments.redpitaya import RedPitaya, StreamBlock
 from hotspin.instruments.station import Station
 from hotspin.procedures.base import run_procedure
@@ -61,11 +62,18 @@ def test_spectrum_of_a_long_stream_matches_the_model():
         / detector.gain_diff_V_per_A
         / (2 * volts[1].mean())
     )
-    expected = (
-        truth.model.sampled_psd(frequency, fs, truth.coupling_upper_rad, truth.coupling_lower_rad)
-        + truth.white_noise_psd_rad2_per_Hz
-        + step_rad**2 / 6 / fs
-    )
+    # The board records behind the PDB450A's pole and its averaging decimation: the expected
+    # Welch spectrum of the detected atoms, white noise and code rounding (exact, with leakage).
+    chain = DetectionChain.pdb450a(detector.gain_diff_V_per_A, 256, decimation_averaging=True)
+    lags = 1 << 16
+    autocovariance = detected_atoms(
+        truth.model, truth.coupling_upper_rad, truth.coupling_lower_rad, chain
+    ).autocovariance(lags)
+    autocovariance += truth.white_noise_psd_rad2_per_Hz * detected_white_noise(
+        chain
+    ).autocovariance(lags)
+    autocovariance[0] += step_rad**2 / 12
+    expected = welch_expectation(autocovariance, dsp.get_window("hann", lags), fs)
     # The line (≈ 60 Hz) is narrower than the Welch resolution's leakage allows: above 1 kHz
     # the model is smooth, and 63 averages over 29 000 bins pin the mean ratio to ±0.2 %.
     band = (frequency > 1e3) & (frequency < 0.45 * fs)

@@ -90,6 +90,10 @@ class RedPitayaScpiClient:
 def served():
     """(simulated board, client) over TCP; the clock runs at wall speed as the board's does."""
     lab = SimulatedLab(LabConfig(seed=5), SimClock())
+    # Light on the balanced detector: its shot noise behind the PDB450A's 4 MHz pole (2 mV rms)
+    # crosses the level triggers' 5 mV hysteresis; the dark detector's 0.7 mV would not.
+    lab.laser.emission_enabled = True
+    lab.hwp_angle_deg = lab.config.polarimeter.hwp_zero_deg
     board = SimulatedRedPitaya(lab)
     with SimServer({"redpitaya": (board, 0)}) as server:
         client = RedPitayaScpiClient(server.port("redpitaya"))
