@@ -572,6 +572,10 @@ class RedPitaya(RedPitayaScpi):
         return np.frombuffer(payload, dtype="<i2")
 
 
+# How long the deep-memory write pointer may stand still before the stream calls the writer stopped.
+WRITER_STALL_S = 2.0
+
+
 class _RingReader:
     """Reads a deep-memory ring behind its write pointer and accounts for every sample.
 
@@ -599,11 +603,27 @@ class _RingReader:
         self.block = block_samples
         self.end = math.inf if n_samples is None else n_samples
         self.written = 0
+        self._position: int | None = None  # the write pointer last read, and when it moved
+        self._moved_s = start_s
 
     def written_now(self) -> int:
-        """Return how many samples per input the board has written (pointer + lap count)."""
+        """Return how many samples per input the board has written (pointer + lap count).
+
+        A write pointer that stands still for `WRITER_STALL_S` (and at least four blocks) means
+        the writer stopped (acquisition stopped behind the stream's back, a board reset): that
+        is an InstrumentTimeoutError naming the board, never a wait without end.
+        """
         position = int(self.board.ask("ACQ:AXI:SOUR1:Write:Pos?"))
-        estimate = (self.board._now() - self.start_s) * self.fs
+        now = self.board._now()
+        if position != self._position:
+            self._position, self._moved_s = position, now
+        elif now - self._moved_s > max(WRITER_STALL_S, 4 * self.block / self.fs):
+            raise InstrumentTimeoutError(
+                self.board.name,
+                f"the deep-memory write pointer stood at {position} for "
+                f"{now - self._moved_s:.1f} s: the writer has stopped",
+            )
+        estimate = (now - self.start_s) * self.fs
         total = position + self.ring * round((estimate - position) / self.ring)
         while total < self.written:  # the count never goes back
             total += self.ring

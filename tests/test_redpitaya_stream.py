@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from hotspin.analysis.checks import ParameterError
+from hotspin.instruments.errors import InstrumentTimeoutError
 from hotspin.instruments.redpitaya import RedPitaya, StreamBlock, StreamGap
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.lab import LabConfig, SimulatedLab
@@ -151,3 +152,15 @@ def test_nagle_is_off_and_a_query_after_a_write_is_fast():
     # A median over many exchanges, with a bound eight times below the stall: a busy machine
     # slows a few exchanges, not the middle one.
     assert statistics.median(durations) < 5e-3
+
+
+def test_a_writer_stopped_behind_the_streams_back_is_a_timeout_naming_the_board(served):
+    board, pitaya = served
+    stream = pitaya.stream(decimation=DECIMATION, block_samples=4096)  # no end of its own
+    blocks = iter(stream)
+    assert isinstance(next(blocks), StreamBlock)
+    board.deep.stop()  # the writer stops (a reset, another client's ACQ:STOP)
+    with pytest.raises(InstrumentTimeoutError, match=r"^Red Pitaya .*write pointer stood at"):
+        for _ in blocks:
+            pass
+    stream.close()
