@@ -908,12 +908,8 @@ class StreamSource(Loop):
                 self._hand_over(record, first)
         finally:
             with polarimeter.lock, contextlib.suppress(Exception):
+                # The driver decodes later buffer reads in the byte order the stream left.
                 stream.close()
-                # `RedPitaya.stream` switches this connection's binary blocks to little-endian
-                # and leaves them so, while the driver's buffer reads (`acquire`, which the
-                # procedures use) decode big-endian, the board's default (RP_AcqDataEndian):
-                # without this a procedure after the monitor's stream reads wrong voltages.
-                polarimeter.digitiser.call(lambda board: board.write("ACQ:DATA:BYTE:ORDER BEND"))
             self._idle.set()
 
     def _hand_over(self, record: PolarimeterRecord, first: int) -> None:
