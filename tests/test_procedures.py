@@ -149,7 +149,7 @@ def test_spin_noise_fit_agrees_with_the_simulation_truth(lab, tmp_path):
 def test_field_sweep_shows_the_serf_slowing_down(lab, tmp_path):
     station, _ = lab
     path = run(station, tmp_path, "field_sweep", start_nT=50.0, stop_nT=600.0, points=5,
-               averages=6)  # fmt: skip
+               averages=18)  # fmt: skip
     assert_layout(path, "field_sweep", steps_at_least=5)
     result, true = summary(path), truth(path)
     q, sigma = result["slowing_down_factor"]
