@@ -12,8 +12,7 @@ import itertools
 import h5py
 import numpy as np
 import pytest
-from hotspin.analysis.detection import DetectionChain
-from hotspin.analysis.fits import angle_autocovariance
+from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
 from hotspin.analysis.spectra import Spectrum, angle_from_difference_and_sum
 from hotspin.instruments.redpitaya import RedPitaya, StreamBlock
 from hotspin.instruments.station import Station
@@ -96,7 +95,7 @@ def test_a_spectrum_is_the_welch_average_of_one_continuous_stream(warm_station, 
     fs = 125e6 / decimation
     _, reference = signal.welch(theta, fs, window="hann", nperseg=L, noverlap=L - hop)
     np.testing.assert_allclose(psd, reference, rtol=1e-9, atol=0)
-    # Against the model: the sampled atoms plus the white floor and the ADC's rounding
+    # Against the model: the detected atoms plus the white floor and the ADC's rounding
     # (q²/12 per sample of V_diff, q·G_s/(2 G_d V_sum) in angle), through the same window.
     window = signal.get_window("hann", L)
     spectrum = Spectrum(np.fft.rfftfreq(L, 1 / fs), psd, sample_rate_Hz=fs, window=window)
@@ -104,8 +103,12 @@ def test_a_spectrum_is_the_welch_average_of_one_continuous_stream(warm_station, 
     model = station.lab.truth()
     v_sum = float(np.mean(codes[s, :needed])) * scale[s]
     step = scale[d] * config.gain_sum_V_per_A / config.gain_diff_V_per_A / (2 * v_sum)
-    R = angle_autocovariance(model.model, model.coupling_upper_rad, model.coupling_lower_rad, L, fs)
-    R[0] += model.white_noise_psd_rad2_per_Hz * fs / 2 + step**2 / 12
+    # Atoms and white floor behind the PDB450A's pole and the board's boxcar (ACQ:AVG ON).
+    chain = DetectionChain.pdb450a(config.gain_diff_V_per_A, decimation, True)
+    atoms = detected_atoms(model.model, model.coupling_upper_rad, model.coupling_lower_rad, chain)
+    R = atoms.autocovariance(L)
+    R += model.white_noise_psd_rad2_per_Hz * detected_white_noise(chain).autocovariance(L)
+    R[0] += step**2 / 12
     expected = spectrum.expectation(R)
     band = slice(attributes["mean_removed_bins"], -1)
     ratio = psd[band] / expected[band]
