@@ -129,7 +129,7 @@ def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
             ("balance", []),
             *[(name, [f"{k}={v}" for k, v in SMALL[name].items()]) for name in SMALL
               if name not in ("warmup", "balance")],
-            ("spin_noise", ["averages=6"]),
+            ("spin_noise", ["averages=18"]),  # segments: the data of six records
         ]  # fmt: skip
         for name, settings in runs:
             settings = [s.replace(" ", "").strip("[]") if "," in s else s for s in settings]
