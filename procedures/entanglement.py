@@ -30,7 +30,9 @@ from hotspin.analysis.qnd import (
     innovations_check,
     prediction_check,
 )
+from hotspin.instruments.redpitaya import BUFFER_SIZE, StreamGap
 from hotspin.procedures.spectroscopy import DECIMATIONS, SpectrumProcedure
+from hotspin.procedures.streaming import PolarimeterStream
 from pymeasure.experiment import FloatParameter, IntegerParameter, ListParameter
 
 DIAGONAL = np.ones(3) / math.sqrt(3.0)
@@ -53,8 +55,9 @@ class Entanglement(SpectrumProcedure):
         "field magnitude along [1,1,1]", units="nT", minimum=1.0, maximum=10000.0, default=200.0
     )
     filter_records = IntegerParameter(
-        "digitiser records run through the Kalman filter", minimum=1, maximum=10000, default=10
-    )
+        "length of the stream run through the Kalman filter, in digitiser records of 16 384 "
+        "samples", minimum=1, maximum=10000, default=10,
+    )  # fmt: skip
 
     def check_limits(self, station: Any) -> None:
         """Refuse a field the coils cannot reach along [1,1,1]."""
@@ -105,25 +108,22 @@ class Entanglement(SpectrumProcedure):
         polarimeter = self.station.polarimeter
         fs = polarimeter.sample_rate_Hz
         kalman = KalmanFilter(readout, fs)
-        records = []
-        for k_record in range(int(self.filter_records)):
-            self.check_stop()
-            records.append(polarimeter.rotation_angle_rad(polarimeter.acquire()))
-            self.progress(0.6 + 0.4 * (k_record + 1) / int(self.filter_records), "Kalman filter")
+        records = self.filter_pieces()
         # The polarimeter's balance leaves a constant rotation (the plate moves in steps);
         # the spin model has none, so it is taken out, pooled over every record.
         offset = float(np.mean(np.concatenate(records)))
         records = [record - offset for record in records]
-        outputs = []
-        for record in records:
-            output = kalman.run(record)
-            if output.settle_samples >= output.innovations.size:
-                raise RuntimeError(
-                    f"the Kalman filter needs {output.settle_samples} samples to settle, more than "
-                    f"a record holds ({output.innovations.size}); raise the decimation (a record "
-                    "then spans more time)"
-                )
-            outputs.append(output)
+        outputs = [kalman.run(record) for record in records]
+        settled = [o.settle_samples < o.innovations.size for o in outputs]
+        if not any(settled):
+            longest = max(o.innovations.size for o in outputs)
+            raise RuntimeError(
+                f"the Kalman filter needs {outputs[0].settle_samples} samples to settle, more "
+                f"than the longest gap-free piece holds ({longest}); raise filter_records (or "
+                "the decimation: a sample then spans more time)"
+            )
+        records = [r for r, keep in zip(records, settled, strict=True) if keep]
+        outputs = [o for o, keep in zip(outputs, settled, strict=True) if keep]
         innovations = [o.innovations[o.settle_samples :] for o in outputs]
         check = innovations_check(np.concatenate(innovations), kalman.innovation_variance)
         # Delays through the lifetime and beyond it (or, without entanglement, through the
@@ -133,7 +133,8 @@ class Entanglement(SpectrumProcedure):
             slowest = float(np.min(-np.linalg.eigvals(readout.model.drift_matrix()).real))
             reference_s = 0.5 / slowest
         steps = sorted({max(1, round(m * reference_s * fs)) for m in PREDICTION_DELAYS})
-        steps = [m for m in steps if outputs[0].settle_samples + m < outputs[0].innovations.size]
+        shortest = min(o.innovations.size - o.settle_samples for o in outputs)
+        steps = [m for m in steps if m < shortest]
         predictions = []
         for m in steps:
             pairs = [
@@ -181,6 +182,38 @@ class Entanglement(SpectrumProcedure):
                 "of the covariance propagation: the lifetime τ_ent is not to be trusted"
             )
         return results
+
+    def filter_pieces(self) -> list[np.ndarray]:
+        """Return the rotation angle of ``filter_records`` × 16 384 samples for the filter, in
+        gap-free pieces: one continuous stream (the filter settles once, not in every record),
+        or triggered records where no reader can follow the stream (a fast simulated clock)."""
+        polarimeter = self.station.polarimeter
+        total = int(self.filter_records) * BUFFER_SIZE
+        pieces: list[np.ndarray] = []
+        if self._triggered:
+            for k_record in range(int(self.filter_records)):
+                self.check_stop()
+                pieces.append(polarimeter.rotation_angle_rad(polarimeter.acquire()))
+                self.progress(
+                    0.6 + 0.4 * (k_record + 1) / int(self.filter_records), "Kalman filter"
+                )
+            return pieces
+        piece: list[np.ndarray] = []
+        with PolarimeterStream(self, int(self.decimation), total) as stream:
+            for item in stream:
+                self.check_stop()
+                if isinstance(item, StreamGap):
+                    if piece:
+                        pieces.append(np.concatenate(piece))
+                    piece = []
+                    continue
+                piece.append(polarimeter.rotation_angle_rad(stream.record(item)))
+                self.progress(0.6 + 0.4 * item.end_index / total, "Kalman filter")
+        if piece:
+            pieces.append(np.concatenate(piece))
+        if not pieces:
+            raise RuntimeError("the digitiser's stream delivered no samples for the filter")
+        return pieces
 
 
 def _predicted_variances(readout: ContinuousReadout, fs: float, steps: list[int]) -> np.ndarray:
