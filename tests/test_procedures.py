@@ -155,9 +155,14 @@ def test_field_sweep_shows_the_serf_slowing_down(lab, tmp_path):
     q, sigma = result["slowing_down_factor"]
     # SERF at low field: q = γ_e/γ_SERF = 6.015 for ⁸⁷Rb with the nuclear moment.
     assert abs(q - 6.015) < 4 * sigma + 0.05
-    # Γ = R_SD′/6 + R_D + (5/3)ω²/R_SE: R_SE from the line's broadening with field.
-    value, sigma = result["spin_exchange_rate_from_broadening"]
-    assert abs(value - true["spin_exchange_rate_per_s"]) < 4 * sigma, (value, sigma)
+    # Γ = R_SD′/6 + R_D + (5/3)ω²/R_SE: R_SE from the line's broadening with field, or, when
+    # this short sweep's widths do not determine it (some runs of the unseeded lab), the reason.
+    if "spin_exchange_rate_from_broadening" in result:
+        value, sigma = result["spin_exchange_rate_from_broadening"]
+        assert abs(value - true["spin_exchange_rate_per_s"]) < 4 * sigma, (value, sigma)
+    else:
+        with h5py.File(path, "r") as f:
+            assert "no R_SE or R_SD′ from the broadening: " in f.attrs["notes"]
     # `hotspin analyze` refits every spectrum and finds the sweep's results again.
     analysis = analyze_file(path)
     again = analysis.sweep_results
