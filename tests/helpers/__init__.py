@@ -7,11 +7,23 @@ NAMES = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
 
 
 def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
+    """Return ``n`` free loopback ports, each with its next port free too (a served DLC pro
+    also listens on port + 1, its monitoring line), held until all are chosen."""
+    held, ports = [], []
+    while len(ports) < n:
+        first = socket.socket()
+        first.bind(("127.0.0.1", 0))
+        port = first.getsockname()[1]
+        following = socket.socket()
+        try:
+            following.bind(("127.0.0.1", port + 1))
+        except OSError:  # taken: try another
+            first.close()
+            following.close()
+            continue
+        held += [first, following]
+        ports.append(port)
+    for s in held:
         s.close()
     return ports
 
