@@ -413,3 +413,16 @@ def test_field_zeroing_takes_a_point_again_when_its_line_is_missing(lab, tmp_pat
     assert list(attempts[:3]) == [1, 2, 1] and list(attempts).count(1) == 15
     assert offsets[0] == offsets[1] == -200.0
     assert "x scan at -200 nT: no Larmor line" in notes and "attempt 1 of 2" in notes
+
+
+def test_an_entanglement_run_whose_filter_cannot_settle_keeps_its_witness(entangling_lab, tmp_path):
+    station, _ = entangling_lab
+    # One record of stream at decimation 256 is far shorter than the filter's settling.
+    path = run(station, tmp_path, "entanglement", averages=40, filter_records=1, decimation=256,
+               field_nT=100.0)  # fmt: skip
+    values = summary(path)
+    assert values["filter_check_run"][0] == 0.0
+    assert "squeezing_parameter" in values and "entangled_atoms" in values
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "completed"
+        assert "filter check not run: the Kalman filter needs" in f.attrs["notes"]

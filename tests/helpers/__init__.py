@@ -67,7 +67,8 @@ SMALL = {
     },
     "probe_power_sweep": {"start_A": 0.11, "stop_A": 0.12, "points": 2, "averages": 2},
     "detuning_sweep": {"start_GHz": 62.0, "stop_GHz": 64.0, "points": 2, "averages": 2},
-    "entanglement": {"averages": 4, "filter_records": 2},
+    # 16 µs samples, 4 records of stream (1 s): the filter settles (it needs up to 35 000).
+    "entanglement": {"averages": 4, "filter_records": 4, "decimation": 2048},
     "sensitivity": {"periods": 2, "averages": 2},
     "record": {"duration_s": 0.05, "decimation": 1024},
 }
