@@ -150,7 +150,8 @@ def test_on_the_real_stream_a_field_change_starts_a_new_average_without_a_mixed_
     # after it was over: the blocks across the change are counted and left out.
     assert min(t0 for t0, _ in new) >= began
     assert max(t1 for _, t1 in old) <= ended
-    assert processor.counts.received == len(offered) + processor.counts.changed
+    counts = processor.counts  # every block accounted for: averaged, across a change, or refused
+    assert counts.received == len(offered) + counts.changed + counts.rejected + counts.clipped
 
 
 def test_the_missing_light_banner_appears_with_emission_off_and_its_button_clears_it(

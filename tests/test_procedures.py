@@ -73,8 +73,8 @@ def lab(tmp_path_factory):
     files = {
         "warmup": run(station, directory, "warmup", target_temperature_K=450.0, dwell_s=10.0),
         "balance": run(station, directory, "balance"),
-        "field_zeroing": run(
-            station, directory, "field_zeroing", averages=6, scan_points=7, iterations=2
+        "field_zeroing": run(  # 18 segments a point: the data of the 6 records it once took
+            station, directory, "field_zeroing", averages=18, scan_points=7, iterations=2
         ),
     }
     yield station, files
