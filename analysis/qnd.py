@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hotspin.analysis import constants as k
 from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.fits import Estimate, SpinNoiseFit
 from hotspin.analysis.spin_model import PROBE_AXIS, SpinModel
@@ -281,6 +282,51 @@ def entanglement_lifetime_of(
 
 # --- the readout of the spin model ----------------------------------------------------------------
 @dataclass(frozen=True)
+class SampledReadout:
+    """s_{k+1} = Φ s_k + w_k, y_k = H s_k + u_k: the samples of a readout, exactly.
+
+    (w_k, u_k) are Gaussian, white from sample to sample, Cov w = W, Cov(w_k, u_k) = cross,
+    Var u = R; s ~ N(0, Σ). The spin x̃ = x/√N is the part ``atoms`` of s (the rest: detector
+    and noise states of the detection chain, in rad); y is in rad.
+    """
+
+    transition: np.ndarray  # Φ
+    output: np.ndarray  # H
+    process_noise: np.ndarray  # W
+    cross: np.ndarray  # Cov(w_k, u_k)
+    measurement_variance: float  # R, rad²
+    stationary: np.ndarray  # Σ
+    atoms: np.ndarray  # indices of x̃ in s
+    # y_k averages the light of the interval after t_k (a boxcar): the spin the record
+    # conditions is then x(t_{k+1}), else x(t_k).
+    averaged: bool = False
+
+    def riccati(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the steady predicted and filtered covariances (P, P⁺) of s, from the DARE."""
+        Phi, H, sigma = self.transition, self.output, self.stationary
+        # Solved with every state component scaled to unit thermal variance, where spatial
+        # modes of very unequal weight become comparable.
+        scale = np.sqrt(np.diag(sigma))
+        P = linalg.solve_discrete_are(
+            (Phi * scale[None, :] / scale[:, None]).T,
+            (H * scale)[:, None],
+            self.process_noise / np.outer(scale, scale),
+            np.array([[self.measurement_variance]]),
+            s=(self.cross / scale)[:, None],
+        ) * np.outer(scale, scale)
+        P = 0.5 * (P + P.T)
+        gain = P @ H / (float(H @ P @ H) + self.measurement_variance)
+        return P, P - np.outer(gain, H @ P)
+
+    def conditional_covariance(self) -> np.ndarray:
+        """Return the spin's covariance given the samples up to the last one, at the end of
+        the light they recorded (P at t_{k+1} behind a boxcar, P⁺ at t_k otherwise), units N."""
+        predicted, filtered = self.riccati()
+        both = predicted if self.averaged else filtered
+        return both[np.ix_(self.atoms, self.atoms)]
+
+
+@dataclass(frozen=True)
 class ContinuousReadout:
     """The spin model, the Faraday observation and the white readout noise of a QND probe."""
 
@@ -289,6 +335,10 @@ class ContinuousReadout:
     coupling_lower_rad: float
     white_noise_psd: float  # one-sided S_θ of the readout noise, rad²/Hz
     probe_axis: np.ndarray = field(default_factory=lambda: PROBE_AXIS.copy())
+    # The detector's pole and the digitiser's decimation between the light and the samples
+    # (None: instantaneous samples). Only the sampled filter (`sampled`, `KalmanFilter`) sees
+    # it; the witness is the continuous readout's (see `sampled`).
+    detection: DetectionChain | None = None
 
     def __post_init__(self) -> None:
         check_positive("white_noise_psd", self.white_noise_psd, "rad^2/Hz")
@@ -307,7 +357,8 @@ class ContinuousReadout:
     def from_fit(
         cls, fit: SpinNoiseFit, values: dict[str, float] | None = None
     ) -> ContinuousReadout:
-        """Return the readout described by a spin-noise fit (or by ``values`` of its parameters)."""
+        """Return the readout described by a spin-noise fit (or by ``values`` of its parameters),
+        behind the detection chain the fit modelled."""
         v = {n: e.value for n, e in fit.parameters.items()} if values is None else values
         g = fit.geometry
         return cls(
@@ -318,6 +369,7 @@ class ContinuousReadout:
             g.coupling_lower_rad,
             v["white_noise_psd"],
             g.probe_axis,
+            g.detection,
         )
 
     @property
@@ -337,8 +389,67 @@ class ContinuousReadout:
         )
         return A, Q / n, S / n, C * math.sqrt(n)
 
+    def sampled(self, sample_rate_Hz: float) -> SampledReadout:
+        """Return the exact discrete model of the samples at f_s, behind the detection chain.
+
+        Without a chain: s = x̃, Φ = exp(A/f_s), W = Σ − ΦΣΦᵀ, R = (S_θ/2) f_s, no cross term.
+        With one (`hotspin.analysis.detection`): each spatial mode carries its detector-pole
+        state, and the white noise its own, through the pole and the digitiser's boxcar; the
+        boxcar makes the sample noise u_k correlate with the state noise w_k (the cross term).
+        The boxcar matters: in the SERF regime a broad spin-exchange component (width ~R_SE)
+        carries much of the spin noise, and averaged samples hold about half its instantaneous
+        variance at decimation 1024 (122 kS/s), so a filter of instantaneous samples predicts
+        innovations 6 % too large (450 K, 100 nT, PDB450A at 10⁵ V/A). The information is
+        not lost: ξ² of the spin the averaged samples condition equals the continuous record's
+        to 10⁻³ at decimations 64 – 4096, while plain decimation (`ACQ:AVG OFF`) folds the
+        detector's whole bandwidth of white noise into the band and raises ξ² (0.86 → 1.46 at
+        decimation 64 and 4 MHz), so the witness is this model's (`unit_conditional_covariance`;
+        `test_qnd.py`).
+        """
+        fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+        A, _, sigma, C = self.unit_matrices()
+        n = A.shape[0]
+        chain = self.detection
+        if chain is None:
+            Phi = linalg.expm(A / fs)
+            W = sigma - Phi @ sigma @ Phi.T
+            return SampledReadout(
+                Phi, C, 0.5 * (W + W.T), np.zeros(n), self.intensity * fs, sigma, np.arange(n)
+            )
+        if not math.isclose(fs, chain.sample_rate_Hz, rel_tol=1e-9):
+            raise ValueError(
+                f"sample_rate_Hz = {fs:g} is not the detection chain's {chain.sample_rate_Hz:g} "
+                f"Hz (decimation {chain.decimation})"
+            )
+        atoms = detected_atoms(
+            self.model, self.coupling_upper_rad, self.coupling_lower_rad, chain, self.probe_axis
+        )
+        white = detected_white_noise(chain)
+        # detected_atoms keeps x̃ and puts the pole states and y in units of σ_θ: the pole
+        # states to rad (D), y to rad (σ_θ); the white noise's state to rad (√S_θ).
+        size = atoms.transition.shape[0]
+        pole = np.arange(size) % 7 == 6
+        d = np.where(pole, atoms.scale, 1.0)
+        to_rad = np.append(d, atoms.scale)
+        noise_a = atoms.noise * np.outer(to_rad, to_rad)
+        noise_w = white.noise * self.white_noise_psd
+        Phi = linalg.block_diag(atoms.transition * d[:, None] / d[None, :], white.transition)
+        H = np.concatenate([atoms.scale * atoms.output / d, white.output])
+        W = linalg.block_diag(noise_a[:size, :size], noise_w[:1, :1])
+        cross = np.concatenate([noise_a[:size, size], noise_w[:1, 1]])
+        R = float(noise_a[size, size] + noise_w[1, 1])
+        stationary = linalg.block_diag(
+            atoms.stationary * np.outer(d, d), white.stationary * self.white_noise_psd
+        )
+        return SampledReadout(
+            Phi, H, W, cross, R, stationary, np.flatnonzero(~pole), chain.decimation_averaging
+        )
+
     def unit_conditional_covariance(self) -> np.ndarray:
-        """Return Σ_c/N, the stationary covariance given the record (R_c = S_θ/2)."""
+        """Return Σ_c/N, the stationary covariance given the record: of the continuous record
+        (R_c = S_θ/2), or behind a detection chain of its samples (`SampledReadout`)."""
+        if self.detection is not None:
+            return self.sampled(self.detection.sample_rate_Hz).conditional_covariance()
         A, Q, sigma, C = self.unit_matrices()
         return solve_conditional_covariance(A, Q, C, self.intensity, sigma)
 
@@ -524,6 +635,7 @@ class FilterOutput:
     innovations: np.ndarray  # (n,) y_k − C E[x_k | y_0 … y_{k−1}], rad
     innovation_variance: float  # its predicted variance in the steady state, rad²
     settle_samples: int  # samples before the start-up transient has decayed
+    states: np.ndarray = field(repr=False)  # (dim s, n) ŝ_{k|k} of the whole sampled state
 
 
 def _settling_samples(
@@ -563,119 +675,144 @@ def _settling_samples(
 
 
 class KalmanFilter:
-    """The steady-state Kalman filter of a sampled QND record θ_k = C x_k + v_k."""
+    """The steady-state Kalman filter of a sampled QND record y_k = H s_k + u_k.
+
+    The samples are the readout's exact discrete model (`ContinuousReadout.sampled`: the spin,
+    and the detection chain's states when the readout has one). With the sample noise u_k
+    correlated with the state noise w_k (the chain's boxcar), the predictor is
+    ŝ_{k+1|k} = Φ ŝ_{k|k−1} + K_p e_k with K_p = (ΦPHᵀ + c)/(HPHᵀ + R), e_k = y_k − Hŝ_{k|k−1}
+    (P from the DARE with the cross term c), and the filtered state ŝ_{k|k} = ŝ_{k|k−1} + PHᵀe_k/
+    (HPHᵀ + R). The predictor's recursion F = Φ − K_pH is run mode by mode (`lfilter`).
+    """
 
     def __init__(self, readout: ContinuousReadout, sample_rate_Hz: float) -> None:
         self.readout = readout
         self.sample_rate_Hz = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
-        A, _, sigma, C = readout.unit_matrices()
-        n = A.shape[0]
-        Phi = linalg.expm(A / self.sample_rate_Hz)
-        W = sigma - Phi @ sigma @ Phi.T
-        self.measurement_variance = readout.white_noise_psd * self.sample_rate_Hz / 2.0
-        # The DARE is solved with every state component scaled to unit thermal variance, where
-        # spatial modes of very unequal weight become comparable.
-        scale = np.sqrt(np.diag(sigma))
-        P = linalg.solve_discrete_are(
-            (Phi * scale[None, :] / scale[:, None]).T,
-            (C * scale)[:, None],
-            0.5 * (W + W.T) / np.outer(scale, scale),
-            np.array([[self.measurement_variance]]),
-        ) * np.outer(scale, scale)
-        P = 0.5 * (P + P.T)
-        self.innovation_variance = float(C @ P @ C) + self.measurement_variance
-        gain = P @ C / self.innovation_variance
-        self._unit_predicted = P
-        self._unit_filtered = P - np.outer(gain, C @ P)
+        sampled = readout.sampled(self.sample_rate_Hz)
+        Phi, H, sigma = sampled.transition, sampled.output, sampled.stationary
+        n = Phi.shape[0]
+        self.measurement_variance = sampled.measurement_variance
+        P, filtered = sampled.riccati()
+        self.innovation_variance = float(H @ P @ H) + self.measurement_variance
+        self._filter_gain = P @ H / self.innovation_variance
+        self._predictor_gain = (Phi @ P @ H + sampled.cross) / self.innovation_variance
+        self._atoms = sampled.atoms
+        pick = np.ix_(self._atoms, self._atoms)
+        self._unit_predicted, self._unit_filtered = P, filtered
         self._unit_stationary = sigma
-        self._Phi, self._C, self._gain = Phi, C, gain
-        # x⁺_k = F x⁺_{k−1} + K y_k with F = (1 − K C) Φ, run mode by mode.
-        F = (np.eye(n) - np.outer(gain, C)) @ Phi
+        self._Phi, self._H = Phi, H
+        F = Phi - np.outer(self._predictor_gain, H)
         eigenvalues, V = np.linalg.eig(F)
         if np.linalg.cond(V) > _MAX_EIGENVECTOR_CONDITION:
             raise np.linalg.LinAlgError("the filter's transition matrix has no usable eigenbasis")
         self._eigenvalues, self._modes = eigenvalues, V
-        self._mode_gain = np.linalg.solve(V, gain.astype(complex))
-        # Started from the prior mean, the filtered error covariance exceeds the steady one by
-        # D_k = F^k (Σ − P⁺) F^kᵀ. The filter has settled when that excess, seen in the
-        # innovations and in the beam-weighted spin, is below _SETTLED_AMPLITUDE² of their
-        # steady values. (The slowest eigenvalue alone overstates it many times: the slowest
-        # transit modes carry a tiny part of the spin.)
+        self._mode_gain = np.linalg.solve(V, self._predictor_gain.astype(complex))
+        # Started from the prior mean, the predicted error covariance exceeds the steady one by
+        # D_k = F^k (Σ − P) F^kᵀ. The filter has settled when that excess, seen in the
+        # innovations and in the filtered beam-weighted spin, is below _SETTLED_AMPLITUDE² of
+        # their steady values. (The slowest eigenvalue alone overstates it many times: the
+        # slowest transit modes carry a tiny part of the spin.)
+        spin = np.zeros((3, n))
+        spin[:, self._atoms] = spin_projection(self._atoms.size)
         self.settle_samples = _settling_samples(
             eigenvalues,
             V,
-            sigma - self._unit_filtered,
-            {"innovations": (C @ Phi)[None, :], "spin": spin_projection(n)},
+            sigma - P,
+            {
+                "innovations": H[None, :],
+                "spin": spin @ (np.eye(n) - np.outer(self._filter_gain, H)),
+            },
             {
                 "innovations": self.innovation_variance,
-                "spin": total_spin_variance(self._unit_filtered),
+                "spin": total_spin_variance(filtered[pick]),
             },
         )
 
+    def _in_hbar2(self, unit: np.ndarray) -> np.ndarray:
+        """Return the spin block of a covariance of s, in units of ħ²."""
+        return unit[np.ix_(self._atoms, self._atoms)] * self.readout.model.atom_number
+
     @property
     def predicted_covariance(self) -> np.ndarray:
-        """Return the steady one-step prediction covariance P, in units of ħ²."""
-        return self._unit_predicted * self.readout.model.atom_number
+        """Return the spin's steady one-step prediction covariance P, in units of ħ²."""
+        return self._in_hbar2(self._unit_predicted)
 
     @property
     def filtered_covariance(self) -> np.ndarray:
-        """Return the steady filtered covariance P⁺ = Cov(x_k | y_0 … y_k), in units of ħ²."""
-        return self._unit_filtered * self.readout.model.atom_number
+        """Return the spin's steady filtered covariance Cov(x_k | y_0 … y_k), in units of ħ²."""
+        return self._in_hbar2(self._unit_filtered)
+
+    def _unit_prediction_covariance(self, steps: int) -> np.ndarray:
+        """Return Cov(s_{k+m} | y_0 … y_k) = Σ + Φᵐ⁻¹(P − Σ)Φᵐ⁻¹ᵀ of the whole state, m ≥ 1."""
+        E = np.linalg.matrix_power(self._Phi, steps - 1)
+        sigma = self._unit_stationary
+        unit = sigma + E @ (self._unit_predicted - sigma) @ E.T
+        return 0.5 * (unit + unit.T)
 
     def prediction_covariance(self, steps: int) -> np.ndarray:
-        """Return Cov(x_{k+m} | y_0 … y_k) = Σ + Φᵐ(P⁺ − Σ)Φᵐᵀ for m = ``steps``, in units of ħ²."""
+        """Return the spin's Cov(x_{k+m} | y_0 … y_k) for m = ``steps``, in units of ħ²."""
         m = int(check_range("steps", steps, 0, math.inf, "samples"))
-        E = np.linalg.matrix_power(self._Phi, m)
-        sigma = self._unit_stationary
-        unit = sigma + E @ (self._unit_filtered - sigma) @ E.T
-        return 0.5 * (unit + unit.T) * self.readout.model.atom_number
+        if m == 0:
+            return self.filtered_covariance
+        return self._in_hbar2(self._unit_prediction_covariance(m))
 
     def run(self, record_rad: np.ndarray) -> FilterOutput:
         """Filter a record of the observed angle (starting from the thermal prior mean)."""
         y = _checked_record(record_rad)
         modes = np.empty((self._eigenvalues.size, y.size), dtype=complex)
         for j, lam in enumerate(self._eigenvalues):
-            modes[j] = signal.lfilter([self._mode_gain[j]], [1.0, -lam], y)
-        unit = (self._modes @ modes).real
-        predicted = np.concatenate([[0.0], (self._C @ self._Phi) @ unit[:, :-1]])
+            modes[j] = signal.lfilter([0.0, self._mode_gain[j]], [1.0, -lam], y)
+        predicted = (self._modes @ modes).real  # ŝ_{k|k−1}, from the prior mean ŝ_{0|−1} = 0
+        innovations = y - self._H @ predicted
+        states = predicted + np.outer(self._filter_gain, innovations)
         return FilterOutput(
-            estimates=unit.T * math.sqrt(self.readout.model.atom_number),
-            innovations=y - predicted,
+            estimates=states[self._atoms].T * math.sqrt(self.readout.model.atom_number),
+            innovations=innovations,
             innovation_variance=self.innovation_variance,
             settle_samples=self.settle_samples,
+            states=states,
         )
 
-    def forecast(self, output: FilterOutput, steps: int) -> np.ndarray:
-        """Return Φᵐ x⁺_k for k from the settled start to n − m − 1: the spin m = ``steps``
-        samples ahead as forecast at k without the samples in between, in units of ħ."""
+    def _forecast_states(self, output: FilterOutput, steps: int) -> np.ndarray:
+        """Return ŝ_{k+m|k} = Φᵐ⁻¹ ŝ_{k+1|k} for k from the settled start to n − m − 1."""
         m = int(check_range("steps", steps, 1, math.inf, "samples"))
-        n, start = output.estimates.shape[0], output.settle_samples
+        n, start = output.innovations.size, output.settle_samples
         if start + m >= n:
             raise ValueError(f"steps = {m}: the record holds {n} samples, {start} of them settling")
-        return output.estimates[start : n - m] @ np.linalg.matrix_power(self._Phi, m).T
+        # ŝ_{k+1|k} = Φ ŝ_{k|k} + (K_p − ΦK_f) e_k (no correction without the cross term).
+        ahead = self._Phi @ output.states[:, start : n - m] + np.outer(
+            self._predictor_gain - self._Phi @ self._filter_gain,
+            output.innovations[start : n - m],
+        )
+        return np.linalg.matrix_power(self._Phi, m - 1) @ ahead
+
+    def forecast(self, output: FilterOutput, steps: int) -> np.ndarray:
+        """Return the spin m = ``steps`` samples ahead as forecast at each k from the settled
+        start to n − m − 1 without the samples in between, (n − m − start, dim x) in ħ."""
+        states = self._forecast_states(output, steps)
+        return states[self._atoms].T * math.sqrt(self.readout.model.atom_number)
 
     def prediction_errors(
         self, record_rad: np.ndarray, output: FilterOutput, steps: int
     ) -> tuple[np.ndarray, float]:
-        """Return y_{k+m} − C Φᵐ x⁺_k over the settled record and its predicted variance
-        C Σ_pred(m) Cᵀ + R_d: the measurement m samples ahead against the filter's forecast made
-        without the samples in between, as if the readout had stopped at k."""
+        """Return y_{k+m} − ŷ_{k+m|k} over the settled record and its predicted variance: the
+        measurement m samples ahead against the filter's forecast made without the samples in
+        between, as if the readout had stopped at k."""
         y = _checked_record(record_rad)
-        if y.size != output.estimates.shape[0]:
+        if y.size != output.innovations.size:
             raise ValueError(
-                f"the record has {y.size} samples, the filter output {output.estimates.shape[0]}"
+                f"the record has {y.size} samples, the filter output {output.innovations.size}"
             )
-        forecast = (
-            self.forecast(output, steps) @ self._C / math.sqrt(self.readout.model.atom_number)
-        )
+        forecast = self._H @ self._forecast_states(output, steps)
         errors = y[output.settle_samples + int(steps) :] - forecast
         return errors, self.prediction_variance(steps)
 
     def prediction_variance(self, steps: int) -> float:
-        """Return C Σ_pred(m) Cᵀ + R_d, the variance of the measurement m samples ahead about
+        """Return H Σ_pred(m) Hᵀ + R, the variance of the measurement m samples ahead about
         the forecast without the samples in between, in rad²."""
-        unit = self.prediction_covariance(steps) / self.readout.model.atom_number
-        return float(self._C @ unit @ self._C) + self.measurement_variance
+        m = int(check_range("steps", steps, 1, math.inf, "samples"))
+        unit = self._unit_prediction_covariance(m)
+        return float(self._H @ unit @ self._H) + self.measurement_variance
 
 
 def _checked_record(record_rad: np.ndarray) -> np.ndarray:
@@ -948,6 +1085,7 @@ class ContinuousKalmanFilter:
         projection: np.ndarray | None = None,
         output_scale: float = 1.0,
         bound_variance: float | None = None,
+        conditional_covariance: np.ndarray | None = None,
         whiteness_lags: int = 10,
         whiteness_window: int = 64,
     ) -> None:
@@ -976,12 +1114,16 @@ class ContinuousKalmanFilter:
         self.innovation_variance = S
         self.gain = K
         self.filtered_covariance = P - np.outer(K, C @ P)
-        # The witness: the continuous conditional covariance (as ``squeezing_parameter``), with
-        # the excess of the discrete filtered covariance over its steady value after a gap.
+        # The witness: the continuous conditional covariance, or the one given (the readout's,
+        # behind its detection chain: ``from_readout``, as ``squeezing_parameter``), with the
+        # excess of the discrete filtered covariance over its steady value after a gap. The
+        # filter itself runs on instantaneous samples (the chain is not in its model yet).
         self.bound_variance = bound_variance
         if bound_variance is not None:
-            self.conditional_covariance = solve_conditional_covariance(
-                A, model.noise, C, model.intensity, sigma
+            self.conditional_covariance = (
+                solve_conditional_covariance(A, model.noise, C, model.intensity, sigma)
+                if conditional_covariance is None
+                else np.asarray(conditional_covariance, dtype=float)
             )
             self.squeezing_parameter = (
                 total_spin_variance(self.conditional_covariance, self.projection) / bound_variance
@@ -1038,6 +1180,7 @@ class ContinuousKalmanFilter:
             sample_rate_Hz,
             output_scale=math.sqrt(readout.model.atom_number),
             bound_variance=check_positive("bound", bound),
+            conditional_covariance=readout.unit_conditional_covariance(),
             **options,
         )
 
