@@ -1085,7 +1085,7 @@ class ContinuousKalmanFilter:
         projection: np.ndarray | None = None,
         output_scale: float = 1.0,
         bound_variance: float | None = None,
-        conditional_covariance: np.ndarray | None = None,
+        witness: tuple[float, float] | None = None,
         whiteness_lags: int = 10,
         whiteness_window: int = 64,
     ) -> None:
@@ -1114,27 +1114,21 @@ class ContinuousKalmanFilter:
         self.innovation_variance = S
         self.gain = K
         self.filtered_covariance = P - np.outer(K, C @ P)
-        # The witness: the continuous conditional covariance, or the one given (the readout's,
-        # behind its detection chain: ``from_readout``, as ``squeezing_parameter``), with the
-        # excess of the discrete filtered covariance over its steady value after a gap. The
-        # filter itself runs on instantaneous samples (the chain is not in its model yet).
+        # The witness: ξ² and τ_ent given (``from_readout``: the readout's, behind its detection
+        # chain), or of the continuous model's conditional covariance, with the excess of the
+        # discrete filtered covariance over its steady value after a gap.
         self.bound_variance = bound_variance
-        if bound_variance is not None:
-            self.conditional_covariance = (
-                solve_conditional_covariance(A, model.noise, C, model.intensity, sigma)
-                if conditional_covariance is None
-                else np.asarray(conditional_covariance, dtype=float)
-            )
+        self.squeezing_parameter = self.entanglement_lifetime_s = math.nan
+        if bound_variance is not None and witness is not None:
+            self.squeezing_parameter, self.entanglement_lifetime_s = witness
+        elif bound_variance is not None:
+            conditional = solve_conditional_covariance(A, model.noise, C, model.intensity, sigma)
             self.squeezing_parameter = (
-                total_spin_variance(self.conditional_covariance, self.projection) / bound_variance
+                total_spin_variance(conditional, self.projection) / bound_variance
             )
             self.entanglement_lifetime_s = entanglement_lifetime_of(
-                A, sigma, self.conditional_covariance, bound_variance, self.projection
+                A, sigma, conditional, bound_variance, self.projection
             )
-        else:
-            self.conditional_covariance = None
-            self.squeezing_parameter = math.nan
-            self.entanglement_lifetime_s = math.nan
         self._steady_trace = total_spin_variance(self.filtered_covariance, self.projection)
         F = (np.eye(n) - np.outer(K, C)) @ Phi
         eigenvalues, V = np.linalg.eig(F)
@@ -1173,14 +1167,20 @@ class ContinuousKalmanFilter:
     ) -> ContinuousKalmanFilter:
         """Return the filter of a QND readout: spin F in ħ, ξ² under the bound b per atom
         (``options``: whiteness_lags, whiteness_window)."""
+        check_positive("bound", bound)
+        # The filter models instantaneous samples: behind a detection chain its innovations'
+        # predicted variance is then a few per cent off (`ContinuousReadout.sampled`); the
+        # chain's correlated sample noise has no diagonal steady form here yet (its filtered
+        # transition is defective where the pole states' e^{−ω_c T} ≈ 0). The witness is the
+        # readout's, behind its chain.
         A, Q, sigma, C = readout.unit_matrices()
         model = StateSpaceModel(A, Q, C, readout.intensity, sigma)
         return cls(
             model,
             sample_rate_Hz,
             output_scale=math.sqrt(readout.model.atom_number),
-            bound_variance=check_positive("bound", bound),
-            conditional_covariance=readout.unit_conditional_covariance(),
+            bound_variance=bound,
+            witness=(squeezing_parameter(readout, bound), entanglement_lifetime(readout, bound)),
             **options,
         )
 
