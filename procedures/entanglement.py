@@ -111,7 +111,15 @@ class Entanglement(SpectrumProcedure):
                 f"the filter's samples come at {fs:g} Hz, the fitted spectrum's at "
                 f"{fitted_rate_Hz:g} Hz: the filter would model the wrong sampling"
             )
-        kalman = KalmanFilter(readout, fs)
+        try:
+            kalman = KalmanFilter(readout, fs)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            # The witness from the fit is recorded already; only its check is missing, named.
+            self.notes.append(
+                f"entanglement: filter check not run: the Kalman filter of the fitted model "
+                f"could not be built ({type(error).__name__}: {error})"
+            )
+            return {"filter_check_run": (0.0, 0.0, "")}
         # The polarimeter's balance leaves a constant rotation (the plate moves in steps);
         # the spin model has none, so it is taken out, pooled over every record.
         offset = float(np.mean(np.concatenate(records)))

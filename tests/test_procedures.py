@@ -315,6 +315,26 @@ def test_entanglement_run_keeps_the_fit_when_the_witness_fails(lab, tmp_path, mo
         assert "fit kept, witness failed: LinAlgError" in f.attrs["notes"]
 
 
+def test_an_entanglement_run_whose_filter_cannot_be_built_keeps_its_witness(
+    lab, tmp_path, monkeypatch
+):
+    def defective(*_args):
+        raise np.linalg.LinAlgError("the filter's transition matrix has no usable eigenbasis")
+
+    monkeypatch.setattr(entanglement_procedure, "KalmanFilter", defective)
+    station, _ = lab
+    path = run(station, tmp_path, "entanglement", averages=4, filter_records=1)
+    values = summary(path)
+    assert values["filter_check_run"][0] == 0.0
+    assert "squeezing_parameter" in values
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "completed"
+        assert (
+            "filter check not run: the Kalman filter of the fitted model could not"
+            in (f.attrs["notes"])
+        )
+
+
 def test_abort_keeps_finished_steps_and_leaves_the_lab_safe(lab, tmp_path):
     station, _ = lab
     procedure = PROCEDURES["field_sweep"].from_values(
