@@ -6,8 +6,9 @@ so the record conditions all three. The spectrum's fit gives the model (A, Q, C 
 noise); the Riccati equation gives the conditional covariance and the witness ξ² = Σ Var_c(Fₖ)/(N b)
 with uncertainties propagated from the fit, under the separable bound b = 1 + p_a = 13/8 of the
 thermal hyperfine populations and under b = 1 (no assumption on them); the relaxation of the
-covariance after the readout stops gives the lifetime τ_ent where ξ²(τ) reaches 1. The Kalman
-filter run on fresh records must then have white innovations of the predicted variance, and its
+covariance after the readout stops gives the lifetime τ_ent where ξ²(τ) reaches 1. On a fresh
+stream the stream Kalman filter (every sample, gaps as missing samples, the detection chain in
+its model) must then have white innovations of the predicted variance, and the record filter's
 τ-ahead forecasts errors of the variance the same relaxation predicts — the checks that the
 model, and so ξ² and τ_ent, are the right ones. A witness that cannot be computed leaves the fit
 recorded and names the failure in the notes.
@@ -23,6 +24,7 @@ from hotspin.analysis import constants as k
 from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.fits import SpinNoiseFit
 from hotspin.analysis.qnd import (
+    ContinuousKalmanFilter,
     ContinuousReadout,
     KalmanFilter,
     WitnessResult,
@@ -38,6 +40,9 @@ from pymeasure.experiment import FloatParameter, IntegerParameter, ListParameter
 DIAGONAL = np.ones(3) / math.sqrt(3.0)
 # Delays of the τ-ahead prediction check, in units of the entanglement lifetime τ_ent.
 PREDICTION_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+# Index spacing of triggered records for the stream filter: far beyond any correlation time, so
+# that each record starts from the prior (their real spacing is not known).
+TRIGGERED_RECORD_SPACING = 1 << 40
 
 
 class Entanglement(SpectrumProcedure):
@@ -101,17 +106,20 @@ class Entanglement(SpectrumProcedure):
     def filter_records_check(
         self, fit: SpinNoiseFit, witness: WitnessResult, fitted_rate_Hz: float | None
     ) -> dict[str, tuple[float, float, str]]:
-        """Run the Kalman filter on fresh records: innovations white with the predicted
-        variance, and τ-ahead prediction errors with the variance of the covariance
-        propagation that gives the lifetime (at delays through τ_ent and beyond)."""
+        """Run the Kalman filters on a fresh stream: the stream filter's innovations white with
+        the predicted variance (every sample, gaps as missing samples), and τ-ahead prediction
+        errors with the variance of the covariance propagation that gives the lifetime (at
+        delays through τ_ent and beyond, on the gap-free pieces where the record filter has
+        settled)."""
         readout = ContinuousReadout.from_fit(fit)
-        records, fs = self.filter_pieces()
+        pieces, fs = self.filter_pieces()
         if fitted_rate_Hz is not None and not math.isclose(fs, fitted_rate_Hz, rel_tol=1e-9):
             raise RuntimeError(
                 f"the filter's samples come at {fs:g} Hz, the fitted spectrum's at "
                 f"{fitted_rate_Hz:g} Hz: the filter would model the wrong sampling"
             )
         try:
+            stream_filter = ContinuousKalmanFilter.from_readout(readout, fs)
             kalman = KalmanFilter(readout, fs)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
             # The witness from the fit is recorded already; only its check is missing, named.
@@ -122,24 +130,18 @@ class Entanglement(SpectrumProcedure):
             return {"filter_check_run": (0.0, 0.0, "")}
         # The polarimeter's balance leaves a constant rotation (the plate moves in steps);
         # the spin model has none, so it is taken out, pooled over every record.
-        offset = float(np.mean(np.concatenate(records)))
-        records = [record - offset for record in records]
+        offset = float(np.mean(np.concatenate([theta for _, theta in pieces])))
+        pieces = [(first, theta - offset) for first, theta in pieces]
+        # The stream filter runs in from the prior exactly: every sample's innovation counts.
+        normalised = np.concatenate([b.normalised_innovations for b in stream_filter.run(pieces)])
+        check = innovations_check(normalised, 1.0)
+        results: dict[str, tuple[float, float, str]] = {
+            "filter_check_run": (1.0, 0.0, ""),
+            "polarimeter_offset_rad": (offset, math.nan, "rad"),
+        }
+        records = [theta for _, theta in pieces]
         outputs = [kalman.run(record) for record in records]
         settled = [o.settle_samples < o.innovations.size for o in outputs]
-        if not any(settled):
-            # The witness from the fit is recorded already; only its check is missing, named.
-            longest = max(o.innovations.size for o in outputs)
-            self.notes.append(
-                f"entanglement: filter check not run: the Kalman filter needs "
-                f"{outputs[0].settle_samples} samples to settle, more than the longest gap-free "
-                f"piece holds ({longest}); raise filter_records (or the decimation: a sample then "
-                "spans more time)"
-            )
-            return {"filter_check_run": (0.0, 0.0, "")}
-        records = [r for r, keep in zip(records, settled, strict=True) if keep]
-        outputs = [o for o, keep in zip(outputs, settled, strict=True) if keep]
-        innovations = [o.innovations[o.settle_samples :] for o in outputs]
-        check = innovations_check(np.concatenate(innovations), kalman.innovation_variance)
         # Delays through the lifetime and beyond it (or, without entanglement, through the
         # slowest decay time of the model), in whole samples.
         reference_s = witness.lifetime.value
@@ -147,8 +149,19 @@ class Entanglement(SpectrumProcedure):
             slowest = float(np.min(-np.linalg.eigvals(readout.model.drift_matrix()).real))
             reference_s = 0.5 / slowest
         steps = sorted({max(1, round(m * reference_s * fs)) for m in PREDICTION_DELAYS})
-        shortest = min(o.innovations.size - o.settle_samples for o in outputs)
-        steps = [m for m in steps if m < shortest]
+        records = [r for r, keep in zip(records, settled, strict=True) if keep]
+        outputs = [o for o, keep in zip(outputs, settled, strict=True) if keep]
+        if outputs:
+            shortest = min(o.innovations.size - o.settle_samples for o in outputs)
+            steps = [m for m in steps if m < shortest]
+        else:
+            steps = []
+            self.notes.append(
+                f"entanglement: τ-ahead check not run: the record filter needs "
+                f"{kalman.settle_samples} samples to settle, more than the longest gap-free piece "
+                f"holds ({max(theta.size for _, theta in pieces)}); raise filter_records (or the "
+                "decimation: a sample then spans more time)"
+            )
         predictions = []
         for m in steps:
             pairs = [
@@ -168,13 +181,11 @@ class Entanglement(SpectrumProcedure):
             abs(check.normalised_variance - 1.0) < 3.0 * spread
             and check.autocorrelation_p_value > 0.01
         )
-        results: dict[str, tuple[float, float, str]] = {
-            "filter_check_run": (1.0, 0.0, ""),
-            "innovations_normalised_variance": (check.normalised_variance, spread, ""),
-            "innovations_whiteness_p_value": (check.autocorrelation_p_value, math.nan, ""),
-            "innovations_consistent": (float(consistent), 0.0, ""),
-            "polarimeter_offset_rad": (offset, math.nan, "rad"),
-        }
+        results["innovations_normalised_variance"] = (check.normalised_variance, spread, "")
+        results["innovations_whiteness_p_value"] = (check.autocorrelation_p_value, math.nan, "")
+        results["innovations_consistent"] = (float(consistent), 0.0, "")
+        results["innovations_samples"] = (float(check.samples), 0.0, "")
+        results["prediction_check_run"] = (float(bool(predictions)), 0.0, "")
         predictions_consistent = True
         for i, (prediction, error) in enumerate(zip(predictions, model_error[1:], strict=True)):
             uncertainty = math.hypot(prediction.uncertainty, error)
@@ -183,7 +194,8 @@ class Entanglement(SpectrumProcedure):
                 prediction.normalised_variance, uncertainty, ""
             )  # fmt: skip
             predictions_consistent &= abs(prediction.normalised_variance - 1.0) < 3 * uncertainty
-        results["predictions_consistent"] = (float(predictions_consistent), 0.0, "")
+        if predictions:
+            results["predictions_consistent"] = (float(predictions_consistent), 0.0, "")
         if not consistent:
             self.notes.append(
                 "entanglement: the filter's innovations are not white with the predicted "
@@ -191,44 +203,49 @@ class Entanglement(SpectrumProcedure):
                 f"whiteness p = {check.autocorrelation_p_value:.3g}): the fitted model does not "
                 "describe the records; ξ² is not to be trusted"
             )
-        if not predictions_consistent:
+        if predictions and not predictions_consistent:
             self.notes.append(
                 "entanglement: the filter's τ-ahead prediction errors do not have the variance "
                 "of the covariance propagation: the lifetime τ_ent is not to be trusted"
             )
         return results
 
-    def filter_pieces(self) -> tuple[list[np.ndarray], float]:
-        """Return the rotation angle of ``filter_records`` × 16 384 samples for the filter, in
-        gap-free pieces, and their sample rate: one continuous stream at the run's decimation
-        (the filter settles once, not in every record), or triggered records at it where no
-        reader can follow the stream (a fast simulated clock)."""
+    def filter_pieces(self) -> tuple[list[tuple[int, np.ndarray]], float]:
+        """Return the rotation angle of ``filter_records`` × 16 384 samples for the filters, in
+        gap-free pieces with the index of their first sample, and their sample rate: one
+        continuous stream at the run's decimation (the filters settle once, not in every
+        record), or triggered records at it where no reader can follow the stream (a fast
+        simulated clock; records of unknown spacing, placed far apart: independent)."""
         polarimeter = self.station.polarimeter
         total = int(self.filter_records) * BUFFER_SIZE
-        pieces: list[np.ndarray] = []
+        pieces: list[tuple[int, np.ndarray]] = []
         if self._triggered:
             polarimeter.set_decimation(int(self.decimation))
             for k_record in range(int(self.filter_records)):
                 self.check_stop()
-                pieces.append(polarimeter.rotation_angle_rad(polarimeter.acquire()))
+                theta = polarimeter.rotation_angle_rad(polarimeter.acquire())
+                pieces.append((k_record * TRIGGERED_RECORD_SPACING, theta))
                 self.progress(
                     0.6 + 0.4 * (k_record + 1) / int(self.filter_records), "Kalman filter"
                 )
             return pieces, polarimeter.sample_rate_Hz
         piece: list[np.ndarray] = []
+        first = 0
         with PolarimeterStream(self, int(self.decimation), total) as stream:
             sample_rate_Hz = stream.sample_rate_Hz
             for item in stream:
                 self.check_stop()
                 if isinstance(item, StreamGap):
                     if piece:
-                        pieces.append(np.concatenate(piece))
+                        pieces.append((first, np.concatenate(piece)))
                     piece = []
                     continue
+                if not piece:
+                    first = item.first_index
                 piece.append(polarimeter.rotation_angle_rad(stream.record(item)))
                 self.progress(0.6 + 0.4 * item.end_index / total, "Kalman filter")
         if piece:
-            pieces.append(np.concatenate(piece))
+            pieces.append((first, np.concatenate(piece)))
         if not pieces:  # lapped at once: a served simulated lab on a clock faster than the wall
             self.notes.append(
                 f"{self.NAME}: the digitiser's stream delivered none of its {total} samples "

@@ -429,13 +429,13 @@ def test_field_zeroing_takes_a_point_again_when_its_line_is_missing(lab, tmp_pat
     assert "x scan at -200 nT: no Larmor line" in notes and "attempt 1 of 2" in notes
 
 
-def test_an_entanglement_run_whose_filter_cannot_settle_keeps_its_witness(
+def test_an_entanglement_run_whose_record_filter_cannot_settle_checks_the_stream_filter(
     entangling_lab, tmp_path, monkeypatch
 ):
     station, _ = entangling_lab
 
     class Unsettled(entanglement_procedure.KalmanFilter):
-        """A filter that needs more samples to settle than one record holds."""
+        """A record filter that needs more samples to settle than one record holds."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -444,8 +444,12 @@ def test_an_entanglement_run_whose_filter_cannot_settle_keeps_its_witness(
     monkeypatch.setattr(entanglement_procedure, "KalmanFilter", Unsettled)
     path = run(station, tmp_path, "entanglement", averages=40, filter_records=1, field_nT=100.0)
     values = summary(path)
-    assert values["filter_check_run"][0] == 0.0
+    # The stream filter runs in from the prior exactly: every sample's innovation is checked.
+    assert values["filter_check_run"][0] == 1.0
+    assert values["innovations_samples"][0] == 16384
+    assert values["prediction_check_run"][0] == 0.0
+    assert "predictions_consistent" not in values
     assert "squeezing_parameter" in values and "entangled_atoms" in values
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "completed"
-        assert "filter check not run: the Kalman filter needs" in f.attrs["notes"]
+        assert "τ-ahead check not run: the record filter needs 163840 samples" in (f.attrs["notes"])
