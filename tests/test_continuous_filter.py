@@ -58,6 +58,18 @@ def setup():
     return readout, record
 
 
+def assert_matches_reference(out, reference_spin, innovations, gap, readout):
+    """The filtered blocks' spin (ħ) and innovations equal the reference's (spin in units of
+    √N, the gap's samples NaN there and absent from the blocks) to 1e-9 of their largest."""
+    expected = np.delete(reference_spin, np.r_[gap], axis=0)
+    expected *= math.sqrt(readout.model.atom_number)
+    spin = np.concatenate([b.spin for b in out])
+    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
+    got = np.concatenate([b.innovations for b in out])
+    want = np.delete(innovations, np.r_[gap])
+    assert np.abs(got - want).max() < 1e-9 * np.abs(want).max()
+
+
 def _split(record, sizes):
     out, start = [], 0
     for size in sizes:
@@ -140,13 +152,7 @@ def test_a_gap_in_the_steady_state_is_run_in_exactly_and_within_the_estimate(set
     with_gap = record.copy()
     with_gap[gap] = np.nan
     states, innovations, _ = reference_filter(kalman.model, RATE, with_gap)
-    expected = np.delete(states @ kalman.projection.T, np.r_[gap], axis=0)
-    expected *= math.sqrt(readout.model.atom_number)
-    spin = np.concatenate([b.spin for b in out])
-    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
-    got = np.concatenate([b.innovations for b in out])
-    want = np.delete(innovations, np.r_[gap])
-    assert np.abs(got - want).max() < 1e-9 * np.abs(want).max()
+    assert_matches_reference(out, states @ kalman.projection.T, innovations, gap, readout)
     assert 0 < out[1].run_in_samples < out[0].run_in_samples <= kalman.run_in_estimate
 
 
@@ -316,13 +322,7 @@ def test_behind_the_detection_chain_the_stream_filter_is_the_textbook_filter_wit
     states, innovations = reference_filter_with_cross_term(sampled, with_gap)
     spins = np.zeros((3, states.shape[1]))
     spins[:, sampled.atoms] = qnd.spin_projection(sampled.atoms.size)
-    expected = np.delete(states @ spins.T, np.r_[gap], axis=0)
-    expected *= math.sqrt(readout.model.atom_number)
-    spin = np.concatenate([b.spin for b in out])
-    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
-    got = np.concatenate([b.innovations for b in out])
-    want = np.delete(innovations, np.r_[gap])
-    assert np.abs(got - want).max() < 1e-9 * np.abs(want).max()
+    assert_matches_reference(out, states @ spins.T, innovations, gap, readout)
     settled = np.concatenate([b.normalised_innovations for b in out])[kalman.run_in_estimate :]
     check = innovations_check(settled, 1.0)
     assert abs(check.normalised_variance - 1.0) < 3.0 * math.sqrt(2.0 / check.samples)
