@@ -303,19 +303,11 @@ class SampledReadout:
 
     def riccati(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the steady predicted and filtered covariances (P, P⁺) of s, from the DARE."""
-        Phi, H, sigma = self.transition, self.output, self.stationary
-        # Solved with every state component scaled to unit thermal variance, where spatial
-        # modes of very unequal weight become comparable.
-        scale = np.sqrt(np.diag(sigma))
-        P = linalg.solve_discrete_are(
-            (Phi * scale[None, :] / scale[:, None]).T,
-            (H * scale)[:, None],
-            self.process_noise / np.outer(scale, scale),
-            np.array([[self.measurement_variance]]),
-            s=(self.cross / scale)[:, None],
-        ) * np.outer(scale, scale)
-        P = 0.5 * (P + P.T)
-        gain = P @ H / (float(H @ P @ H) + self.measurement_variance)
+        H, R = self.output, self.measurement_variance
+        P = solve_predicted_covariance(
+            self.transition, self.process_noise, H, R, self.stationary, self.cross
+        )
+        gain = P @ H / (float(H @ P @ H) + R)
         return P, P - np.outer(gain, H @ P)
 
     def conditional_covariance(self) -> np.ndarray:
@@ -336,8 +328,8 @@ class ContinuousReadout:
     white_noise_psd: float  # one-sided S_θ of the readout noise, rad²/Hz
     probe_axis: np.ndarray = field(default_factory=lambda: PROBE_AXIS.copy())
     # The detector's pole and the digitiser's decimation between the light and the samples
-    # (None: instantaneous samples). Only the sampled filter (`sampled`, `KalmanFilter`) sees
-    # it; the witness is the continuous readout's (see `sampled`).
+    # (None: instantaneous samples): the filters and the witness take the samples as they are
+    # (`sampled`).
     detection: DetectionChain | None = None
 
     def __post_init__(self) -> None:
