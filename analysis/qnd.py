@@ -61,6 +61,9 @@ from hotspin.analysis.spin_model import PROBE_AXIS, SpinModel
 from scipy import linalg, optimize, signal, stats
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+# A detection chain's state whose carry e^{−ω_c T} over one sample is below this has forgotten
+# itself: the sampled model of plain decimation is reduced to the spins (`sampled`).
+_FORGOTTEN = 1e-12
 # Eigenvector conditioning beyond which the modal form of the filter would lose accuracy.
 _MAX_EIGENVECTOR_CONDITION = 1e10
 # The filter starts from the prior mean with the steady gain; this much of the start-up error
@@ -297,8 +300,8 @@ class SampledReadout:
     measurement_variance: float  # R, rad²
     stationary: np.ndarray  # Σ
     atoms: np.ndarray  # indices of x̃ in s
-    # y_k averages the light of the interval after t_k (a boxcar): the spin the record
-    # conditions is then x(t_{k+1}), else x(t_k).
+    # y_k holds light of the interval after t_k (a boxcar, or a reduced model of plain
+    # decimation): the spin the record conditions is then x(t_{k+1}), else x(t_k).
     averaged: bool = False
 
     def riccati(self) -> tuple[np.ndarray, np.ndarray]:
@@ -433,8 +436,29 @@ class ContinuousReadout:
         stationary = linalg.block_diag(
             atoms.stationary * np.outer(d, d), white.stationary * self.white_noise_psd
         )
+        spins = np.flatnonzero(~pole)
+        if chain.decimation_averaging or white.transition[0, 0] > _FORGOTTEN:
+            return SampledReadout(Phi, H, W, cross, R, stationary, spins, True)
+        # Plain decimation behind a pole that forgets within a sample (e^{−ω_c T} below
+        # _FORGOTTEN): y_k = Σ v_k + white_k, and v_k = Φ_vx x_{k−1} + w_v, white_k = w_white,
+        # noise of the interval before sample k. So y_k observes x_{k−1}: the samples are
+        # y′_j = y_{j+1} = H′x_j + u′_j with H′ = Σ Φ_vx, u′ the interval's pole and white noise,
+        # correlated with x's through the cross term. The reduced model has no states that
+        # vanish in one step (the full one's filter has no eigenbasis) and the same samples;
+        # its spin estimate is one interval behind each sample. x̃(t_{j+1}) given y′ up to j
+        # is the spin at the last sample: the predicted covariance (``averaged``).
+        poles = np.flatnonzero(pole)
+        rows = H[poles]  # 1 rad per rad of each mode's pole state
+        noise = W[:size, :size]
         return SampledReadout(
-            Phi, H, W, cross, R, stationary, np.flatnonzero(~pole), chain.decimation_averaging
+            Phi[np.ix_(spins, spins)],
+            rows @ Phi[np.ix_(poles, spins)],
+            noise[np.ix_(spins, spins)],
+            noise[np.ix_(spins, poles)] @ rows,
+            float(rows @ noise[np.ix_(poles, poles)] @ rows + noise_w[0, 0]),
+            stationary[np.ix_(spins, spins)],
+            np.arange(spins.size),
+            True,
         )
 
     def unit_conditional_covariance(self) -> np.ndarray:

@@ -260,15 +260,25 @@ def test_averaged_samples_hold_what_the_continuous_record_holds(decimation):
     )
 
 
-def test_plain_decimation_folds_the_detector_bandwidth_into_the_witness():
+@pytest.mark.parametrize("decimation", [64, 1024])
+def test_plain_decimation_folds_the_detector_bandwidth_into_the_witness(decimation):
     # ACQ:AVG OFF: every D-th sample of the pole-limited white noise, uncorrelated from sample to
-    # sample (e^{−ω_c T} = e^{−400}), each of the OU variance S ω_c/4. Independently: the ideal
+    # sample (e^{−ω_c T} = e^{−13} at decimation 64, e^{−206} at 1024, where the sampled model
+    # is reduced to the spins), each of the OU variance S ω_c/4. Independently: the ideal
     # readout whose white floor gives its samples that variance, S′ = S ω_c/(2 f_s).
-    chain = DetectionChain.pdb450a(1e5, 64, False)
+    chain = DetectionChain.pdb450a(1e5, decimation, False)
     r = readout(ENTANGLING)
     folded = replace(
         r, white_noise_psd=r.white_noise_psd * chain.pole_rate / (2 * chain.sample_rate_Hz)
     )
     behind = replace(r, detection=chain)
-    assert squeezing_parameter(behind) == pytest.approx(squeezing_parameter(folded), rel=0.01)
+    assert squeezing_parameter(behind) == pytest.approx(squeezing_parameter(folded), rel=1e-3)
     assert squeezing_parameter(behind) > squeezing_parameter(r) + 0.3
+    # The filter of these samples: white innovations of the predicted variance on a record
+    # simulated behind the chain.
+    kalman = KalmanFilter(behind, chain.sample_rate_Hz)
+    record = DetectedAngleNoise.from_derived(derive(ENTANGLING), chain, seed=5).block(100_000)
+    check = innovations_check(kalman.run(record).innovations, kalman.innovation_variance,
+                              skip=kalman.settle_samples)  # fmt: skip
+    assert abs(check.normalised_variance - 1.0) < 3.0 * math.sqrt(2.0 / check.samples)
+    assert check.autocorrelation_p_value > 0.01
