@@ -197,6 +197,25 @@ def apparatus_from_parameters(
     return ApparatusParameters(**known)
 
 
+#: The detector calibration a continuous record is read with.
+DETECTOR_CALIBRATION = ("gain_diff_V_per_A", "gain_sum_V_per_A", "responsivity_A_per_W")
+
+
+def detector_calibration(f: h5py.File) -> dict[str, float]:
+    """Return the detector's gains (V/A) and responsivity (A/W) a run file states: in its
+    parameters (`hotspin simulate`) or in its start snapshot's polarimeter (a procedure's run;
+    the PDB450A's gains are set by hand, so the station file's values are the calibration)."""
+    sources = [f["parameters"].attrs] if "parameters" in f else []
+    if "snapshot/start/polarimeter" in f:
+        sources.append(f["snapshot/start/polarimeter"].attrs)
+    found: dict[str, float] = {}
+    for attributes in sources:
+        for name in DETECTOR_CALIBRATION:
+            if name in attributes and name not in found:
+                found[name] = float(attributes[name])
+    return found
+
+
 def _written_length(dataset: h5py.Dataset, complete: bool) -> int:
     """Return how many samples of a trace were written (a crashed run leaves a zero tail)."""
     n = dataset.shape[0]
@@ -225,7 +244,8 @@ def _trace_spectrum(
     notes: list[str],
 ) -> tuple[Spectrum, str]:
     """Return the Welch spectrum of the record's rotation angle and where it came from."""
-    gains = (parameters.get("gain_diff_V_per_A"), parameters.get("gain_sum_V_per_A"))
+    detector = detector_calibration(f)
+    gains = (detector.get("gain_diff_V_per_A"), detector.get("gain_sum_V_per_A"))
     if "records/polarimeter" in f:
         return _record_spectrum(f["records/polarimeter"], parameters, derived, gains, notes)
     traces = f["traces"]
@@ -270,7 +290,10 @@ def _record_spectrum(
 ) -> tuple[Spectrum, str]:
     """Return the Welch spectrum of a continuous record's angle (its stored samples in order)."""
     if None in gains:
-        raise ValueError("a continuous record needs the detector gains in the run's parameters")
+        raise ValueError(
+            "a continuous record needs the detector gains in the run's parameters or its "
+            "start snapshot (snapshot/start/polarimeter)"
+        )
     n = min(record["v_diff"].shape[0], record["v_sum"].shape[0])
     expected = int(parameters.get("samples", n))
     if n < expected:

@@ -71,9 +71,14 @@ def apparatus_with_probe_power(station: Any, detected_power_W: float) -> Apparat
 
     Shared by the spectrum procedures and the live monitor's fit.
     """
-    known = station.apparatus()
+    return with_detected_power(station.apparatus(), detected_power_W)
+
+
+def with_detected_power(known: ApparatusParameters, detected_power_W: float) -> ApparatusParameters:
+    """Return ``known`` with the probe power into the cell that puts ``detected_power_W`` on the
+    detector (through the cell's and the optics' transmission; at most 1 W)."""
     transmission = derive(known).cell_transmission * known.optics_transmission
-    return station.apparatus(probe_power_W=min(detected_power_W / transmission, 1.0))
+    return known.with_changes(probe_power_W=min(detected_power_W / transmission, 1.0))
 
 
 @dataclass(frozen=True)
