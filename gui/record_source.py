@@ -31,7 +31,6 @@ record. So one record is one average (its reason names the record); a new record
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 from dataclasses import dataclass
@@ -46,9 +45,13 @@ from hotspin.gui.worker import Loop
 from hotspin.instruments.polarimeter import Polarimeter, PolarimeterRecord
 from hotspin.instruments.redpitaya import CODES_PER_FULL_SCALE
 from hotspin.instruments.station_config import DigitiserConfig, PolarimeterConfig
-from hotspin.procedures.analyze import apparatus_from_parameters, detector_calibration
+from hotspin.procedures.analyze import (
+    apparatus_from_parameters,
+    detector_calibration,
+    stored_pieces,
+    with_detected_power,
+)
 from hotspin.procedures.run_file import plain
-from hotspin.procedures.spectroscopy import with_detected_power
 
 #: The continuous record the monitor follows.
 RECORD = "records/polarimeter"
@@ -111,21 +114,6 @@ def record_context(f: h5py.File) -> RecordContext:
         residual,  # type: ignore[arg-type]
         tuple(notes),
     )
-
-
-def stream_indices(
-    first_index: int, gap_positions: np.ndarray, gap_lengths: np.ndarray, start: int, stop: int
-) -> list[tuple[int, int, int]]:
-    """Return the gap-free pieces of stored samples [start, stop) as (stored start, stored
-    stop, stream index of the first), from the gap table (positions in stored samples)."""
-    pieces = []
-    cuts = sorted({int(p) for p in gap_positions if start < p < stop})
-    edges = [start, *cuts, stop]
-    for a, b in itertools.pairwise(edges):
-        if b > a:
-            index = first_index + a + int(gap_lengths[gap_positions <= a].sum())
-            pieces.append((a, b, index))
-    return pieces
 
 
 class RecordSource(Loop):
@@ -264,7 +252,7 @@ class RecordSource(Loop):
             first_index = int(record.attrs["first_index"])
             scales = [float(c.attrs["volts_per_code"]) for c in codes]
             full_scale = (scales[0] * CODES_PER_FULL_SCALE, scales[1] * CODES_PER_FULL_SCALE)
-            for a, b, index in stream_indices(first_index, positions, lengths, start, stop):
+            for a, b, index in stored_pieces(first_index, positions, lengths, start, stop):
                 for k in range(a, b, self.block_samples):
                     end = min(b, k + self.block_samples)
                     block = PolarimeterRecord(

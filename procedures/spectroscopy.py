@@ -48,7 +48,12 @@ from hotspin.analysis.spectra import Spectrum, StreamingPSD
 from hotspin.instruments.errors import InstrumentError
 from hotspin.instruments.polarimeter import PolarimeterRecord
 from hotspin.instruments.redpitaya import StreamGap
-from hotspin.procedures.analyze import FIELD_COLUMNS, detection_attributes, welch_attributes
+from hotspin.procedures.analyze import (
+    FIELD_COLUMNS,
+    detection_attributes,
+    welch_attributes,
+    with_detected_power,
+)
 from hotspin.procedures.base import HotspinProcedure
 from hotspin.procedures.parameters import BoundedVectorParameter
 from hotspin.procedures.streaming import PolarimeterStream
@@ -72,13 +77,6 @@ def apparatus_with_probe_power(station: Any, detected_power_W: float) -> Apparat
     Shared by the spectrum procedures and the live monitor's fit.
     """
     return with_detected_power(station.apparatus(), detected_power_W)
-
-
-def with_detected_power(known: ApparatusParameters, detected_power_W: float) -> ApparatusParameters:
-    """Return ``known`` with the probe power into the cell that puts ``detected_power_W`` on the
-    detector (through the cell's and the optics' transmission; at most 1 W)."""
-    transmission = derive(known).cell_transmission * known.optics_transmission
-    return known.with_changes(probe_power_W=min(detected_power_W / transmission, 1.0))
 
 
 @dataclass(frozen=True)

@@ -230,13 +230,13 @@ def test_watch_shows_the_monitor_view_of_a_record_another_process_writes(
     assert writer.returncode == 0, err
 
 
-def test_stream_indices_place_stored_samples_by_the_gap_table():
-    from hotspin.gui.record_source import stream_indices
+def test_stored_pieces_place_stored_samples_by_the_gap_table():
+    from hotspin.procedures.analyze import stored_pieces
 
     positions, lengths = np.array([3, 3, 7]), np.array([5, 2, 4])
     # The rule of docs/data-file.md, sample by sample: index = first + k + Σ lengths(pos ≤ k).
     index = [100 + k + int(lengths[positions <= k].sum()) for k in range(12)]
-    pieces = stream_indices(100, positions, lengths, 1, 12)
+    pieces = stored_pieces(100, positions, lengths, 1, 12)
     assert [(a, b) for a, b, _ in pieces] == [(1, 3), (3, 7), (7, 12)]
     for a, b, first in pieces:
         assert [first + (k - a) for k in range(a, b)] == index[a:b]
