@@ -26,7 +26,8 @@ light on) and the end snapshot after the station's safe state, and nothing in th
 when, during a record, a field, heater setpoint, laser or plate setting changed. What the file
 lacks for averages that follow the apparatus is a time-stamped log of those settings beside the
 record. So one record is one average (its reason names the record); a new record in the file
-(the file rewritten by a new run, or a new sample rate) starts a new one.
+(the file rewritten by a new run, or a new sample rate) starts a new one. Of a record already
+written when the watch begins, only the last CATCH_UP_S are read.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ from hotspin.procedures.run_file import plain
 RECORD = "records/polarimeter"
 #: Seconds between two readings of the file.
 READ_INTERVAL_S = 0.2
+#: Seconds of a record already written that the watch reads when it begins (the rest, before
+#: them, is not in its average).
+CATCH_UP_S = 10.0
 #: Most samples handed to the processor as one block (a block of the live stream at
 #: decimation 64 holds 32 768).
 MAX_BLOCK_SAMPLES = 1 << 15
@@ -133,8 +137,12 @@ class RecordSource(Loop):
         processor: SignalProcessor,
         interval_s: float = READ_INTERVAL_S,
         block_samples: int = MAX_BLOCK_SAMPLES,
+        catch_up_s: float = CATCH_UP_S,
     ) -> None:
+        """``catch_up_s``: of a record already on disk, only its last seconds are read (the
+        watch follows the record; it does not re-read days of it)."""
         super().__init__()
+        self.catch_up_s = float(catch_up_s)
         self.path = Path(path)
         self.processor = processor
         self.interval_s = float(interval_s)
@@ -231,13 +239,13 @@ class RecordSource(Loop):
                 float(record.attrs["first_time_s"]),
                 float(record.attrs["sample_rate_Hz"]),
             )
-            if identity != self._identity:
-                self._begin(f, identity)
             codes = [record["v_diff"], record["v_sum"]]
             gaps = [record["gaps/position"], record["gaps/length"]]
             for dataset in (*codes, *gaps):
                 dataset.refresh()
             flushed = min(codes[0].shape[0], codes[1].shape[0])
+            if identity != self._identity:
+                self._begin(f, identity, flushed)
             rows = min(gaps[0].shape[0], gaps[1].shape[0])
             positions, lengths = gaps[0][:rows], gaps[1][:rows]
             # Handed over: what the previous reading saw (its gaps are in this gap table).
@@ -268,13 +276,17 @@ class RecordSource(Loop):
             self.samples = stop
             return stop - start
 
-    def _begin(self, f: h5py.File, identity: tuple[Any, ...]) -> None:
-        """Follow a new record from its first sample (a new average, which names it)."""
+    def _begin(self, f: h5py.File, identity: tuple[Any, ...], flushed: int) -> None:
+        """Follow a new record (a new average, which names it) from its last ``catch_up_s``
+        (``flushed``: the samples on disk now)."""
         self.context = record_context(f)
         first = self._identity is None
-        self._identity, self._seen, self.samples = identity, 0, 0
+        skipped = max(0, flushed - round(self.catch_up_s * float(identity[2])))
+        self._identity, self._seen, self.samples = identity, skipped, skipped
         self.board_gaps = self.board_missing = 0
         reason = f"record {self.path.name}:{RECORD}" + ("" if first else " (a new record)")
+        if skipped:
+            reason += f" from stored sample {skipped} (its last {self.catch_up_s:g} s then)"
         self.processor.reset(
             f"{reason}; the file logs no apparatus change during a record: one average",
             float(identity[2]),

@@ -278,5 +278,15 @@ def test_a_record_with_a_gap_is_averaged_with_its_duty_cycle_and_gap(tmp_path):
     assert frame.gaps == 1 and frame.missing_samples == 1000
     assert frame.duty_cycle == pytest.approx(3 * 8192 / (3 * 8192 + 1000))
     assert (source.board_gaps, source.board_missing) == (1, 1000)
+    # A watch that begins on a record already written reads only its last catch_up_s.
+    late = SignalProcessor(None, segment_length=1024)
+    follower = RecordSource(path, late, block_samples=4096, catch_up_s=8192 / 1e5)
+    late.calibration = follower
+    late.start()
+    try:
+        assert follower.read_once() == 0 and follower.read_once() == 8192
+    finally:
+        late.stop()
+    assert late.counts.processed == 2 and "from stored sample 16384" in late.average_reason
     # The light on the detector: V_sum / (G_sum · responsivity), the file's gain (0.52 A/W).
     assert frame.detected_power_W == pytest.approx(0.5 / (1e3 * 0.52))
