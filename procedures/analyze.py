@@ -227,11 +227,16 @@ def check_run_file(path: Path) -> None:
 
 
 # --- reading the file -----------------------------------------------------------------------------
-def with_detected_power(known: ApparatusParameters, detected_power_W: float) -> ApparatusParameters:
-    """Return ``known`` with the probe power into the cell that puts ``detected_power_W`` on the
-    detector (through the cell's and the optics' transmission; at most 1 W)."""
+def probe_power_into_cell_W(known: ApparatusParameters, detected_power_W: float) -> float:
+    """Return the probe power into the cell that puts ``detected_power_W`` on the detector
+    (through the cell's and the optics' transmission at ``known``; at most 1 W)."""
     transmission = derive(known).cell_transmission * known.optics_transmission
-    return known.with_changes(probe_power_W=min(detected_power_W / transmission, 1.0))
+    return min(detected_power_W / transmission, 1.0)
+
+
+def with_detected_power(known: ApparatusParameters, detected_power_W: float) -> ApparatusParameters:
+    """Return ``known`` with the probe power that puts ``detected_power_W`` on the detector."""
+    return known.with_changes(probe_power_W=probe_power_into_cell_W(known, detected_power_W))
 
 
 def record_detected_power_W(record: h5py.Group, detector: dict[str, float]) -> float:

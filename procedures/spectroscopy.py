@@ -51,8 +51,8 @@ from hotspin.instruments.redpitaya import StreamGap
 from hotspin.procedures.analyze import (
     FIELD_COLUMNS,
     detection_attributes,
+    probe_power_into_cell_W,
     welch_attributes,
-    with_detected_power,
 )
 from hotspin.procedures.base import HotspinProcedure
 from hotspin.procedures.parameters import BoundedVectorParameter
@@ -76,7 +76,8 @@ def apparatus_with_probe_power(station: Any, detected_power_W: float) -> Apparat
 
     Shared by the spectrum procedures and the live monitor's fit.
     """
-    return with_detected_power(station.apparatus(), detected_power_W)
+    known = station.apparatus()
+    return station.apparatus(probe_power_W=probe_power_into_cell_W(known, detected_power_W))
 
 
 @dataclass(frozen=True)
