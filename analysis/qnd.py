@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hotspin.analysis import constants as k
 from hotspin.analysis.checks import check_positive, check_range
+from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
 from hotspin.analysis.experiment import DerivedQuantities
 from hotspin.analysis.fits import Estimate, SpinNoiseFit
 from hotspin.analysis.spin_model import PROBE_AXIS, SpinModel
@@ -281,6 +282,51 @@ def entanglement_lifetime_of(
 
 # --- the readout of the spin model ----------------------------------------------------------------
 @dataclass(frozen=True)
+class SampledReadout:
+    """s_{k+1} = Φ s_k + w_k, y_k = H s_k + u_k: the samples of a readout, exactly.
+
+    (w_k, u_k) are Gaussian, white from sample to sample, Cov w = W, Cov(w_k, u_k) = cross,
+    Var u = R; s ~ N(0, Σ). The spin x̃ = x/√N is the part ``atoms`` of s (the rest: detector
+    and noise states of the detection chain, in rad); y is in rad.
+    """
+
+    transition: np.ndarray  # Φ
+    output: np.ndarray  # H
+    process_noise: np.ndarray  # W
+    cross: np.ndarray  # Cov(w_k, u_k)
+    measurement_variance: float  # R, rad²
+    stationary: np.ndarray  # Σ
+    atoms: np.ndarray  # indices of x̃ in s
+    # y_k averages the light of the interval after t_k (a boxcar): the spin the record
+    # conditions is then x(t_{k+1}), else x(t_k).
+    averaged: bool = False
+
+    def riccati(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the steady predicted and filtered covariances (P, P⁺) of s, from the DARE."""
+        Phi, H, sigma = self.transition, self.output, self.stationary
+        # Solved with every state component scaled to unit thermal variance, where spatial
+        # modes of very unequal weight become comparable.
+        scale = np.sqrt(np.diag(sigma))
+        P = linalg.solve_discrete_are(
+            (Phi * scale[None, :] / scale[:, None]).T,
+            (H * scale)[:, None],
+            self.process_noise / np.outer(scale, scale),
+            np.array([[self.measurement_variance]]),
+            s=(self.cross / scale)[:, None],
+        ) * np.outer(scale, scale)
+        P = 0.5 * (P + P.T)
+        gain = P @ H / (float(H @ P @ H) + self.measurement_variance)
+        return P, P - np.outer(gain, H @ P)
+
+    def conditional_covariance(self) -> np.ndarray:
+        """Return the spin's covariance given the samples up to the last one, at the end of
+        the light they recorded (P at t_{k+1} behind a boxcar, P⁺ at t_k otherwise), units N."""
+        predicted, filtered = self.riccati()
+        both = predicted if self.averaged else filtered
+        return both[np.ix_(self.atoms, self.atoms)]
+
+
+@dataclass(frozen=True)
 class ContinuousReadout:
     """The spin model, the Faraday observation and the white readout noise of a QND probe."""
 
@@ -289,6 +335,10 @@ class ContinuousReadout:
     coupling_lower_rad: float
     white_noise_psd: float  # one-sided S_θ of the readout noise, rad²/Hz
     probe_axis: np.ndarray = field(default_factory=lambda: PROBE_AXIS.copy())
+    # The detector's pole and the digitiser's decimation between the light and the samples
+    # (None: instantaneous samples). Only the sampled filter (`sampled`, `KalmanFilter`) sees
+    # it; the witness is the continuous readout's (see `sampled`).
+    detection: DetectionChain | None = None
 
     def __post_init__(self) -> None:
         check_positive("white_noise_psd", self.white_noise_psd, "rad^2/Hz")
@@ -307,7 +357,8 @@ class ContinuousReadout:
     def from_fit(
         cls, fit: SpinNoiseFit, values: dict[str, float] | None = None
     ) -> ContinuousReadout:
-        """Return the readout described by a spin-noise fit (or by ``values`` of its parameters)."""
+        """Return the readout described by a spin-noise fit (or by ``values`` of its parameters),
+        behind the detection chain the fit modelled."""
         v = {n: e.value for n, e in fit.parameters.items()} if values is None else values
         g = fit.geometry
         return cls(
@@ -318,6 +369,7 @@ class ContinuousReadout:
             g.coupling_lower_rad,
             v["white_noise_psd"],
             g.probe_axis,
+            g.detection,
         )
 
     @property
@@ -337,8 +389,67 @@ class ContinuousReadout:
         )
         return A, Q / n, S / n, C * math.sqrt(n)
 
+    def sampled(self, sample_rate_Hz: float) -> SampledReadout:
+        """Return the exact discrete model of the samples at f_s, behind the detection chain.
+
+        Without a chain: s = x̃, Φ = exp(A/f_s), W = Σ − ΦΣΦᵀ, R = (S_θ/2) f_s, no cross term.
+        With one (`hotspin.analysis.detection`): each spatial mode carries its detector-pole
+        state, and the white noise its own, through the pole and the digitiser's boxcar; the
+        boxcar makes the sample noise u_k correlate with the state noise w_k (the cross term).
+        The boxcar matters: in the SERF regime a broad spin-exchange component (width ~R_SE)
+        carries much of the spin noise, and averaged samples hold about half its instantaneous
+        variance at decimation 1024 (122 kS/s), so a filter of instantaneous samples predicts
+        innovations 6 % too large (450 K, 100 nT, PDB450A at 10⁵ V/A). The information is
+        not lost: ξ² of the spin the averaged samples condition equals the continuous record's
+        to 10⁻³ at decimations 64 – 4096, while plain decimation (`ACQ:AVG OFF`) folds the
+        detector's whole bandwidth of white noise into the band and raises ξ² (0.86 → 1.46 at
+        decimation 64 and 4 MHz), so the witness is this model's (`unit_conditional_covariance`;
+        `test_qnd.py`).
+        """
+        fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+        A, _, sigma, C = self.unit_matrices()
+        n = A.shape[0]
+        chain = self.detection
+        if chain is None:
+            Phi = linalg.expm(A / fs)
+            W = sigma - Phi @ sigma @ Phi.T
+            return SampledReadout(
+                Phi, C, 0.5 * (W + W.T), np.zeros(n), self.intensity * fs, sigma, np.arange(n)
+            )
+        if not math.isclose(fs, chain.sample_rate_Hz, rel_tol=1e-9):
+            raise ValueError(
+                f"sample_rate_Hz = {fs:g} is not the detection chain's {chain.sample_rate_Hz:g} "
+                f"Hz (decimation {chain.decimation})"
+            )
+        atoms = detected_atoms(
+            self.model, self.coupling_upper_rad, self.coupling_lower_rad, chain, self.probe_axis
+        )
+        white = detected_white_noise(chain)
+        # detected_atoms keeps x̃ and puts the pole states and y in units of σ_θ: the pole
+        # states to rad (D), y to rad (σ_θ); the white noise's state to rad (√S_θ).
+        size = atoms.transition.shape[0]
+        pole = np.arange(size) % 7 == 6
+        d = np.where(pole, atoms.scale, 1.0)
+        to_rad = np.append(d, atoms.scale)
+        noise_a = atoms.noise * np.outer(to_rad, to_rad)
+        noise_w = white.noise * self.white_noise_psd
+        Phi = linalg.block_diag(atoms.transition * d[:, None] / d[None, :], white.transition)
+        H = np.concatenate([atoms.scale * atoms.output / d, white.output])
+        W = linalg.block_diag(noise_a[:size, :size], noise_w[:1, :1])
+        cross = np.concatenate([noise_a[:size, size], noise_w[:1, 1]])
+        R = float(noise_a[size, size] + noise_w[1, 1])
+        stationary = linalg.block_diag(
+            atoms.stationary * np.outer(d, d), white.stationary * self.white_noise_psd
+        )
+        return SampledReadout(
+            Phi, H, W, cross, R, stationary, np.flatnonzero(~pole), chain.decimation_averaging
+        )
+
     def unit_conditional_covariance(self) -> np.ndarray:
-        """Return Σ_c/N, the stationary covariance given the record (R_c = S_θ/2)."""
+        """Return Σ_c/N, the stationary covariance given the record: of the continuous record
+        (R_c = S_θ/2), or behind a detection chain of its samples (`SampledReadout`)."""
+        if self.detection is not None:
+            return self.sampled(self.detection.sample_rate_Hz).conditional_covariance()
         A, Q, sigma, C = self.unit_matrices()
         return solve_conditional_covariance(A, Q, C, self.intensity, sigma)
 
@@ -524,6 +635,7 @@ class FilterOutput:
     innovations: np.ndarray  # (n,) y_k − C E[x_k | y_0 … y_{k−1}], rad
     innovation_variance: float  # its predicted variance in the steady state, rad²
     settle_samples: int  # samples before the start-up transient has decayed
+    states: np.ndarray = field(repr=False)  # (dim s, n) ŝ_{k|k} of the whole sampled state
 
 
 def _settling_samples(
@@ -563,119 +675,144 @@ def _settling_samples(
 
 
 class KalmanFilter:
-    """The steady-state Kalman filter of a sampled QND record θ_k = C x_k + v_k."""
+    """The steady-state Kalman filter of a sampled QND record y_k = H s_k + u_k.
+
+    The samples are the readout's exact discrete model (`ContinuousReadout.sampled`: the spin,
+    and the detection chain's states when the readout has one). With the sample noise u_k
+    correlated with the state noise w_k (the chain's boxcar), the predictor is
+    ŝ_{k+1|k} = Φ ŝ_{k|k−1} + K_p e_k with K_p = (ΦPHᵀ + c)/(HPHᵀ + R), e_k = y_k − Hŝ_{k|k−1}
+    (P from the DARE with the cross term c), and the filtered state ŝ_{k|k} = ŝ_{k|k−1} + PHᵀe_k/
+    (HPHᵀ + R). The predictor's recursion F = Φ − K_pH is run mode by mode (`lfilter`).
+    """
 
     def __init__(self, readout: ContinuousReadout, sample_rate_Hz: float) -> None:
         self.readout = readout
         self.sample_rate_Hz = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
-        A, _, sigma, C = readout.unit_matrices()
-        n = A.shape[0]
-        Phi = linalg.expm(A / self.sample_rate_Hz)
-        W = sigma - Phi @ sigma @ Phi.T
-        self.measurement_variance = readout.white_noise_psd * self.sample_rate_Hz / 2.0
-        # The DARE is solved with every state component scaled to unit thermal variance, where
-        # spatial modes of very unequal weight become comparable.
-        scale = np.sqrt(np.diag(sigma))
-        P = linalg.solve_discrete_are(
-            (Phi * scale[None, :] / scale[:, None]).T,
-            (C * scale)[:, None],
-            0.5 * (W + W.T) / np.outer(scale, scale),
-            np.array([[self.measurement_variance]]),
-        ) * np.outer(scale, scale)
-        P = 0.5 * (P + P.T)
-        self.innovation_variance = float(C @ P @ C) + self.measurement_variance
-        gain = P @ C / self.innovation_variance
-        self._unit_predicted = P
-        self._unit_filtered = P - np.outer(gain, C @ P)
+        sampled = readout.sampled(self.sample_rate_Hz)
+        Phi, H, sigma = sampled.transition, sampled.output, sampled.stationary
+        n = Phi.shape[0]
+        self.measurement_variance = sampled.measurement_variance
+        P, filtered = sampled.riccati()
+        self.innovation_variance = float(H @ P @ H) + self.measurement_variance
+        self._filter_gain = P @ H / self.innovation_variance
+        self._predictor_gain = (Phi @ P @ H + sampled.cross) / self.innovation_variance
+        self._atoms = sampled.atoms
+        pick = np.ix_(self._atoms, self._atoms)
+        self._unit_predicted, self._unit_filtered = P, filtered
         self._unit_stationary = sigma
-        self._Phi, self._C, self._gain = Phi, C, gain
-        # x⁺_k = F x⁺_{k−1} + K y_k with F = (1 − K C) Φ, run mode by mode.
-        F = (np.eye(n) - np.outer(gain, C)) @ Phi
+        self._Phi, self._H = Phi, H
+        F = Phi - np.outer(self._predictor_gain, H)
         eigenvalues, V = np.linalg.eig(F)
         if np.linalg.cond(V) > _MAX_EIGENVECTOR_CONDITION:
             raise np.linalg.LinAlgError("the filter's transition matrix has no usable eigenbasis")
         self._eigenvalues, self._modes = eigenvalues, V
-        self._mode_gain = np.linalg.solve(V, gain.astype(complex))
-        # Started from the prior mean, the filtered error covariance exceeds the steady one by
-        # D_k = F^k (Σ − P⁺) F^kᵀ. The filter has settled when that excess, seen in the
-        # innovations and in the beam-weighted spin, is below _SETTLED_AMPLITUDE² of their
-        # steady values. (The slowest eigenvalue alone overstates it many times: the slowest
-        # transit modes carry a tiny part of the spin.)
+        self._mode_gain = np.linalg.solve(V, self._predictor_gain.astype(complex))
+        # Started from the prior mean, the predicted error covariance exceeds the steady one by
+        # D_k = F^k (Σ − P) F^kᵀ. The filter has settled when that excess, seen in the
+        # innovations and in the filtered beam-weighted spin, is below _SETTLED_AMPLITUDE² of
+        # their steady values. (The slowest eigenvalue alone overstates it many times: the
+        # slowest transit modes carry a tiny part of the spin.)
+        spin = np.zeros((3, n))
+        spin[:, self._atoms] = spin_projection(self._atoms.size)
         self.settle_samples = _settling_samples(
             eigenvalues,
             V,
-            sigma - self._unit_filtered,
-            {"innovations": (C @ Phi)[None, :], "spin": spin_projection(n)},
+            sigma - P,
+            {
+                "innovations": H[None, :],
+                "spin": spin @ (np.eye(n) - np.outer(self._filter_gain, H)),
+            },
             {
                 "innovations": self.innovation_variance,
-                "spin": total_spin_variance(self._unit_filtered),
+                "spin": total_spin_variance(filtered[pick]),
             },
         )
 
+    def _in_hbar2(self, unit: np.ndarray) -> np.ndarray:
+        """Return the spin block of a covariance of s, in units of ħ²."""
+        return unit[np.ix_(self._atoms, self._atoms)] * self.readout.model.atom_number
+
     @property
     def predicted_covariance(self) -> np.ndarray:
-        """Return the steady one-step prediction covariance P, in units of ħ²."""
-        return self._unit_predicted * self.readout.model.atom_number
+        """Return the spin's steady one-step prediction covariance P, in units of ħ²."""
+        return self._in_hbar2(self._unit_predicted)
 
     @property
     def filtered_covariance(self) -> np.ndarray:
-        """Return the steady filtered covariance P⁺ = Cov(x_k | y_0 … y_k), in units of ħ²."""
-        return self._unit_filtered * self.readout.model.atom_number
+        """Return the spin's steady filtered covariance Cov(x_k | y_0 … y_k), in units of ħ²."""
+        return self._in_hbar2(self._unit_filtered)
+
+    def _unit_prediction_covariance(self, steps: int) -> np.ndarray:
+        """Return Cov(s_{k+m} | y_0 … y_k) = Σ + Φᵐ⁻¹(P − Σ)Φᵐ⁻¹ᵀ of the whole state, m ≥ 1."""
+        E = np.linalg.matrix_power(self._Phi, steps - 1)
+        sigma = self._unit_stationary
+        unit = sigma + E @ (self._unit_predicted - sigma) @ E.T
+        return 0.5 * (unit + unit.T)
 
     def prediction_covariance(self, steps: int) -> np.ndarray:
-        """Return Cov(x_{k+m} | y_0 … y_k) = Σ + Φᵐ(P⁺ − Σ)Φᵐᵀ for m = ``steps``, in units of ħ²."""
+        """Return the spin's Cov(x_{k+m} | y_0 … y_k) for m = ``steps``, in units of ħ²."""
         m = int(check_range("steps", steps, 0, math.inf, "samples"))
-        E = np.linalg.matrix_power(self._Phi, m)
-        sigma = self._unit_stationary
-        unit = sigma + E @ (self._unit_filtered - sigma) @ E.T
-        return 0.5 * (unit + unit.T) * self.readout.model.atom_number
+        if m == 0:
+            return self.filtered_covariance
+        return self._in_hbar2(self._unit_prediction_covariance(m))
 
     def run(self, record_rad: np.ndarray) -> FilterOutput:
         """Filter a record of the observed angle (starting from the thermal prior mean)."""
         y = _checked_record(record_rad)
         modes = np.empty((self._eigenvalues.size, y.size), dtype=complex)
         for j, lam in enumerate(self._eigenvalues):
-            modes[j] = signal.lfilter([self._mode_gain[j]], [1.0, -lam], y)
-        unit = (self._modes @ modes).real
-        predicted = np.concatenate([[0.0], (self._C @ self._Phi) @ unit[:, :-1]])
+            modes[j] = signal.lfilter([0.0, self._mode_gain[j]], [1.0, -lam], y)
+        predicted = (self._modes @ modes).real  # ŝ_{k|k−1}, from the prior mean ŝ_{0|−1} = 0
+        innovations = y - self._H @ predicted
+        states = predicted + np.outer(self._filter_gain, innovations)
         return FilterOutput(
-            estimates=unit.T * math.sqrt(self.readout.model.atom_number),
-            innovations=y - predicted,
+            estimates=states[self._atoms].T * math.sqrt(self.readout.model.atom_number),
+            innovations=innovations,
             innovation_variance=self.innovation_variance,
             settle_samples=self.settle_samples,
+            states=states,
         )
 
-    def forecast(self, output: FilterOutput, steps: int) -> np.ndarray:
-        """Return Φᵐ x⁺_k for k from the settled start to n − m − 1: the spin m = ``steps``
-        samples ahead as forecast at k without the samples in between, in units of ħ."""
+    def _forecast_states(self, output: FilterOutput, steps: int) -> np.ndarray:
+        """Return ŝ_{k+m|k} = Φᵐ⁻¹ ŝ_{k+1|k} for k from the settled start to n − m − 1."""
         m = int(check_range("steps", steps, 1, math.inf, "samples"))
-        n, start = output.estimates.shape[0], output.settle_samples
+        n, start = output.innovations.size, output.settle_samples
         if start + m >= n:
             raise ValueError(f"steps = {m}: the record holds {n} samples, {start} of them settling")
-        return output.estimates[start : n - m] @ np.linalg.matrix_power(self._Phi, m).T
+        # ŝ_{k+1|k} = Φ ŝ_{k|k} + (K_p − ΦK_f) e_k (no correction without the cross term).
+        ahead = self._Phi @ output.states[:, start : n - m] + np.outer(
+            self._predictor_gain - self._Phi @ self._filter_gain,
+            output.innovations[start : n - m],
+        )
+        return np.linalg.matrix_power(self._Phi, m - 1) @ ahead
+
+    def forecast(self, output: FilterOutput, steps: int) -> np.ndarray:
+        """Return the spin m = ``steps`` samples ahead as forecast at each k from the settled
+        start to n − m − 1 without the samples in between, (n − m − start, dim x) in ħ."""
+        states = self._forecast_states(output, steps)
+        return states[self._atoms].T * math.sqrt(self.readout.model.atom_number)
 
     def prediction_errors(
         self, record_rad: np.ndarray, output: FilterOutput, steps: int
     ) -> tuple[np.ndarray, float]:
-        """Return y_{k+m} − C Φᵐ x⁺_k over the settled record and its predicted variance
-        C Σ_pred(m) Cᵀ + R_d: the measurement m samples ahead against the filter's forecast made
-        without the samples in between, as if the readout had stopped at k."""
+        """Return y_{k+m} − ŷ_{k+m|k} over the settled record and its predicted variance: the
+        measurement m samples ahead against the filter's forecast made without the samples in
+        between, as if the readout had stopped at k."""
         y = _checked_record(record_rad)
-        if y.size != output.estimates.shape[0]:
+        if y.size != output.innovations.size:
             raise ValueError(
-                f"the record has {y.size} samples, the filter output {output.estimates.shape[0]}"
+                f"the record has {y.size} samples, the filter output {output.innovations.size}"
             )
-        forecast = (
-            self.forecast(output, steps) @ self._C / math.sqrt(self.readout.model.atom_number)
-        )
+        forecast = self._H @ self._forecast_states(output, steps)
         errors = y[output.settle_samples + int(steps) :] - forecast
         return errors, self.prediction_variance(steps)
 
     def prediction_variance(self, steps: int) -> float:
-        """Return C Σ_pred(m) Cᵀ + R_d, the variance of the measurement m samples ahead about
+        """Return H Σ_pred(m) Hᵀ + R, the variance of the measurement m samples ahead about
         the forecast without the samples in between, in rad²."""
-        unit = self.prediction_covariance(steps) / self.readout.model.atom_number
-        return float(self._C @ unit @ self._C) + self.measurement_variance
+        m = int(check_range("steps", steps, 1, math.inf, "samples"))
+        unit = self._unit_prediction_covariance(m)
+        return float(self._H @ unit @ self._H) + self.measurement_variance
 
 
 def _checked_record(record_rad: np.ndarray) -> np.ndarray:
@@ -809,8 +946,10 @@ def solve_predicted_covariance(
     observation: np.ndarray,
     measurement_variance: float,
     stationary: np.ndarray,
+    cross: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Return P, the steady one-step prediction covariance of x_{k+1} = Φx_k + w_k, y = Cx + v.
+    """Return P, the steady one-step prediction covariance of x_{k+1} = Φx_k + w_k, y = Cx + v
+    (Cov(w_k, v_k) = ``cross``, none by default).
 
     Hewer's Newton iteration of the discrete Riccati equation (IEEE TAC 16, 382 (1971)): each
     step solves the Lyapunov equation of the predictor with the previous gain, and the iterates
@@ -818,7 +957,7 @@ def solve_predicted_covariance(
     gain 0, whose solution is the stationary Σ (Φ is stable), and works with every component
     scaled to unit stationary variance, where spatial modes of very unequal weight are alike.
     (The same robustness argument as for ``solve_conditional_covariance``.) The residual of
-    P = ΦPΦᵀ + W − ΦPCᵀ(CPCᵀ + R)⁻¹CPΦᵀ is checked.
+    P = ΦPΦᵀ + W − (ΦPCᵀ + c)(CPCᵀ + R)⁻¹(ΦPCᵀ + c)ᵀ is checked.
     """
     Phi = np.asarray(transition, dtype=float)
     scale = np.sqrt(np.diag(stationary))
@@ -828,19 +967,23 @@ def solve_predicted_covariance(
     W_u = np.asarray(process_noise, dtype=float) / np.outer(scale, scale)
     W_u = 0.5 * (W_u + W_u.T)
     C_u = np.asarray(observation, dtype=float) * scale
-    R = check_positive("measurement_variance", measurement_variance, "rad^2")
+    c_u = np.zeros(scale.size) if cross is None else np.asarray(cross, dtype=float) / scale
+    # R = 0: samples without noise of their own (all of it in the state, as behind a detector
+    # pole with plain decimation); CPCᵀ stays positive.
+    R = check_range("measurement_variance", measurement_variance, 0.0, math.inf, "rad^2")
     X = np.asarray(stationary, dtype=float) / np.outer(scale, scale)
     for _ in range(_HEWER_MAX_STEPS):
-        gain = Phi_u @ X @ C_u / (C_u @ X @ C_u + R)
+        gain = (Phi_u @ X @ C_u + c_u) / (C_u @ X @ C_u + R)
         closed = Phi_u - np.outer(gain, C_u)
-        following = linalg.solve_discrete_lyapunov(closed, W_u + R * np.outer(gain, gain))
+        drive = W_u - np.outer(gain, c_u) - np.outer(c_u, gain) + R * np.outer(gain, gain)
+        following = linalg.solve_discrete_lyapunov(closed, drive)
         following = 0.5 * (following + following.T)
         change = np.abs(following - X).max() / np.abs(following).max()
         X = following
         if change <= _HEWER_STEP_TOLERANCE:
             break
-    XC = X @ C_u
-    terms = (Phi_u @ X @ Phi_u.T, W_u, np.outer(Phi_u @ XC, Phi_u @ XC) / (C_u @ XC + R))
+    ahead = Phi_u @ X @ C_u + c_u
+    terms = (Phi_u @ X @ Phi_u.T, W_u, np.outer(ahead, ahead) / (C_u @ X @ C_u + R))
     residual = np.abs(terms[0] + terms[1] - terms[2] - X).max() / np.abs(X).max()
     if not residual < _DARE_RESIDUAL_TOLERANCE:
         raise np.linalg.LinAlgError(
@@ -918,83 +1061,100 @@ class StateSpaceModel:
 
 
 class ContinuousKalmanFilter:
-    """The Kalman filter of an unbroken sample stream y_k = C x_k + v_k, block after block.
+    """The Kalman filter of an unbroken sample stream y_k = H s_k + u_k, block after block.
 
-    Steady state: x⁺_k = F x⁺_{k−1} + K y_k with F = (1 − KC)Φ and the steady gain K of the
-    discrete Riccati equation. F is diagonalised once, F = V Λ V⁻¹ (one complex mode per
-    conjugate pair, real modes in real arithmetic), and the samples are taken in chunks of L = 64:
-    within a chunk the outputs (the projection of x⁺, and CΦx⁺ for the next innovation) are one
-    dense product of the chunk's samples and its starting modes with fixed matrices, and only
-    the modes from chunk to chunk are a recursion, one ``scipy.signal.lfilter`` per mode over
-    N/L values (``_build_chunk_matrices``). The modes carry the state from block to block.
+    The model is a continuous one sampled at f_s (`StateSpaceModel`: Φ = exp(A/f_s),
+    W = Σ − ΦΣΦᵀ, R = R_c f_s) or the exact samples behind a detection chain (`SampledReadout`,
+    whose sample noise u_k correlates with the state noise w_k: Cov(w_k, u_k) = c). The filter
+    runs in predictor form, p_k = ŝ_{k|k−1}: p_{k+1} = F p_k + K_p y_k with F = Φ − K_pH and
+    K_p = (ΦPHᵀ + c)/S (P, S = HPHᵀ + R the steady prediction and innovation variances); each
+    sample's outputs are the filtered spin 𝒫(p_k + K_f e_k), K_f = PHᵀ/S, and the innovation
+    e_k = y_k − Hp_k. F is diagonalised once, F = V Λ V⁻¹ (one complex mode per conjugate pair,
+    real modes in real arithmetic), and the samples are taken in chunks of L = 64: within a chunk
+    the outputs are one dense product of the chunk's samples and its starting modes with fixed
+    matrices, and only the modes from chunk to chunk are a recursion, one ``scipy.signal.lfilter``
+    per mode over N/L values (``_build_chunk_matrices``). The modes carry the state from block
+    to block. (The filtered form x⁺_k = (1 − KH)Φ x⁺_{k−1} + K y_k has no cross term and, behind
+    the chain, no eigenbasis: the pole states' e^{−ω_c T} ≈ 0 make it defective.)
 
     Missing samples (a jump of the absolute index between blocks, or NaN in a block): the state
-    is propagated without measurement, x ← Φᵍx, and its covariance with it,
-    P⁺ ← Σ + Φᵍ(P⁺ − Σ)Φᵍᵀ (exact for a stationary model). The samples after the gap are then
+    is propagated without measurement, p ← Φᵍp, and its covariance with it,
+    P ← Σ + Φᵍ(P − Σ)Φᵍᵀ (exact for a stationary model). The samples after the gap are then
     filtered by the exact time-varying filter, a chunk of L samples at a time as one Gaussian
     conditioning (a Cholesky factor of the chunk's covariance, ``_run_in``), until the steady
     filter, taking over, could differ from the exact one by at most 1e-10 of each output's RMS
     (a bound from the closed form of the Riccati difference equation, ``_build_switch_bound``).
-    The stream's start is the same run-in, from the prior x = 0, P = Σ. The run-in's length is
+    The stream's start is the same run-in, from the prior p = 0, P = Σ. The run-in's length is
     data-independent, about ln(1e-10)/(2 ln|λ|max) samples (``run_in_estimate``; 4.5e4 at
     500 kS/s and ~9e5 at 10 MS/s for the 42-dimensional transit model, BENCHMARKS.md).
     """
 
     def __init__(
         self,
-        model: StateSpaceModel,
+        model: StateSpaceModel | SampledReadout,
         sample_rate_Hz: float,
         *,
         projection: np.ndarray | None = None,
         output_scale: float = 1.0,
         bound_variance: float | None = None,
+        witness: tuple[float, float] | None = None,
         whiteness_lags: int = 10,
         whiteness_window: int = 64,
     ) -> None:
         self.model = model
         self.sample_rate_Hz = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
-        n = model.dimension
-        A, sigma = np.asarray(model.drift, dtype=float), np.asarray(model.stationary, dtype=float)
-        C = np.asarray(model.observation, dtype=float)
-        if projection is None:
-            projection = spin_projection(n) if n % 6 == 0 else np.eye(n)
-        self.projection = np.atleast_2d(np.asarray(projection, dtype=float))
+        if isinstance(model, SampledReadout):
+            Phi, H, W = model.transition, model.output, model.process_noise
+            R, c, sigma = model.measurement_variance, model.cross, model.stationary
+            n = Phi.shape[0]
+            default = np.zeros((3, n))
+            default[:, model.atoms] = spin_projection(model.atoms.size)
+        else:
+            n = model.dimension
+            A = np.asarray(model.drift, dtype=float)
+            sigma = np.asarray(model.stationary, dtype=float)
+            H = np.asarray(model.observation, dtype=float)
+            Phi = linalg.expm(A / self.sample_rate_Hz)
+            W = sigma - Phi @ sigma @ Phi.T
+            W = 0.5 * (W + W.T)
+            R, c = model.intensity * self.sample_rate_Hz, np.zeros(n)
+            default = spin_projection(n) if n % 6 == 0 else np.eye(n)
+        self._dimension = n
+        self.projection = np.atleast_2d(
+            np.asarray(default if projection is None else projection, dtype=float)
+        )
         if self.projection.shape[1] != n:
             raise ValueError(f"projection {self.projection.shape} does not act on dimension {n}")
         self.output_scale = float(output_scale)
         self.whiteness_lags = int(check_range("whiteness_lags", whiteness_lags, 1, 1000))
         self.whiteness_window = int(check_range("whiteness_window", whiteness_window, 1, 1e6))
-        Phi = linalg.expm(A / self.sample_rate_Hz)
-        W = sigma - Phi @ sigma @ Phi.T
-        W = 0.5 * (W + W.T)
-        R = model.intensity * self.sample_rate_Hz
-        P = solve_predicted_covariance(Phi, W, C, R, sigma)
-        S = float(C @ P @ C) + R
-        K = P @ C / S
-        self._Phi, self._W, self._C, self._R, self._sigma = Phi, W, C, R, sigma
+        P = solve_predicted_covariance(Phi, W, H, R, sigma, c)
+        S = float(H @ P @ H) + R
+        self._Phi, self._W, self._C, self._R, self._c, self._sigma = Phi, W, H, R, c, sigma
         self.predicted_covariance = P
         self.innovation_variance = S
-        self.gain = K
-        self.filtered_covariance = P - np.outer(K, C @ P)
-        # The witness: the continuous conditional covariance (as ``squeezing_parameter``), with
-        # the excess of the discrete filtered covariance over its steady value after a gap.
+        self.gain = P @ H / S  # K_f: the filtered state's gain
+        self._predictor_gain = (Phi @ P @ H + c) / S  # K_p
+        self.filtered_covariance = P - np.outer(self.gain, H @ P)
+        # The witness: ξ² and τ_ent given (``from_readout``: the readout's, behind its detection
+        # chain), or of the continuous model's conditional covariance, with the excess of the
+        # prediction covariance over its steady value after a gap.
         self.bound_variance = bound_variance
-        if bound_variance is not None:
-            self.conditional_covariance = solve_conditional_covariance(
-                A, model.noise, C, model.intensity, sigma
-            )
+        self.squeezing_parameter = self.entanglement_lifetime_s = math.nan
+        if bound_variance is not None and witness is not None:
+            self.squeezing_parameter, self.entanglement_lifetime_s = witness
+        elif bound_variance is not None:
+            if isinstance(model, SampledReadout):
+                raise ValueError("a sampled model's witness (ξ², τ_ent) must be given")
+            conditional = solve_conditional_covariance(A, model.noise, H, model.intensity, sigma)
             self.squeezing_parameter = (
-                total_spin_variance(self.conditional_covariance, self.projection) / bound_variance
+                total_spin_variance(conditional, self.projection) / bound_variance
             )
             self.entanglement_lifetime_s = entanglement_lifetime_of(
-                A, sigma, self.conditional_covariance, bound_variance, self.projection
+                A, sigma, conditional, bound_variance, self.projection
             )
-        else:
-            self.conditional_covariance = None
-            self.squeezing_parameter = math.nan
-            self.entanglement_lifetime_s = math.nan
-        self._steady_trace = total_spin_variance(self.filtered_covariance, self.projection)
-        F = (np.eye(n) - np.outer(K, C)) @ Phi
+        self._steady_trace = total_spin_variance(P, self.projection)
+        F = Phi - np.outer(self._predictor_gain, H)
         eigenvalues, V = np.linalg.eig(F)
         if np.linalg.cond(V) > _MAX_EIGENVECTOR_CONDITION:
             raise np.linalg.LinAlgError("the filter's transition matrix has no usable eigenbasis")
@@ -1006,16 +1166,19 @@ class ContinuousKalmanFilter:
         V_inv = np.linalg.inv(V)
         self._lambda = np.where(real, eigenvalues.real, eigenvalues)[keep]
         self._real = real[keep]
-        self._mode_gain = (V_inv @ K.astype(complex))[keep]
-        self._to_modes = V_inv[keep]  # z = V⁻¹ x for the kept modes
-        weight = np.where(real, 1.0, 2.0)[keep]  # x = Σ_real V z + Σ_pairs 2 Re(V z)
-        self._outputs = np.vstack([self.projection, (C @ Phi)[None, :]])  # H: spin rows, CΦ
+        self._mode_gain = (V_inv @ self._predictor_gain.astype(complex))[keep]
+        self._to_modes = V_inv[keep]  # z = V⁻¹ p for the kept modes
+        weight = np.where(real, 1.0, 2.0)[keep]  # p = Σ_real V z + Σ_pairs 2 Re(V z)
+        # A sample's outputs from the state before it and the sample: h p_k + d y_k, the rows
+        # the filtered spin 𝒫(1 − K_fH) (with d = 𝒫K_f) and the prediction H of the sample.
+        self._outputs = np.vstack([self.projection @ (np.eye(n) - np.outer(self.gain, H)), H])
+        self._direct = np.append(self.projection @ self.gain, 0.0)
         self._mode_outputs = np.ascontiguousarray((self._outputs @ V)[:, keep] * weight[None, :])
-        self._from_modes = V[:, keep] * weight[None, :]  # x = Re(this @ z)
+        self._from_modes = V[:, keep] * weight[None, :]  # p = Re(this @ z)
         self._chunk_length = _STEADY_L
         self._run_in_length = _RUN_IN_L
         self._run_in_matrices: tuple[np.ndarray, ...] | None = None
-        self._build_chunk_matrices(F, K)
+        self._build_chunk_matrices(F, self._predictor_gain)
         slowest = float(np.max(np.abs(eigenvalues)))
         # The excess covariance, and with it the bound on the switch, falls as |λ|max^{2k}.
         self.run_in_estimate = math.ceil(math.log(_RUN_IN_DEVIATION) / (2 * math.log(slowest)))
@@ -1029,25 +1192,32 @@ class ContinuousKalmanFilter:
         bound: float = THERMAL_BOUND,
         **options: int,
     ) -> ContinuousKalmanFilter:
-        """Return the filter of a QND readout: spin F in ħ, ξ² under the bound b per atom
-        (``options``: whiteness_lags, whiteness_window)."""
-        A, Q, sigma, C = readout.unit_matrices()
-        model = StateSpaceModel(A, Q, C, readout.intensity, sigma)
+        """Return the filter of a QND readout (its samples behind its detection chain, if it has
+        one): spin F in ħ, ξ² under the bound b per atom (``options``: whiteness_lags,
+        whiteness_window)."""
+        check_positive("bound", bound)
+        model: StateSpaceModel | SampledReadout
+        if readout.detection is None:
+            A, Q, sigma, C = readout.unit_matrices()
+            model = StateSpaceModel(A, Q, C, readout.intensity, sigma)
+        else:
+            model = readout.sampled(sample_rate_Hz)
         return cls(
             model,
             sample_rate_Hz,
             output_scale=math.sqrt(readout.model.atom_number),
-            bound_variance=check_positive("bound", bound),
+            bound_variance=bound,
+            witness=(squeezing_parameter(readout, bound), entanglement_lifetime(readout, bound)),
             **options,
         )
 
     def reset(self) -> None:
-        """Start again from the prior (x = 0, P = Σ), before sample 0."""
-        n = self.model.dimension
+        """Start again from the prior (p = 0, P = Σ), before sample 0."""
+        n = self._dimension
         self._next_index = 0
-        self._x = np.zeros(n)  # x⁺ of the last sample (transient mode)
+        self._p = np.zeros(n)  # ŝ of the next sample given the past (transient mode)
         self._z: np.ndarray | None = None  # the modes' state (steady mode), else None
-        self._P = self._sigma.copy()  # P⁺ of the last sample (transient mode)
+        self._P = self._sigma.copy()  # its covariance (transient mode)
         self._carry = np.zeros(0)  # the last `lags` normalised innovations (contiguous)
         self._window: deque[np.ndarray] = deque(maxlen=self.whiteness_window)
 
@@ -1086,9 +1256,10 @@ class ContinuousKalmanFilter:
             if missing[start]:
                 stop = start + int(np.argmax(~missing[start:])) if (~missing[start:]).any() else n
                 gaps.append((first + start, stop - start))
+                self._time_update(0)
                 for k in range(start, stop):  # the prediction of each missing sample
+                    spin[k] = self.projection @ self._p
                     self._time_update(1)
-                    spin[k] = self.projection @ self._x
                 peak = max(peak, self._xi2())
                 self._carry = np.zeros(0)
                 start = stop
@@ -1119,7 +1290,7 @@ class ContinuousKalmanFilter:
 
     # --- the two modes of filtering -------------------------------------------------------------
     def _xi2(self) -> float:
-        """Return ξ² of the conditional state after the last sample."""
+        """Return ξ² of the conditional state after the last sample (at the next one)."""
         if self.bound_variance is None:
             return math.nan
         if self._z is not None:
@@ -1128,15 +1299,15 @@ class ContinuousKalmanFilter:
         return self.squeezing_parameter + excess / self.bound_variance
 
     def _time_update(self, steps: int) -> None:
-        """Propagate x⁺ and P⁺ over ``steps`` samples without measurement (leaving steady mode:
+        """Propagate p and P over ``steps`` samples without measurement (leaving steady mode:
         the samples that follow run in with the time-varying gain)."""
         if self._z is not None:
-            self._x = (self._from_modes @ self._z).real
-            self._P = self.filtered_covariance.copy()
+            self._p = (self._from_modes @ self._z).real
+            self._P = self.predicted_covariance.copy()
             self._z = None
         if steps:
             E = np.linalg.matrix_power(self._Phi, steps)
-            self._x = E @ self._x
+            self._p = E @ self._p
             P = self._sigma + E @ (self._P - self._sigma) @ E.T
             self._P = 0.5 * (P + P.T)
 
@@ -1153,30 +1324,30 @@ class ContinuousKalmanFilter:
         covariance has converged; return the index where the steady filter takes over (``stop``
         if it has not).
 
-        A chunk of r ≤ L samples after x⁺, P⁺ is one Gaussian conditioning: with Δ = P⁺ − Σ and
-        Γ_m = Φᵐ Σ (the stationary autocovariance), Cov(x_i, x_j) = Φ^{i+1} Δ Φ^{j+1 ᵀ} + Γ_{i−j}
-        for the chunk's samples i, j, so Cov(y) = O Δ Oᵀ + [C Γ_{i−j} Cᵀ + R δ_ij] with the rows
-        CΦ^{i+1} of O. Its Cholesky factor 𝓛 whitens the samples in order: ε = 𝓛⁻¹(y − O x⁺)
-        are the normalised innovations, 𝓛_ii ε_i the innovations, and the filtered spin at i is
-        PΦ^{i+1}x⁺ + Σ_{j≤i} [Cov(Px_i, y) 𝓛⁻ᵀ]_ij ε_j — the per-sample recursion's numbers, by
-        matrix products instead of a Python loop per sample. The convergence test of the
-        predicted covariance is made between chunks.
+        A chunk of r ≤ L samples after the prediction p, P of its first is one Gaussian
+        conditioning: with Δ = P − Σ, Cov(y) = O Δ Oᵀ + T with the rows HΦⁱ of O and the
+        stationary autocovariance T of the samples (T_ij = HΦ^{i−j−1}g for i > j, g = ΦΣHᵀ + c,
+        and HΣHᵀ + R on the diagonal). Its Cholesky factor 𝓛 whitens the samples in order:
+        ε = 𝓛⁻¹(y − O p) are the normalised innovations, 𝓛_ii ε_i the innovations, and the
+        filtered spin at i is 𝒫Φⁱp + Σ_{j≤i} [Cov(𝒫s_i, y) 𝓛⁻ᵀ]_ij ε_j — the per-sample
+        recursion's numbers, by matrix products instead of a Python loop per sample. The
+        convergence test of the prediction covariance is made between chunks.
         """
         L = self._run_in_length
         if self._run_in_matrices is None:
             self._run_in_matrices = self._build_run_in_matrices()
             self._switch_bound = self._build_switch_bound()
         Oy_all, OP_all, Ty_all, TPY_all, TXY_all, powers = self._run_in_matrices
-        Phi, W, P_steady, sigma = self._Phi, self._W, self.predicted_covariance, self._sigma
+        P_steady, sigma = self.predicted_covariance, self._sigma
         information, output_gain = self._switch_bound
         p = self.projection.shape[0]
-        x, P = self._x, self._P
+        x, P = self._p, self._P
         k = start
         with _BLAS.limit(**_ONE_BLAS_THREAD):
             while k < stop:
-                excess = Phi @ P @ Phi.T + W - P_steady  # δ of the next sample's prediction
+                excess = P - P_steady  # δ of this sample's prediction
                 # Switched here, the steady filter would differ from the exact one by at most
-                # this (relative RMS of each output, ``_build_run_in_matrices``): stop when it is
+                # this (relative RMS of each output, ``_build_switch_bound``): stop when it is
                 # below the tolerance.
                 if np.trace(excess @ information @ excess) * output_gain.max() <= (
                     _RUN_IN_DEVIATION**2
@@ -1194,8 +1365,8 @@ class ContinuousKalmanFilter:
                     np.hstack(
                         [
                             (y[k : k + r] - Oy @ x)[:, None],
-                            (OP @ DO + TPY_all[: r * p, :r]).T,  # Cov(P x_i, y)ᵀ
-                            (E @ DO + TXY_all[:, L - r :]).T,  # Cov(x_last, y)ᵀ
+                            (OP @ DO + TPY_all[: r * p, :r]).T,  # Cov(𝒫 s_i, y)ᵀ
+                            (E @ DO + TXY_all[:, L - r :]).T,  # Cov(s_next, y)ᵀ
                         ]
                     ),
                     lower=True,
@@ -1212,58 +1383,60 @@ class ContinuousKalmanFilter:
                 P = E @ delta @ E.T + sigma - state_gain @ state_gain.T
                 P = 0.5 * (P + P.T)
                 k += r
-        self._x, self._P = x, P
-        if k < stop:  # converged: the steady sections take over from x⁺ of sample k − 1
+        self._p, self._P = x, P
+        if k < stop:  # converged: the steady sections take over from the prediction of sample k
             self._z = self._to_modes @ x.astype(complex)
         return k
 
     def _build_run_in_matrices(self) -> tuple[np.ndarray, ...]:
         """Return the chunk matrices of the exact run-in (``_run_in``), for chunks of L samples:
-        O (rows CΦ^{i+1}), the projection's PΦ^{i+1}, C Γ_{i−j} Cᵀ + R δ, P Γ_{i−j} Cᵀ,
-        Γ_{L−1−j} Cᵀ (the last state against each sample) and Φ^r for r = 0 … L."""
-        L, Phi, C, sigma, P = self._run_in_length, self._Phi, self._C, self._sigma, self.projection
+        O (rows HΦⁱ), the projection's 𝒫Φⁱ, the samples' stationary autocovariance T,
+        Cov(𝒫 s_i, y_j), Cov(s_L, y_j) = Φ^{L−1−j}g (the next chunk's first state against each
+        sample) and Φ^r for r = 0 … L."""
+        L, Phi, H, sigma, P = self._run_in_length, self._Phi, self._C, self._sigma, self.projection
         n, p = Phi.shape[0], P.shape[0]
         powers = np.empty((L + 1, n, n))
         powers[0] = np.eye(n)
         for r in range(1, L + 1):
             powers[r] = Phi @ powers[r - 1]
-        Oy = C @ powers[1:]  # (L, n)
-        OP = (P @ powers[1:]).reshape(L * p, n)  # row (i, k): P_k Φ^{i+1}
-        ahead = powers[:L] @ (sigma @ C)  # (L, n): Γ_m Cᵀ = Φᵐ Σ Cᵀ
-        behind = (C @ powers[:L] @ sigma).T  # (n, L): Σ Φᵐᵀ Cᵀ, as columns
+        Oy = H @ powers[:L]  # (L, n)
+        OP = (P @ powers[:L]).reshape(L * p, n)  # row (i, k): 𝒫_k Φⁱ
+        g = Phi @ sigma @ H + self._c  # Cov(s_{i+1}, y_i)
+        after = powers[:L] @ g  # (L, n): Cov(s_{j+1+m}, y_j) = Φᵐ g
+        before = (H @ powers[:L] @ sigma).T  # (n, L): Cov(s_i, y_{i+m}) = Σ Φᵐᵀ Hᵀ
         lag = np.arange(L)[:, None] - np.arange(L)[None, :]  # i − j
-        Ty = (ahead @ C)[np.abs(lag)] + self._R * np.eye(L)
+        autocovariance = np.concatenate([[float(H @ sigma @ H) + self._R], (after @ H)[: L - 1]])
+        Ty = autocovariance[np.abs(lag)]
+        # Cov(𝒫 s_i, y_j): Φ^{i−j−1}g for i > j, Σ Φ^{j−i}ᵀ Hᵀ for i ≤ j.
         TPY = np.where(
-            (lag >= 0)[:, None, :],
-            (ahead @ P.T)[np.clip(lag, 0, None)].transpose(0, 2, 1),
-            (P @ behind).T[np.clip(-lag, 0, None)].transpose(0, 2, 1),
+            (lag > 0)[:, None, :],
+            (after @ P.T)[np.clip(lag - 1, 0, None)].transpose(0, 2, 1),
+            (P @ before).T[np.clip(-lag, 0, None)].transpose(0, 2, 1),
         ).reshape(L * p, L)
-        TXY = ahead[::-1].T.copy()  # column j: Γ_{L−1−j} Cᵀ
+        TXY = after[::-1].T.copy()  # column j: Φ^{L−1−j} g
         self._run_in_mask = np.tril(np.ones((L, L)))
         return Oy, OP, Ty, TPY, TXY, powers
 
     def _build_switch_bound(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (M, g²/v) of the bound on switching from the exact to the steady filter.
 
-        Switched at a sample whose predicted covariance exceeds the steady one by δ ≥ 0, the
-        steady filter's estimate differs from the exact one by d_m, m samples later, with
-        Cov(d_m) = F_pᵐ[δ − δ(1 + M_m δ)⁻¹]F_pᵐᵀ ≤ F_pᵐ δ M δ F_pᵐᵀ (F_p = Φ(1 − KC), M_m the
-        information about the prediction error that m steady innovations carry, below its limit
-        M = Σ_j F_pʲᵀ Cᵀ C F_pʲ / S). For an output h (the filtered spin rows P(1 − KC), the
-        innovation C), |h F_pᵐ| ≤ g = Σ_i |(hU)_i| |U⁻¹_i| in the eigenbasis F_p = U diag(μ) U⁻¹,
+        Switched at a sample whose prediction covariance exceeds the steady one by δ ≥ 0, the
+        steady filter's prediction differs from the exact one by d_m, m samples later, with
+        Cov(d_m) = Fᵐ[δ − δ(1 + M_m δ)⁻¹]Fᵐᵀ ≤ Fᵐ δ M δ Fᵐᵀ (F = Φ − K_pH, M_m the information
+        about the prediction error that m steady innovations carry, below its limit
+        M = Σ_j Fʲᵀ Hᵀ H Fʲ / S). For an output h (the filtered spin rows 𝒫(1 − K_fH), the
+        prediction H), |h Fᵐ| ≤ g = Σ_i |(hU)_i| |U⁻¹_i| in the eigenbasis F = U diag(μ) U⁻¹,
         so its RMS difference is at most g √tr(δMδ); relative to the output's steady RMS √v:
-        tr(δMδ) g²/v. M in the eigenbasis: [h_i h_l / (1 − μ_i μ_l)]/S with h = Uᵀ Cᵀ.
+        tr(δMδ) g²/v. M in the eigenbasis: [h_i h_l / (1 − μ_i μ_l)]/S with h = Uᵀ Hᵀ.
         """
-        Phi, K, C, n = self._Phi, self.gain, self._C, self._Phi.shape[0]
-        filtered = np.eye(n) - np.outer(K, C)
-        mu, U = np.linalg.eig(Phi @ filtered)
+        Phi, H = self._Phi, self._C
+        mu, U = np.linalg.eig(Phi - np.outer(self._predictor_gain, H))
         U_inv = np.linalg.inv(U)
-        h = U.T @ C
+        h = U.T @ H
         G = np.outer(h, h) / (1.0 - np.outer(mu, mu)) / self.innovation_variance
         information = (U_inv.T @ G @ U_inv).real
         information = 0.5 * (information + information.T)
-        rows = np.vstack([self.projection @ filtered, C[None, :]])
-        g = np.abs(rows @ U) @ np.linalg.norm(U_inv, axis=1)
+        g = np.abs(self._outputs @ U) @ np.linalg.norm(U_inv, axis=1)
         estimate = self.projection @ (self._sigma - self.filtered_covariance) @ self.projection.T
         variance = np.concatenate([np.diag(estimate), [self.innovation_variance]])
         return information, g**2 / variance
@@ -1271,22 +1444,24 @@ class ContinuousKalmanFilter:
     def _build_chunk_matrices(self, F: np.ndarray, K: np.ndarray) -> None:
         """Precompute the steady filter over chunks of L samples as three matrix products.
 
-        With s = x⁺ before a chunk and y_j its samples, x⁺ at the chunk's sample i is
-        F^{i+1} s + Σ_{j≤i} F^{i−j} K y_j. The outputs H x⁺ (the spin rows and CΦ) of all L
-        samples are therefore Y T + ζ O, where Y holds the chunks' samples as rows, T the
-        lower-triangular Toeplitz blocks H F^{i−j} K and O the free responses of the modes
-        (ζ = the modes' real and imaginary parts, z_s → λ_s^{i+1} z_s); the modes after the
-        chunk are λ^L z + Y B. Only the recursion of the modes from chunk to chunk is
-        sequential: one scalar recursion per mode over N/L chunk values (``lfilter``). The
-        products are dense BLAS (about 4L + 5n multiply-adds per sample), where the per-sample
-        mode recursions with their output sums cost one lfilter call per mode over every sample
-        and a complex product (2.4 MS/s for the 42-dimensional transit model, BENCHMARKS.md).
+        With p the prediction before a chunk and y_j its samples, the prediction of the
+        chunk's sample i is Fⁱ p + Σ_{j<i} F^{i−1−j} K y_j, and its outputs h p_i + d y_i (the
+        spin rows and the prediction H). The outputs of all L samples are therefore Y T + ζ O,
+        where Y holds the chunks' samples as rows, T the lower-triangular Toeplitz blocks
+        (d on the diagonal, h F^{i−1−j} K below it) and O the free responses of the modes
+        (ζ = the modes' real and imaginary parts, z_s → λ_sⁱ z_s); the modes after the chunk are
+        λ^L z + Y B. Only the recursion of the modes from chunk to chunk is sequential: one
+        scalar recursion per mode over N/L chunk values (``lfilter``). The products are dense
+        BLAS (about 4L + 5n multiply-adds per sample), where the per-sample mode recursions with
+        their output sums cost one lfilter call per mode over every sample and a complex product
+        (2.4 MS/s for the 42-dimensional transit model, BENCHMARKS.md).
         """
         L, H = self._chunk_length, self._outputs
         q = H.shape[0]
-        impulse = np.empty((L, q))  # H F^m K, m = 0 … L−1
+        impulse = np.empty((L, q))  # d, then h F^{m−1} K, m = 1 … L−1
+        impulse[0] = self._direct
         column = K.copy()
-        for m in range(L):
+        for m in range(1, L):
             impulse[m] = H @ column
             column = F @ column
         T = np.zeros((L, L, q))  # [j, i, output]
@@ -1295,7 +1470,7 @@ class ContinuousKalmanFilter:
         self._chunk_toeplitz = T.reshape(L, L * q)
         lam = self._lambda
         complex_modes = ~self._real
-        powers = lam[None, :] ** np.arange(1, L + 1)[:, None]  # λ^{i+1}, (L, modes)
+        powers = lam[None, :] ** np.arange(L)[:, None]  # λⁱ, (L, modes)
         free = self._mode_outputs[None, :, :] * powers[:, None, :]  # (L, q, modes)
         # ζ = (Re z of every mode, Im z of the complex ones): Re(a z) = Re a Re z − Im a Im z.
         self._chunk_free = np.ascontiguousarray(
@@ -1343,7 +1518,6 @@ class ContinuousKalmanFilter:
             b = min(stop, a + _STEADY_CHUNK)
             segment = y[a:b]
             full, rest = divmod(b - a, L)
-            predicted_before = float((self._mode_outputs[-1] @ self._z).real)
             out = np.empty((b - a, q))
             with _BLAS.limit(**_ONE_BLAS_THREAD):
                 if full:
@@ -1376,8 +1550,7 @@ class ContinuousKalmanFilter:
                     )
             spin[a:b] = out[:, :p]
             e = innovations[a:b]
-            e[0] = segment[0] - predicted_before
-            np.subtract(segment[1:], out[:-1, p], out=e[1:])
+            np.subtract(segment, out[:, p], out=e)
             np.divide(e, root_S, out=normalised[a:b])
 
     # --- the running whiteness test -------------------------------------------------------------
@@ -1393,8 +1566,12 @@ class ContinuousKalmanFilter:
         sums[0], sums[1], sums[2] = u.size, float(u @ u), float(u.sum())
         for lag in range(1, L + 1):
             # products u_k u_{k−lag} with k in the new stretch
-            lo = max(m, lag)
-            sums[2 + lag] = float(joined[lo:] @ joined[lo - lag : joined.size - lag])
+            lo = max(m, lag)  # a stretch shorter than the lag (none before it) has none
+            sums[2 + lag] = (
+                float(joined[lo:] @ joined[lo - lag : joined.size - lag])
+                if lo < joined.size
+                else 0.0
+            )
         self._window.append(sums)
         self._carry = joined[-L:].copy()
 

@@ -95,20 +95,31 @@ class Entanglement(SpectrumProcedure):
         # Written before the filter runs, so that a run stopped there keeps the witness.
         self.record_summary(summary)
         self.notes.append(f"entanglement: {witness.summary()}")
-        self.record_summary(self.filter_records_check(fit, witness))
+        self.record_summary(self.filter_records_check(fit, witness, step.spectrum.sample_rate_Hz))
         self.progress(1.0, witness.summary())
 
     def filter_records_check(
-        self, fit: SpinNoiseFit, witness: WitnessResult
+        self, fit: SpinNoiseFit, witness: WitnessResult, fitted_rate_Hz: float | None
     ) -> dict[str, tuple[float, float, str]]:
         """Run the Kalman filter on fresh records: innovations white with the predicted
         variance, and τ-ahead prediction errors with the variance of the covariance
         propagation that gives the lifetime (at delays through τ_ent and beyond)."""
         readout = ContinuousReadout.from_fit(fit)
-        polarimeter = self.station.polarimeter
-        fs = polarimeter.sample_rate_Hz
-        kalman = KalmanFilter(readout, fs)
-        records = self.filter_pieces()
+        records, fs = self.filter_pieces()
+        if fitted_rate_Hz is not None and not math.isclose(fs, fitted_rate_Hz, rel_tol=1e-9):
+            raise RuntimeError(
+                f"the filter's samples come at {fs:g} Hz, the fitted spectrum's at "
+                f"{fitted_rate_Hz:g} Hz: the filter would model the wrong sampling"
+            )
+        try:
+            kalman = KalmanFilter(readout, fs)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            # The witness from the fit is recorded already; only its check is missing, named.
+            self.notes.append(
+                f"entanglement: filter check not run: the Kalman filter of the fitted model "
+                f"could not be built ({type(error).__name__}: {error})"
+            )
+            return {"filter_check_run": (0.0, 0.0, "")}
         # The polarimeter's balance leaves a constant rotation (the plate moves in steps);
         # the spin model has none, so it is taken out, pooled over every record.
         offset = float(np.mean(np.concatenate(records)))
@@ -187,23 +198,26 @@ class Entanglement(SpectrumProcedure):
             )
         return results
 
-    def filter_pieces(self) -> list[np.ndarray]:
+    def filter_pieces(self) -> tuple[list[np.ndarray], float]:
         """Return the rotation angle of ``filter_records`` × 16 384 samples for the filter, in
-        gap-free pieces: one continuous stream (the filter settles once, not in every record),
-        or triggered records where no reader can follow the stream (a fast simulated clock)."""
+        gap-free pieces, and their sample rate: one continuous stream at the run's decimation
+        (the filter settles once, not in every record), or triggered records at it where no
+        reader can follow the stream (a fast simulated clock)."""
         polarimeter = self.station.polarimeter
         total = int(self.filter_records) * BUFFER_SIZE
         pieces: list[np.ndarray] = []
         if self._triggered:
+            polarimeter.set_decimation(int(self.decimation))
             for k_record in range(int(self.filter_records)):
                 self.check_stop()
                 pieces.append(polarimeter.rotation_angle_rad(polarimeter.acquire()))
                 self.progress(
                     0.6 + 0.4 * (k_record + 1) / int(self.filter_records), "Kalman filter"
                 )
-            return pieces
+            return pieces, polarimeter.sample_rate_Hz
         piece: list[np.ndarray] = []
         with PolarimeterStream(self, int(self.decimation), total) as stream:
+            sample_rate_Hz = stream.sample_rate_Hz
             for item in stream:
                 self.check_stop()
                 if isinstance(item, StreamGap):
@@ -222,7 +236,7 @@ class Entanglement(SpectrumProcedure):
             )
             self._triggered = True
             return self.filter_pieces()
-        return pieces
+        return pieces, sample_rate_Hz
 
 
 def _predicted_variances(readout: ContinuousReadout, fs: float, steps: list[int]) -> np.ndarray:

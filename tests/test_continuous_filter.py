@@ -110,11 +110,17 @@ def test_a_gap_between_blocks_equals_missing_samples_in_the_reference(setup):
         np.abs(innovations)
     )
     # The gap is run in again with the time-varying gain, and ξ² rose in it: the reference's
-    # filtered covariance at the gap's end, against its steady value.
+    # covariance of the spin at the sample after the gap, given the samples before it, against
+    # its steady value (one sample's prediction from the filtered covariance).
     assert out[1].run_in_samples > 0
-    trace = kalman.projection @ covariances[gap.stop - 1] @ kalman.projection.T
-    steady = kalman.projection @ covariances[-1] @ kalman.projection.T
-    rise = (np.trace(trace) - np.trace(steady)) / kalman.bound_variance
+    Phi = linalg.expm(kalman.model.drift / RATE)
+    sigma = kalman.model.stationary
+    W = sigma - Phi @ sigma @ Phi.T
+
+    def ahead(covariance):
+        return np.trace(kalman.projection @ (Phi @ covariance @ Phi.T + W) @ kalman.projection.T)
+
+    rise = (ahead(covariances[gap.stop - 1]) - ahead(covariances[-1])) / kalman.bound_variance
     assert out[1].squeezing_parameter_peak - out[1].squeezing_parameter == pytest.approx(
         rise, rel=1e-6
     )
@@ -244,3 +250,82 @@ def test_a_block_model_of_two_copies_of_the_spin_model(setup):
     expected = states @ kalman.projection.T
     spin = np.concatenate([b.spin for b in out])
     assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
+
+
+def reference_filter_with_cross_term(sampled, y: np.ndarray):
+    """The textbook filter of s_{k+1} = Φs_k + w_k, y_k = Hs_k + u_k with Cov(w_k, u_k) = c,
+    one sample at a time from the prior, a NaN sample a time update. Returns (ŝ_{k|k}, e_k)."""
+    Phi, H, W = sampled.transition, sampled.output, sampled.process_noise
+    c, R = sampled.cross, sampled.measurement_variance
+    p, P = np.zeros(Phi.shape[0]), sampled.stationary.copy()  # ŝ_{k|k−1} and its covariance
+    states, innovations = [], []
+    for sample in y:
+        if np.isnan(sample):
+            states.append(p)
+            innovations.append(np.nan)
+            p, P = Phi @ p, Phi @ P @ Phi.T + W
+            continue
+        S = H @ P @ H + R
+        e = sample - H @ p
+        states.append(p + P @ H / S * e)
+        innovations.append(e)
+        gain = (Phi @ P @ H + c) / S
+        p, P = Phi @ p + gain * e, Phi @ P @ Phi.T + W - S * np.outer(gain, gain)
+    return np.array(states), np.array(innovations)
+
+
+def test_behind_the_detection_chain_the_stream_filters_witness_is_the_readouts():
+    from dataclasses import replace
+
+    from hotspin.analysis.detection import DetectionChain
+    from hotspin.analysis.qnd import entanglement_lifetime
+
+    chain = DetectionChain.pdb450a(1e5, 64, False)  # plain decimation: ξ² far above the ideal
+    readout = replace(ContinuousReadout.from_apparatus(derive(ENTANGLING)), detection=chain)
+    kalman = ContinuousKalmanFilter.from_readout(readout, chain.sample_rate_Hz)
+    assert kalman.squeezing_parameter == pytest.approx(squeezing_parameter(readout), rel=1e-12)
+    assert kalman.entanglement_lifetime_s == entanglement_lifetime(readout)
+    ideal = replace(readout, detection=None)
+    assert kalman.squeezing_parameter > squeezing_parameter(ideal) + 0.3
+
+
+def test_behind_the_detection_chain_the_stream_filter_is_the_textbook_filter_with_cross_term():
+    # The board's boxcar correlates each sample's noise with the next state's: the stream filter
+    # carries the sample noise in its state (`SampledReadout.decorrelated`) and equals, across
+    # blocks and a gap, the per-sample filter that has the cross term; its innovations are white
+    # with the predicted variance on a record simulated behind the same chain.
+    from dataclasses import replace
+
+    from hotspin.analysis.detection import DetectionChain
+    from hotspin.simulators.spin_noise import DetectedAngleNoise
+
+    chain = DetectionChain.pdb450a(1e5, 1024, True)
+    derived = derive(ENTANGLING)
+    readout = replace(ContinuousReadout.from_apparatus(derived), detection=chain)
+    rate = chain.sample_rate_Hz
+    record = DetectedAngleNoise.from_derived(derived, chain, seed=3).block(60_000)
+    kalman = ContinuousKalmanFilter.from_readout(readout, rate)
+    gap = slice(20_000, 20_300)
+    out = list(
+        kalman.run([(0, record[:7]), (7, record[7 : gap.start]), (gap.stop, record[gap.stop :])])
+    )
+    assert out[2].gaps == ((gap.start, gap.stop - gap.start),)
+    with_gap = record.copy()
+    with_gap[gap] = np.nan
+    sampled = readout.sampled(rate)
+    states, innovations = reference_filter_with_cross_term(sampled, with_gap)
+    spins = np.zeros((3, states.shape[1]))
+    spins[:, sampled.atoms] = qnd.spin_projection(sampled.atoms.size)
+    expected = np.delete(states @ spins.T, np.r_[gap], axis=0)
+    expected *= math.sqrt(readout.model.atom_number)
+    spin = np.concatenate([b.spin for b in out])
+    assert np.abs(spin - expected).max() < 1e-9 * np.abs(expected).max()
+    got = np.concatenate([b.innovations for b in out])
+    want = np.delete(innovations, np.r_[gap])
+    assert np.abs(got - want).max() < 1e-9 * np.abs(want).max()
+    settled = np.concatenate([b.normalised_innovations for b in out])[kalman.run_in_estimate :]
+    check = innovations_check(settled, 1.0)
+    assert abs(check.normalised_variance - 1.0) < 3.0 * math.sqrt(2.0 / check.samples)
+    assert check.autocorrelation_p_value > 0.01
+    # The witness is the readout's behind the chain.
+    assert kalman.squeezing_parameter == pytest.approx(squeezing_parameter(readout), rel=1e-12)

@@ -252,12 +252,6 @@ def entangling_lab(tmp_path_factory):
     station.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Kalman filter's model is the fit's without its detection chain (the fit models "
-    "the PDB450A pole and the board's boxcar; ContinuousReadout.from_fit does not): on the "
-    "stream its innovations' normalised variance is 0.07, so the run flags ξ² as untrusted",
-)
 def test_entanglement_run_witnesses_entangled_atoms(entangling_lab, tmp_path):
     station, _ = entangling_lab
     # 120 segments of one stream: the 40 triggered records of 3 segments each it once took; the
@@ -319,6 +313,26 @@ def test_entanglement_run_keeps_the_fit_when_the_witness_fails(lab, tmp_path, mo
     with h5py.File(path, "r") as f:
         assert f["results/atom_number"].shape == (1,)
         assert "fit kept, witness failed: LinAlgError" in f.attrs["notes"]
+
+
+def test_an_entanglement_run_whose_filter_cannot_be_built_keeps_its_witness(
+    lab, tmp_path, monkeypatch
+):
+    def defective(*_args):
+        raise np.linalg.LinAlgError("the filter's transition matrix has no usable eigenbasis")
+
+    monkeypatch.setattr(entanglement_procedure, "KalmanFilter", defective)
+    station, _ = lab
+    path = run(station, tmp_path, "entanglement", averages=4, filter_records=1)
+    values = summary(path)
+    assert values["filter_check_run"][0] == 0.0
+    assert "squeezing_parameter" in values
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "completed"
+        assert (
+            "filter check not run: the Kalman filter of the fitted model could not"
+            in (f.attrs["notes"])
+        )
 
 
 def test_abort_keeps_finished_steps_and_leaves_the_lab_safe(lab, tmp_path):
@@ -415,11 +429,20 @@ def test_field_zeroing_takes_a_point_again_when_its_line_is_missing(lab, tmp_pat
     assert "x scan at -200 nT: no Larmor line" in notes and "attempt 1 of 2" in notes
 
 
-def test_an_entanglement_run_whose_filter_cannot_settle_keeps_its_witness(entangling_lab, tmp_path):
+def test_an_entanglement_run_whose_filter_cannot_settle_keeps_its_witness(
+    entangling_lab, tmp_path, monkeypatch
+):
     station, _ = entangling_lab
-    # One record of stream at decimation 256 is far shorter than the filter's settling.
-    path = run(station, tmp_path, "entanglement", averages=40, filter_records=1, decimation=256,
-               field_nT=100.0)  # fmt: skip
+
+    class Unsettled(entanglement_procedure.KalmanFilter):
+        """A filter that needs more samples to settle than one record holds."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.settle_samples = 10 * 16384
+
+    monkeypatch.setattr(entanglement_procedure, "KalmanFilter", Unsettled)
+    path = run(station, tmp_path, "entanglement", averages=40, filter_records=1, field_nT=100.0)
     values = summary(path)
     assert values["filter_check_run"][0] == 0.0
     assert "squeezing_parameter" in values and "entangled_atoms" in values
