@@ -198,7 +198,10 @@ def main(path: str | Path) -> int:
         try:
             return app.exec_()
         finally:
-            window.shutdown()
+            window.close()  # stops every thread and child (closeEvent)
+            # Qt deletes the widgets, children first (left to Python's collector, pyqtgraph's
+            # items could go before a paint event that still draws them).
+            window.deleteLater()
     viewer = RunViewer(Path(path).parent)
     viewer.setWindowTitle(f"hotspin — watching {path}")
     viewer.resize(1400, 900)
@@ -209,3 +212,5 @@ def main(path: str | Path) -> int:
         return app.exec_()
     finally:
         watcher.stop()
+        viewer.close()
+        viewer.deleteLater()

@@ -290,3 +290,32 @@ def test_a_record_with_a_gap_is_averaged_with_its_duty_cycle_and_gap(tmp_path):
     assert late.counts.processed == 2 and "from stored sample 16384" in late.average_reason
     # The light on the detector: V_sum / (G_sum · responsivity), the file's gain (0.52 A/W).
     assert frame.detected_power_W == pytest.approx(0.5 / (1e3 * 0.52))
+
+
+def test_hotspin_gui_watch_opens_the_monitor_view_on_a_record_and_the_viewer_otherwise(
+    qtbot, tmp_path, monkeypatch, writer
+):
+    from hotspin.gui import watch
+    from hotspin.procedures.parameters import assign
+    from PyQt5.QtWidgets import QApplication
+
+    from hotspin.simulate import SIMULATE_PARAMETERS, simulate_record
+
+    shown = []
+
+    def run_event_loop() -> int:  # records the shown windows and returns at once
+        shown.extend(w for w in QApplication.topLevelWidgets() if w.isVisible())
+        return 0
+
+    monkeypatch.setattr(QApplication.instance(), "exec_", run_event_loop)
+    record = simulate_record(tmp_path / "record.h5", 0.1, 1e5, assign(SIMULATE_PARAMETERS, []))
+    assert watch.main(record) == 0
+    window = next(w for w in shown if isinstance(w, watch.RecordWatchWindow))
+    assert window._shut_down  # its threads and children were stopped on the way out
+    assert window.source._thread is None and window.fitter._process is None
+    shown.clear()
+    path, append = writer  # a run file without a record: the run viewer follows it
+    append()
+    assert watch.main(path) == 0
+    assert any(isinstance(w, RunViewer) for w in shown)
+    assert not any(isinstance(w, watch.RecordWatchWindow) for w in shown)
