@@ -29,6 +29,7 @@ reported apart from those the *monitor* dropped, and the CPU of the GUI process,
 
 Run: QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gui.py [--seconds 20]
      [--screenshot out/bench_gui.png] [--qnd] [--served]
+     [--qnd-cost GAP_EVERY]: only the QND tracker's CPU per block of the stream (no window)
 """
 
 from __future__ import annotations
@@ -220,6 +221,41 @@ def entangling_fit_frame():
     return FitFrame(1, result.fit, "", 0, None, 0.0)
 
 
+def qnd_cost(decimation: int, gap_every: int = 0) -> None:
+    """Print the CPU the QND tracker spends (in this process, one thread) on the entangling model
+    at the stream's rate: the new model (witness, filter), each block of the stream, and the
+    run-ins after gaps of one block every ``gap_every`` blocks (0: none)."""
+    from hotspin.gui.qnd_panel import QndTracker
+    from hotspin.gui.stream import stream_block_samples
+
+    fs = 125e6 / decimation
+    block = stream_block_samples(decimation)
+    tracker = QndTracker()
+    frame = entangling_fit_frame()
+    started = time.process_time()
+    tracker.update_fit(frame.fit, fs)
+    model_s = time.process_time() - started
+    theta = np.random.default_rng(0).normal(0.0, 1e-7, block)
+    costs, index = [], 0
+    for k in range(120):
+        if gap_every and k and k % gap_every == 0:
+            index += block  # one block missing: a gap to the filter
+        started = time.process_time()
+        tracker.add(index, theta)
+        costs.append(time.process_time() - started)
+        index += block
+    blocks_per_s = fs / block
+    total = sum(costs) / len(costs) * blocks_per_s
+    print(
+        f"QND tracker at decimation {decimation} ({fs / 1e6:.4g} MS/s, {block}-sample blocks, "
+        f"{blocks_per_s:.0f} blocks/s), gap every {gap_every or 'never'} blocks:\n"
+        f"  new model (witness + filter):  {model_s:.3f} s CPU\n"
+        f"  first 8 blocks (run-in):       {', '.join(f'{c * 1e3:.0f}' for c in costs[:8])} ms\n"
+        f"  median block after them:       {1e3 * float(np.median(costs[8:])):.2f} ms\n"
+        f"  over the 120 blocks:           {total:.2f} cores to keep up with the stream"
+    )
+
+
 def _percentile(ordered: list[float], fraction: float) -> float:
     """Return the value below which ``fraction`` of the sorted values lie."""
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -241,7 +277,17 @@ def main() -> None:
     parser.add_argument(
         "--decimation", type=int, default=64, help="the served stream's decimation (default 64)"
     )
+    parser.add_argument(
+        "--qnd-cost",
+        type=int,
+        metavar="GAP_EVERY",
+        help="only time the QND tracker on the stream's blocks (a gap every GAP_EVERY blocks; "
+        "0: none) and exit",
+    )
     args = parser.parse_args()
+    if args.qnd_cost is not None:
+        qnd_cost(check_axi_decimation(args.decimation), args.qnd_cost)
+        return
 
     app = QApplication.instance() or QApplication([])
     scratch = tempfile.TemporaryDirectory()

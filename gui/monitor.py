@@ -15,6 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pyqtgraph as pg
 from hotspin.analysis.fits import Estimate
@@ -33,6 +34,9 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+if TYPE_CHECKING:
+    from hotspin.gui.record_source import RecordSource
 
 #: Redraw period of the live view (a new frame is drawn at most this often).
 REDRAW_INTERVAL_MS = 20
@@ -164,7 +168,7 @@ class LiveView(QWidget):
         self,
         processor: SignalProcessor,
         fitter: ModelFitter,
-        source: StreamSource | None = None,
+        source: StreamSource | RecordSource | None = None,
         parent: QWidget | None = None,
         temperature_K: Callable[[], float] | None = None,
     ) -> None:

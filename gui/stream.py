@@ -227,16 +227,18 @@ class SignalProcessor:
         record: Any,
         first_index: int | None = None,
         state: ApparatusState | None = None,
+        wait: bool = False,
     ) -> bool:
         """Queue a block for processing; return False if it was dropped (the processor is behind).
 
         ``first_index``: the stream index of the block's first sample (a block continues the
         one before it when it starts where that one ended; None: a separate record);
-        ``state``: the apparatus it was taken under (None: unknown, taken as unchanged).
+        ``state``: the apparatus it was taken under (None: unknown, taken as unchanged);
+        ``wait``: wait for room instead of dropping (a source that can wait: a file).
         """
         self.counts.received += 1
         try:
-            self._queue.put_nowait((record, first_index, state))
+            self._queue.put((record, first_index, state), block=wait)
         except queue.Full:
             self.counts.dropped += 1
             return False
@@ -257,8 +259,14 @@ class SignalProcessor:
             self._thread = None
             self.publish()
 
-    def reset(self, reason: str = "reset by the operator") -> None:
-        """Start a new running average (the trace and the stream counts stay)."""
+    def reset(
+        self, reason: str = "reset by the operator", sample_rate_Hz: float | None = None
+    ) -> None:
+        """Start a new running average (the trace and the stream counts stay); with
+        ``sample_rate_Hz`` (a source that knows its rate before its first block, called while
+        no block is queued), an average at that rate."""
+        if sample_rate_Hz is not None and sample_rate_Hz != self._sample_rate_Hz:
+            self._configure(float(sample_rate_Hz))
         with self._lock:
             if self._psd is not None:
                 self._psd.reset()

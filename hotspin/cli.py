@@ -99,7 +99,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gui.add_argument(
         "--watch",
         metavar="FILE",
-        help="follow a run file another process is writing (SWMR); needs no station",
+        help="follow a run file another process is writing (SWMR; a continuous record in the "
+        "live monitor's view: spectrum, fit, duty cycle, QND panel); needs no station",
     )
     return parser
 

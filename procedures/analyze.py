@@ -26,6 +26,7 @@ such and what it saved is analysed.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable
@@ -61,7 +62,13 @@ from hotspin.analysis.magnetometry import (
     spin_noise_to_shot_noise,
 )
 from hotspin.analysis.optics import DETECTOR_SATURATION_V
-from hotspin.analysis.qnd import WITNESS_QUANTITIES, WitnessResult, entanglement_witness
+from hotspin.analysis.qnd import (
+    WITNESS_QUANTITIES,
+    ContinuousKalmanFilter,
+    ContinuousReadout,
+    WitnessResult,
+    entanglement_witness,
+)
 from hotspin.analysis.spectra import (
     Spectrum,
     StreamingPSD,
@@ -101,6 +108,45 @@ class SpectrumAnalysis:
     flicker_test: FlickerTest | None = None  # whether the spectrum called for A/f
     shot_noise: Estimate | None = None  # the white floor's photon shot noise (from the power)
     electronic_noise: Estimate | None = None  # and the rest of it, the detector's
+    filter_check: FilterCheck | None = None  # the continuous Kalman filter over the record
+    filter_check_error: str = ""  # why the filter check was not run ('' when it was)
+
+
+#: Whiteness p-value below which the innovations are not white.
+WHITENESS_P_MIN = 0.01
+#: Lags of the filter check's Ljung–Box test.
+FILTER_CHECK_LAGS = 10
+
+
+@dataclass(frozen=True)
+class FilterCheck:
+    """The "filter check": the continuous Kalman filter of the fitted model run over the whole
+    record; for the right model its normalised innovations are white with variance 1."""
+
+    normalised_variance: Estimate  # mean u², u = innovation/√S; ± √(2/n)
+    ljung_box: float  # Q over `lags` lags
+    lags: int
+    p_value: float  # of Q under χ²(lags)
+    samples: int  # innovations (samples filtered)
+    gaps: int  # the record's gaps, filtered as missing samples
+    squeezing_parameter: float  # the filter's ξ² (its steady conditional covariance)
+    offset_rad: float  # the constant rotation taken out before filtering
+
+    @property
+    def consistent(self) -> bool:
+        """Return True if the innovations are white with the predicted variance (3σ, p>0.01)."""
+        v = self.normalised_variance
+        return abs(v.value - 1.0) < 3.0 * v.uncertainty and self.p_value > WHITENESS_P_MIN
+
+    def summary(self) -> str:
+        """Return the check in one line."""
+        verdict = "consistent" if self.consistent else "NOT consistent: the model misses the data"
+        return (
+            f"filter check: innovations' normalised variance {self.normalised_variance}, "
+            f"Ljung–Box Q = {self.ljung_box:.1f} over {self.lags} lags (p = {self.p_value:.3g}), "
+            f"{self.samples} samples, {self.gaps} gaps as missing samples; filter ξ² "
+            f"{self.squeezing_parameter:.6g} — {verdict}"
+        )
 
 
 @dataclass
@@ -181,6 +227,30 @@ def check_run_file(path: Path) -> None:
 
 
 # --- reading the file -----------------------------------------------------------------------------
+def probe_power_into_cell_W(known: ApparatusParameters, detected_power_W: float) -> float:
+    """Return the probe power into the cell that puts ``detected_power_W`` on the detector
+    (through the cell's and the optics' transmission at ``known``; at most 1 W)."""
+    transmission = derive(known).cell_transmission * known.optics_transmission
+    return min(detected_power_W / transmission, 1.0)
+
+
+def with_detected_power(known: ApparatusParameters, detected_power_W: float) -> ApparatusParameters:
+    """Return ``known`` with the probe power that puts ``detected_power_W`` on the detector."""
+    return known.with_changes(probe_power_W=probe_power_into_cell_W(known, detected_power_W))
+
+
+def record_detected_power_W(record: h5py.Group, detector: dict[str, float]) -> float:
+    """Return the mean light power on the detector over a continuous record, in W, from its sum
+    output: <V_sum> / (G_sum * responsivity)."""
+    codes = record["v_sum"]
+    n = codes.shape[0]
+    total = sum(
+        float(np.sum(codes[k : k + BLOCK_SAMPLES], dtype=float)) for k in range(0, n, BLOCK_SAMPLES)
+    )
+    volts = total / max(n, 1) * float(codes.attrs["volts_per_code"])
+    return volts / (detector["gain_sum_V_per_A"] * detector["responsivity_A_per_W"])
+
+
 def apparatus_from_parameters(
     parameters: dict[str, Any], procedure: str, notes: list[str]
 ) -> ApparatusParameters:
@@ -195,6 +265,25 @@ def apparatus_from_parameters(
     if defaulted:
         notes.append(f"apparatus parameters not in the file, defaults used: {', '.join(defaulted)}")
     return ApparatusParameters(**known)
+
+
+#: The detector calibration a continuous record is read with.
+DETECTOR_CALIBRATION = ("gain_diff_V_per_A", "gain_sum_V_per_A", "responsivity_A_per_W")
+
+
+def detector_calibration(f: h5py.File) -> dict[str, float]:
+    """Return the detector's gains (V/A) and responsivity (A/W) a run file states: in its
+    parameters (`hotspin simulate`) or in its start snapshot's polarimeter (a procedure's run;
+    the PDB450A's gains are set by hand, so the station file's values are the calibration)."""
+    sources = [f["parameters"].attrs] if "parameters" in f else []
+    if "snapshot/start/polarimeter" in f:
+        sources.append(f["snapshot/start/polarimeter"].attrs)
+    found: dict[str, float] = {}
+    for attributes in sources:
+        for name in DETECTOR_CALIBRATION:
+            if name in attributes and name not in found:
+                found[name] = float(attributes[name])
+    return found
 
 
 def _written_length(dataset: h5py.Dataset, complete: bool) -> int:
@@ -225,7 +314,8 @@ def _trace_spectrum(
     notes: list[str],
 ) -> tuple[Spectrum, str]:
     """Return the Welch spectrum of the record's rotation angle and where it came from."""
-    gains = (parameters.get("gain_diff_V_per_A"), parameters.get("gain_sum_V_per_A"))
+    detector = detector_calibration(f)
+    gains = (detector.get("gain_diff_V_per_A"), detector.get("gain_sum_V_per_A"))
     if "records/polarimeter" in f:
         return _record_spectrum(f["records/polarimeter"], parameters, derived, gains, notes)
     traces = f["traces"]
@@ -270,7 +360,10 @@ def _record_spectrum(
 ) -> tuple[Spectrum, str]:
     """Return the Welch spectrum of a continuous record's angle (its stored samples in order)."""
     if None in gains:
-        raise ValueError("a continuous record needs the detector gains in the run's parameters")
+        raise ValueError(
+            "a continuous record needs the detector gains in the run's parameters or its "
+            "start snapshot (snapshot/start/polarimeter)"
+        )
     n = min(record["v_diff"].shape[0], record["v_sum"].shape[0])
     expected = int(parameters.get("samples", n))
     if n < expected:
@@ -298,6 +391,100 @@ def _record_spectrum(
         psd.add(angle_from_difference_and_sum(v_diff, v_sum, *gains))
     source = "records/polarimeter v_diff, v_sum (θ = ½ arcsin[(V_diff/G_diff)/(V_sum/G_sum)])"
     return replace(psd.spectrum(), clipped_samples=clipped), source
+
+
+def stored_pieces(
+    first_index: int, gap_positions: np.ndarray, gap_lengths: np.ndarray, start: int, stop: int
+) -> list[tuple[int, int, int]]:
+    """Return the gap-free pieces of a record's stored samples [start, stop) as (stored start,
+    stored stop, stream index of the first): sample k has index first_index + k + the lengths
+    of the gaps whose position ≤ k (the gap table's rule, `recorder.ContinuousRecord`)."""
+    cuts = sorted({int(p) for p in gap_positions if start < p < stop})
+    pieces = []
+    for a, b in itertools.pairwise([start, *cuts, stop]):
+        if b > a:
+            index = first_index + a + int(gap_lengths[gap_positions <= a].sum())
+            pieces.append((a, b, index))
+    return pieces
+
+
+def _record_angle(
+    record: h5py.Group, gains: tuple[float, float], start: int, stop: int
+) -> np.ndarray:
+    """Return θ in rad of a record's stored samples [start, stop)."""
+    volts = [
+        record[name][start:stop] * float(record[name].attrs["volts_per_code"])
+        for name in ("v_diff", "v_sum")
+    ]
+    return angle_from_difference_and_sum(volts[0], volts[1], *gains)
+
+
+def filter_check(
+    record: h5py.Group, gains: tuple[float, float], fit: SpinNoiseFit, bound: float
+) -> FilterCheck:
+    """Run the continuous Kalman filter of ``fit``'s readout over a whole continuous record
+    (its gap-free pieces in order, each gap a stretch of missing samples by the absolute index)
+    and return its innovations' whiteness test and ξ² under ``bound``."""
+    n = min(record["v_diff"].shape[0], record["v_sum"].shape[0])
+    fs = float(record.attrs["sample_rate_Hz"])
+    first_index = int(record.attrs["first_index"])
+    positions, lengths = record["gaps/position"][...], record["gaps/length"][...]
+    pieces = stored_pieces(first_index, positions, lengths, 0, n)
+    blocks = [
+        (k, min(b, k + BLOCK_SAMPLES), index + (k - a))
+        for a, b, index in pieces
+        for k in range(a, b, BLOCK_SAMPLES)
+    ]
+    # The polarimeter's balance leaves a constant rotation the spin model has none of: it is
+    # taken out, as the entanglement procedure does, over the whole record.
+    total = sum(float(np.sum(_record_angle(record, gains, a, b))) for a, b, _ in blocks)
+    offset = total / n
+    kalman = ContinuousKalmanFilter.from_readout(
+        ContinuousReadout.from_fit(fit),
+        fs,
+        bound=bound,
+        whiteness_lags=FILTER_CHECK_LAGS,
+        whiteness_window=max(1, len(blocks)),  # the whole record
+    )
+    for a, b, index in blocks:
+        kalman.filter_block(index - first_index, _record_angle(record, gains, a, b) - offset)
+    white = kalman.whiteness()
+    if white is None:
+        raise ValueError(f"{n} samples: too few innovations for the whiteness test")
+    return FilterCheck(
+        normalised_variance=Estimate(white.normalised_variance, white.variance_uncertainty),
+        ljung_box=white.ljung_box,
+        lags=white.lags,
+        p_value=white.p_value,
+        samples=white.samples,
+        gaps=int(positions.size),
+        squeezing_parameter=float(kalman.squeezing_parameter),
+        offset_rad=offset,
+    )
+
+
+def _run_filter_check(f: h5py.File, result: SpectrumAnalysis, notes: list[str]) -> None:
+    """Run the filter check of a record's fitted spectrum; a failure is named, not raised."""
+    if "records/polarimeter" not in f:
+        result.filter_check_error = "the file holds no continuous record (records/polarimeter)"
+    elif result.fit is None or result.witness is None:
+        result.filter_check_error = "no fit with a witness to filter with"
+    else:
+        detector = detector_calibration(f)
+        try:
+            gains = (detector["gain_diff_V_per_A"], detector["gain_sum_V_per_A"])
+            result.filter_check = filter_check(
+                f["records/polarimeter"], gains, result.fit, result.witness.bound
+            )
+        except (KeyError, *_ANALYSIS_ERRORS) as error:
+            result.filter_check_error = f"{type(error).__name__}: {error}"
+    if result.filter_check_error:
+        notes.append(f"filter check not run: {result.filter_check_error}")
+    elif result.filter_check is not None and not result.filter_check.consistent:
+        notes.append(
+            "filter check: the innovations are not white with the predicted variance; the "
+            "fitted model does not describe the record and its ξ² is not to be trusted"
+        )
 
 
 def _row_spectrum(spectra: h5py.Group, row: int) -> Spectrum:
@@ -468,12 +655,29 @@ def _analyze_open_file(path: Path, write: bool, read_only: bool) -> FileAnalysis
         has_rows = "spectra" in f and "psd" in f["spectra"] and f["spectra/psd"].shape[0] > 0
         recorded = "traces" in f or "records/polarimeter" in f
         if recorded and (procedure == "simulate" or not has_rows):
+            detector = detector_calibration(f)
+            if (
+                apparatus.probe_power_W == 0.0
+                and "records/polarimeter" in f
+                and {"gain_sum_V_per_A", "responsivity_A_per_W"} <= detector.keys()
+            ):
+                # A procedure's parameters hold the apparatus before it switched the light on
+                # (the station measures no probe power): the record's sum output gives it.
+                detected = record_detected_power_W(f["records/polarimeter"], detector)
+                if detected > 0:
+                    apparatus = with_detected_power(apparatus, detected)
+                    notes.append(
+                        f"probe power from the record's sum output ({detected:.3g} W on the "
+                        f"detector): {apparatus.probe_power_W:.3g} W into the cell"
+                    )
             derived = derive(apparatus)
             computed, analysis.source = _trace_spectrum(
                 f, parameters, derived, status == "completed", notes
             )
             duration = computed.samples / float(computed.sample_rate_Hz or 1.0)
-            analysis.spectra.append(analyze_spectrum(computed, apparatus, "record", duration))
+            result = analyze_spectrum(computed, apparatus, "record", duration)
+            _run_filter_check(f, result, notes)
+            analysis.spectra.append(result)
         elif has_rows:
             analysis.source = "spectra/psd"
             for row in range(f["spectra/psd"].shape[0]):
@@ -738,6 +942,33 @@ def write_results(path: Path, analysis: FileAnalysis, computed: Spectrum | None)
         ):
             data = np.array([pick_float(r) for r in analysis.spectra])
             group.create_dataset(name, data=data).attrs["units"] = ""
+        checks = [r.filter_check for r in analysis.spectra]
+        group.attrs["filter_check"] = (
+            "the continuous Kalman filter of the fitted model over records/polarimeter: its "
+            "innovations' normalised variance (1 for the right model) and Ljung–Box whiteness"
+        )
+        group.create_dataset(
+            "filter_check_error",
+            data=np.array([r.filter_check_error for r in analysis.spectra], dtype=object),
+            dtype=text,
+        )
+        for name, pick_check in (
+            ("filter_check_normalised_variance", lambda c: c.normalised_variance.value),
+            (
+                "filter_check_normalised_variance_uncertainty",
+                lambda c: c.normalised_variance.uncertainty,
+            ),
+            ("filter_check_ljung_box", lambda c: c.ljung_box),
+            ("filter_check_p_value", lambda c: c.p_value),
+            ("filter_check_samples", lambda c: float(c.samples)),
+            ("filter_check_gaps", lambda c: float(c.gaps)),
+            ("filter_check_squeezing_parameter", lambda c: c.squeezing_parameter),
+            ("filter_check_consistent", lambda c: float(c.consistent)),
+        ):
+            data = np.array([pick_check(c) if c else math.nan for c in checks])
+            group.create_dataset(name, data=data).attrs["units"] = ""
+        offsets = np.array([c.offset_rad if c else math.nan for c in checks])
+        group.create_dataset("filter_check_offset", data=offsets).attrs["units"] = "rad"
         resolution = np.array([r.field_resolution_fT_per_rtHz for r in analysis.spectra])
         group.create_dataset("field_resolution", data=resolution).attrs["units"] = "fT/Hz^0.5"
         if analysis.sweep is not None:
@@ -838,6 +1069,8 @@ def format_report(analysis: FileAnalysis) -> str:
             )
         if result.witness is not None:
             lines.append(f"  witness: {result.witness.summary()}")
+        if result.filter_check is not None:
+            lines.append(f"  {result.filter_check.summary()}")
         lines += [f"  flag: {flag}" for flag in fit.flags]
     if analysis.sweep is not None:
         used = int(analysis.sweep.used.sum())

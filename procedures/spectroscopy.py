@@ -48,7 +48,12 @@ from hotspin.analysis.spectra import Spectrum, StreamingPSD
 from hotspin.instruments.errors import InstrumentError
 from hotspin.instruments.polarimeter import PolarimeterRecord
 from hotspin.instruments.redpitaya import StreamGap
-from hotspin.procedures.analyze import FIELD_COLUMNS, detection_attributes, welch_attributes
+from hotspin.procedures.analyze import (
+    FIELD_COLUMNS,
+    detection_attributes,
+    probe_power_into_cell_W,
+    welch_attributes,
+)
 from hotspin.procedures.base import HotspinProcedure
 from hotspin.procedures.parameters import BoundedVectorParameter
 from hotspin.procedures.streaming import PolarimeterStream
@@ -72,8 +77,7 @@ def apparatus_with_probe_power(station: Any, detected_power_W: float) -> Apparat
     Shared by the spectrum procedures and the live monitor's fit.
     """
     known = station.apparatus()
-    transmission = derive(known).cell_transmission * known.optics_transmission
-    return station.apparatus(probe_power_W=min(detected_power_W / transmission, 1.0))
+    return station.apparatus(probe_power_W=probe_power_into_cell_W(known, detected_power_W))
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ def test_the_panel_shows_the_witness_analyze_finds_on_the_same_record(qtbot, tmp
     path = simulate_record(tmp_path / "record.h5", 2.0, RATE, values)
     (result,) = analyze_file(path, write=False).spectra
     assert result.error is None and result.witness is not None
+    check = result.filter_check
+    assert check is not None and result.filter_check_error == ""
     tracker = QndTracker()
     panel = QndPanel(tracker)
     qtbot.addWidget(panel)
@@ -57,6 +59,15 @@ def test_the_panel_shows_the_witness_analyze_finds_on_the_same_record(qtbot, tmp
     white = tracker.latest.whiteness
     assert white is not None and white.samples == theta.size
     assert abs(white.normalised_variance - 1.0) < 5 * white.variance_uncertainty + 0.02
+    # `analyze`'s filter check ran the same filter over the same record (in other blocks, with
+    # the same constant rotation taken out): the same innovations, the same whiteness test.
+    assert check.samples == white.samples and check.lags == white.lags
+    assert check.normalised_variance.value == pytest.approx(white.normalised_variance, rel=1e-9)
+    assert check.normalised_variance.uncertainty == pytest.approx(white.variance_uncertainty)
+    assert check.ljung_box == pytest.approx(white.ljung_box, rel=1e-6)
+    assert check.p_value == pytest.approx(white.p_value, rel=1e-5, abs=1e-12)
+    assert check.squeezing_parameter == pytest.approx(tracker.latest.filter_squeezing, rel=1e-12)
+    assert check.offset_rad == pytest.approx(record_theta(path).mean(), rel=1e-9)
     assert tracker.latest.spin.shape == (math.ceil(theta.size / BLOCK), 3)
     assert "Ljung–Box" in panel.innovations_label.text()
     # The separable bound drawn at ξ² = 1 names the witness's b (13/8 per atom at thermal
