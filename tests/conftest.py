@@ -1,11 +1,23 @@
-"""Test-wide settings: pyvisa-py as the VISA library, Qt without a screen."""
+"""Test-wide settings: pyvisa-py as the VISA library, Qt without a screen, one BLAS thread."""
 
 import atexit
 import os
 import shutil
 import tempfile
 
-import pytest
+# One BLAS thread per test process: `make test` runs one pytest-xdist worker per core, so
+# OpenBLAS's own threads (one per core in every worker, and in every child a test starts) only
+# oversubscribe the cores. The simulator's products (35 × 50 by 50 × 244 140 for a 2 s record
+# behind the detection chain) took 1.5 × the CPU time with two threads as with one, and longer
+# wall time on this shared machine. Children inherit the environment; this process, whose
+# numpy may already be loaded by a plugin, is limited through threadpoolctl as well.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import pytest  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+threadpool_limits(limits=1)
 
 # The drivers' tests connect to simulated instruments on loopback through pyvisa-py; without
 # this pyvisa first searches the system for a vendor VISA library on every connection.
