@@ -38,3 +38,32 @@ def lab_state(tmp_path, monkeypatch):
     directory = tmp_path / "lab-state"
     monkeypatch.setenv("HOTSPIN_STATE_DIR", str(directory))
     return directory
+
+
+# The slowest modules, slowest first (their CPU time in `make test`, measured with --durations:
+# each takes 20-100 s, the other modules a few seconds each). `make test` hands whole modules to
+# the workers in the order collected (--dist loadscope --no-loadscope-reorder), so starting with
+# the longest leaves only short ones for the end, and both workers finish at about the same time
+# (xdist's own order, by number of tests, left a long module with few tests to run last, alone).
+# Only an order: a module missing here runs after these, and every module still runs.
+SLOWEST_MODULES = (
+    "test_run_cli.py",
+    "test_faults.py",
+    "test_procedures.py",
+    "test_detection.py",
+    "test_embedded_lab.py",
+    "test_sigkill.py",
+    "test_safe_exit.py",
+    "test_flicker.py",
+    "test_gui.py",
+    "test_field_sweep_transit.py",
+    "test_continuous_filter.py",
+    "test_kong.py",
+    "test_transit.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Put the slowest modules first (the order within a module is kept)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
