@@ -8,9 +8,10 @@ import tempfile
 # One BLAS thread per test process: `make test` runs one pytest-xdist worker per core, so
 # OpenBLAS's own threads (one per core in every worker, and in every child a test starts) only
 # oversubscribe the cores. The simulator's products (35 × 50 by 50 × 244 140 for a 2 s record
-# behind the detection chain) took 1.5 × the CPU time with two threads as with one, and longer
-# wall time on this shared machine. Children inherit the environment; this process, whose
-# numpy may already be loaded by a plugin, is limited through threadpoolctl as well.
+# behind the detection chain) took 1.5 × the user CPU time with two threads as with one (1.2 ×
+# with the system's), and longer wall time on this shared machine. Children inherit the
+# environment; this process, whose numpy a plugin may have loaded already, is limited through
+# threadpoolctl as well.
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
