@@ -51,6 +51,7 @@ from hotspin.instruments.errors import (
     LinkLostError,
 )
 from hotspin.instruments.ieee_block import read_block
+from hotspin.instruments.resilience import link_failure
 from hotspin.instruments.tcp_nodelay import set_tcp_nodelay
 from hotspin.instruments.validators import named_choice, named_range
 from pymeasure.adapters import Adapter
@@ -446,6 +447,8 @@ class RedPitaya(RedPitayaScpi):
 
     def _read_failure(self, error: VisaIOError) -> InstrumentError:
         """Return the error a failed read means: refused command, timeout or lost link."""
+        if error.error_code == constants.StatusCode.error_connection_lost:  # the peer closed it
+            return link_failure(self.name, error)  # worded as every link words it
         if error.error_code != constants.StatusCode.error_timeout:
             return LinkLostError(self.name, str(error))
         self.adapter.flush_read_buffer()  # the rest of a late reply would garble the next one

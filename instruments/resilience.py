@@ -20,7 +20,12 @@ b"" at once, so on a closed connection that loop never ends (nor on a peer that 
 sending). pymeasure's `VISAAdapter.flush_read_buffer` reaches it through `flush`, and drivers
 flush after a read that timed out, which is exactly what a closed connection produces. Every
 driver a link builds therefore has that session's `clear` replaced by `bounded_clear`, which
-stops at the link's timeout and reports a closed socket as a lost connection. Failures that
+stops at the link's timeout and reports a closed socket as a lost connection. The session's
+`read` (lines 1168-1257) meets the same socket the same way: `select` returns at once, `recv`
+gives b"", and it loops, busy, until the timeout passes, then reports a timeout. So the
+session's socket is wrapped (`_ClosedIsLost`) so that `recv` at the end of the stream raises
+connection lost: a dropped connection is named as one at once instead of costing a whole
+timeout of CPU (0.4 s of a 0.6 s timeout, measured) and being reported as no answer. Failures that
 arrive as raw `OSError`s or VISA status codes become `LinkLostError`/`InstrumentTimeoutError`
 naming the instrument and its resource, never only a Python class.
 """
@@ -76,8 +81,30 @@ def bounded_clear(session: Any) -> StatusCode:
     return StatusCode.success
 
 
+class _ClosedIsLost:
+    """A raw-socket session's socket whose `recv` at the end of the stream (the peer closed the
+    connection) raises connection lost instead of returning b""; everything else is the socket's.
+    """
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._socket = connection
+
+    def recv(self, size: int) -> bytes:
+        """Return what the socket received; raise `VisaIOError` when the peer has closed it."""
+        data = self._socket.recv(size)
+        if not data and size > 0:
+            raise VisaIOError(StatusCode.error_connection_lost)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._socket, name)
+
+
 def bound_session_clear(driver: Any) -> None:
-    """Give the driver's pyvisa-py raw-socket session the bounded `clear` (others unchanged)."""
+    """Give the driver's pyvisa-py raw-socket session the bounded `clear` and a socket whose end
+    is a lost connection (other sessions unchanged)."""
     connection = getattr(getattr(driver, "adapter", None), "connection", None)
     visalib = getattr(connection, "visalib", None)
     sessions = getattr(visalib, "sessions", None)
@@ -88,6 +115,8 @@ def bound_session_clear(driver: Any) -> None:
     session = sessions.get(connection.session)
     if isinstance(session, TCPIPSocketSession):
         session.clear = types.MethodType(bounded_clear, session)
+        if isinstance(session.interface, socket.socket):
+            session.interface = _ClosedIsLost(session.interface)
 
 
 def link_failure(instrument: str, error: BaseException) -> InstrumentError | None:

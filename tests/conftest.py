@@ -1,11 +1,24 @@
-"""Test-wide settings: pyvisa-py as the VISA library, Qt without a screen."""
+"""Test-wide settings: pyvisa-py as the VISA library, Qt without a screen, one BLAS thread."""
 
 import atexit
 import os
 import shutil
 import tempfile
 
-import pytest
+# One BLAS thread per test process: `make test` runs one pytest-xdist worker per core, so
+# OpenBLAS's own threads (one per core in every worker, and in every child a test starts) only
+# oversubscribe the cores. The simulator's products (35 × 50 by 50 × 244 140 for a 2 s record
+# behind the detection chain) took 1.5 × the user CPU time with two threads as with one (1.2 ×
+# with the system's), and longer wall time on this shared machine. Children inherit the
+# environment; this process, whose numpy a plugin may have loaded already, is limited through
+# threadpoolctl as well.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import pytest  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+threadpool_limits(limits=1)
 
 # The drivers' tests connect to simulated instruments on loopback through pyvisa-py; without
 # this pyvisa first searches the system for a vendor VISA library on every connection.
@@ -26,3 +39,32 @@ def lab_state(tmp_path, monkeypatch):
     directory = tmp_path / "lab-state"
     monkeypatch.setenv("HOTSPIN_STATE_DIR", str(directory))
     return directory
+
+
+# The slowest modules, slowest first (their CPU time in `make test`, measured with --durations:
+# each takes 20-100 s, the other modules a few seconds each). `make test` hands whole modules to
+# the workers in the order collected (--dist loadscope --no-loadscope-reorder), so starting with
+# the longest leaves only short ones for the end, and both workers finish at about the same time
+# (xdist's own order, by number of tests, left a long module with few tests to run last, alone).
+# Only an order: a module missing here runs after these, and every module still runs.
+SLOWEST_MODULES = (
+    "test_run_cli.py",
+    "test_faults.py",
+    "test_procedures.py",
+    "test_detection.py",
+    "test_embedded_lab.py",
+    "test_sigkill.py",
+    "test_safe_exit.py",
+    "test_flicker.py",
+    "test_gui.py",
+    "test_field_sweep_transit.py",
+    "test_continuous_filter.py",
+    "test_kong.py",
+    "test_transit.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Put the slowest modules first (the order within a module is kept)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -95,6 +95,8 @@ def test_each_transient_fault_is_survived_by_the_link(pair, kind):
         assert coil.call(lambda d: float(d.source_current)) == pytest.approx(1e-3)
     if kind != "delay":  # a delay shorter than the timeout is no fault to the link
         assert heater.faults_survived and coil.faults_survived
+    if kind == "drop":  # a closed connection is named as lost at once, not waited out
+        assert heater.faults_survived == coil.faults_survived == ["LinkLostError"]
     assert sims["heater"].faults.committed == [kind]
 
 
