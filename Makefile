@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hotspin-installed
 export QT_QPA_PLATFORM ?= offscreen
 # Test processes (pytest-xdist): one per core by default, each module on one worker (its
-# module fixtures built once); TEST_WORKERS=0 runs in one process.
+# module fixtures built once), handed out slowest first (tests/conftest.py); TEST_WORKERS=0 runs
+# in one process.
 TEST_WORKERS ?= auto
 
 .PHONY: demo test test-lowest lint bench clean
@@ -38,7 +39,7 @@ test-lowest:
 	$(PYTHON) .ci/lowest_constraints.py > $(LOWEST)/constraints.txt
 	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt -e '.[test]'
 	$(LOWEST)/bin/python -m pip install --quiet --no-deps instrumentkit==0.6.0
-	$(LOWEST)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(LOWEST)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spin_noise.py

@@ -204,10 +204,15 @@ class QndWorker:
         fits: Callable[[], FitFrame | None],
         blocks: int = 8,
         in_child: bool = False,
+        lossless: bool = False,
     ):
         self.tracker = tracker
         self.fits = fits
         self.in_child = in_child
+        #: A file's blocks wait for the worker instead of being dropped (nothing is live there:
+        #: a dropped block would only be a gap, and a run-in, for the filter).
+        self.lossless = lossless
+        self._stopping = threading.Event()
         self.dropped = 0
         #: Off by default (a checkbox on the QND tab): see BENCHMARKS.md for its cost.
         self.enabled = threading.Event()
@@ -218,22 +223,32 @@ class QndWorker:
         self._fit_version = -1
 
     def offer(self, first_index: int, theta_rad: np.ndarray, sample_rate_Hz: float) -> None:
-        """Queue a θ block (absolute index of its first sample), or drop it if behind."""
+        """Queue a θ block (absolute index of its first sample), or drop it if behind (wait
+        for room if ``lossless``, until the worker stops)."""
         if not self.enabled.is_set():
             return
+        item = (first_index, theta_rad, sample_rate_Hz)
+        while self.lossless and not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
         try:
-            self._queue.put_nowait((first_index, theta_rad, sample_rate_Hz))
+            self._queue.put_nowait(item)
         except queue.Full:
             self.dropped += 1
 
     def start(self) -> None:
         """Start the worker thread."""
+        self._stopping.clear()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="qnd-worker", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
         """Stop the worker thread (after the block in progress)."""
+        self._stopping.set()
         if self._thread is not None:
             while True:
                 try:

@@ -135,7 +135,9 @@ class RecordWatchWindow(QMainWindow):
         self.processor.calibration = self.source  # the file's detector gains
         self.fitter = ModelFitter(self.processor, self.source.apparatus, fields=self.source.fields)
         self.qnd_tracker = QndTracker()
-        self.qnd_worker = QndWorker(self.qnd_tracker, lambda: self.fitter.latest, in_child=True)
+        self.qnd_worker = QndWorker(
+            self.qnd_tracker, lambda: self.fitter.latest, in_child=True, lossless=True
+        )
         self.processor.theta_sink = self.qnd_worker.offer
         self.qnd_panel = QndPanel(self.qnd_tracker, self.qnd_worker)
         self.qnd_panel.enable_box.setChecked(qnd)
