@@ -336,9 +336,14 @@ class _OutputRecursion:
         self._to_modes = np.linalg.inv(V)[keep]
         n = output.transition.shape[0]
         root = _matrix_sqrt(output.noise)  # of the joint (w_k, u_k)
-        self._driving = self._to_modes @ root[:n]
+        driving = self._to_modes @ root[:n]
+        # Real and imaginary parts apart: a complex matrix times the real draws would first
+        # copy the draws into a complex array (the largest cost of a block).
+        self._driving = (np.ascontiguousarray(driving.real), np.ascontiguousarray(driving.imag))
         self._output_noise = root[n]
-        self._output = output.output
+        # The output straight from the modes, y = Re(H V z): the whole state is formed only
+        # after the block's last sample.
+        self._output_modes = output.output @ weighted
         if state is None:  # from the stationary law
             state = _matrix_sqrt(output.stationary) @ rng.standard_normal(n)
         self._state = np.asarray(state, dtype=float)
@@ -355,7 +360,8 @@ class _OutputRecursion:
     def unscaled_block(self, n: int) -> np.ndarray:
         """Return the next ``n`` outputs H s + u, without the scale; the state after is kept."""
         draws = self.rng.standard_normal((self._output_noise.size, n))
-        driving = self._driving @ draws
+        real, imaginary = self._driving
+        driving = real @ draws + 1j * (imaginary @ draws)
         z0 = self._to_modes @ self._state
         trajectories = np.empty((self._eigenvalues.size, n), dtype=complex)
         last = np.empty(self._eigenvalues.size, dtype=complex)
@@ -364,9 +370,8 @@ class _OutputRecursion:
             trajectories[j, 0] = z0[j]
             trajectories[j, 1:] = following[:-1]
             last[j] = following[-1]
-        states = self._from_modes @ np.concatenate([trajectories.real, trajectories.imag])
         self._state = self._from_modes @ np.concatenate([last.real, last.imag])
-        return self._output @ states + self._output_noise @ draws
+        return (self._output_modes @ trajectories).real + self._output_noise @ draws
 
 
 class DetectedAngleNoise(_ApparatusGenerator):
