@@ -1116,9 +1116,15 @@ class ContinuousKalmanFilter:
         witness: tuple[float, float] | None = None,
         whiteness_lags: int = 10,
         whiteness_window: int = 64,
+        exact_after_gaps: bool = True,
     ) -> None:
         self.model = model
         self.sample_rate_Hz = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
+        #: After a gap (once the stream's first run-in is done): the exact run-in (True), or the
+        #: steady filter at once from the propagated state, its innovations left out of the
+        #: whiteness test for ``settle_samples`` (False: a live view on a stream with gaps, where
+        #: each exact run-in costs about a second of CPU).
+        self.exact_after_gaps = bool(exact_after_gaps)
         if isinstance(model, SampledReadout):
             Phi, H, W = model.transition, model.output, model.process_noise
             R, c, sigma = model.measurement_variance, model.cross, model.stationary
@@ -1198,6 +1204,8 @@ class ContinuousKalmanFilter:
         slowest = float(np.max(np.abs(eigenvalues)))
         # The excess covariance, and with it the bound on the switch, falls as |λ|max^{2k}.
         self.run_in_estimate = math.ceil(math.log(_RUN_IN_DEVIATION) / (2 * math.log(slowest)))
+        # ... and the error of a steady filter started from a propagated state, as |λ|max^k.
+        self.settle_samples = math.ceil(math.log(_SETTLED_AMPLITUDE) / math.log(slowest))
         self.reset()
 
     @classmethod
@@ -1206,11 +1214,11 @@ class ContinuousKalmanFilter:
         readout: ContinuousReadout,
         sample_rate_Hz: float,
         bound: float = THERMAL_BOUND,
-        **options: int,
+        **options: int | bool,
     ) -> ContinuousKalmanFilter:
         """Return the filter of a QND readout (its samples behind its detection chain, if it has
         one): spin F in ħ, ξ² under the bound b per atom (``options``: whiteness_lags,
-        whiteness_window)."""
+        whiteness_window, exact_after_gaps)."""
         check_positive("bound", bound)
         model: StateSpaceModel | SampledReadout
         if readout.detection is None:
@@ -1236,6 +1244,8 @@ class ContinuousKalmanFilter:
         self._P = self._sigma.copy()  # its covariance (transient mode)
         self._carry = np.zeros(0)  # the last `lags` normalised innovations (contiguous)
         self._window: deque[np.ndarray] = deque(maxlen=self.whiteness_window)
+        self._run_in_done = False  # the first run-in, from the prior, has converged
+        self._unsettled = 0  # samples still left out of the whiteness after a quick hand-over
 
     # --- the stream -----------------------------------------------------------------------------
     def run(self, blocks: Iterable[tuple[int, np.ndarray]]) -> Iterator[FilteredBlock]:
@@ -1281,6 +1291,9 @@ class ContinuousKalmanFilter:
                 start = stop
                 continue
             stop = start + int(np.argmax(missing[start:])) if missing[start:].any() else n
+            if self._z is None and self._run_in_done and not self.exact_after_gaps:
+                self._z = self._to_modes @ self._p.astype(complex)
+                self._unsettled = self.settle_samples
             if self._z is None:
                 done = self._run_in(y, start, stop, spin, innovations, normalised)
                 run_in += done - start
@@ -1402,6 +1415,7 @@ class ContinuousKalmanFilter:
         self._p, self._P = x, P
         if k < stop:  # converged: the steady sections take over from the prediction of sample k
             self._z = self._to_modes @ x.astype(complex)
+            self._run_in_done = True
         return k
 
     def _build_run_in_matrices(self) -> tuple[np.ndarray, ...]:
@@ -1568,6 +1582,10 @@ class ContinuousKalmanFilter:
             e = innovations[a:b]
             np.subtract(segment, out[:, p], out=e)
             np.divide(e, root_S, out=normalised[a:b])
+            if self._unsettled:  # after a quick hand-over: not yet the steady filter's law
+                left_out = min(self._unsettled, b - a)
+                normalised[a : a + left_out] = np.nan
+                self._unsettled -= left_out
 
     # --- the running whiteness test -------------------------------------------------------------
     def _accumulate(self, u: np.ndarray) -> None:

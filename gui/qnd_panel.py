@@ -101,8 +101,13 @@ class QndTracker:
             return
         try:
             witness = entanglement_witness(fit)
+            # After a gap the steady filter takes over at once (an exact run-in costs about a
+            # second of CPU, more than a live view can give to every gap of a busy stream).
             kalman = ContinuousKalmanFilter.from_readout(
-                ContinuousReadout.from_fit(fit), sample_rate_Hz, bound=witness.bound
+                ContinuousReadout.from_fit(fit),
+                sample_rate_Hz,
+                bound=witness.bound,
+                exact_after_gaps=False,
             )
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
             with self._lock:
