@@ -988,6 +988,7 @@ def solve_predicted_covariance(
     # pole with plain decimation); CPCᵀ stays positive.
     R = check_range("measurement_variance", measurement_variance, 0.0, math.inf, "rad^2")
     X = np.asarray(stationary, dtype=float) / np.outer(scale, scale)
+    previous = math.inf
     for _ in range(_HEWER_MAX_STEPS):
         gain = (Phi_u @ X @ C_u + c_u) / (C_u @ X @ C_u + R)
         closed = Phi_u - np.outer(gain, C_u)
@@ -996,8 +997,11 @@ def solve_predicted_covariance(
         following = 0.5 * (following + following.T)
         change = np.abs(following - X).max() / np.abs(following).max()
         X = following
-        if change <= _HEWER_STEP_TOLERANCE:
+        # Converged, or at the rounding floor: below _NEWTON_STALLED a step that no longer
+        # shrinks is rounding (it ran all _HEWER_MAX_STEPS steps before, a fifth of a second).
+        if change <= _HEWER_STEP_TOLERANCE or (change < _NEWTON_STALLED and change >= previous):
             break
+        previous = change
     ahead = Phi_u @ X @ C_u + c_u
     terms = (Phi_u @ X @ Phi_u.T, W_u, np.outer(ahead, ahead) / (C_u @ X @ C_u + R))
     residual = np.abs(terms[0] + terms[1] - terms[2] - X).max() / np.abs(X).max()
