@@ -1120,15 +1120,15 @@ class ContinuousKalmanFilter:
         witness: tuple[float, float] | None = None,
         whiteness_lags: int = 10,
         whiteness_window: int = 64,
-        exact_after_gaps: bool = True,
+        exact_run_in: bool = True,
     ) -> None:
         self.model = model
         self.sample_rate_Hz = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
-        #: After a gap (once the stream's first run-in is done): the exact run-in (True), or the
-        #: steady filter at once from the propagated state, its innovations left out of the
-        #: whiteness test for ``settle_samples`` (False: a live view on a stream with gaps, where
-        #: each exact run-in costs about a second of CPU).
-        self.exact_after_gaps = bool(exact_after_gaps)
+        #: From the prior and after a gap: the exact run-in (True), or the steady filter at once
+        #: from the prior or the propagated state, its normalised innovations left out of the
+        #: whiteness test (NaN) for ``settle_samples`` while its start-up error decays (False:
+        #: a live view, where each exact run-in costs about a second of CPU at 2 MS/s).
+        self.exact_run_in = bool(exact_run_in)
         if isinstance(model, SampledReadout):
             Phi, H, W = model.transition, model.output, model.process_noise
             R, c, sigma = model.measurement_variance, model.cross, model.stationary
@@ -1222,7 +1222,7 @@ class ContinuousKalmanFilter:
     ) -> ContinuousKalmanFilter:
         """Return the filter of a QND readout (its samples behind its detection chain, if it has
         one): spin F in ħ, ξ² under the bound b per atom (``options``: whiteness_lags,
-        whiteness_window, exact_after_gaps)."""
+        whiteness_window, exact_run_in)."""
         check_positive("bound", bound)
         model: StateSpaceModel | SampledReadout
         if readout.detection is None:
@@ -1248,7 +1248,6 @@ class ContinuousKalmanFilter:
         self._P = self._sigma.copy()  # its covariance (transient mode)
         self._carry = np.zeros(0)  # the last `lags` normalised innovations (contiguous)
         self._window: deque[np.ndarray] = deque(maxlen=self.whiteness_window)
-        self._run_in_done = False  # the first run-in, from the prior, has converged
         self._unsettled = 0  # samples still left out of the whiteness after a quick hand-over
 
     # --- the stream -----------------------------------------------------------------------------
@@ -1295,7 +1294,7 @@ class ContinuousKalmanFilter:
                 start = stop
                 continue
             stop = start + int(np.argmax(missing[start:])) if missing[start:].any() else n
-            if self._z is None and self._run_in_done and not self.exact_after_gaps:
+            if self._z is None and not self.exact_run_in:
                 self._z = self._to_modes @ self._p.astype(complex)
                 self._unsettled = self.settle_samples
             if self._z is None:
@@ -1419,7 +1418,6 @@ class ContinuousKalmanFilter:
         self._p, self._P = x, P
         if k < stop:  # converged: the steady sections take over from the prediction of sample k
             self._z = self._to_modes @ x.astype(complex)
-            self._run_in_done = True
         return k
 
     def _build_run_in_matrices(self) -> tuple[np.ndarray, ...]:

@@ -331,10 +331,10 @@ def test_behind_the_detection_chain_the_stream_filter_is_the_textbook_filter_wit
     assert kalman.squeezing_parameter == pytest.approx(squeezing_parameter(readout), rel=1e-12)
 
 
-def test_a_live_filter_hands_over_at_once_after_a_gap_and_leaves_the_transient_out():
-    # A live view's filter (exact_after_gaps=False): the exact run-in from the prior, then after
-    # a gap the steady filter from the propagated state at once (no run-in: its CPU), its
-    # normalised innovations left out of the whiteness test while its start-up error decays.
+def test_a_live_filter_starts_steady_and_leaves_the_transients_out():
+    # A live view's filter (exact_run_in=False): the steady filter at once, from the prior and
+    # after a gap from the propagated state (no run-in: its CPU), its normalised innovations
+    # left out of the whiteness test while the start-up error decays.
     d = derive(ENTANGLING)
     readout = ContinuousReadout.from_apparatus(d)
     block = ExactSpinNoise.from_derived(d, RATE, seed=11).block(160_000)
@@ -342,17 +342,17 @@ def test_a_live_filter_hands_over_at_once_after_a_gap_and_leaves_the_transient_o
     gap = slice(60_000, 60_200)
     blocks = [(0, record[: gap.start]), (gap.stop, record[gap.stop :])]
     exact = list(ContinuousKalmanFilter.from_readout(readout, RATE).run(blocks))
-    live = ContinuousKalmanFilter.from_readout(readout, RATE, exact_after_gaps=False)
+    live = ContinuousKalmanFilter.from_readout(readout, RATE, exact_run_in=False)
     quick = list(live.run(blocks))
-    assert quick[0].run_in_samples == exact[0].run_in_samples < gap.start  # the same start
-    assert exact[1].run_in_samples > 0 and quick[1].run_in_samples == 0
+    assert exact[0].run_in_samples > 0 and exact[1].run_in_samples > 0
+    assert quick[0].run_in_samples == quick[1].run_in_samples == 0
     settle = live.settle_samples
     assert 0 < settle < record.size - gap.stop
-    u = quick[1].normalised_innovations
-    assert np.all(np.isnan(u[:settle])) and np.all(np.isfinite(u[settle:]))
-    # Its spin joins the exact filter's as the hand-over's error decays (to 1e-3 of it).
-    difference = np.abs(quick[1].spin - exact[1].spin).max(axis=1)
-    scale = np.abs(exact[1].spin).max()
-    assert difference[0] > 1e-6 * scale  # a different start: the comparison can fail
-    assert difference[settle:].max() < 1e-3 * difference[:100].max()
+    for fast, right in zip(quick, exact, strict=True):
+        u = fast.normalised_innovations
+        assert np.all(np.isnan(u[:settle])) and np.all(np.isfinite(u[settle:]))
+        # Its spin joins the exact filter's as the start-up error decays (to 1e-3 of it).
+        difference = np.abs(fast.spin - right.spin).max(axis=1)
+        assert difference[0] > 1e-6 * np.abs(right.spin).max()  # the comparison can fail
+        assert difference[settle:].max() < 1e-3 * difference[:100].max()
     assert quick[1].whiteness is not None and quick[1].whiteness.p_value > 0.01
