@@ -538,7 +538,8 @@ def _fitting_process(connection: Connection) -> None:
 
 
 class ModelFitter(Loop):
-    """Refits the running spectrum every ``interval_s`` while it has new segments.
+    """Refits the running spectrum every ``interval_s`` (or, after a longer fit, as long as
+    the fit took) while it has new segments.
 
     The fit itself runs in a child process. It is thousands of small numpy operations, each of
     which gives up and retakes the GIL; next to the GUI thread and the signal processor every
@@ -587,14 +588,20 @@ class ModelFitter(Loop):
 
     def _run(self) -> None:
         fitted: tuple[int, int] | None = None
-        while not self._stop.wait(self.interval_s):
+        wait = self.interval_s
+        while not self._stop.wait(wait):
+            wait = self.interval_s
             if not self.enabled.is_set():
                 continue
             current = self.processor.spectrum()
             if current is None or current[2] == fitted:
                 continue  # nothing (new) to fit
             spectrum, power, fitted = current
-            self.fit_once(spectrum, power, fitted[0])
+            frame = self.fit_once(spectrum, power, fitted[0])
+            if frame is not None:
+                # The child fits at most half the time: a fit behind the detection chain takes
+                # ~0.4 s, and with a 0.25 s pause they took 0.6 of a core.
+                wait = max(self.interval_s, frame.duration_s)
 
     def fit_once(
         self, spectrum: Spectrum, detected_power_W: float, average: int = -1
