@@ -44,7 +44,10 @@ from PyQt5.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 SPIN_POINTS = 2000
 #: Points of the ξ²(t) history (one per fit).
 HISTORY_POINTS = 1000
-REDRAW_INTERVAL_MS = 100
+#: Between two draws of the panel: at 10 Hz its curves' painting (≈ 13 ms a draw, holding the
+#: GIL) left the deep-memory reader of the monitor's process behind its ring, and the served
+#: stream at decimation 64 lost 80–310 gaps in 20 s; at 5 Hz none in two runs (BENCHMARKS.md).
+REDRAW_INTERVAL_MS = 200
 #: Shortest time between two frames the tracking process sends back.
 PUBLISH_INTERVAL_S = 0.05
 #: Shortest time between two models taken from the fits: the witness (its uncertainties need
