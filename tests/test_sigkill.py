@@ -4,7 +4,7 @@ readable and keeps every step that was flushed before the kill."""
 import h5py
 import numpy as np
 import pytest
-from helpers.killable import start_procedure
+from helpers.killable import next_report, start_procedure
 from hotspin.instruments.station import Station
 from hotspin.instruments.station_config import StationConfig
 from hotspin.procedures.base import run_procedure
@@ -47,7 +47,7 @@ def test_sigkill_at_random_moments_keeps_every_flushed_step(tmp_path, warm_kept_
         try:
             while reports < moment and reports_of_child.poll(60):
                 try:
-                    message = reports_of_child.recv()
+                    message = next_report(reports_of_child)
                 except EOFError:  # the child ended
                     break
                 steps += message == "step"

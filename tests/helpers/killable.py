@@ -29,15 +29,19 @@ def _run(environment: dict[str, str], arguments: tuple[str, str, str, str], repo
     from hotspin.procedures.registry import PROCEDURES
 
     station_file, name, values, out = arguments
-    with Station(StationConfig.load(station_file), persist=True) as station:
-        station.configure()
-        run_procedure(
-            PROCEDURES[name].from_values(json.loads(values)),
-            station,
-            out,
-            progress=lambda percent, message: report.send("progress"),
-            on_step=lambda row: report.send("step"),  # sent after the step is flushed
-        )
+    try:
+        with Station(StationConfig.load(station_file), persist=True) as station:
+            station.configure()
+            run_procedure(
+                PROCEDURES[name].from_values(json.loads(values)),
+                station,
+                out,
+                progress=lambda percent, message: report.send("progress"),
+                on_step=lambda row: report.send("step"),  # sent after the step is flushed
+            )
+    except BaseException as error:  # a run that fails before its kill is the test's failure
+        report.send(f"failed: {type(error).__name__}: {error}")
+        raise
     report.send("done")
 
 
@@ -50,3 +54,11 @@ def start_procedure(station_file, name: str, values: dict, out) -> tuple[BasePro
     child.start()
     send.close()
     return child, receive
+
+
+def next_report(reports: Connection) -> str:
+    """Return the child's next report ("progress", "step" or "done"); a failed run fails here,
+    with the child's error, instead of looking like a run that ended early."""
+    message = reports.recv()
+    assert not message.startswith("failed"), f"the child's run failed: {message}"
+    return message
