@@ -169,18 +169,7 @@ class ExactSpinNoise(_ApparatusGenerator):
             raise ValueError("the number of transit modes cannot change while the spins carry")
         self._model = model
         self._white_sigma = math.sqrt(white_psd_rad2_per_Hz * self.sample_rate_Hz / 2.0)
-        key = (
-            tuple(model.field_T),
-            model.spin_exchange_rate,
-            model.spin_destruction_rate,
-            model.diffusion_rate,
-            model.transit_time_s,
-            model.gamma_upper,
-            model.gamma_lower,
-            coupling_upper,
-            coupling_lower,
-            self.sample_rate_Hz,
-        )
+        key = _model_key(model, coupling_upper, coupling_lower, self.sample_rate_Hz)
         if key == self._key:
             return  # nothing the propagator depends on changed: keep Φ and its modes
         self._key = key
@@ -316,6 +305,23 @@ class FastAngleNoise(_ApparatusGenerator):
         n = int(check_range("n", n, 1, math.inf, "samples"))
         y, self._zi = signal.sosfilt(self.sos, self.rng.standard_normal(n), zi=self._zi)
         return y
+
+
+def _model_key(model: SpinModel, coupling_upper: float, coupling_lower: float, fs: float) -> tuple:
+    """Return what the sampled propagator of a spin model depends on (its field, rates, transit,
+    gyromagnetic ratios, couplings and sample rate), to tell when it must be rebuilt."""
+    return (
+        tuple(model.field_T),
+        model.spin_exchange_rate,
+        model.spin_destruction_rate,
+        model.diffusion_rate,
+        model.transit_time_s,
+        model.gamma_upper,
+        model.gamma_lower,
+        coupling_upper,
+        coupling_lower,
+        fs,
+    )
 
 
 class _OutputRecursion:
@@ -654,20 +660,7 @@ class AngleNoise:
     ) -> None:
         """Put a model in force from the next sample on; the spins carry over exactly."""
         fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
-        key = (
-            tuple(model.field_T),
-            model.spin_exchange_rate,
-            model.spin_destruction_rate,
-            model.diffusion_rate,
-            model.transit_time_s,
-            model.gamma_upper,
-            model.gamma_lower,
-            model.atom_number,
-            coupling_upper,
-            coupling_lower,
-            fs,
-            chain,
-        )
+        key = (*_model_key(model, coupling_upper, coupling_lower, fs), model.atom_number, chain)
         if key == self._key:
             return
         if key not in _MODELS:

@@ -68,3 +68,16 @@ def pytest_collection_modifyitems(items):
     """Put the slowest modules first (the order within a module is kept)."""
     rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture
+def quiet_root_logger():
+    """Remove the root-logger handlers a test adds (the monitor's log view, as pymeasure's
+    ManagedWindow does, installs one and never removes it)."""
+    import logging
+
+    before = list(logging.getLogger().handlers)
+    yield
+    for handler in logging.getLogger().handlers:
+        if handler not in before:
+            logging.getLogger().removeHandler(handler)

@@ -8,7 +8,6 @@ import threading
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import Estimate
 from hotspin.gui.monitor import LiveView, estimate_text
@@ -58,17 +57,6 @@ def records(apparatus: ApparatusParameters, count: int, seed: int):
 
 def state(currents_A: float) -> ApparatusState:
     return ApparatusState((0.0, 0.0, currents_A), 430.0, 0.1, True, 12.0)
-
-
-@pytest.fixture
-def quiet_root_logger():
-    import logging
-
-    before = list(logging.getLogger().handlers)
-    yield
-    for handler in logging.getLogger().handlers:
-        if handler not in before:
-            logging.getLogger().removeHandler(handler)
 
 
 def test_a_field_change_mid_stream_starts_a_new_average_and_the_fit_finds_the_new_line(

@@ -134,17 +134,6 @@ RECORD_WRITER = textwrap.dedent(
 FIELD_nT = 100.0
 
 
-@pytest.fixture
-def quiet_root_logger():
-    import logging
-
-    before = list(logging.getLogger().handlers)
-    yield
-    for handler in logging.getLogger().handlers:
-        if handler not in before:
-            logging.getLogger().removeHandler(handler)
-
-
 def test_watch_shows_the_monitor_view_of_a_record_another_process_writes(
     qtbot, tmp_path, quiet_root_logger
 ):
