@@ -11,9 +11,10 @@ expectation (instantaneous samples, white floor) is shown to miss each.
 
 import numpy as np
 import pytest
+from helpers.streams import gap_free_angle
 from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
-from hotspin.analysis.spectra import angle_from_difference_and_sum, welch_expectation
-from hotspin.instruments.redpitaya import RedPitaya, StreamBlock
+from hotspin.analysis.spectra import welch_expectation
+from hotspin.instruments.redpitaya import RedPitaya
 from hotspin.simulators.cell_oven import OvenConfig
 from hotspin.simulators.clock import SimClock
 from hotspin.simulators.inprocess import InProcessAdapter
@@ -36,16 +37,9 @@ def streamed_spectrum(averaging, seed):
     pitaya = RedPitaya(InProcessAdapter(board), sleep=lab.clock.sleep, now=lab.clock.now)
     pitaya.write(f"ACQ:AVG {'ON' if averaging else 'OFF'}")
     assert pitaya.ask("ACQ:AVG?").strip() == ("ON" if averaging else "OFF")
-    stream = pitaya.stream(decimation=DECIMATION, n_samples=1 << 19)
-    items = list(stream)
-    assert all(isinstance(item, StreamBlock) for item in items)
-    codes = np.concatenate([item.codes for item in items], axis=1)
-    volts = codes * np.array(stream.volts_per_code)[:, None]
     detector = config.polarimeter
-    theta = angle_from_difference_and_sum(
-        volts[0], volts[1], detector.gain_diff_V_per_A, detector.gain_sum_V_per_A
-    )
-    fs = stream.sample_rate_Hz
+    streamed = gap_free_angle(pitaya, DECIMATION, 1 << 19, detector)
+    volts, theta, fs = streamed.volts, streamed.theta_rad, streamed.sample_rate_Hz
     window = dsp.get_window("hann", SEGMENT)
     frequency, psd = dsp.welch(theta, fs, window=window)
     truth = lab.truth()
@@ -54,7 +48,7 @@ def streamed_spectrum(averaging, seed):
     c_a, c_b = truth.coupling_upper_rad, truth.coupling_lower_rad
     # Rounding to codes: white, q²/12 per sample, q/(2 V_sum) · G_s/G_d in angle.
     step_rad = (
-        stream.volts_per_code[0]
+        streamed.volts_per_code[0]
         * detector.gain_sum_V_per_A
         / detector.gain_diff_V_per_A
         / (2 * volts[1].mean())

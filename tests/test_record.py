@@ -16,9 +16,10 @@ import traceback
 import h5py
 import numpy as np
 import pytest
+from helpers.streams import gap_free_angle
 from hotspin.analysis.detection import DetectionChain, detected_atoms, detected_white_noise
-from hotspin.analysis.spectra import angle_from_difference_and_sum, welch_expectation
-from hotspin.instruments.redpitaya import RedPitaya, StreamBlock
+from hotspin.analysis.spectra import welch_expectation
+from hotspin.instruments.redpitaya import RedPitaya
 from hotspin.instruments.station import Station
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.recorder import ContinuousRecord, RunFile, open_run_file
@@ -43,21 +44,14 @@ def test_spectrum_of_a_long_stream_matches_the_model():
     lab.hwp_angle_deg = config.polarimeter.hwp_zero_deg  # balanced
     board = SimulatedRedPitaya(lab)
     pitaya = RedPitaya(InProcessAdapter(board), sleep=lab.clock.sleep, now=lab.clock.now)
-    stream = pitaya.stream(decimation=256, n_samples=1 << 21)
-    items = list(stream)
-    assert all(isinstance(item, StreamBlock) for item in items)
-    codes = np.concatenate([item.codes for item in items], axis=1)
-    volts = codes * np.array(stream.volts_per_code)[:, None]
     detector = config.polarimeter
-    theta = angle_from_difference_and_sum(
-        volts[0], volts[1], detector.gain_diff_V_per_A, detector.gain_sum_V_per_A
-    )
-    fs = stream.sample_rate_Hz
+    streamed = gap_free_angle(pitaya, 256, 1 << 21, detector)
+    volts, theta, fs = streamed.volts, streamed.theta_rad, streamed.sample_rate_Hz
     frequency, psd = dsp.welch(theta, fs, nperseg=1 << 16)
     truth = lab.truth()
     # Rounding to codes adds white noise of q²/12 per sample, q/(2 V_sum) · G_s/G_d in angle.
     step_rad = (
-        stream.volts_per_code[0]
+        streamed.volts_per_code[0]
         * detector.gain_sum_V_per_A
         / detector.gain_diff_V_per_A
         / (2 * volts[1].mean())
