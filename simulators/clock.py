@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from hotspin.analysis.checks import check_positive, check_range
 
@@ -12,15 +13,24 @@ class SimClock:
     """Simulated seconds that run ``speed`` times faster than the wall clock.
 
     With ``manual=True`` time stands still until `advance` is called, so a test decides exactly
-    how much time passes; `sleep` then advances the clock instead of waiting.
+    how much time passes; `sleep` then advances the clock instead of waiting. ``wall`` and
+    ``wait`` are the wall clock a scaled clock follows and how it waits on it.
     """
 
-    def __init__(self, speed: float = 1.0, start_s: float = 0.0, manual: bool = False) -> None:
+    def __init__(
+        self,
+        speed: float = 1.0,
+        start_s: float = 0.0,
+        manual: bool = False,
+        wall: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._lock = threading.Lock()
         self._speed = check_positive("speed", speed)
         self._manual = manual
+        self._wall, self._wait = wall, wait
         self._origin_sim = float(start_s)
-        self._origin_wall = time.monotonic()
+        self._origin_wall = wall()
 
     @property
     def manual(self) -> bool:
@@ -38,12 +48,12 @@ class SimClock:
         with self._lock:
             now = self._now_locked()
             self._speed = check_positive("speed", value)
-            self._origin_sim, self._origin_wall = now, time.monotonic()
+            self._origin_sim, self._origin_wall = now, self._wall()
 
     def _now_locked(self) -> float:
         if self._manual:
             return self._origin_sim
-        return self._origin_sim + self._speed * (time.monotonic() - self._origin_wall)
+        return self._origin_sim + self._speed * (self._wall() - self._origin_wall)
 
     def now(self) -> float:
         """Return the simulated time in seconds."""
@@ -70,4 +80,4 @@ class SimClock:
         if self._manual:
             self.advance(step)
         else:
-            time.sleep(step / self._speed)
+            self._wait(step / self._speed)

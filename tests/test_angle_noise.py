@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 from hotspin.analysis.experiment import ApparatusParameters, derive
-from hotspin.simulators.spin_noise import _TABLE_SAMPLES, AngleNoise
+from hotspin.simulators.spin_noise import _TABLE_SAMPLES, MODEL_TOLERANCE, AngleNoise
 from scipy.linalg import expm
 from threadpoolctl import threadpool_limits
 
@@ -140,8 +140,9 @@ def test_return_to_the_fast_form_without_seam():
     assert_covariance(ensemble(run, REALISATIONS // 2), expected)  # each runs ~0.1 s exactly
 
 
-def test_small_change_and_gap_stay_fast():
-    """A coil-noise-sized field change hands over directly; so does a gap; both without seam."""
+def test_a_change_below_the_model_tolerance_keeps_the_model_and_a_gap_stays_fast():
+    """A coil-noise-sized field change leaves the model in force; a gap hands over directly;
+    both without seam. A change just above the tolerance puts the new model in force."""
     old = apparatus()
     nudged = apparatus((500.0 + 2e-4, -1e-4, 5e-5))  # 0.2 pT: 2 nA through 100 nT/mA
     gap = 3e-3
@@ -150,15 +151,22 @@ def test_small_change_and_gap_stay_fast():
         generator.set_model(*old, RATE)
         generator.block(500)
         first = generator.block(BEFORE)
+        in_force = generator._model
         generator.set_model(*nudged, RATE)
-        assert generator.fast
+        assert generator.fast and generator._model is in_force
         middle = generator.block(AFTER)
         generator.advance(gap)
         assert generator.fast
         return np.concatenate([first, middle, generator.block(AFTER)])
 
-    expected = exact_covariance([(*old, BEFORE, 0.0), (*nudged, AFTER, 0.0), (*nudged, AFTER, gap)])
+    expected = exact_covariance([(*old, BEFORE, 0.0), (*old, AFTER, 0.0), (*old, AFTER, gap)])
     assert_covariance(ensemble(run), expected)
+    generator = AngleNoise(np.random.default_rng(1))
+    generator.set_model(*old, RATE)
+    in_force = generator._model
+    step = 1.5 * MODEL_TOLERANCE * 500.0  # nT along the field
+    generator.set_model(*apparatus((500.0 + step, 0.0, 0.0)), RATE)
+    assert generator._model is not in_force
 
 
 def test_a_wrong_hand_over_is_caught():

@@ -333,13 +333,22 @@ def test_watchdog_pauses_on_an_open_interlock_and_resumes(faulty_station, tmp_pa
     station, _ = faulty_station
     lab = station.lab
 
-    def open_then_close(row):
-        lab.laser.interlock_closed = False
-        threading.Timer(0.3, lambda: setattr(lab.laser, "interlock_closed", True)).start()
-
     procedure = PROCEDURES["field_sweep"].from_values(SMALL["field_sweep"])
+    recorded, opened = procedure.event, []
+
+    def open_once(row):
+        if not opened:  # after the first step someone opens the interlock
+            opened.append(row)
+            lab.laser.interlock_closed = False
+
+    def close_when_paused(kind, message):
+        recorded(kind, message)
+        if kind == "paused":  # and closes it while the run waits (its next check resumes)
+            lab.laser.interlock_closed = True
+
+    procedure.event = close_when_paused
     path = tmp_path / "paused.h5"
-    run_procedure(procedure, station, path, on_step=open_then_close)
+    run_procedure(procedure, station, path, on_step=open_once)
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "completed"
         kinds = [k.decode() if isinstance(k, bytes) else k for k in f["events/kind"][...]]

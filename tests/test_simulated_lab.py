@@ -1,7 +1,6 @@
 """The simulated world: oven, laser, coils, polarimeter and clock (docs/physics.md §4, §5)."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -44,16 +43,21 @@ def test_heater_control_is_called_every_tenth_of_a_second(lab):
 
 
 def test_clock_scaled_runs_faster_than_wall_time():
-    clock = SimClock(speed=1000.0)
-    w0 = time.monotonic()
-    start = clock.now()
-    w1 = time.monotonic()
-    clock.sleep(5.0)  # 5 simulated seconds: at least 5 ms of wall time
-    w2 = time.monotonic()
-    end = clock.now()
-    w3 = time.monotonic()
-    assert end - start >= 5.0
-    assert 1000.0 * (w2 - w1) <= end - start <= 1000.0 * (w3 - w0)
+    wall, waits = [100.0], []
+
+    def wait(seconds):
+        waits.append(seconds)
+        wall[0] += seconds
+
+    clock = SimClock(speed=1000.0, start_s=2.0, wall=lambda: wall[0], wait=wait)
+    wall[0] += 0.25
+    assert clock.now() == pytest.approx(2.0 + 250.0)
+    clock.sleep(5.0)  # 5 simulated seconds: 5 ms of wall time
+    assert waits == [pytest.approx(0.005)]
+    assert clock.now() == pytest.approx(257.0)
+    clock.speed = 10.0  # no jump in simulated time, then 10 × the wall
+    wall[0] += 1.0
+    assert clock.now() == pytest.approx(267.0)
     with pytest.raises(RuntimeError, match="manual"):
         clock.advance(1.0)
 
