@@ -205,8 +205,9 @@ def _readable(connection):
 # read of nothing times out at once: the run aborts), shorter than one TCP timeout (600 ms of
 # wall time, 300 simulated s: survived; long enough for the digitiser to
 # compute a record on a busy machine), and always shorter than the station's patience for a
-# safe state (it is reached). The patience is counted on the simulated clock too, at 500 times
-# wall time, so it is set long enough for a slow pass over seven instruments on a busy machine.
+# safe state (it is reached). In-process the station runs on the manual clock (time moves when
+# the code waits); over TCP, where the sockets' timeouts are wall time, at 500 times wall time,
+# so the patience is set long enough for a slow pass over seven instruments on a busy machine.
 TRANSIENT = {"drop": 2, "delay": 10, "corrupt": 18, "error": 26}  # kind: commands before it
 STALL = {"stall": 2}
 INSTRUMENTS = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y", "coil_z")
@@ -224,7 +225,7 @@ def faulty_station(request, tmp_path_factory):
             "simulation": {"clock_speed": 500.0, "seed": 2, "transport": request.param},
         }
     )
-    station = Station(config)
+    station = Station(config, manual_clock=request.param == "inprocess")
     station.configure()
     directory = tmp_path_factory.mktemp(f"matrix-{request.param}")
     for name, values in (("warmup", {"dwell_s": 5.0}), ("balance", {})):
