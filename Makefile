@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hotspin-installed
 export QT_QPA_PLATFORM ?= offscreen
-# Test processes (pytest-xdist): one per core by default, each module on one worker (its
-# module fixtures built once), handed out slowest first (tests/conftest.py); TEST_WORKERS=0 runs
-# in one process.
-TEST_WORKERS ?= auto
+# Test processes (pytest-xdist): one more than the cores, each module on one worker (its module
+# fixtures built once), handed out slowest first (tests/conftest.py); TEST_WORKERS=0 runs in one
+# process. Part of the suite waits (served labs in other processes, children, sockets): with one
+# worker per core 1.5 of 2 cores were busy (189 s); with three, 161 s (BENCHMARKS.md).
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
 
 .PHONY: demo test test-lowest lint bench clean
 
