@@ -153,8 +153,9 @@ def test_averaging_decimation_biases_the_ideal_fit_and_the_chain_fit_has_unit_pu
     means = dict(zip(names, pulls.mean(axis=0), strict=True))
     widths = dict(zip(names, pulls.std(axis=0, ddof=1), strict=True))
     # 60 seeds: a mean pull is known to ±0.13, so the bound is 3.5 of that (one of five means
-    # beyond 0.3 = 2.3σ is a one-in-ten event: these seeds put the atom number at −0.31, while
-    # the 180 seeds after them gave every mean within ±0.083 ± 0.075 and widths 0.90–1.06).
+    # beyond 0.3 = 2.3σ is a one-in-ten event; the exact recursion's draws once put the atom
+    # number here at −0.31). Seeds 500–739 give every mean within ±0.13 ± 0.065 and widths
+    # 0.96–1.03.
     assert all(abs(m) < 0.45 for m in means.values()), means
     assert all(0.7 < w < 1.3 for w in widths.values()), widths
 
