@@ -103,19 +103,26 @@ class DiscreteOutput:
     #: Sizes of Φ's diagonal blocks, in order, when it is block diagonal (one per transit mode
     #: behind the chain); empty: one block.
     blocks: tuple[int, ...] = ()
+    #: (μ, V, V⁻¹) of each block of Φ where its builder has them; empty: found when needed.
+    block_modes: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...] = ()
 
     def _modes(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Return Φ's eigenvalues μ_j and the weights (HV)_j (V⁻¹g)_j, block by block (seven
         7 × 7 eigenproblems cost a third of one 49 × 49); None near an exceptional point."""
         n = self.transition.shape[0]
         eigenvalues, weights, start = [], [], 0
-        for size in self.blocks or (n,):
+        for i, size in enumerate(self.blocks or (n,)):
             b = slice(start, start + size)
-            mu, V = np.linalg.eig(self.transition[b, b])
-            if np.linalg.cond(V) >= _MAX_EIGENVECTOR_CONDITION:
-                return None
+            if self.block_modes:
+                mu, V, V_inverse = self.block_modes[i]
+                to_modes = V_inverse @ g[b]
+            else:
+                mu, V = np.linalg.eig(self.transition[b, b])
+                if np.linalg.cond(V) >= _MAX_EIGENVECTOR_CONDITION:
+                    return None
+                to_modes = np.linalg.solve(V, g[b])
             eigenvalues.append(mu)
-            weights.append((self.output[b] @ V) * np.linalg.solve(V, g[b]))
+            weights.append((self.output[b] @ V) * to_modes)
             start += size
         return np.concatenate(eigenvalues), np.concatenate(weights)
 
@@ -185,19 +192,23 @@ def detected_atoms(
     size = 7 * len(parts)
     Phi, P, noise = np.zeros((size, size)), np.zeros((size, size)), np.zeros((size + 1, size + 1))
     H = np.empty(size)
-    for m, (Phi_m, H_m, noise_m, P_m) in enumerate(parts):
+    for m, (Phi_m, H_m, noise_m, P_m, _) in enumerate(parts):
         b = slice(7 * m, 7 * m + 7)
         Phi[b, b], P[b, b], H[b] = Phi_m, P_m, H_m
         noise[b, b] = noise_m[:7, :7]
         noise[b, size] = noise[size, b] = noise_m[:7, 7]
         noise[size, size] += noise_m[7, 7]
-    return DiscreteOutput(Phi, H, noise, P, sigma, blocks=(7,) * len(parts))
+    modes = tuple(part[4] for part in parts)
+    if any(mode is None for mode in modes):
+        modes = ()
+    return DiscreteOutput(Phi, H, noise, P, sigma, blocks=(7,) * len(parts), block_modes=modes)
 
 
 def _detected_mode(
     A: np.ndarray, Q: np.ndarray, S: np.ndarray, C: np.ndarray, chain: DetectionChain
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return (Φ, H, joint noise of (w, u), P) of one transit mode and its pole state."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple | None]:
+    """Return (Φ, H, joint noise of (w, u), P, Φ's (μ, V, V⁻¹) or None) of one transit mode and
+    its pole state."""
     n = A.shape[0]
     w = chain.pole_rate
     # s = (x, v): the pole follows the atomic angle.
@@ -213,14 +224,19 @@ def _detected_mode(
     Ps[n, :n] = Ps[:n, n]
     Ps[n, n] = float(C @ Ps[:n, n])
     T = 1.0 / chain.sample_rate_Hz
-    Phi, J1, J2 = _integrated_exponentials(As, T)
+    modal = _modal_exponentials(As, T)
+    if modal is None:  # near an exceptional point: no trustworthy eigenbasis
+        Phi, J1, J2 = _integrated_exponentials(As, T)
+        modes = None
+    else:
+        Phi, J1, J2, modes = modal
     W = Ps - Phi @ Ps @ Phi.T
     h = np.zeros(n + 1)
     h[n] = 1.0  # the detector's output v
     noise = np.zeros((n + 2, n + 2))
     noise[: n + 1, : n + 1] = 0.5 * (W + W.T)
     if not chain.decimation_averaging:
-        return Phi, h, noise, Ps
+        return Phi, h, noise, Ps, modes
     # y_k = (1/T)∫ v dt over the interval: H = h J₁/T; Var y = (2/T²) h J₂ P hᵀ (stationary);
     # Cov(s_{k+1}, y_k) = J₁ P hᵀ/T. The noise parts are what H s_k does not explain.
     H = h @ J1 / T
@@ -228,7 +244,42 @@ def _detected_mode(
     cross = J1 @ Ps @ h / T - Phi @ Ps @ H
     noise[: n + 1, n + 1] = cross
     noise[n + 1, : n + 1] = cross
-    return Phi, H, noise, Ps
+    return Phi, H, noise, Ps, modes
+
+
+# Condition number of a mode's eigenvectors up to which its exponentials are formed in the
+# eigenbasis (their error is about ε times it); beyond it, from one matrix exponential.
+_MAX_MODAL_CONDITION = 1e4
+
+
+def _modal_exponentials(A: np.ndarray, T: float) -> tuple | None:
+    """Return (e^{AT}, ∫₀ᵀ e^{Aτ} dτ, ∫₀ᵀ (T − τ) e^{Aτ} dτ, (μ, V, V⁻¹) of e^{AT}) from the
+    eigenbasis A = V Λ V⁻¹, or None if it is ill-conditioned.
+
+    In it the three are V diag(f(λ)) V⁻¹ with f = e^{λT}, T φ₁(λT), T² φ₂(λT), φ₁(z) = (e^z − 1)/z
+    and φ₂(z) = (e^z − 1 − z)/z² (their Taylor series near z = 0). One 7 × 7 eigenproblem costs a
+    quarter of the 21 × 21 exponential of `_integrated_exponentials`, and it also gives the
+    modes the autocovariance needs; the two agree to 1e-12 (tests/test_detection.py).
+    """
+    eigenvalues, V = np.linalg.eig(A)
+    V_inverse = np.linalg.inv(V)
+    # The 1-norm condition number (no singular values: this is called 7 times per fit model).
+    if np.abs(V).sum(axis=0).max() * np.abs(V_inverse).sum(axis=0).max() > _MAX_MODAL_CONDITION:
+        return None
+    z = eigenvalues * T
+    mu = np.exp(z)
+    small = np.abs(z) < 1e-2  # there the series to z⁴, accurate to 1e-13
+    safe = np.where(small, 1.0, z) if small.any() else z
+    phi1 = np.expm1(safe) / safe
+    phi2 = (phi1 - 1) / safe  # (e^z − 1 − z)/z²
+    if small.any():
+        phi1 = np.where(small, 1 + z / 2 + z**2 / 6 + z**3 / 24 + z**4 / 120, phi1)
+        phi2 = np.where(small, 0.5 + z / 6 + z**2 / 24 + z**3 / 120 + z**4 / 720, phi2)
+
+    def through(f: np.ndarray) -> np.ndarray:
+        return ((V * f) @ V_inverse).real
+
+    return through(mu), through(T * phi1), through(T * T * phi2), (mu, V, V_inverse)
 
 
 def _integrated_exponentials(A: np.ndarray, T: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,6 +9,8 @@ from hotspin.analysis.checks import ParameterError
 from hotspin.analysis.detection import (
     DetectionChain,
     PDB450A_BANDWIDTH_Hz,
+    _integrated_exponentials,
+    _modal_exponentials,
     detected_atoms,
     detected_white_noise,
     pdb450a_bandwidth_Hz,
@@ -85,6 +87,32 @@ def test_atoms_behind_the_pole_have_the_filtered_variance():
     filtered = integrate.trapezoid(psd / (1 + (f / chain.bandwidth_Hz) ** 2), f)
     assert R[0] == pytest.approx(filtered, rel=1e-3)
     assert R[0] < 0.95 * d.angle_variance_rad2()
+
+
+@pytest.mark.parametrize(("decimation", "field_nT"), [(8, 100.0), (1024, 100.0), (64, 1e-3)])
+def test_a_modes_exponentials_in_its_eigenbasis_equal_van_loans_matrix_exponential(
+    decimation, field_nT
+):
+    # Each transit mode with its pole, at a pole that forgets within a sample (ω_c T ≈ 206 at
+    # decimation 1024), one that does not (1.6 at 8), and slow modes with λT near 0 (1 pT).
+    d = derive(ApparatusParameters(temperature_K=450.0, field_T=(1e-9 * field_nT, 0, 0)))
+    chain = DetectionChain.pdb450a(1e5, decimation, True)
+    A, _, _, C = d.model.block_model(d.coupling_upper_rad, d.coupling_lower_rad)
+    T = 1 / chain.sample_rate_Hz
+    smallest = math.inf
+    for m in range(A.shape[0] // 6):
+        b = slice(6 * m, 6 * m + 6)
+        As = np.zeros((7, 7))
+        As[:6, :6], As[6, :6], As[6, 6] = A[b, b], chain.pole_rate * C[b], -chain.pole_rate
+        *modal, (mu, V, V_inverse) = _modal_exponentials(As, T)
+        for ours, van_loan in zip(modal, _integrated_exponentials(As, T), strict=True):
+            np.testing.assert_allclose(ours, van_loan, rtol=0, atol=1e-12 * np.abs(van_loan).max())
+        np.testing.assert_allclose(((V * mu) @ V_inverse).real, modal[0], atol=1e-14)
+        smallest = min(smallest, float(np.abs(np.linalg.eigvals(As) * T).min()))
+    if field_nT < 1:
+        assert smallest < 1e-2  # the series branch was taken
+    # A defective matrix has no trustworthy eigenbasis: the exponential is left to Van Loan.
+    assert _modal_exponentials(np.array([[-1.0, 1.0], [0.0, -1.0]]), 0.1) is None
 
 
 def test_the_detected_autocovariance_is_the_recursions_own():
