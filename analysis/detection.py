@@ -177,74 +177,73 @@ def detected_atoms(
 
     In units of √N for the spins and of the angle's standard deviation σ_θ for v and y. The
     transit modes are independent and the chain is linear, so each mode gets its own pole state
-    (v = Σ_m v_m) and the 7-dimensional systems are solved one by one (a 21×21 exponential each
-    instead of one of 21M×21M): the state is (x₁, v₁, x₂, v₂, …), y = Σ_m y_m.
+    (v = Σ_m v_m) and the 7-dimensional systems are solved side by side (stacked, instead of
+    one of 7M × 7M): the state is (x₁, v₁, x₂, v₂, …), y = Σ_m y_m.
     """
-    A, Q, S, C = model.block_model(coupling_upper, coupling_lower, axis)
+    A, _, S, C = model.block_model(coupling_upper, coupling_lower, axis)
     atoms = model.atom_number
     sigma = math.sqrt(float(C @ S @ C))
-    Q, S, C = Q / atoms, S / atoms, C * math.sqrt(atoms) / sigma
-    parts = [
-        _detected_mode(A[b, b], Q[b, b], S[b, b], C[b], chain)
-        for b in (slice(6 * m, 6 * m + 6) for m in range(A.shape[0] // 6))
-    ]
+    M = A.shape[0] // 6
+    modes = [slice(6 * m, 6 * m + 6) for m in range(M)]
+    A_m = np.stack([A[b, b] for b in modes])
+    S_m = np.stack([S[b, b] for b in modes]) / atoms
+    C_m = np.stack([C[b] for b in modes]) * (math.sqrt(atoms) / sigma)
+    Phi_m, H_m, noise_m, P_m, modal = _detected_modes(A_m, S_m, C_m, chain)
     # Assembled in place: scipy's block_diag, three times per call, cost a fifth of a fit.
-    size = 7 * len(parts)
+    size = 7 * M
     Phi, P, noise = np.zeros((size, size)), np.zeros((size, size)), np.zeros((size + 1, size + 1))
-    H = np.empty(size)
-    for m, (Phi_m, H_m, noise_m, P_m, _) in enumerate(parts):
+    for m in range(M):
         b = slice(7 * m, 7 * m + 7)
-        Phi[b, b], P[b, b], H[b] = Phi_m, P_m, H_m
-        noise[b, b] = noise_m[:7, :7]
-        noise[b, size] = noise[size, b] = noise_m[:7, 7]
-        noise[size, size] += noise_m[7, 7]
-    modes = tuple(part[4] for part in parts)
-    if any(mode is None for mode in modes):
-        modes = ()
-    return DiscreteOutput(Phi, H, noise, P, sigma, blocks=(7,) * len(parts), block_modes=modes)
+        Phi[b, b], P[b, b] = Phi_m[m], P_m[m]
+        noise[b, b] = noise_m[m, :7, :7]
+    noise[:size, size] = noise[size, :size] = noise_m[:, :7, 7].ravel()
+    noise[size, size] = float(noise_m[:, 7, 7].sum())
+    return DiscreteOutput(Phi, H_m.ravel(), noise, P, sigma, blocks=(7,) * M, block_modes=modal)
 
 
-def _detected_mode(
-    A: np.ndarray, Q: np.ndarray, S: np.ndarray, C: np.ndarray, chain: DetectionChain
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple | None]:
-    """Return (Φ, H, joint noise of (w, u), P, Φ's (μ, V, V⁻¹) or None) of one transit mode and
-    its pole state."""
-    n = A.shape[0]
+def _detected_modes(
+    A: np.ndarray, S: np.ndarray, C: np.ndarray, chain: DetectionChain
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """Return (Φ, H, joint noise of (w, u), P) of each transit mode with its pole state, stacked
+    (A, S: M × 6 × 6, C: M × 6, unit spins), and each Φ's (μ, V, V⁻¹) (empty if one has none).
+
+    Stacked, the M small problems cost one set of numpy calls: one by one, their Python
+    overhead was most of a fit's model evaluation.
+    """
+    M, n = C.shape
     w = chain.pole_rate
     # s = (x, v): the pole follows the atomic angle.
-    As = np.zeros((n + 1, n + 1))
-    As[:n, :n] = A
-    As[n, :n] = w * C
-    As[n, n] = -w
-    Ps = np.zeros((n + 1, n + 1))
-    Ps[:n, :n] = S
+    As = np.zeros((M, n + 1, n + 1))
+    As[:, :n, :n] = A
+    As[:, n, :n] = w * C
+    As[:, n, n] = -w
+    Ps = np.zeros((M, n + 1, n + 1))
+    Ps[:, :n, :n] = S
     # Cov(x, v) and Var v from the stationary Lyapunov equation A_s P + P A_sᵀ + Q_s = 0: its
     # (x, v) block reads (w − A) P_xv = w S Cᵀ, its (v, v) entry Var v = C P_xv.
-    Ps[:n, n] = np.linalg.solve(w * np.eye(n) - A, w * S @ C)
-    Ps[n, :n] = Ps[:n, n]
-    Ps[n, n] = float(C @ Ps[:n, n])
+    xv = np.linalg.solve(w * np.eye(n) - A, w * (S @ C[:, :, None]))[:, :, 0]
+    Ps[:, :n, n] = Ps[:, n, :n] = xv
+    Ps[:, n, n] = np.sum(C * xv, axis=1)
     T = 1.0 / chain.sample_rate_Hz
-    modal = _modal_exponentials(As, T)
-    if modal is None:  # near an exceptional point: no trustworthy eigenbasis
-        Phi, J1, J2 = _integrated_exponentials(As, T)
-        modes = None
-    else:
-        Phi, J1, J2, modes = modal
-    W = Ps - Phi @ Ps @ Phi.T
-    h = np.zeros(n + 1)
-    h[n] = 1.0  # the detector's output v
-    noise = np.zeros((n + 2, n + 2))
-    noise[: n + 1, : n + 1] = 0.5 * (W + W.T)
+    Phi, J1, J2, modal = _mode_exponentials(As, T)
+    PhiT = np.swapaxes(Phi, 1, 2)
+    W = Ps - Phi @ Ps @ PhiT
+    noise = np.zeros((M, n + 2, n + 2))
+    noise[:, : n + 1, : n + 1] = 0.5 * (W + np.swapaxes(W, 1, 2))
     if not chain.decimation_averaging:
-        return Phi, h, noise, Ps, modes
+        H = np.zeros((M, n + 1))
+        H[:, n] = 1.0  # the detector's output v
+        return Phi, H, noise, Ps, modal
     # y_k = (1/T)∫ v dt over the interval: H = h J₁/T; Var y = (2/T²) h J₂ P hᵀ (stationary);
-    # Cov(s_{k+1}, y_k) = J₁ P hᵀ/T. The noise parts are what H s_k does not explain.
-    H = h @ J1 / T
-    noise[n + 1, n + 1] = 2.0 / T**2 * float(h @ J2 @ Ps @ h) - float(H @ Ps @ H)
-    cross = J1 @ Ps @ h / T - Phi @ Ps @ H
-    noise[: n + 1, n + 1] = cross
-    noise[n + 1, : n + 1] = cross
-    return Phi, H, noise, Ps, modes
+    # Cov(s_{k+1}, y_k) = J₁ P hᵀ/T. The noise parts are what H s_k does not explain (h picks v).
+    H = J1[:, n, :] / T
+    PH = (Ps @ H[:, :, None])[:, :, 0]
+    noise[:, n + 1, n + 1] = 2.0 / T**2 * np.sum(J2[:, n, :] * Ps[:, :, n], axis=1) - np.sum(
+        H * PH, axis=1
+    )
+    cross = (J1 @ Ps[:, :, n : n + 1])[:, :, 0] / T - (Phi @ PH[:, :, None])[:, :, 0]
+    noise[:, : n + 1, n + 1] = noise[:, n + 1, : n + 1] = cross
+    return Phi, H, noise, Ps, modal
 
 
 # Condition number of a mode's eigenvectors up to which its exponentials are formed in the
@@ -252,34 +251,39 @@ def _detected_mode(
 _MAX_MODAL_CONDITION = 1e4
 
 
-def _modal_exponentials(A: np.ndarray, T: float) -> tuple | None:
-    """Return (e^{AT}, ∫₀ᵀ e^{Aτ} dτ, ∫₀ᵀ (T − τ) e^{Aτ} dτ, (μ, V, V⁻¹) of e^{AT}) from the
-    eigenbasis A = V Λ V⁻¹, or None if it is ill-conditioned.
+def _mode_exponentials(A: np.ndarray, T: float) -> tuple:
+    """Return (e^{AT}, ∫₀ᵀ e^{Aτ} dτ, ∫₀ᵀ (T − τ) e^{Aτ} dτ) of each matrix of the stack A, and
+    the (μ, V, V⁻¹) of every e^{AT} (empty if one is ill-conditioned).
 
-    In it the three are V diag(f(λ)) V⁻¹ with f = e^{λT}, T φ₁(λT), T² φ₂(λT), φ₁(z) = (e^z − 1)/z
-    and φ₂(z) = (e^z − 1 − z)/z² (their Taylor series near z = 0). One 7 × 7 eigenproblem costs a
-    quarter of the 21 × 21 exponential of `_integrated_exponentials`, and it also gives the
-    modes the autocovariance needs; the two agree to 1e-12 (tests/test_detection.py).
+    In the eigenbasis A = V Λ V⁻¹ the three are V diag(f(λ)) V⁻¹ with f = e^{λT}, T φ₁(λT),
+    T² φ₂(λT), φ₁(z) = (e^z − 1)/z and φ₂(z) = (e^z − 1 − z)/z² (their Taylor series near
+    z = 0): stacked 7 × 7 eigenproblems instead of a 21 × 21 exponential each, and the modes
+    the autocovariance needs come with them. A matrix whose eigenvectors are ill-conditioned
+    (near an exceptional point) gets Van Loan's exponential instead; the two agree to 1e-12
+    elsewhere (tests/test_detection.py).
     """
     eigenvalues, V = np.linalg.eig(A)
     V_inverse = np.linalg.inv(V)
-    # The 1-norm condition number (no singular values: this is called 7 times per fit model).
-    if np.abs(V).sum(axis=0).max() * np.abs(V_inverse).sum(axis=0).max() > _MAX_MODAL_CONDITION:
-        return None
+    # The 1-norm condition number of each V (no singular values: this runs in every fit step).
+    condition = np.abs(V).sum(axis=1).max(axis=1) * np.abs(V_inverse).sum(axis=1).max(axis=1)
     z = eigenvalues * T
     mu = np.exp(z)
     small = np.abs(z) < 1e-2  # there the series to z⁴, accurate to 1e-13
-    safe = np.where(small, 1.0, z) if small.any() else z
-    phi1 = np.expm1(safe) / safe
-    phi2 = (phi1 - 1) / safe  # (e^z − 1 − z)/z²
-    if small.any():
-        phi1 = np.where(small, 1 + z / 2 + z**2 / 6 + z**3 / 24 + z**4 / 120, phi1)
-        phi2 = np.where(small, 0.5 + z / 6 + z**2 / 24 + z**3 / 120 + z**4 / 720, phi2)
+    safe = np.where(small, 1.0, z)
+    phi1 = np.where(small, 1 + z / 2 + z**2 / 6 + z**3 / 24 + z**4 / 120, np.expm1(safe) / safe)
+    phi2 = np.where(
+        small, 0.5 + z / 6 + z**2 / 24 + z**3 / 120 + z**4 / 720, (phi1 - 1) / safe
+    )  # (e^z − 1 − z)/z²
 
     def through(f: np.ndarray) -> np.ndarray:
-        return ((V * f) @ V_inverse).real
+        return ((V * f[:, None, :]) @ V_inverse).real
 
-    return through(mu), through(T * phi1), through(T * T * phi2), (mu, V, V_inverse)
+    Phi, J1, J2 = through(mu), through(T * phi1), through(T * T * phi2)
+    ill = np.flatnonzero(condition > _MAX_MODAL_CONDITION)
+    for m in ill:
+        Phi[m], J1[m], J2[m] = _integrated_exponentials(A[m], T)
+    modal = () if ill.size else tuple(zip(mu, V, V_inverse, strict=True))
+    return Phi, J1, J2, modal
 
 
 def _integrated_exponentials(A: np.ndarray, T: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

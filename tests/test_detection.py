@@ -10,7 +10,7 @@ from hotspin.analysis.detection import (
     DetectionChain,
     PDB450A_BANDWIDTH_Hz,
     _integrated_exponentials,
-    _modal_exponentials,
+    _mode_exponentials,
     detected_atoms,
     detected_white_noise,
     pdb450a_bandwidth_Hz,
@@ -90,7 +90,7 @@ def test_atoms_behind_the_pole_have_the_filtered_variance():
 
 
 @pytest.mark.parametrize(("decimation", "field_nT"), [(8, 100.0), (1024, 100.0), (64, 1e-3)])
-def test_a_modes_exponentials_in_its_eigenbasis_equal_van_loans_matrix_exponential(
+def test_the_modes_exponentials_in_their_eigenbases_equal_van_loans_matrix_exponential(
     decimation, field_nT
 ):
     # Each transit mode with its pole, at a pole that forgets within a sample (ω_c T ≈ 206 at
@@ -99,20 +99,32 @@ def test_a_modes_exponentials_in_its_eigenbasis_equal_van_loans_matrix_exponenti
     chain = DetectionChain.pdb450a(1e5, decimation, True)
     A, _, _, C = d.model.block_model(d.coupling_upper_rad, d.coupling_lower_rad)
     T = 1 / chain.sample_rate_Hz
-    smallest = math.inf
-    for m in range(A.shape[0] // 6):
+    stack = np.zeros((A.shape[0] // 6, 7, 7))
+    for m, As in enumerate(stack):
         b = slice(6 * m, 6 * m + 6)
-        As = np.zeros((7, 7))
         As[:6, :6], As[6, :6], As[6, 6] = A[b, b], chain.pole_rate * C[b], -chain.pole_rate
-        *modal, (mu, V, V_inverse) = _modal_exponentials(As, T)
-        for ours, van_loan in zip(modal, _integrated_exponentials(As, T), strict=True):
-            np.testing.assert_allclose(ours, van_loan, rtol=0, atol=1e-12 * np.abs(van_loan).max())
-        np.testing.assert_allclose(((V * mu) @ V_inverse).real, modal[0], atol=1e-14)
-        smallest = min(smallest, float(np.abs(np.linalg.eigvals(As) * T).min()))
+    *exponentials, modal = _mode_exponentials(stack, T)
+    for m, As in enumerate(stack):
+        for ours, van_loan in zip(exponentials, _integrated_exponentials(As, T), strict=True):
+            scale = np.abs(van_loan).max()
+            np.testing.assert_allclose(ours[m], van_loan, rtol=0, atol=1e-12 * scale)
+        mu, V, V_inverse = modal[m]
+        np.testing.assert_allclose(((V * mu) @ V_inverse).real, exponentials[0][m], atol=1e-14)
     if field_nT < 1:
-        assert smallest < 1e-2  # the series branch was taken
-    # A defective matrix has no trustworthy eigenbasis: the exponential is left to Van Loan.
-    assert _modal_exponentials(np.array([[-1.0, 1.0], [0.0, -1.0]]), 0.1) is None
+        assert np.abs(np.linalg.eigvals(stack) * T).min() < 1e-2  # the series branch was taken
+    # A defective matrix has no trustworthy eigenbasis: its exponentials are Van Loan's, and no
+    # modes are handed on (the autocovariance then finds its own, or builds powers by doubling).
+    defective = np.stack([stack[0], np.pad([[-1e3, 1e3], [0.0, -1e3]], ((0, 5), (0, 5)))])
+    defective[1, 2:, 2:] = -np.eye(5) * 1e4
+    *exponentials, modal = _mode_exponentials(defective, T)
+    assert modal == ()
+    for m in range(2):
+        for ours, van_loan in zip(
+            exponentials, _integrated_exponentials(defective[m], T), strict=True
+        ):
+            np.testing.assert_allclose(
+                ours[m], van_loan, rtol=0, atol=1e-12 * np.abs(van_loan).max()
+            )
 
 
 def test_the_detected_autocovariance_is_the_recursions_own():
