@@ -41,26 +41,26 @@ def lab_state(tmp_path, monkeypatch):
     return directory
 
 
-# The slowest modules, slowest first (their CPU time in `make test`, measured with --durations:
-# each takes 20-100 s, the other modules a few seconds each). `make test` hands whole modules to
+# The slowest modules, slowest first (their time in `make test`, measured with --durations:
+# each takes 9-60 s, the other modules a few seconds each). `make test` hands whole modules to
 # the workers in the order collected (--dist loadscope --no-loadscope-reorder), so starting with
-# the longest leaves only short ones for the end, and both workers finish at about the same time
+# the longest leaves only short ones for the end, and the workers finish at about the same time
 # (xdist's own order, by number of tests, left a long module with few tests to run last, alone).
 # Only an order: a module missing here runs after these, and every module still runs.
 SLOWEST_MODULES = (
     "test_run_cli.py",
     "test_faults.py",
-    "test_procedures.py",
-    "test_detection.py",
-    "test_embedded_lab.py",
     "test_sigkill.py",
-    "test_safe_exit.py",
+    "test_procedures.py",
     "test_flicker.py",
-    "test_gui.py",
-    "test_field_sweep_transit.py",
     "test_continuous_filter.py",
-    "test_kong.py",
-    "test_transit.py",
+    "test_safe_exit.py",
+    "test_gui.py",
+    "test_embedded_lab.py",
+    "test_angle_noise.py",
+    "test_sim_serve.py",
+    "test_field_sweep_transit.py",
+    "test_spin_noise.py",
 )
 
 

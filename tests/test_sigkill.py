@@ -16,7 +16,7 @@ from hotspin.procedures.registry import PROCEDURES
 KILLS = 10
 SCENARIOS = {
     # (procedure, parameters, progress messages in a whole run)
-    "sweep": ("field_sweep", {"points": 8, "averages": 2}, 16),
+    "sweep": ("field_sweep", {"points": 5, "averages": 2}, 10),
     "long average": ("spin_noise", {"averages": 60}, 60),
 }
 
