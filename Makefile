@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_redpitaya_tcp.py
 	$(BIN)/python benchmarks/bench_psd.py
 	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_detection.py
 	$(BIN)/python benchmarks/bench_gui.py
 	$(BIN)/python benchmarks/bench_startup.py
 

@@ -180,15 +180,12 @@ def detected_atoms(
     (v = Σ_m v_m) and the 7-dimensional systems are solved side by side (stacked, instead of
     one of 7M × 7M): the state is (x₁, v₁, x₂, v₂, …), y = Σ_m y_m.
     """
-    A, _, S, C = model.block_model(coupling_upper, coupling_lower, axis)
+    A_m, S_m, c = model.mode_blocks(coupling_upper, coupling_lower, axis)
     atoms = model.atom_number
-    sigma = math.sqrt(float(C @ S @ C))
-    M = A.shape[0] // 6
-    modes = [slice(6 * m, 6 * m + 6) for m in range(M)]
-    A_m = np.stack([A[b, b] for b in modes])
-    S_m = np.stack([S[b, b] for b in modes]) / atoms
-    C_m = np.stack([C[b] for b in modes]) * (math.sqrt(atoms) / sigma)
-    Phi_m, H_m, noise_m, P_m, modal = _detected_modes(A_m, S_m, C_m, chain)
+    sigma = math.sqrt(float(np.sum(c @ S_m @ c)))
+    M = len(A_m)
+    C_m = np.tile(c * (math.sqrt(atoms) / sigma), (M, 1))
+    Phi_m, H_m, noise_m, P_m, modal = _detected_modes(A_m, S_m / atoms, C_m, chain)
     # Assembled in place: scipy's block_diag, three times per call, cost a fifth of a fit.
     size = 7 * M
     Phi, P, noise = np.zeros((size, size)), np.zeros((size, size)), np.zeros((size + 1, size + 1))

@@ -223,13 +223,25 @@ class SpinModel:
         Q = −(AΣ + ΣAᵀ), θ = C x with C the 6-dim observation repeated; the beam-weighted spin
         is the sum of the modes. Without transit (τ_D = ∞) it is the 6-dim model itself.
         """
-        rates, weights = self.transit_modes()
-        wall, sigma = self.drift_matrix(), self.stationary_covariance()
-        A = np.kron(np.eye(rates.size), wall) - np.kron(np.diag(rates), np.eye(6))
-        S = np.kron(np.diag(weights), sigma)
+        A_m, S_m, c = self.mode_blocks(coupling_upper, coupling_lower, axis)
+        size = 6 * len(A_m)
+        A, S = np.zeros((size, size)), np.zeros((size, size))
+        for m in range(len(A_m)):
+            b = slice(6 * m, 6 * m + 6)
+            A[b, b], S[b, b] = A_m[m], S_m[m]
         Q = -(A @ S + S @ A.T)
-        C = np.tile(self.observation_vector(coupling_upper, coupling_lower, axis), rates.size)
-        return A, 0.5 * (Q + Q.T), S, C
+        return A, 0.5 * (Q + Q.T), S, np.tile(c, len(A_m))
+
+    def mode_blocks(
+        self, coupling_upper: float, coupling_lower: float, axis: np.ndarray = PROBE_AXIS
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the transit modes' (A_m, Σ_m) stacked (M × 6 × 6) and the observation c of
+        each: A_m = A_wall − s_m/τ_D, Σ_m = w_m Σ, θ = Σ_m c x_m (the diagonal blocks of
+        `block_model`, for what treats the modes one by one)."""
+        rates, weights = self.transit_modes()
+        A = self.drift_matrix()[None] - rates[:, None, None] * np.eye(6)
+        S = weights[:, None, None] * self.stationary_covariance()
+        return A, S, self.observation_vector(coupling_upper, coupling_lower, axis)
 
     def discrete_transition(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Return (Φ, W) of the wall mode's exact update x_{k+1} = Φ x_k + w_k, w_k ~ N(0, W)."""
