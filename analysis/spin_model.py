@@ -49,6 +49,7 @@ M_SE = np.array([[-1.0, 5.0], [1.0, -5.0]]) / 8.0
 M_SD = np.array([[-7.0, 15.0], [3.0, -11.0]]) / 16.0
 # Thermal variance per atom and per axis of F⁽ᵃ⁾ and F⁽ᵇ⁾: 5/8·2 and 3/8·2/3.
 THERMAL_VARIANCE_PER_ATOM = np.array([5.0 / 4.0, 1.0 / 4.0])
+_EYE3 = np.eye(3)
 PROBE_AXIS = np.array([0.0, 0.0, 1.0])
 # The transit quadrature (module docstring): M nodes s_m = exp(u₀ + m h) of the sinc rule in ln s.
 TRANSIT_MODE_COUNT = 7
@@ -195,12 +196,19 @@ class SpinModel:
 
     def drift_matrix(self) -> np.ndarray:
         """Return the 6×6 drift matrix A of the wall mode (no transit) in s⁻¹."""
-        precession = np.kron(self.gyromagnetic_ratios, cross_matrix(self.field_T))
-        return np.kron(self.relaxation_matrix(), np.eye(3)) + precession
+        # R ⊗ 1₃ + diag(γ_a, γ_b) ⊗ [B×], block by block (np.kron's overhead, three times per
+        # model, was a tenth of a fit's evaluation).
+        R, cross = self.relaxation_matrix(), cross_matrix(self.field_T)
+        A = np.zeros((6, 6))
+        for i, gamma in enumerate((self.gamma_upper, self.gamma_lower)):
+            for j in range(2):
+                A[3 * i : 3 * i + 3, 3 * j : 3 * j + 3] = R[i, j] * _EYE3
+            A[3 * i : 3 * i + 3, 3 * i : 3 * i + 3] += gamma * cross
+        return A
 
     def stationary_covariance(self) -> np.ndarray:
         """Return the thermal covariance Σ (6×6): Var F⁽ᵃ⁾ₖ = 5N/4, Var F⁽ᵇ⁾ₖ = N/4."""
-        return np.kron(np.diag(THERMAL_VARIANCE_PER_ATOM * self.atom_number), np.eye(3))
+        return np.diag(np.repeat(THERMAL_VARIANCE_PER_ATOM * self.atom_number, 3))
 
     def noise_covariance(self) -> np.ndarray:
         """Return Q = −(AΣ + ΣAᵀ), the Langevin noise that keeps Σ stationary."""
@@ -287,17 +295,18 @@ class SpinModel:
         omega = 2 * math.pi * np.asarray(frequency_Hz, dtype=float)
         kappa = self._coupling_pair(coupling_upper, coupling_lower)
         s = THERMAL_VARIANCE_PER_ATOM * self.atom_number * kappa
+        rates, shares = self.transit_modes()
         total = np.zeros(omega.shape, dtype=complex)
-        for rate, share in zip(*self.transit_modes(), strict=True):
-            for weight, X in self.blocks(axis):
-                if weight == 0.0:
-                    continue
-                m11, m22 = 1j * omega - X[0, 0] + rate, 1j * omega - X[1, 1] + rate
-                m12, m21 = -X[0, 1], -X[1, 0]
-                det = m11 * m22 - m12 * m21
-                u1 = (m22 * s[0] - m12 * s[1]) / det
-                u2 = (m11 * s[1] - m21 * s[0]) / det
-                total += share * weight * (kappa[0] * u1 + kappa[1] * u2)
+        iw = 1j * omega[..., None] + rates  # the transit modes side by side on the last axis
+        for weight, X in self.blocks(axis):
+            if weight == 0.0:
+                continue
+            m11, m22 = iw - X[0, 0], iw - X[1, 1]
+            m12, m21 = -X[0, 1], -X[1, 0]
+            u = (kappa[0] * (m22 * s[0] - m12 * s[1]) + kappa[1] * (m11 * s[1] - m21 * s[0])) / (
+                m11 * m22 - m12 * m21
+            )
+            total += weight * (u @ shares)
         return 4.0 * total.real
 
     def sampled_psd(
