@@ -363,10 +363,9 @@ def test_watchdog_aborts_when_the_cell_stays_out_of_its_band(tmp_path):
         {
             "station": {"watchdog_timeout_s": 20.0},
             "heater": {"watchdog_band_K": 1.0},
-            "simulation": {"clock_speed": 500.0},
         }
     )
-    with Station(config) as station:
+    with Station(config, manual_clock=True) as station:
         station.configure()
         # Warm enough for a spectrum, but cooling far outside the band of its setpoint.
         station.lab.oven.temperature_K = 420.0
@@ -430,7 +429,7 @@ def test_several_clients_hammer_the_server_at_once():
 
 
 def test_the_monitor_and_a_procedure_share_each_instrument_without_interleaving(tmp_path):
-    with Station(StationConfig.from_mapping({"simulation": {"clock_speed": 500.0}})) as station:
+    with Station.from_file(None, manual_clock=True) as station:
         station.configure()
         stop, readings, failures = threading.Event(), [], []
 

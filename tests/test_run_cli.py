@@ -154,11 +154,10 @@ def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
 SWEEP_SCRIPT = """
 import sys
 from hotspin.instruments.station import Station
-from hotspin.instruments.station_config import StationConfig
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.registry import PROCEDURES
 
-station = Station(StationConfig.from_mapping({"simulation": {"clock_speed": 1000.0}}))
+station = Station.from_file(None, manual_clock=True)
 station.configure()
 run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w.h5")
 run_procedure(PROCEDURES["balance"].from_values({}), station, sys.argv[1] + "-b.h5")

@@ -10,14 +10,12 @@ import pytest
 from hotspin.instruments.errors import InterlockError
 from hotspin.instruments.interrupts import interrupts_held
 from hotspin.instruments.station import Station
-from hotspin.instruments.station_config import StationConfig
 from hotspin.simulators.instrument_base import Fault
 
 SWEEP_SCRIPT = """
 import sys
 from hotspin.instruments.interrupts import terminating_interrupts
 from hotspin.instruments.station import Station
-from hotspin.instruments.station_config import StationConfig
 from hotspin.procedures.base import run_procedure
 from hotspin.procedures.registry import PROCEDURES
 
@@ -31,8 +29,7 @@ def on_step(row):
         sys.stdin.readline()
 
 
-config = StationConfig.from_mapping({"simulation": {"clock_speed": 1000.0}})
-with terminating_interrupts(), Station(config) as station:
+with terminating_interrupts(), Station.from_file(None, manual_clock=True) as station:
     station.configure()
     run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w")
     run_procedure(PROCEDURES["balance"].from_values({}), station, sys.argv[1] + "-b")
@@ -77,7 +74,7 @@ def test_a_signal_during_a_field_sweep_aborts_it_with_the_coils_off(tmp_path, si
 
 
 def test_a_hung_supply_leaves_the_other_two_at_zero_and_off_and_is_named():
-    with Station(StationConfig.from_mapping({"simulation": {"clock_speed": 1000.0}})) as station:
+    with Station.from_file(None, manual_clock=True) as station:
         station.configure()
         station.coils.set_currents([0.004, -0.003, 0.002])
         sims = {axis: station.simulated_instruments[f"coil_{axis}"] for axis in "xyz"}

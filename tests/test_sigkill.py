@@ -23,10 +23,11 @@ SCENARIOS = {
 
 @pytest.fixture
 def warm_kept_lab(tmp_path, lab_state):
-    """A station file at 1000× and its kept lab, warm and balanced (persisted to lab_state)."""
-    station_file = tmp_path / "fast.toml"
-    station_file.write_text("[simulation]\nclock_speed = 1000.0\nseed = 3\n")
-    with Station(StationConfig.load(station_file), persist=True) as station:
+    """A station file and its kept lab, warm and balanced (persisted to lab_state), on a clock
+    that moves when the code waits (as the children's)."""
+    station_file = tmp_path / "lab.toml"
+    station_file.write_text("[simulation]\nseed = 3\n")
+    with Station(StationConfig.load(station_file), persist=True, manual_clock=True) as station:
         station.configure()
         for name, values in (("warmup", {"dwell_s": 5.0}), ("balance", {})):
             procedure = PROCEDURES[name].from_values(values)

@@ -21,7 +21,8 @@ _CONTEXT.set_forkserver_preload(
 
 
 def _run(environment: dict[str, str], arguments: tuple[str, str, str, str], report: Connection):
-    """Run one procedure on a persisted lab, sending each progress message and recorded step."""
+    """Run one procedure on a persisted lab (its clock moves when the run waits), sending each
+    progress message and recorded step."""
     os.environ.update(environment)
     from hotspin.instruments.station import Station
     from hotspin.instruments.station_config import StationConfig
@@ -30,7 +31,7 @@ def _run(environment: dict[str, str], arguments: tuple[str, str, str, str], repo
 
     station_file, name, values, out = arguments
     try:
-        with Station(StationConfig.load(station_file), persist=True) as station:
+        with Station(StationConfig.load(station_file), persist=True, manual_clock=True) as station:
             station.configure()
             run_procedure(
                 PROCEDURES[name].from_values(json.loads(values)),
