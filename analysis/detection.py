@@ -209,11 +209,7 @@ def _detected_modes(
     """
     M, n = C.shape
     w = chain.pole_rate
-    # s = (x, v): the pole follows the atomic angle.
-    As = np.zeros((M, n + 1, n + 1))
-    As[:, :n, :n] = A
-    As[:, n, :n] = w * C
-    As[:, n, n] = -w
+    As = pole_drifts(A, C, chain)
     Ps = np.zeros((M, n + 1, n + 1))
     Ps[:, :n, :n] = S
     # Cov(x, v) and Var v from the stationary Lyapunov equation A_s P + P A_sᵀ + Q_s = 0: its
@@ -241,6 +237,19 @@ def _detected_modes(
     cross = (J1 @ Ps[:, :, n : n + 1])[:, :, 0] / T - (Phi @ PH[:, :, None])[:, :, 0]
     noise[:, : n + 1, n + 1] = noise[:, n + 1, : n + 1] = cross
     return Phi, H, noise, Ps, modal
+
+
+def pole_drifts(A: np.ndarray, C: np.ndarray, chain: DetectionChain) -> np.ndarray:
+    """Return each transit mode's drift with the detector's pole behind it, stacked: the state
+    s = (x, v) with dv/dt = ω_c (C x − v), the pole following the atomic angle (A: M × n × n,
+    C: M × n)."""
+    M, n = C.shape
+    w = chain.pole_rate
+    As = np.zeros((M, n + 1, n + 1))
+    As[:, :n, :n] = A
+    As[:, n, :n] = w * C
+    As[:, n, n] = -w
+    return As
 
 
 # Condition number of a mode's eigenvectors up to which its exponentials are formed in the

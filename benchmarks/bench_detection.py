@@ -23,6 +23,7 @@ from hotspin.analysis.detection import (
     _integrated_exponentials,
     _mode_exponentials,
     detected_atoms,
+    pole_drifts,
 )
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import (
@@ -48,12 +49,9 @@ def main() -> None:
     d = derive(APPARATUS)
     chain = DetectionChain.pdb450a(1e5, 1024, True)
     c_a, c_b = d.coupling_upper_rad, d.coupling_lower_rad
-    A, _, _, C = d.model.block_model(c_a, c_b)
+    A, _, c = d.model.mode_blocks(c_a, c_b)
     T = 1 / chain.sample_rate_Hz
-    stack = np.zeros((A.shape[0] // 6, 7, 7))
-    for m, As in enumerate(stack):
-        b = slice(6 * m, 6 * m + 6)
-        As[:6, :6], As[6, :6], As[6, 6] = A[b, b], chain.pole_rate * C[b], -chain.pole_rate
+    stack = pole_drifts(A, np.tile(c, (len(A), 1)), chain)
     psd = StreamingPSD(LAGS, chain.sample_rate_Hz)
     psd.add(
         DetectedAngleNoise.from_derived(d, chain, seed=1).block(round(2 * chain.sample_rate_Hz))

@@ -14,6 +14,7 @@ from hotspin.analysis.detection import (
     detected_atoms,
     detected_white_noise,
     pdb450a_bandwidth_Hz,
+    pole_drifts,
 )
 from hotspin.analysis.experiment import ApparatusParameters, derive
 from hotspin.analysis.fits import (
@@ -97,12 +98,9 @@ def test_the_modes_exponentials_in_their_eigenbases_equal_van_loans_matrix_expon
     # decimation 1024), one that does not (1.6 at 8), and slow modes with λT near 0 (1 pT).
     d = derive(ApparatusParameters(temperature_K=450.0, field_T=(1e-9 * field_nT, 0, 0)))
     chain = DetectionChain.pdb450a(1e5, decimation, True)
-    A, _, _, C = d.model.block_model(d.coupling_upper_rad, d.coupling_lower_rad)
+    A, _, c = d.model.mode_blocks(d.coupling_upper_rad, d.coupling_lower_rad)
     T = 1 / chain.sample_rate_Hz
-    stack = np.zeros((A.shape[0] // 6, 7, 7))
-    for m, As in enumerate(stack):
-        b = slice(6 * m, 6 * m + 6)
-        As[:6, :6], As[6, :6], As[6, 6] = A[b, b], chain.pole_rate * C[b], -chain.pole_rate
+    stack = pole_drifts(A, np.tile(c, (len(A), 1)), chain)
     *exponentials, modal = _mode_exponentials(stack, T)
     for m, As in enumerate(stack):
         for ours, van_loan in zip(exponentials, _integrated_exponentials(As, T), strict=True):
