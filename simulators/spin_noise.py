@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Self
+from typing import NamedTuple, Self
 
 import numpy as np
 from hotspin.analysis.checks import ParameterError, check_positive, check_range
@@ -120,7 +120,7 @@ class ExactSpinNoise(_ApparatusGenerator):
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self._model: SpinModel | None = None
-        self._key: tuple | None = None
+        self._key: _ModelKey | None = None
         # Start in the thermal state: x_m ~ N(0, w_m Σ) for every transit mode m.
         self._x = _thermal_modes(model, self.rng)
         self.set_model(model, coupling_upper, coupling_lower, white_psd_rad2_per_Hz, sample_rate_Hz)
@@ -307,10 +307,27 @@ class FastAngleNoise(_ApparatusGenerator):
         return y
 
 
-def _model_key(model: SpinModel, coupling_upper: float, coupling_lower: float, fs: float) -> tuple:
-    """Return what the sampled propagator of a spin model depends on (its field, rates, transit,
-    gyromagnetic ratios, couplings and sample rate), to tell when it must be rebuilt."""
-    return (
+class _ModelKey(NamedTuple):
+    """What the sampled propagator of a spin model depends on, to tell when it must be rebuilt."""
+
+    field_T: tuple[float, ...]
+    spin_exchange_rate: float
+    spin_destruction_rate: float
+    diffusion_rate: float
+    transit_time_s: float
+    gamma_upper: float
+    gamma_lower: float
+    coupling_upper: float
+    coupling_lower: float
+    sample_rate_Hz: float
+
+
+def _model_key(
+    model: SpinModel, coupling_upper: float, coupling_lower: float, fs: float
+) -> _ModelKey:
+    """Return the key of a spin model's sampled propagator (its field, rates, transit,
+    gyromagnetic ratios, couplings and sample rate)."""
+    return _ModelKey(
         tuple(model.field_T),
         model.spin_exchange_rate,
         model.spin_destruction_rate,
@@ -459,20 +476,35 @@ HANDOVER_TOLERANCE = 1e-6
 MODEL_TOLERANCE = 1e-4
 
 
+# The parts of a model key that are kept exactly, and those a drift below MODEL_TOLERANCE
+# leaves in force (an infinite transit time, no transit, only ever equals itself).
+_EXACT = ("gamma_upper", "gamma_lower", "sample_rate_Hz")
+_TOLERATED = (
+    "spin_exchange_rate",
+    "spin_destruction_rate",
+    "diffusion_rate",
+    "transit_time_s",
+    "coupling_upper",
+    "coupling_lower",
+)
+
+
 def _negligible_change(old: tuple, new: tuple) -> bool:
-    """Return True when two model keys of `AngleNoise` (the field, rates, transit, gyromagnetic
-    ratios, couplings, sample rate, atom number and chain) differ by less than MODEL_TOLERANCE."""
-    exact = (5, 6, 9, 11)  # gyromagnetic ratios, sample rate, chain
-    if any(old[i] != new[i] for i in exact):
+    """Return True when two keys of `AngleNoise` ((model key, atom number, chain)) differ by
+    less than MODEL_TOLERANCE: no change of the chain, the sample rate or the gyromagnetic
+    ratios, and every other quantity (the field by its magnitude) within it."""
+    (model_old, atoms_old, chain_old), (model_new, atoms_new, chain_new) = old, new
+    exact = [(getattr(model_old, n), getattr(model_new, n)) for n in _EXACT]
+    if chain_old != chain_new or any(a != b for a, b in exact):
         return False
-    field_old, field_new = np.asarray(old[0]), np.asarray(new[0])
+    field_old, field_new = np.asarray(model_old.field_T), np.asarray(model_new.field_T)
     if np.linalg.norm(field_new - field_old) > MODEL_TOLERANCE * np.linalg.norm(field_old):
         return False
-    for i in (1, 2, 3, 4, 7, 8, 10):  # rates, transit time, couplings, atom number
-        a, b = old[i], new[i]
-        if a != b and not (math.isfinite(a) and abs(b - a) <= MODEL_TOLERANCE * abs(a)):
-            return False  # (an infinite transit time, no transit, equals only itself)
-    return True
+    pairs = [(getattr(model_old, n), getattr(model_new, n)) for n in _TOLERATED]
+    return all(
+        a == b or (math.isfinite(a) and abs(b - a) <= MODEL_TOLERANCE * abs(a))
+        for a, b in [*pairs, (atoms_old, atoms_new)]
+    )
 
 
 # Samples per step of the fast form: its tables hold this many powers of Φ (2 × 6M × 2¹³ floats,
@@ -679,7 +711,7 @@ class AngleNoise:
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
-        self._key: tuple | None = None
+        self._key: tuple[_ModelKey, float, DetectionChain | None] | None = None
         self._model: _AngleModel | None = None
         self._form: _InnovationsForm | None = None
         self._estimate = np.zeros(0)  # ŝ (fast form) or the steady predictor's (exact)
@@ -701,7 +733,7 @@ class AngleNoise:
     ) -> None:
         """Put a model in force from the next sample on; the spins carry over exactly."""
         fs = check_positive("sample_rate_Hz", sample_rate_Hz, "Hz")
-        key = (*_model_key(model, coupling_upper, coupling_lower, fs), model.atom_number, chain)
+        key = (_model_key(model, coupling_upper, coupling_lower, fs), model.atom_number, chain)
         if self._key is not None and _negligible_change(self._key, key):
             return
         if key not in _MODELS:
