@@ -588,6 +588,7 @@ class _RingReader:
     the clock's error stays below half a ring, 0.13 s at decimation 64 in 2 MiB). A block is
     read only after the pointer is known; the pointer read after it tells which of its samples
     the writer may already have overwritten (any index below written − ring): those become a gap.
+    Consecutive losses join into one gap, up to a ring's length while no read survives.
     """
 
     def __init__(
@@ -656,6 +657,11 @@ class _RingReader:
             spoiled = int(min(max(written - self.ring - index, 0), n))
             if spoiled:
                 lost_from = index if lost_from is None else lost_from
+            if spoiled == n and index + n - lost_from >= self.ring:
+                # Lapped at every read (a writer far faster than the link): say so, a ring's
+                # worth at a time, rather than read on without a word to the consumer.
+                yield StreamGap(lost_from, index + n - lost_from)
+                lost_from = None
             if spoiled < n:
                 if lost_from is not None:
                     yield StreamGap(lost_from, index + spoiled - lost_from)

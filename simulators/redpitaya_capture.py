@@ -29,6 +29,15 @@ when the clock first reaches it, so a change of the apparatus shows up within on
 overwritten before anyone could read them are not generated: the atoms evolve exactly through
 them (`SimulatedLab.record` advances the state), and the ring holds what it would.
 
+A reader that has fallen more than a ring behind (a client streaming from a lab whose clock runs
+many times faster than the link) would otherwise make the board generate a whole ring at every
+question, most of it overwritten again before the next. Once the ring has lapped what was
+generated, the writer only counts until a read catches up with it: the samples are generated
+when a read (or ``ACQ:STOP``, a new ``ACQ:START``, a buffer change) needs them, from the oldest
+sample still in the ring up to the newest one asked for, in order, so no sample is generated
+twice or out of turn. They then see the apparatus of
+that moment rather than of their write time, as a chunk generated ahead does.
+
 Both generate with one BLAS thread (threadpoolctl): the spin model's small expm, eig and thin
 products stall on OpenBLAS's worker threads on a busy machine (10–24 ms per expm, issue 13).
 While the apparatus is unchanged the lab draws one Gaussian per sample for the atoms
@@ -317,6 +326,8 @@ class _Writer:
     start_s: float
     sample_rate_Hz: float
     written: int = 0  # samples of each input written since the start
+    generated: int = 0  # samples before this one hold their codes in the ring (≤ written)
+    lapped: bool = False  # a reader fell a ring behind: generate on reads until it catches up
     stop_index: float = math.inf  # the writer stops before this sample (ACQ:STOP, trigger)
     pending: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), dtype=np.int16))
     pending_first: int = 0  # absolute index of pending[:, 0]
@@ -360,6 +371,7 @@ class DeepMemory:
     # --- settings ---------------------------------------------------------------------------------
     def set_buffer(self, channel: int, address: int, size_bytes: int) -> bool:
         """Place input ``channel``'s buffer; False when the API refuses it (RP_EOOR)."""
+        self.settle()  # what the old buffers were owed goes into them first
         samples = size_bytes // 2
         end = self.region_start + self.region_bytes
         if size_bytes % 16 or address < max(8, self.region_start):
@@ -380,7 +392,7 @@ class DeepMemory:
     # --- the writer -------------------------------------------------------------------------------
     def start(self) -> None:
         """Start writing at the present instant (ACQ:START with a buffer enabled)."""
-        self.catch_up()
+        self.settle()
         fs = ADC_CLOCK_Hz / self.decimation
         self._writer = _Writer(self.lab.clock.now(), fs)
         for buffer in self.buffers:
@@ -390,7 +402,7 @@ class DeepMemory:
     def stop(self) -> None:
         """Stop writing now (ACQ:STOP): what was written stays."""
         if self._writer is not None:
-            self.catch_up()
+            self.settle()
             self._writer.stop_index = min(self._writer.stop_index, self._writer.written)
 
     @property
@@ -407,7 +419,7 @@ class DeepMemory:
 
     def arm_trigger(self, channel: int, edge: int, level: int, hysteresis: int) -> None:
         """Watch input ``channel`` (0 or 1) for a level trigger (edge ±1; level, codes)."""
-        self.catch_up()
+        self.settle()  # the watch starts at the present sample
         if self._writer is not None and not self.triggered:
             self.trigger = (channel, edge, level, hysteresis)
             self._edge_ready = False
@@ -460,6 +472,16 @@ class DeepMemory:
         buffer = self.buffers[channel - 1]
         if not buffer.samples:
             return np.zeros(0, dtype=np.int16)
+        writer = self._writer
+        if writer is not None and writer.generated < writer.written and size > 0:
+            # The newest sample these slots hold: that of the last slot, unless they reach the
+            # slot of the newest sample written (then that one).
+            newest_slot = (writer.written - 1) % buffer.samples
+            behind = (newest_slot - (position + size - 1)) % buffer.samples
+            if size >= buffer.samples or (newest_slot - position) % buffer.samples < size:
+                behind = 0
+            with _THREADPOOLS.limit(limits=1, user_api="blas"):
+                self._generate_until(writer, writer.written - behind)
         first = (buffer.address - self.region_start) // 2
         ring = self.memory[first : first + buffer.samples]
         start = position % buffer.samples
@@ -468,7 +490,8 @@ class DeepMemory:
         return np.take(ring, np.arange(start, start + size) % buffer.samples)
 
     def catch_up(self) -> None:
-        """Write every sample the ADCs have produced by now into the enabled buffers."""
+        """Count every sample the ADCs have written by now, and generate them into the enabled
+        buffers unless the ring has lapped (then a read generates what it needs)."""
         writer = self._writer
         if writer is None:
             return
@@ -478,35 +501,55 @@ class DeepMemory:
         target = int(min(due, writer.stop_index))
         if target <= writer.written:
             return
-        with _THREADPOOLS.limit(limits=1, user_api="blas"):
-            self._write_until(writer, target)
-
-    def _write_until(self, writer: _Writer, target: int) -> None:
-        """Write samples [written, target) into the ring, generating chunks as needed."""
-        longest = max((b.samples for b in self.buffers if b.enabled), default=0)
-        if longest == 0:
+        if self.trigger is None:
             writer.written = target
+            writer.lapped = writer.lapped or target - writer.generated > self._longest()
+            if writer.lapped:
+                return
+        with _THREADPOOLS.limit(limits=1, user_api="blas"):
+            self._generate_until(writer, target)
+
+    def settle(self) -> None:
+        """Count and generate every sample written by now, lapped or not."""
+        self.catch_up()
+        writer = self._writer
+        if writer is not None and writer.generated < writer.written:
+            with _THREADPOOLS.limit(limits=1, user_api="blas"):
+                self._generate_until(writer, writer.written)
+
+    def _longest(self) -> int:
+        """Return the samples of the longest enabled buffer (0 with none)."""
+        return max((b.samples for b in self.buffers if b.enabled), default=0)
+
+    def _generate_until(self, writer: _Writer, target: int) -> None:
+        """Write samples [generated, target) into the ring, generating chunks as needed; with
+        a level trigger armed the writer stops where it fires (then ``written`` follows)."""
+        longest = self._longest()
+        if longest == 0:
+            writer.written = writer.generated = max(writer.written, target)
             return
         # Samples that would be overwritten before the end are never seen: skip them, unless a
         # level trigger watches the signal.
-        if self.trigger is None and target - writer.written > longest:
-            writer.written = target - longest
-        while writer.written < target:
-            offset = writer.written - writer.pending_first
+        if self.trigger is None:
+            writer.generated = max(writer.generated, writer.written - longest)
+        while writer.generated < target:
+            offset = writer.generated - writer.pending_first
             if offset < 0 or offset >= writer.pending.shape[1]:
-                self._generate(writer, writer.written)
+                self._generate(writer, writer.generated)
                 offset = 0
-            n = min(target - writer.written, writer.pending.shape[1] - offset)
+            n = min(target - writer.generated, writer.pending.shape[1] - offset)
             codes = writer.pending[:, offset : offset + n]
             if self.trigger is not None:
                 n = self._watch(writer, codes)
                 codes = codes[:, :n]
-            self._store(writer.written, codes)
-            writer.written += n
-            if writer.written >= writer.stop_index:
-                writer.written = int(writer.stop_index)
+            self._store(writer.generated, codes)
+            writer.generated += n
+            if writer.generated >= writer.stop_index:
+                writer.generated = int(writer.stop_index)
                 break
-        writer.written = min(writer.written, target)
+        writer.generated = min(writer.generated, target)
+        writer.written = max(writer.written, writer.generated)
+        writer.lapped = writer.lapped and writer.generated < writer.written
 
     def _generate(self, writer: _Writer, first: int) -> None:
         """Generate the next chunk of both inputs from absolute sample ``first``."""
@@ -529,8 +572,8 @@ class DeepMemory:
         index, self._edge_ready = schmitt_edge(signal, edge * level, hysteresis, self._edge_ready)
         if index < 0:
             return codes.shape[1]
-        self._fire(writer.written + index)
-        return int(min(codes.shape[1], writer.stop_index - writer.written))
+        self._fire(writer.generated + index)
+        return int(min(codes.shape[1], writer.stop_index - writer.generated))
 
     def _store(self, first: int, codes: np.ndarray) -> None:
         """Put the codes of absolute samples [first, first + n) into each enabled buffer."""

@@ -125,6 +125,59 @@ def test_a_lapped_client_records_the_exact_gap_and_correct_samples_after_it(serv
     assert first_after.first_index == gap.first_index + gap.length
 
 
+def test_a_client_lapped_at_every_question_costs_the_board_what_it_reads_not_a_ring(served):
+    # A lab whose clock runs far ahead of the link: between two blocks the writer laps the
+    # ring three times. The board generates only from the oldest sample still in the ring to
+    # the end of each read, not a whole ring per question, and what the client gets is still
+    # exactly what the board wrote there.
+    board, pitaya = served
+    written = WrittenSamples(board)
+    block = 4096
+    stream = pitaya.stream(decimation=DECIMATION, n_samples=2_000_000, block_samples=block)
+    ring = stream.ring_samples
+    items = []
+    for item in stream:
+        items.append(item)
+        if isinstance(item, StreamBlock):
+            board.lab.clock.advance(3 * ring / stream.sample_rate_Hz)
+    stream.close()
+    blocks = [item for item in items if isinstance(item, StreamBlock)]
+    assert len(blocks) >= 8 and all(b.codes.shape[1] == block for b in blocks[1:])
+    for item in blocks:
+        assert_as_written(item, written)
+    # Generating what the ring holds at each of the four questions per block (two pointer
+    # queries, two reads) would store at least a ring per block. Each read generates from the
+    # oldest sample in the ring to its own end: the block of room and the block, and for the
+    # read the reader finds spoiled, up to where that lands.
+    assert len(written.codes) < ring * len(blocks) / 2
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_lapped_at_every_read_reports_the_loss_a_ring_at_a_time(served):
+    # A link so slow that the writer laps the ring while each block travels: no read survives.
+    # The stream still moves on: it yields the loss as gaps, each at least a ring long and
+    # each where the last ended, so its consumer can see the overrun and give up.
+    board, pitaya = served
+    read = board.deep.read
+
+    def slow_read(channel: int, position: int, size: int) -> np.ndarray:
+        codes = read(channel, position, size)
+        # 1.3 rings per read: not a whole number of rings per block, or the pointer would
+        # seem to stand still (a stopped writer)
+        board.lab.clock.advance(1.3 * ring / (125e6 / DECIMATION))
+        return codes
+
+    board.deep.read = slow_read
+    stream = pitaya.stream(decimation=DECIMATION, block_samples=4096)  # no end of its own
+    ring = stream.ring_samples
+    items = list(itertools.islice(stream, 4))
+    stream.close()
+    assert all(isinstance(item, StreamGap) for item in items)
+    assert all(item.length >= ring for item in items)
+    for before, after in itertools.pairwise(items):
+        assert after.first_index == before.first_index + before.length
+
+
 def test_stream_refuses_bad_settings_before_sending(served):
     _, pitaya = served
     with pytest.raises(ParameterError, match="decimation = 12"):
