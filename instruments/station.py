@@ -41,17 +41,27 @@ INSTRUMENT_NAMES = ("heater", "laser", "mount", "digitiser", "coil_x", "coil_y",
 
 
 class WallClock:
-    """Real time, for a real station: `now` in seconds and `sleep`."""
+    """Real time, for a real station: `now` in seconds and `sleep`.
 
-    speed = 1.0
+    ``speed`` above 1 is for a station whose instruments are a simulated lab served elsewhere
+    (`hotspin sim serve`) at that clock speed: its seconds pass ``speed`` times faster than the
+    wall clock's, as the served lab's do, so the two agree on how long anything takes (a deep-
+    memory reader counts the ring's laps from the time since the writer started).
+    """
+
+    manual = False  # it follows the wall clock
+
+    def __init__(self, speed: float = 1.0) -> None:
+        self.speed = float(speed)
+        self._origin = time.monotonic()
 
     def now(self) -> float:
-        """Return monotonic wall-clock time in s."""
-        return time.monotonic()
+        """Return the time in s since the clock was made, in the lab's seconds."""
+        return self.speed * (time.monotonic() - self._origin)
 
     def sleep(self, duration_s: float) -> None:
-        """Wait ``duration_s`` seconds."""
-        time.sleep(duration_s)
+        """Wait ``duration_s`` of the lab's seconds."""
+        time.sleep(duration_s / self.speed)
 
 
 def lab_config_for(config: StationConfig) -> LabConfig:
@@ -198,7 +208,7 @@ class Station:
                 transport or config.simulation.transport, clock, persist, manual_clock
             )
         else:
-            self.clock: Any = clock or WallClock()
+            self.clock: Any = clock or WallClock(config.simulation.clock_speed)
             self._connect(station_resources(config))
 
     @classmethod

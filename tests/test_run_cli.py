@@ -115,8 +115,8 @@ def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
     ports = free_ports(len(NAMES))
     served = tmp_path / "served.toml"
     served.write_text(station_text(ports, simulated=True).replace("50.0", "1000.0"))
-    client = tmp_path / "client.toml"
-    client.write_text(station_text(ports, simulated=False))
+    client = tmp_path / "client.toml"  # its clock at the served lab's speed
+    client.write_text(station_text(ports, simulated=False).replace("50.0", "1000.0"))
     server = subprocess.Popen(
         [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(served)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -141,6 +141,8 @@ def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
                 assert f.attrs["status"] == "completed", name
         with h5py.File(tmp_path / "spin_noise.h5", "r") as f:
             assert "simulation_truth" not in f["snapshot/start"]
+            # The client keeps the served lab's speed, and knows no reader follows its ring.
+            assert "runs 1000 times faster than the wall" in f.attrs["notes"]
             atoms = f["summary"].attrs["atom_number"]
             sigma = f["summary"].attrs["atom_number_uncertainty"]
             assert f["summary"].attrs["larmor_frequency_Hz"] == pytest.approx(4.659 * 300, rel=0.05)

@@ -56,6 +56,23 @@ def test_malformed_station_files_name_the_problem(tmp_path, text, message):
     assert message in str(error.value)
 
 
+def test_a_real_stations_clock_runs_at_the_served_labs_speed(monkeypatch):
+    # A station of real instruments reaching a lab served at 50 × counts the lab's seconds:
+    # 50 of them per wall-clock second, and a wait of 5 s of them is 0.1 s of wall.
+    import hotspin.instruments.station as station_module
+
+    wall, waits = [100.0], []
+    monkeypatch.setattr(station_module.time, "monotonic", lambda: wall[0])
+    monkeypatch.setattr(station_module.time, "sleep", waits.append)
+    clock = station_module.WallClock(50.0)
+    wall[0] += 2.0
+    assert clock.now() == pytest.approx(100.0)
+    clock.sleep(5.0)
+    assert waits == [pytest.approx(0.1)]
+    assert not clock.manual
+    assert station_module.WallClock().speed == 1.0  # hardware: real seconds
+
+
 def test_missing_station_file_is_a_clear_error(tmp_path):
     with pytest.raises(ParameterError, match="cannot read station file"):
         StationConfig.load(tmp_path / "nowhere.toml")
