@@ -1,6 +1,7 @@
 """`hotspin run`: headless runs, exit codes, Ctrl-C and SIGKILL, and runs over TCP via sim serve."""
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import NAMES, SMALL, free_ports, station_text
+from helpers.killable import Child, start_child, wait_for_steps
 
 from hotspin.cli import main
 from hotspin.headless import run_command
@@ -153,46 +155,17 @@ def test_every_procedure_runs_through_sim_serve_over_tcp(tmp_path):
         server.wait(timeout=30)
 
 
-SWEEP_SCRIPT = """
-import sys
-from hotspin.instruments.station import Station
-from hotspin.procedures.base import run_procedure
-from hotspin.procedures.registry import PROCEDURES
-
-station = Station.from_file(None, manual_clock=True)
-station.configure()
-run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w.h5")
-run_procedure(PROCEDURES["balance"].from_values({}), station, sys.argv[1] + "-b.h5")
-sweep = PROCEDURES["field_sweep"].from_values({"points": 40, "averages": 4})
-print("sweeping", flush=True)
-steps = []
-
-
-def on_step(row):
-    steps.append(row)
-    print("step", flush=True)
-    if len(steps) == 3:  # hold the sweep here until the test has stopped it
-        sys.stdin.readline()
-
-
-run_procedure(sweep, station, sys.argv[1], on_step=on_step)
-"""
-
-
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
 def test_a_sweep_stopped_by_ctrl_c_or_killed_keeps_every_finished_spectrum(tmp_path, stop):
     out = tmp_path / "sweep.h5"
-    process = subprocess.Popen(
-        [sys.executable, "-c", SWEEP_SCRIPT, str(out)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True, preexec_fn=default_interrupts,
-    )  # fmt: skip
-    steps_seen = 0
-    while steps_seen < 3:
-        line = process.stdout.readline()
-        assert line, "the sweep ended before it was stopped"
-        steps_seen += line.startswith("step")
-    process.send_signal(stop)
-    process.wait(timeout=60)
+    warm_and_balanced = (("warmup", {"dwell_s": 5.0}), ("balance", {}))
+    sweep = Child("field_sweep", {"points": 40, "averages": 4}, str(out),
+                  before=warm_and_balanced, hold_at_step=3, interrupts=True)  # fmt: skip
+    process, reports = start_child(sweep)
+    wait_for_steps(reports, 3)
+    os.kill(process.pid, stop)
+    process.join(timeout=60)
+    assert not process.is_alive()
     with h5py.File(out, "r") as f:
         expected = "aborted" if stop == signal.SIGINT else "running"
         assert f.attrs["status"] == expected

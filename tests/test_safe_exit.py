@@ -1,47 +1,18 @@
 """Safe on every exit: signals, a second interrupt, a hung supply (issue: no coil left on)."""
 
+import os
 import signal
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
+from helpers.killable import Child, next_report, start_child, wait_for_steps
 from hotspin.instruments.errors import InterlockError
 from hotspin.instruments.interrupts import interrupts_held
 from hotspin.instruments.station import Station
 from hotspin.simulators.instrument_base import Fault
 
-SWEEP_SCRIPT = """
-import sys
-from hotspin.instruments.interrupts import terminating_interrupts
-from hotspin.instruments.station import Station
-from hotspin.procedures.base import run_procedure
-from hotspin.procedures.registry import PROCEDURES
-
-steps = []
-
-
-def on_step(row):
-    steps.append(row)
-    print("step", flush=True)
-    if len(steps) == 2:  # hold the sweep here, coils energised, until the test signals
-        sys.stdin.readline()
-
-
-with terminating_interrupts(), Station.from_file(None, manual_clock=True) as station:
-    station.configure()
-    run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w")
-    run_procedure(PROCEDURES["balance"].from_values({}), station, sys.argv[1] + "-b")
-    sweep = PROCEDURES["field_sweep"].from_values({"points": 20, "averages": 2})
-    run_procedure(sweep, station, sys.argv[1], on_step=on_step)
-"""
-
-
-def default_interrupts() -> None:
-    """In the child: Ctrl-C acts as from a terminal, even when the test runner ignores it (a
-    shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+WARM_AND_BALANCED = (("warmup", {"dwell_s": 5.0}), ("balance", {}))
 
 
 @pytest.mark.parametrize(
@@ -50,16 +21,16 @@ def default_interrupts() -> None:
 )  # fmt: skip
 def test_a_signal_during_a_field_sweep_aborts_it_with_the_coils_off(tmp_path, signals):
     out = tmp_path / "sweep.h5"
-    process = subprocess.Popen(
-        [sys.executable, "-c", SWEEP_SCRIPT, str(out)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=default_interrupts,
-    )  # fmt: skip
-    for _ in range(2):
-        assert process.stdout.readline() == "step\n", process.stderr.read()
+    # A new embedded lab, warmed and balanced, then a sweep held at its second step with the
+    # coils energised, in a process whose Ctrl-C, SIGTERM and SIGHUP act as the command line's.
+    sweep = Child("field_sweep", {"points": 20, "averages": 2}, str(out),
+                  before=WARM_AND_BALANCED, hold_at_step=2, interrupts=True)  # fmt: skip
+    process, reports = start_child(sweep)
+    wait_for_steps(reports, 2)
     for number in signals:
-        process.send_signal(number)
-    process.wait(timeout=120)
+        os.kill(process.pid, number)
+    process.join(timeout=120)
+    assert not process.is_alive()
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "aborted"
         reason = f.attrs["abort_reason"]
@@ -101,36 +72,20 @@ def test_held_interrupts_are_delivered_after_the_block():
     assert order == ["the block finished"]
 
 
-AVERAGE_SCRIPT = """
-import sys
-from hotspin.instruments.station import Station
-from hotspin.procedures.base import run_procedure
-from hotspin.procedures.recorder import RunFile
-from hotspin.procedures.registry import PROCEDURES
-
-RunFile.checkpoint_due = lambda self, interval_s=1.0: True  # every segment, for the test
-with Station.from_file(None, manual_clock=True) as station:
-    station.configure()
-    run_procedure(PROCEDURES["warmup"].from_values({"dwell_s": 5.0}), station, sys.argv[1] + "-w")
-    run_procedure(PROCEDURES["balance"].from_values({}), station, sys.argv[1] + "-b")
-    long = PROCEDURES["spin_noise"].from_values({"averages": 100000})
-    run_procedure(long, station, sys.argv[1], progress=lambda p, m: print(m, flush=True))
-"""
-
-
 def test_a_killed_long_average_keeps_the_average_flushed_before_the_kill(tmp_path):
     out = tmp_path / "average.h5"
-    process = subprocess.Popen(
-        [sys.executable, "-c", AVERAGE_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True
-    )
+    average = Child("spin_noise", {"averages": 100000}, str(out), before=WARM_AND_BALANCED,
+                    checkpoint_every_segment=True)  # fmt: skip
+    process, reports = start_child(average)
     seen = 0
     while seen < 5:
-        line = process.stdout.readline()
-        assert line, "the run ended before it was killed"
-        if line.startswith("spectrum: segment"):
-            seen = int(line.split()[2])
+        assert reports.poll(120), "no report from the run"
+        message = next_report(reports)
+        assert message != "done", "the run ended before it was killed"
+        if message.startswith("progress: spectrum: segment"):
+            seen = int(message.split()[3])
     process.kill()
-    process.wait(timeout=60)
+    process.join(timeout=60)
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "running"  # killed: nobody marked it
         running = f["running_spectrum"]
