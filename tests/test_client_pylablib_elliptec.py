@@ -11,10 +11,18 @@ lab's plate: hotspin's own driver, on the TCP port, reads the same position.
 import pytest
 from helpers.served_lab import served_lab
 from hotspin.instruments.thorlabs_ell14 import ELL14
-from pylablib.devices import Thorlabs
 
 #: One pulse of the ELL14 in degrees; pyLabLib truncates a move to whole pulses.
 PULSE_DEG = 360.0 / 143360
+
+
+@pytest.fixture(scope="module")
+def Thorlabs():
+    """pyLabLib's Thorlabs devices, imported by the tests that use them: 0.8 s of CPU, which
+    every test process would otherwise spend collecting this module."""
+    from pylablib.devices import Thorlabs
+
+    return Thorlabs
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +32,7 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=["pty", "socket"])
-def stage(request, lab):
+def stage(request, lab, Thorlabs):
     """One connection per transport (pyLabLib polls all 16 addresses on connecting: 2 s)."""
     port = lab.mount_pty if request.param == "pty" else f"socket://127.0.0.1:{lab.ports['mount']}"
     stage = Thorlabs.ElliptecMotor(port)
@@ -66,7 +74,7 @@ def test_velocity_home_offset_and_motor_information(stage):
     assert motors[0].fw_freq == pytest.approx(14740000 / 0xA4)
 
 
-def test_an_invalid_command_raises_the_clients_error(stage):
+def test_an_invalid_command_raises_the_clients_error(stage, Thorlabs):
     with pytest.raises(Thorlabs.ThorlabsError, match="not_supported"):
         stage.get_motor_info(motor=3)  # the ELL14 has two motors: GS03
     assert stage.get_status() == "ok"  # the link is still in step
