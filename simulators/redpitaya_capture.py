@@ -419,8 +419,9 @@ class DeepMemory:
 
     def arm_trigger(self, channel: int, edge: int, level: int, hysteresis: int) -> None:
         """Watch input ``channel`` (0 or 1) for a level trigger (edge ±1; level, codes)."""
-        self.settle()  # the watch starts at the present sample
-        if self._writer is not None and not self.triggered:
+        self.settle()  # the watch starts at the present sample, every earlier one generated
+        fired = any(b.trigger_index is not None for b in self.buffers)  # (no second catch-up)
+        if self._writer is not None and not fired:
             self.trigger = (channel, edge, level, hysteresis)
             self._edge_ready = False
 

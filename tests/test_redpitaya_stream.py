@@ -178,6 +178,48 @@ def test_a_reader_lapped_at_every_read_reports_the_loss_a_ring_at_a_time(served)
         assert after.first_index == before.first_index + before.length
 
 
+class TickingClock(SimClock):
+    """A manual clock that moves on by ``step_s`` whenever it is read: the board's view of a
+    loaded machine, where time passes between any two of its own steps."""
+
+    def __init__(self, step_s: float) -> None:
+        super().__init__(manual=True)
+        self.step_s = step_s
+
+    def now(self) -> float:
+        """Return the time, then let ``step_s`` pass."""
+        now = super().now()
+        self.advance(self.step_s)
+        return now
+
+
+def test_a_level_trigger_armed_on_a_lapped_ring_stops_where_it_fires():
+    # Light on the balanced detector: its shot noise crosses the level trigger. Each look at the
+    # clock lets 1.3 rings pass, so the ring has lapped between any two steps of the board, in
+    # particular between catching up and arming the trigger.
+    lab = SimulatedLab(LabConfig(seed=5), SimClock(manual=True))
+    lab.laser.emission_enabled = True
+    lab.hwp_angle_deg = lab.config.polarimeter.hwp_zero_deg
+    deep = SimulatedRedPitaya(lab, ddr_bytes=RING_BYTES).deep
+    ring = RING_BYTES // 4
+    deep.decimation = DECIMATION
+    delay = ring // 8
+    for channel in (1, 2):
+        assert deep.set_buffer(channel, deep.region_start + (channel - 1) * 2 * ring, 2 * ring)
+        deep.buffers[channel - 1].enabled = True
+        deep.buffers[channel - 1].trigger_delay = delay
+    deep.start()
+    lab.clock = TickingClock(1.3 * ring * DECIMATION / 125e6)
+    deep.arm_trigger(0, 1, 0, 41)  # CH1_PE at 0 V, 5 mV of hysteresis
+    assert deep.filled(1)
+    trigger = deep.buffers[0].trigger_index
+    assert deep.written() == trigger + 1 + delay  # the writer stopped Trig:Dly after it
+    position = deep.trigger_position(1)
+    assert position == trigger % ring
+    before, at = deep.read(1, position - 1, 2)
+    assert before < 0 <= at  # the rising edge is where the ring says it is
+
+
 def test_stream_refuses_bad_settings_before_sending(served):
     _, pitaya = served
     with pytest.raises(ParameterError, match="decimation = 12"):
