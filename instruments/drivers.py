@@ -35,7 +35,9 @@ def driver_class(key: str, name: str) -> type:
     """Return the driver class the station setting ``key`` = ``name`` selects."""
     from importlib import import_module
 
-    known = known_drivers()
+    # A built-in name wins over a registered one (see known_drivers): no need to read every
+    # installed package's entry points for it (6 ms a role, five roles per station).
+    known = BUILTIN if name in BUILTIN else known_drivers()
     if name not in known:
         raise ParameterError(
             f"{key} = {name!r} is not a known driver; known: {', '.join(sorted(known))}"
