@@ -546,7 +546,9 @@ def test_a_fitting_process_that_cannot_start_is_reported_and_stop_still_works(mo
             raise RuntimeError("no new processes here")
 
     spawn = multiprocessing.get_context("spawn")
-    context = SimpleNamespace(Pipe=spawn.Pipe, Process=RefusingProcess)
+    context = SimpleNamespace(
+        Pipe=spawn.Pipe, Process=RefusingProcess, set_forkserver_preload=lambda modules: None
+    )
     monkeypatch.setattr(worker, "get_context", lambda method: context)
     fitter = ModelFitter(processor=None, apparatus=lambda power: "the apparatus")
     frame = fitter.fit_once(SimpleNamespace(segments=3), detected_power_W=1e-3)
