@@ -69,17 +69,12 @@ def test_several_clients_at_once(served):
         second.close()
 
 
-def test_serving_a_real_station_is_refused(tmp_path):
+def test_serving_a_real_station_is_refused(tmp_path, capsys):
+    # Refused before anything is served: the command line in this process, as in a shell.
     path = tmp_path / "real.toml"
     path.write_text(station_text(free_ports(len(NAMES)), simulated=False))
-    result = subprocess.run(
-        [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "needs a simulated station" in result.stderr
+    assert main(["sim", "serve", "--station", str(path)]) == 2
+    assert "needs a simulated station" in capsys.readouterr().err
 
 
 def test_only_loopback_resources_can_be_served():
@@ -196,17 +191,15 @@ def test_a_client_station_file_reaches_one_lab_that_keeps_its_state(tmp_path, ca
         assert process.wait(timeout=10) == 0
 
 
-def test_a_client_station_needs_fixed_ports(tmp_path):
+def test_a_client_station_needs_fixed_ports(tmp_path, capsys):
     served_file = tmp_path / "served.toml"
     served_file.write_text(station_text([0] * len(NAMES), simulated=True))
-    result = subprocess.run(
-        [sys.executable, "-m", "hotspin.cli", "sim", "serve", "--station", str(served_file),
-         "--client-station", str(tmp_path / "lab.toml")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "needs a fixed port for every instrument" in result.stderr
-    assert "heater, laser, mount, digitiser, coil_x, coil_y, coil_z at port 0" in result.stderr
+    command = ["sim", "serve", "--station", str(served_file),
+               "--client-station", str(tmp_path / "lab.toml")]  # fmt: skip
+    assert main(command) == 2  # refused before anything is served
+    err = capsys.readouterr().err
+    assert "needs a fixed port for every instrument" in err
+    assert "heater, laser, mount, digitiser, coil_x, coil_y, coil_z at port 0" in err
     assert not (tmp_path / "lab.toml").exists()
 
 
