@@ -35,8 +35,8 @@ question, most of it overwritten again before the next. Once the ring has lapped
 generated, the writer only counts until a read catches up with it: the samples are generated
 when a read (or ``ACQ:STOP``, a new ``ACQ:START``, a buffer change) needs them, from the oldest
 sample still in the ring up to the newest one asked for, in order, so no sample is generated
-twice or out of turn. They then see the apparatus of
-that moment rather than of their write time, as a chunk generated ahead does.
+twice or out of turn. They then see the apparatus of that moment rather than of their write
+time, as a chunk generated ahead does.
 
 Both generate with one BLAS thread (threadpoolctl): the spin model's small expm, eig and thin
 products stall on OpenBLAS's worker threads on a busy machine (10–24 ms per expm, issue 13).
