@@ -46,22 +46,29 @@ class WallClock:
     ``speed`` above 1 is for a station whose instruments are a simulated lab served elsewhere
     (`hotspin sim serve`) at that clock speed: its seconds pass ``speed`` times faster than the
     wall clock's, as the served lab's do, so the two agree on how long anything takes (a deep-
-    memory reader counts the ring's laps from the time since the writer started).
+    memory reader counts the ring's laps from the time since the writer started). ``wall`` and
+    ``wait`` are the wall clock it follows and how it waits on it.
     """
 
     manual = False  # it follows the wall clock
 
-    def __init__(self, speed: float = 1.0) -> None:
+    def __init__(
+        self,
+        speed: float = 1.0,
+        wall: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.speed = float(speed)
-        self._origin = time.monotonic()
+        self._wall, self._wait = wall, wait
+        self._origin = wall()
 
     def now(self) -> float:
         """Return the time in s since the clock was made, in the lab's seconds."""
-        return self.speed * (time.monotonic() - self._origin)
+        return self.speed * (self._wall() - self._origin)
 
     def sleep(self, duration_s: float) -> None:
         """Wait ``duration_s`` of the lab's seconds."""
-        time.sleep(duration_s / self.speed)
+        self._wait(duration_s / self.speed)
 
 
 def lab_config_for(config: StationConfig) -> LabConfig:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hotspin.analysis.checks import ParameterError
 from hotspin.instruments.errors import InterlockError
-from hotspin.instruments.station import Station, lab_config_for
+from hotspin.instruments.station import Station, WallClock, lab_config_for
 from hotspin.instruments.station_config import StationConfig
 
 
@@ -56,21 +56,17 @@ def test_malformed_station_files_name_the_problem(tmp_path, text, message):
     assert message in str(error.value)
 
 
-def test_a_real_stations_clock_runs_at_the_served_labs_speed(monkeypatch):
+def test_a_real_stations_clock_runs_at_the_served_labs_speed():
     # A station of real instruments reaching a lab served at 50 × counts the lab's seconds:
     # 50 of them per wall-clock second, and a wait of 5 s of them is 0.1 s of wall.
-    import hotspin.instruments.station as station_module
-
     wall, waits = [100.0], []
-    monkeypatch.setattr(station_module.time, "monotonic", lambda: wall[0])
-    monkeypatch.setattr(station_module.time, "sleep", waits.append)
-    clock = station_module.WallClock(50.0)
+    clock = WallClock(50.0, wall=lambda: wall[0], wait=waits.append)
     wall[0] += 2.0
     assert clock.now() == pytest.approx(100.0)
     clock.sleep(5.0)
     assert waits == [pytest.approx(0.1)]
     assert not clock.manual
-    assert station_module.WallClock().speed == 1.0  # hardware: real seconds
+    assert WallClock().speed == 1.0  # hardware: real seconds
 
 
 def test_missing_station_file_is_a_clear_error(tmp_path):
