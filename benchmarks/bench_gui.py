@@ -155,15 +155,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int) -> list[int]:
+    """Return the living children of process ``pid``, from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            found += [int(child) for child in task.read_text().split()]
+    return found
+
+
 def children_cpu_seconds(but: int | None = None) -> float:
-    """Return the CPU seconds of this process's living children (fitter, QND tracker) but the
-    process ``but`` (the server)."""
-    total = 0.0
-    for child in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        for pid in child.read_text().split():
-            if int(pid) != but:
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                    total += cpu_seconds(int(pid))
+    """Return the CPU seconds of this process's living descendants (the forkserver and the
+    fitter and QND tracker it forked) but the process ``but`` (the server) and its own."""
+    total, pending = 0.0, [pid for pid in _children(os.getpid()) if pid != but]
+    while pending:
+        pid = pending.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(pid)
+        pending += _children(pid)
     return total
 
 
